@@ -1,0 +1,115 @@
+//! Commands: each turns parsed arguments into library calls and output. stdout carries data
+//! only; messages and progress go to stderr.
+
+pub mod bench;
+pub mod demo;
+pub mod deploy;
+pub mod hash;
+pub mod manifest;
+pub mod pack;
+pub mod preflight;
+pub mod rollback;
+pub mod status;
+pub mod store;
+pub mod unpack;
+pub mod verify;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use sealpush::progress::{Bars, NoProgress, Progress};
+
+/// Options every command sees.
+#[derive(Clone, Debug, Default)]
+pub struct Globals {
+    pub quiet: bool,
+    pub no_progress: bool,
+}
+
+impl Globals {
+    /// Bars only when stderr is a terminal and the user did not opt out.
+    pub fn progress(&self) -> Box<dyn Progress> {
+        if !self.quiet && !self.no_progress && std::io::stderr().is_terminal() {
+            Box::new(Bars::new())
+        } else {
+            Box::new(NoProgress)
+        }
+    }
+
+    /// A one-line message on stderr unless `-q`.
+    pub fn note(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+/// Documented exit statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// A check failed: verdict FAIL, digest mismatch, a tree the recipe cannot hash.
+    CheckFailed = 1,
+    /// Usage or I/O error.
+    Error = 2,
+    /// Ctrl-C.
+    Interrupted = 130,
+}
+
+/// An error that means "a check failed" (exit 1) rather than "could not run" (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+/// Maps a command's outcome to the process exit status, printing the error once.
+pub fn exit_status(result: anyhow::Result<Exit>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            // A closed stdout (`sealpush hash d | head -c1`) is not an error.
+            if err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::from(Exit::Ok as u8);
+            }
+            eprintln!("sealpush: error: {err:#}");
+            let code = if err.chain().any(|c| c.is::<CheckFailed>()) {
+                Exit::CheckFailed
+            } else {
+                Exit::Error
+            };
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+/// How to reach a host; shared by preflight, deploy, rollback and status.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SshArgs {
+    /// ssh config file passed to ssh as `-F FILE` (aliases, keys, ports).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<std::path::PathBuf>,
+    /// Trust and record the host key if the host is not yet in known_hosts. A changed key is
+    /// always refused.
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+    /// Seconds to wait for the connection.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// Seconds any single remote operation may take before sealpush gives up on a stalled host.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub op_timeout: u64,
+}
+
+impl SshArgs {
+    pub fn options(&self) -> sealpush::remote::ConnectOptions {
+        sealpush::remote::ConnectOptions {
+            ssh_config: self.ssh_config.clone(),
+            accept_new_host_key: self.accept_new_host_key,
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            op_timeout: Duration::from_secs(self.op_timeout),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The locked deploy plan: what preflight established, what the deploy will do, in order, and
+//! how each step is undone. Written before any host mutation; sealed by its own digest so the
+//! deploy can refuse a plan that was edited.
+//!
+//! Pure: values in, values out. The file format is documented in `store-layout.md`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::remote::{ExecOutput, FsStats, HostFacts};
+
+/// Current plan format version.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// A locked plan. Serialized as pretty JSON with a trailing `"digest"` (see [`SealedPlan`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format: u32,
+    pub tool_version: String,
+    /// UTC, RFC 3339 (`2026-05-21T10:00:00Z`).
+    pub created: String,
+    pub host: HostRef,
+    pub facts: HostFacts,
+    pub artifact: ArtifactRef,
+    /// Absolute path the tree is promoted to. Must not exist.
+    pub target: PathBuf,
+    /// statvfs of the target's parent at preflight time.
+    pub target_fs: FsStats,
+    /// The old version that must stay byte-identical.
+    pub anchor: Option<Anchor>,
+    /// Fresh, unguessable staging directory (same filesystem as the target).
+    pub staging: PathBuf,
+    /// Directory beside the target for sealpush's lock, journal, receipt and kept archives
+    /// (`<parent>/.sealpush/<target name>/`).
+    pub work_dir: PathBuf,
+    /// The ordered operations the deploy performs.
+    pub operations: Vec<Operation>,
+    /// Undo, in the order to run it: removes only what the operations create.
+    pub rollback: Vec<Operation>,
+    /// Every check preflight made, with its evidence.
+    pub checks: Vec<Check>,
+    /// Output of `--probe` commands.
+    pub probes: Vec<ExecOutput>,
+    pub verdict: Verdict,
+}
+
+/// How to reach the host again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRef {
+    /// As the user gave it (`contabo`, `root@host`, `local`).
+    pub destination: String,
+    /// "sftp" or "local".
+    pub transport: String,
+    pub ssh_config: Option<PathBuf>,
+}
+
+/// The artifact to deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// Local path of the archive (normally inside the store).
+    pub path: PathBuf,
+    /// "tar.zst" or "tar.gz".
+    pub format: String,
+    pub archive_sha256: Digest,
+    pub archive_size: u64,
+    /// sha256 of the artifact's canonical manifest.
+    pub tree_identity: Digest,
+    /// Recipe digest of the tree (C locale) as recorded in its manifest.
+    pub recipe_digest: Digest,
+    pub files: u64,
+    /// Sum of file sizes once unpacked.
+    pub unpacked_bytes: u64,
+}
+
+/// The old version next to the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    pub path: PathBuf,
+    /// `cd <parent> && find <name> -type f | sort | xargs sha256sum | sha256sum`, computed by
+    /// sealpush over the transport.
+    pub recipe_digest: Digest,
+    /// The collation locale the digest was computed in ("C" unless the user chose another).
+    pub recipe_locale: String,
+    /// Identity of the anchor's manifest.
+    pub tree_identity: Digest,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// One step of a deploy or a rollback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Operation {
+    /// Exclusive create of the lock file.
+    TakeLock { path: PathBuf },
+    /// Exclusive mkdir of the staging directory (mode 0700 until promote).
+    MakeStaging { path: PathBuf },
+    /// Upload the artifact's tree into the staging directory.
+    Materialize {
+        staging: PathBuf,
+        files: u64,
+        bytes: u64,
+    },
+    /// Upload the archive itself (`--keep-archive`).
+    UploadArchive { path: PathBuf, sha256: Digest },
+    /// Read every staged file back and compare with the manifest.
+    VerifyStaged { staging: PathBuf },
+    /// Write DEPLOY-MANIFEST.txt inside the staged tree.
+    WriteDeployManifest { path: PathBuf },
+    /// Rename staging to target; fails if the target exists in any form.
+    Promote { from: PathBuf, to: PathBuf },
+    /// Re-hash the anchor and the target.
+    Prove,
+    /// Write the receipt beside the target.
+    WriteReceipt { path: PathBuf },
+    /// Remove the lock file.
+    ReleaseLock { path: PathBuf },
+    /// Rollback: remove a tree that the deploy created, only if it still matches `identity`.
+    RemoveTree { path: PathBuf, identity: Digest },
+    /// Rollback: remove a file that the deploy created, only if it still has `sha256`.
+    RemoveFile {
+        path: PathBuf,
+        sha256: Option<Digest>,
+    },
+}
+
+/// One preflight check with its evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// Short key (`target-absent`, `same-filesystem`, `space`, ...).
+    pub name: String,
+    pub ok: bool,
+    /// What was observed ("lstat /opt/x: no such file").
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub pass: bool,
+    /// Every reason for FAIL (and warnings for PASS).
+    pub reasons: Vec<String>,
+}
+
+/// A plan together with its digest, as written to disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SealedPlan {
+    pub plan: Plan,
+    /// sha256 of [`canonical_bytes`] of `plan`.
+    pub digest: Digest,
+}
+
+/// The bytes the plan digest covers: compact JSON of the plan with struct fields in declaration
+/// order (serde_json's order for derived structs, stable across runs).
+pub fn canonical_bytes(plan: &Plan) -> Vec<u8> {
+    serde_json::to_vec(plan).expect("plan serializes")
+}
+
+impl Plan {
+    /// Seals the plan with its digest.
+    pub fn seal(self) -> SealedPlan {
+        let digest = Digest::of(&canonical_bytes(&self));
+        SealedPlan { plan: self, digest }
+    }
+}
+
+/// Why a plan file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("not a sealpush plan: {0}")]
+    Parse(String),
+    #[error("plan format {found} is not supported (this sealpush reads format {PLAN_FORMAT})")]
+    Format { found: u32 },
+    #[error("plan was edited after preflight: its digest is {recorded} but its content hashes to {actual}; run preflight again")]
+    Tampered { recorded: Digest, actual: Digest },
+    #[error("plan verdict is FAIL: {0}; fix the reasons and run preflight again")]
+    Failed(String),
+}
+
+impl SealedPlan {
+    /// Pretty JSON for the plan file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plan serializes") + "\n"
+    }
+
+    /// Parses a plan file and checks its digest and verdict.
+    pub fn from_json(text: &str) -> Result<SealedPlan, PlanError> {
+        let sealed: SealedPlan =
+            serde_json::from_str(text).map_err(|e| PlanError::Parse(e.to_string()))?;
+        if sealed.plan.format != PLAN_FORMAT {
+            return Err(PlanError::Format {
+                found: sealed.plan.format,
+            });
+        }
+        let actual = Digest::of(&canonical_bytes(&sealed.plan));
+        if actual != sealed.digest {
+            return Err(PlanError::Tampered {
+                recorded: sealed.digest,
+                actual,
+            });
+        }
+        if !sealed.plan.verdict.pass {
+            return Err(PlanError::Failed(sealed.plan.verdict.reasons.join("; ")));
+        }
+        Ok(sealed)
+    }
+}

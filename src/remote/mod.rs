@@ -1,0 +1,225 @@
+//! Remote hosts: the operations sealpush needs from a host, over SFTP ([`sftp`]) or on this
+//! machine's own filesystem ([`local`], the `--host local` transport for demos and trials).
+//!
+//! The trait is synchronous; the SFTP implementation owns a tokio runtime and pipelines the bulk
+//! operations ([`Remote::hash_files`], [`Remote::put_new_files`]) internally. Every remote path is
+//! absolute. Every mutating operation is *exclusive*: it fails rather than replace or follow
+//! something that already exists at the name.
+
+pub mod local;
+pub mod sftp;
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::progress::Progress;
+
+/// What a name is, as `lstat` (or `stat` for [`Remote::stat`]) reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Other,
+}
+
+/// Metadata of one name.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// One directory entry, in the server's readdir order. Never `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Raw name bytes (no `/`).
+    pub name: Vec<u8>,
+    /// The entry's own kind (lstat: a symlink is `Symlink`).
+    pub meta: Meta,
+}
+
+/// statvfs of the filesystem holding a path.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FsStats {
+    /// Fragment size: the unit of `blocks` and `blocks_avail`.
+    pub frsize: u64,
+    pub blocks: u64,
+    /// Blocks available to an unprivileged user.
+    pub blocks_avail: u64,
+    /// Filesystem id: equal ids mean the same filesystem, so a rename between them is atomic.
+    pub fsid: u64,
+    pub read_only: bool,
+    pub name_max: u64,
+}
+
+impl FsStats {
+    pub fn total_bytes(&self) -> u64 {
+        self.frsize.saturating_mul(self.blocks)
+    }
+    pub fn avail_bytes(&self) -> u64 {
+        self.frsize.saturating_mul(self.blocks_avail)
+    }
+}
+
+/// Facts about a host that need no remote command.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostFacts {
+    /// `/etc/hostname` (or `/proc/sys/kernel/hostname`).
+    pub hostname: String,
+    /// `/proc/sys/kernel/ostype` + `osrelease` + `/proc/sys/kernel/version`, as far as readable.
+    pub kernel: String,
+    /// `PRETTY_NAME` from `/etc/os-release`.
+    pub os_release: String,
+    /// The login's home directory (what a relative remote path would resolve against).
+    pub home: String,
+}
+
+/// Output of a remote command.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecOutput {
+    pub command: String,
+    /// Exit status; `None` if killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// One file for [`Remote::put_new_files`]: uploaded from a local file.
+#[derive(Clone, Debug)]
+pub struct NewFile {
+    /// Absolute remote path; must not exist (exclusive create).
+    pub remote: PathBuf,
+    /// Local source file, read whole.
+    pub local: PathBuf,
+    /// Expected size of the local file.
+    pub len: u64,
+    /// Permission bits to set on the remote file (0o644 or 0o755).
+    pub mode: u32,
+}
+
+/// Errors from remote operations. Each carries the operation and path it is about; `Failed`
+/// carries the cause that sealpush diagnosed when the server only said "Failure".
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{op} {}: no such file or directory", path.display())]
+    NotFound { op: &'static str, path: PathBuf },
+    #[error("{op} {}: already exists", path.display())]
+    Exists { op: &'static str, path: PathBuf },
+    #[error("{op} {}: permission denied", path.display())]
+    PermissionDenied { op: &'static str, path: PathBuf },
+    #[error("{op} {}: {reason}", path.display())]
+    Failed {
+        op: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{op} {}: no answer within {secs}s (the connection may be stalled)", path.display())]
+    Timeout {
+        op: &'static str,
+        path: PathBuf,
+        secs: u64,
+    },
+    #[error("cannot connect to {host}: {message}")]
+    Connect { host: String, message: String },
+    #[error("connection to {host} lost: {message}")]
+    Disconnected { host: String, message: String },
+}
+
+impl RemoteError {
+    /// True for errors that say the name is absent.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RemoteError::NotFound { .. })
+    }
+}
+
+pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
+/// The operations sealpush performs on a host.
+pub trait Remote: Send + Sync {
+    /// How the user named the host ("local", "contabo", "root@10.0.0.1").
+    fn name(&self) -> &str;
+    /// "sftp" or "local".
+    fn transport(&self) -> &'static str;
+    /// Facts read from files on the host (no remote command).
+    fn facts(&self) -> Result<HostFacts>;
+    /// lstat; `Ok(None)` when the name does not exist.
+    fn lstat(&self, path: &Path) -> Result<Option<Meta>>;
+    /// stat (follows symlinks); `Ok(None)` when the name (or its target) does not exist.
+    fn stat(&self, path: &Path) -> Result<Option<Meta>>;
+    /// Entries of a directory in the server's readdir order, without `.` and `..`.
+    fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>>;
+    /// Target of a symlink, raw.
+    fn read_link(&self, path: &Path) -> Result<PathBuf>;
+    fn statvfs(&self, path: &Path) -> Result<FsStats>;
+    /// Reads a whole file of at most `limit` bytes (journals, receipts, manifests).
+    fn read_file(&self, path: &Path, limit: u64) -> Result<Vec<u8>>;
+    /// sha256 and size of each file, reading the bytes (following symlinks as `fopen` does),
+    /// pipelined; results in the order of `paths`.
+    fn hash_files(&self, paths: &[PathBuf], progress: &dyn Progress) -> Vec<Result<(Digest, u64)>>;
+    /// Creates a directory; fails with `Exists` if the name exists in any form.
+    fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;
+    /// Creates a new file with `data` (exclusive create, never through a symlink), sets `mode`,
+    /// and fsyncs it when `fsync` and the server can.
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32, fsync: bool) -> Result<()>;
+    /// Uploads many files, each by exclusive create, many in flight. Parents must exist.
+    fn put_new_files(&self, files: &[NewFile], fsync: bool, progress: &dyn Progress) -> Result<()>;
+    /// Creates a symlink at `link` pointing to `target`; fails if `link` exists.
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    /// Creates a hard link `link` to the existing file `existing`; fails if `link` exists.
+    fn hard_link(&self, existing: &Path, link: &Path) -> Result<()>;
+    /// Renames `from` to `to`, failing (never replacing) if `to` exists in any form,
+    /// including as an empty directory.
+    fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Removes a file or symlink (never follows it).
+    fn remove_file(&self, path: &Path) -> Result<()>;
+    /// Removes an empty directory.
+    fn remove_dir(&self, path: &Path) -> Result<()>;
+    /// Runs a shell command on the host (only where the user asked for one).
+    fn exec(&self, command: &str) -> Result<ExecOutput>;
+}
+
+/// How to reach a host.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// `ssh -F FILE`.
+    pub ssh_config: Option<PathBuf>,
+    /// Trust and record an unknown host key (ssh's `accept-new`); never a changed one.
+    pub accept_new_host_key: bool,
+    /// Limit for establishing the connection.
+    pub connect_timeout: std::time::Duration,
+    /// Limit for any single remote operation; a stalled server ends in [`RemoteError::Timeout`].
+    pub op_timeout: std::time::Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            ssh_config: None,
+            accept_new_host_key: false,
+            connect_timeout: std::time::Duration::from_secs(15),
+            op_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Opens a host: `local` (or `local:`) is this machine's filesystem; anything else is an ssh
+/// destination (alias from `~/.ssh/config`, `user@host`, `ssh://user@host:port`).
+pub fn connect(host: &str, opts: &ConnectOptions) -> Result<Box<dyn Remote>> {
+    if host == "local" || host == "local:" {
+        Ok(Box::new(local::LocalRemote::new()))
+    } else {
+        Ok(Box::new(sftp::SftpRemote::connect(host, opts)?))
+    }
+}

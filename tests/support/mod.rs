@@ -1,0 +1,86 @@
+//! Shared test helpers: run the sealpush binary and, on failure, show everything needed to
+//! reproduce (command, cwd, status, stdout, stderr).
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of the built `sealpush` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sealpush"))
+}
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A command with a readable failure report.
+pub struct TestCommand {
+    pub cmd: Command,
+}
+
+impl TestCommand {
+    /// `sealpush ARGS...` in `cwd`, with a clean, quiet environment.
+    pub fn sealpush<I, S>(cwd: &Path, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).current_dir(cwd).env("RUST_BACKTRACE", "0");
+        TestCommand { cmd }
+    }
+
+    /// Any program.
+    pub fn new(program: impl AsRef<OsStr>, cwd: &Path) -> TestCommand {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd);
+        TestCommand { cmd }
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> TestCommand {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn output(&mut self) -> Output {
+        self.cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.cmd))
+    }
+
+    /// Runs and asserts exit status `code`, returning the output.
+    pub fn expect_code(&mut self, code: i32) -> Output {
+        let out = self.output();
+        if out.status.code() != Some(code) {
+            panic!("{}", self.report(&out, &format!("expected exit {code}")));
+        }
+        out
+    }
+
+    /// Runs and asserts success.
+    pub fn ok(&mut self) -> Output {
+        self.expect_code(0)
+    }
+
+    /// Everything needed to reproduce a failure.
+    pub fn report(&self, out: &Output, why: &str) -> String {
+        format!(
+            "{why}\ncommand: {:?}\ncwd: {:?}\nstatus: {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.cmd,
+            self.cmd.get_current_dir(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+/// True when running under CI (`CI=true`): there, a test that cannot find what it needs fails
+/// instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}

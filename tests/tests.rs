@@ -1,0 +1,8 @@
+//! Integration tests, one binary (as ripgrep does). Each module is one capability.
+
+mod support;
+
+mod deploy;
+mod pack;
+mod recipe;
+mod remote;
