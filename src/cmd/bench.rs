@@ -41,8 +41,8 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Bytes hashed in-process to measure single-core SHA-256 throughput.
-const CEILING_SAMPLE: usize = 512 << 20;
+/// How long to hash in-memory data to measure single-core SHA-256 throughput.
+const CEILING_SAMPLE: Duration = Duration::from_millis(700);
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let opts = RecipeOptions {

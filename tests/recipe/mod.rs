@@ -576,3 +576,55 @@ fn lines_and_digest_are_consistent_with_gnu_sha256sum() {
     assert_eq!(digest, gnu_sha256sum(&lines));
     assert!(digest.ends_with(b"  -\n"));
 }
+
+#[test]
+fn library_entry_points_match_the_recipe() {
+    use sealpush::tree::{self, Collation, LocalSource, RecipeOptions};
+    let tree = Tree::new();
+    adversarial(&tree);
+    let want = pipeline(tree.root(), "C", &[b"d"]);
+    let opts = RecipeOptions {
+        threads: Some(2),
+        collation: Collation::c(),
+    };
+    // The generic pipeline over a TreeSource (what remote anchors use).
+    let src = LocalSource::at(tree.root()).unwrap();
+    let generic = tree::recipe_with(
+        &src,
+        &[b"d".to_vec()],
+        &opts,
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(esc(&generic.lines), esc(&want.stdout));
+    // `cd parent && find NAME ...`.
+    let of_dir = tree::recipe_digest_of_dir(&tree.abs(b"d"), &opts).unwrap();
+    assert_eq!(esc(&of_dir.lines), esc(&want.stdout));
+    assert_eq!(
+        of_dir.digest.to_hex().as_bytes(),
+        &gnu_sha256sum(&want.stdout)[..64]
+    );
+    // One file, against GNU sha256sum.
+    let (d, n) = tree::hash_file(&tree.abs(b"d/plain")).unwrap();
+    let gnu = Command::new("sha256sum")
+        .arg(tree.abs(b"d/plain"))
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(d.to_hex().as_bytes(), &gnu[..64]);
+    assert_eq!(n, std::fs::metadata(tree.abs(b"d/plain")).unwrap().len());
+}
+
+#[test]
+fn bench_command_agrees_with_the_recipe_and_reports_a_speedup() {
+    let tree = Tree::new();
+    tree.file(b"d/a", b"1").file(b"d/b c", b"2");
+    let want = gnu_sha256sum(&pipeline(tree.root(), "C", &[b"d"]).stdout);
+    let out = TestCommand::sealpush(tree.root(), ["bench", "--runs", "1", "--json", "d"])
+        .env("LC_ALL", "C")
+        .ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["digest"].as_str().unwrap().as_bytes(), &want[..64]);
+    assert!(v["median_speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["sealpush_mode"], "in-process");
+}
