@@ -628,3 +628,48 @@ fn bench_command_agrees_with_the_recipe_and_reports_a_speedup() {
     assert!(v["median_speedup"].as_f64().unwrap() > 0.0);
     assert_eq!(v["sealpush_mode"], "in-process");
 }
+
+#[test]
+fn locale_comes_from_the_environment_as_sort_reads_it() {
+    // LC_ALL > LC_COLLATE > LANG; an uninstalled locale anywhere means C for everything
+    // (setlocale(LC_ALL, "") fails as a whole). The case-pair table sorts differently in C and
+    // en_US, so each environment's order shows.
+    let has_en_us = locales().contains(&EN_US);
+    let tree = Tree::new();
+    for w in "A AA Ab B Z a aB aa b z".split(' ') {
+        tree.file(format!("d/{w}").as_bytes(), w.as_bytes());
+    }
+    let envs: &[&[(&str, &str)]] = &[
+        &[("LC_COLLATE", "C"), ("LANG", "en_US.UTF-8")],
+        &[("LANG", "en_US.UTF-8")],
+        &[("LC_ALL", "en_US.UTF-8"), ("LC_COLLATE", "C")],
+        &[("LC_ALL", "xx_YY.UTF-8")],
+        &[("LANG", "en_US.UTF-8"), ("LC_CTYPE", "xx_YY.UTF-8")],
+        &[],
+    ];
+    let mut orders = std::collections::BTreeSet::new();
+    for env in envs {
+        let prepare = |cmd: &mut Command| {
+            for k in ["LC_ALL", "LC_COLLATE", "LC_CTYPE", "LANG", "LANGUAGE"] {
+                cmd.env_remove(k);
+            }
+            for (k, v) in env.iter() {
+                cmd.env(k, v);
+            }
+        };
+        let mut real = Command::new("bash");
+        real.arg("-c")
+            .arg("find d -type f | sort | xargs sha256sum")
+            .current_dir(tree.root());
+        prepare(&mut real);
+        let want = real.output().unwrap().stdout;
+        let mut ours = TestCommand::sealpush(tree.root(), ["hash", "--lines", "d"]);
+        prepare(&mut ours.cmd);
+        let got = ours.ok();
+        assert_eq!(esc(&got.stdout), esc(&want), "environment {env:?}");
+        orders.insert(want);
+    }
+    if has_en_us {
+        assert_eq!(orders.len(), 2, "both C and en_US orders were exercised");
+    }
+}
