@@ -248,7 +248,7 @@ pub fn walk_local(base: RawFd, roots: &[Vec<u8>]) -> WalkOut {
             Err(e) => out.warnings.push(find_error(root, &e)),
             Ok(FileKind::File) => out.files.push(root.clone()),
             Ok(FileKind::Dir) => match open_dir_at(base, &c) {
-                Ok(fd) => out.append(walk_fd(fd, root.clone())),
+                Ok(fd) => out.append(walk_fd(fd, root.clone(), 0)),
                 Err(e) => out.warnings.push(find_error(root, &e)),
             },
             Ok(_) => {}
@@ -262,7 +262,15 @@ enum Item {
     Sub(WalkOut),
 }
 
-fn walk_fd(fd: OwnedFd, path: Vec<u8>) -> WalkOut {
+/// Below this depth the walk fans out over rayon (recursively); deeper subtrees are walked by
+/// [`walk_deep`] with an explicit stack, so a tree thousands of levels deep (find handles them)
+/// cannot overflow a worker's stack.
+const PARALLEL_DEPTH: usize = 48;
+
+fn walk_fd(fd: OwnedFd, path: Vec<u8>, depth: usize) -> WalkOut {
+    if depth >= PARALLEL_DEPTH {
+        return walk_deep(fd, path);
+    }
     let entries = match read_entries(&fd) {
         Ok(e) => e,
         Err(e) => {
@@ -278,7 +286,7 @@ fn walk_fd(fd: OwnedFd, path: Vec<u8>) -> WalkOut {
             FileKind::Dir => {
                 let child = child_path(&path, &e.name);
                 let sub = match cstring(&e.name).and_then(|c| open_dir_at(fd.as_raw_fd(), &c)) {
-                    Ok(cfd) => walk_fd(cfd, child),
+                    Ok(cfd) => walk_fd(cfd, child, depth + 1),
                     Err(err) => WalkOut {
                         files: Vec::new(),
                         warnings: vec![find_error(&child, &err)],
@@ -305,6 +313,53 @@ fn walk_fd(fd: OwnedFd, path: Vec<u8>) -> WalkOut {
         match it {
             Item::File(p) => out.files.push(p),
             Item::Sub(w) => out.append(w),
+        }
+    }
+    out
+}
+
+/// The same walk, sequential and iterative: one frame per open directory on an explicit stack.
+/// Each level holds one descriptor (as a recursive openat walk must), so the limit is the
+/// process's descriptor limit, reported as find would report EMFILE, not a crash.
+fn walk_deep(fd: OwnedFd, path: Vec<u8>) -> WalkOut {
+    struct Frame {
+        fd: OwnedFd,
+        path: Vec<u8>,
+        entries: std::vec::IntoIter<RawEntry>,
+    }
+    let mut out = WalkOut::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    match read_entries(&fd) {
+        Ok(e) => stack.push(Frame {
+            fd,
+            path,
+            entries: e.into_iter(),
+        }),
+        Err(e) => {
+            out.warnings.push(find_error(&path, &e));
+            return out;
+        }
+    }
+    while let Some(top) = stack.last_mut() {
+        let Some(e) = top.entries.next() else {
+            stack.pop();
+            continue;
+        };
+        match e.kind {
+            FileKind::File => out.files.push(child_path(&top.path, &e.name)),
+            FileKind::Dir => {
+                let child = child_path(&top.path, &e.name);
+                let opened = cstring(&e.name).and_then(|c| open_dir_at(top.fd.as_raw_fd(), &c));
+                match opened.and_then(|cfd| read_entries(&cfd).map(|list| (cfd, list))) {
+                    Ok((cfd, list)) => stack.push(Frame {
+                        fd: cfd,
+                        path: child,
+                        entries: list.into_iter(),
+                    }),
+                    Err(err) => out.warnings.push(find_error(&child, &err)),
+                }
+            }
+            _ => {}
         }
     }
     out

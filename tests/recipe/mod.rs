@@ -673,3 +673,31 @@ fn locale_comes_from_the_environment_as_sort_reads_it() {
         assert_eq!(orders.len(), 2, "both C and en_US orders were exercised");
     }
 }
+
+#[test]
+fn thousands_of_levels_do_not_overflow_the_stack() {
+    // find walks any depth; so must sealpush (an explicit stack below the parallel levels).
+    let tree = Tree::new();
+    let mut p = b"d".to_vec();
+    // 2,500 levels: the recursive walk this replaced overflowed at a few thousand; deeper
+    // trees only make creating and deleting them slow.
+    for i in 0..2500 {
+        p.extend_from_slice(b"/d");
+        if i % 1000 == 0 {
+            let mut f = p.clone();
+            f.extend_from_slice(b"/f");
+            make_deep_file(tree.root(), &f);
+        }
+    }
+    p.extend_from_slice(b"/f");
+    make_deep_file(tree.root(), &p);
+    let want = pipeline(tree.root(), "C", &[b"d"]);
+    let got = sealpush(tree.root(), "C", &[b"d"], &["--lines"]).ok();
+    assert_eq!(esc(&got.stdout), esc(&want.stdout));
+    // Lines exist only for the paths under 4096 bytes; the rest failed in sha256sum.
+    assert_eq!(got.stdout.iter().filter(|&&b| b == b'\n').count(), 3);
+    assert!(
+        got.stderr.len() > 4096,
+        "sha256sum's complaint about the deepest file"
+    );
+}
