@@ -403,6 +403,20 @@ fn twenty_thousand_files_and_threads_agree() {
         std::fs::write(tree.abs(name.as_bytes()), i.to_le_bytes()).unwrap();
     }
     same_as_recipe(&tree, tree.root(), &[b"big"], Ties::None);
+    // find's own order before sort (F5: readdir order, or inode order for this directory of
+    // more than 10,000 entries unless it sits on tmpfs) is what the walk reproduces.
+    let abs = tree.abs(b"big");
+    let raw = Command::new("find")
+        .arg(&abs)
+        .args(["-type", "f"])
+        .output()
+        .unwrap()
+        .stdout;
+    let walked =
+        sealpush::tree::walk::walk_local(libc::AT_FDCWD, &[abs.as_os_str().as_bytes().to_vec()]);
+    let mut ours = walked.files.join(&b'\n');
+    ours.push(b'\n');
+    assert!(ours == raw, "walk order differs from find's order");
     let one = sealpush(tree.root(), "C", &[b"big"], &["-j", "1"])
         .ok()
         .stdout;
