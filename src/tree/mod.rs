@@ -23,6 +23,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
 use rayon::prelude::*;
 
@@ -33,9 +35,67 @@ pub use hasher::hash_file;
 use crate::digest::Digest;
 use crate::progress::{NoProgress, Progress};
 
-/// Trees with at least this many files report progress; smaller ones finish before a bar
-/// would be worth drawing.
-pub const PROGRESS_MIN_FILES: usize = 2_000;
+/// Trees with at least this many files report progress from the start...
+pub const PROGRESS_MIN_FILES: u64 = 2_000;
+/// ...smaller ones only once this many bytes are hashed (a few large files); tiny trees finish
+/// before a bar would be worth drawing.
+pub const PROGRESS_MIN_BYTES: u64 = 256 << 20;
+
+/// Forwards the hashing phase to the caller's [`Progress`] only once the work proves large.
+struct Deferred<'a> {
+    inner: &'a dyn Progress,
+    items: u64,
+    bytes_done: AtomicU64,
+    items_done: AtomicU64,
+    started: Once,
+}
+
+impl<'a> Deferred<'a> {
+    fn new(inner: &'a dyn Progress, items: u64) -> Deferred<'a> {
+        let d = Deferred {
+            inner,
+            items,
+            bytes_done: AtomicU64::new(0),
+            items_done: AtomicU64::new(0),
+            started: Once::new(),
+        };
+        if items >= PROGRESS_MIN_FILES {
+            d.started
+                .call_once(|| inner.start("hashing", None, Some(items)));
+        }
+        d
+    }
+}
+
+impl Progress for Deferred<'_> {
+    fn advance(&self, bytes: u64, items: u64) {
+        if self.started.is_completed() {
+            self.inner.advance(bytes, items);
+            return;
+        }
+        let b = self.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let i = self.items_done.fetch_add(items, Ordering::Relaxed) + items;
+        if b >= PROGRESS_MIN_BYTES {
+            let mut ran = false;
+            self.started.call_once(|| {
+                ran = true;
+                self.inner.start("hashing", None, Some(self.items));
+                self.inner.advance(b, i);
+            });
+            if !ran {
+                // Another worker started the bar; its snapshot may miss this advance (the
+                // count is cosmetic either way).
+                self.inner.advance(bytes, items);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.started.is_completed() {
+            self.inner.finish();
+        }
+    }
+}
 
 /// How to run the recipe.
 #[derive(Clone, Debug)]
@@ -389,13 +449,8 @@ fn run<S: TreeSource + ?Sized>(
         .filter(|t| !sha256sum::is_stdin(&t.bytes))
         .map(|t| &t.bytes[..])
         .collect();
-    let quiet = NoProgress;
-    let progress: &dyn Progress = if to_hash.len() >= PROGRESS_MIN_FILES {
-        progress
-    } else {
-        &quiet
-    };
-    progress.start("hashing", None, Some(to_hash.len() as u64));
+    let deferred = Deferred::new(progress, to_hash.len() as u64);
+    let progress: &dyn Progress = &deferred;
     let results: Vec<io::Result<(Digest, u64)>> = match hashing {
         Hashing::Source(s) => s.hash_files(&to_hash, progress),
         Hashing::Local(fd) => {
@@ -532,6 +587,59 @@ pub fn show(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Record(std::sync::Mutex<Vec<String>>);
+
+    impl Progress for Record {
+        fn start(&self, phase: &str, _b: Option<u64>, items: Option<u64>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {phase} {items:?}"));
+        }
+        fn advance(&self, bytes: u64, items: u64) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("advance {bytes} {items}"));
+        }
+        fn finish(&self) {
+            self.0.lock().unwrap().push("finish".into());
+        }
+    }
+
+    #[test]
+    fn progress_only_for_large_work() {
+        let small = Record::default();
+        let d = Deferred::new(&small, 10);
+        d.advance(4096, 1);
+        d.finish();
+        assert!(small.0.lock().unwrap().is_empty());
+
+        let many = Record::default();
+        let d = Deferred::new(&many, PROGRESS_MIN_FILES);
+        d.advance(1, 1);
+        d.finish();
+        assert_eq!(
+            *many.0.lock().unwrap(),
+            ["start hashing Some(2000)", "advance 1 1", "finish"]
+        );
+
+        let big = Record::default();
+        let d = Deferred::new(&big, 3);
+        d.advance(PROGRESS_MIN_BYTES - 1, 1);
+        d.advance(2, 1);
+        d.advance(5, 1);
+        d.finish();
+        let want = [
+            "start hashing Some(3)".to_string(),
+            format!("advance {} 2", PROGRESS_MIN_BYTES + 1),
+            "advance 5 1".to_string(),
+            "finish".to_string(),
+        ];
+        assert_eq!(*big.0.lock().unwrap(), want);
+    }
 
     #[test]
     fn show_escapes_controls_and_invalid_bytes() {
