@@ -412,8 +412,11 @@ fn twenty_thousand_files_and_threads_agree() {
         .output()
         .unwrap()
         .stdout;
-    let walked =
-        sealpush::tree::walk::walk_local(libc::AT_FDCWD, &[abs.as_os_str().as_bytes().to_vec()]);
+    let walked = sealpush::tree::walk::walk_local(
+        libc::AT_FDCWD,
+        &[abs.as_os_str().as_bytes().to_vec()],
+        None,
+    );
     let mut ours = walked.files.join(&b'\n');
     ours.push(b'\n');
     assert!(ours == raw, "walk order differs from find's order");
