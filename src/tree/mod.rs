@@ -326,12 +326,15 @@ fn local_at(
         // Hash while walking: no second path lookup per file, and the walk overlaps the I/O.
         let deferred = Deferred::new(progress, None);
         let walked = walk::walk_local(base, &roots, Some(&deferred));
-        run(
+        let result = run(
             walked,
             opts,
             &deferred,
             &Hashing::<LocalSource>::Local(base),
-        )
+        );
+        // Also after Break/Refuse: never leave a bar drawn above the error.
+        deferred.finish();
+        result
     })
 }
 
