@@ -328,6 +328,41 @@ mod tests {
     }
 
     #[test]
+    fn c_utf8_strcoll_is_strcmp_so_memcmp_is_exact() {
+        // The fast path's premise (glibc >= 2.35): in C.UTF-8, strcoll orders every byte string,
+        // invalid UTF-8 included, exactly as strcmp. Checked here with glibc's own strcoll_l.
+        let name = CString::new("C.UTF-8").unwrap();
+        // SAFETY: NUL-terminated name; the locale is freed by Locale's Drop.
+        let loc =
+            unsafe { libc::newlocale(libc::LC_COLLATE_MASK, name.as_ptr(), std::ptr::null_mut()) };
+        assert!(!loc.is_null(), "C.UTF-8 is built into glibc >= 2.35");
+        let coll = Collator {
+            loc: Some(Locale(loc)),
+        };
+        let mut set: Vec<Vec<u8>> = (1u8..=255).map(|b| vec![b]).collect();
+        for s in [
+            "a", "A", "é", "e\u{301}", "ß", "中", "😀", "\u{e000}", "a b", "a-b", "ab",
+        ] {
+            set.push(s.as_bytes().to_vec());
+        }
+        for pair in [
+            [0xc3u8, 0xa9],
+            [0xc3, 0x28],
+            [0xe2, 0x82],
+            [0xf0, 0x9f],
+            [0xed, 0xa0],
+        ] {
+            set.push(pair.to_vec());
+            set.push([&b"x"[..], &pair[..], b"y"].concat());
+        }
+        for a in &set {
+            for b in &set {
+                assert_eq!(coll.compare(a, b), a.cmp(b), "{:?} vs {:?}", a, b);
+            }
+        }
+    }
+
+    #[test]
     fn unknown_locale_sorts_as_c() {
         let xx = Collation::Locale("xx_YY.UTF-8".into());
         assert!(xx.collator().is_bytes());
