@@ -718,3 +718,68 @@ fn thousands_of_levels_do_not_overflow_the_stack() {
         "sha256sum's complaint about the deepest file"
     );
 }
+
+#[test]
+fn permission_denied_as_an_unprivileged_user_matches() {
+    // F6: as `nobody`, find reports the unreadable directory and skips it; a mode-000 file is
+    // listed, sha256sum fails on it and its line is dropped. Both sides run as nobody.
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 || !Path::new("/usr/sbin/runuser").exists() {
+        assert!(!in_ci(), "CI runs as root with runuser (util-linux)");
+        eprintln!("note: needs root and runuser; skipped");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let tree = Tree::new();
+    tree.file(b"d/ok", b"1")
+        .file(b"d/locked", b"2")
+        .file(b"d/closed/x", b"3")
+        .file(b"d/open/y", b"4");
+    let mode = |rel: &[u8], m: u32| {
+        std::fs::set_permissions(tree.abs(rel), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(b"", 0o755);
+    mode(b"d/locked", 0o000);
+    mode(b"d/closed", 0o000);
+    let as_nobody = |program: &OsStr, args: &[&OsStr]| {
+        let mut c = Command::new("/usr/sbin/runuser");
+        c.args(["-u", "nobody", "--"])
+            .arg(program)
+            .args(args)
+            .current_dir(tree.root())
+            .env("LC_ALL", "C");
+        c.output().unwrap()
+    };
+    let want = as_nobody(
+        OsStr::new("bash"),
+        &[
+            OsStr::new("-c"),
+            OsStr::new("find d -type f | sort | xargs sha256sum"),
+        ],
+    );
+    let bin = crate::support::bin();
+    let got = as_nobody(
+        bin.as_os_str(),
+        &[OsStr::new("hash"), OsStr::new("--lines"), OsStr::new("d")],
+    );
+    // Restore so the temp dir can be removed by anyone.
+    mode(b"d/locked", 0o644);
+    mode(b"d/closed", 0o755);
+    assert_eq!(
+        got.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(esc(&got.stdout), esc(&want.stdout));
+    let (we, ge) = (
+        String::from_utf8_lossy(&want.stderr),
+        String::from_utf8_lossy(&got.stderr),
+    );
+    for msg in ["d/closed", "d/locked", "Permission denied"] {
+        assert!(
+            we.contains(msg) && ge.contains(msg),
+            "{msg}: recipe said {we}, sealpush said {ge}"
+        );
+    }
+}
