@@ -326,7 +326,7 @@ impl Manifest {
                     i += 1;
                     j += 1;
                 }
-                (Some(x), y) if y.is_none_or(|y| x.path < y.path) => {
+                (Some(x), y) if y.map_or(true, |y| x.path < y.path) => {
                     return Some(format!(
                         "{}: expected {}, found nothing",
                         show(&x.path),

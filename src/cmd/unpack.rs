@@ -31,16 +31,29 @@ pub struct Args {
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let store = Store::open(args.store.as_deref()).context("opening the store")?;
-    let a = store
-        .resolve(&args.artifact)
-        .with_context(|| format!("finding artifact {}", args.artifact))?;
+    let given = std::path::Path::new(&args.artifact);
+    // An archive from outside the store has no separate manifest: it is read once, its entries
+    // checked and its content verified as read. Anything else is looked up in the store.
+    let (archive, expected) = if given.is_file() && !in_artifact_dir(given) {
+        (given.to_path_buf(), None)
+    } else {
+        let a = store
+            .resolve(&args.artifact)
+            .with_context(|| format!("finding artifact {}", args.artifact))?;
+        (a.archive, Some(a.manifest))
+    };
     let progress = globals.progress();
-    // An archive from outside the store has no separate manifest: its own content is checked.
-    let expected = a.id.as_ref().map(|_| &a.manifest);
-    let m = match pack::unpack(&a.archive, &args.dest, expected, progress.as_ref()) {
+    let m = match pack::unpack(&archive, &args.dest, expected.as_ref(), progress.as_ref()) {
         Ok(m) => m,
-        Err(e @ (UnpackError::Rejected { .. } | UnpackError::Mismatch { .. })) => {
-            return Err(CheckFailed(format!("unpacking into {}: {e}", args.dest.display())).into())
+        Err(
+            e @ (UnpackError::Rejected { .. }
+            | UnpackError::Mismatch { .. }
+            | UnpackError::Corrupt { .. }),
+        ) => {
+            let msg = super::verify::chain(&e);
+            return Err(
+                CheckFailed(format!("unpacking into {}: {msg}", args.dest.display())).into(),
+            );
         }
         Err(e) => return Err(e).with_context(|| format!("unpacking into {}", args.dest.display())),
     };
@@ -53,4 +66,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         m.total_bytes()
     ));
     Ok(Exit::Ok)
+}
+
+/// Is `archive` the archive of a store artifact directory (beside its meta.json)?
+fn in_artifact_dir(archive: &std::path::Path) -> bool {
+    archive
+        .parent()
+        .is_some_and(|d| d.join("meta.json").is_file() && d.join("manifest.txt").is_file())
 }
