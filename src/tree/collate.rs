@@ -84,7 +84,7 @@ impl Collation {
         let loc =
             unsafe { libc::newlocale(libc::LC_COLLATE_MASK, cname.as_ptr(), std::ptr::null_mut()) };
         Collator {
-            loc: (!loc.is_null()).then_some(Locale(loc)),
+            loc: (!loc.is_null()).then(|| Locale(loc)),
         }
     }
 }
