@@ -2,3 +2,4 @@
 //! (`support::sshd`). Remote paths are fresh temp dirs under /tmp: the server runs here.
 
 mod harness;
+mod sftp;
