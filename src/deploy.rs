@@ -57,7 +57,7 @@ pub use rollback::{
 
 use journal::{rfc3339, unix_now, Journal, StateDir};
 use receipt::{AnchorProof, CheckRecord, CreatedKind, CreatedPath, TreeEntry};
-use shape::{Kind, Shape};
+use shape::Kind;
 
 /// Name of the deploy manifest inside the deployed tree.
 pub const DEPLOY_MANIFEST: &str = "DEPLOY-MANIFEST.txt";
@@ -377,26 +377,16 @@ fn kind_name(k: FileKind) -> String {
 /// The text of DEPLOY-MANIFEST.txt: `key: value` header lines, then the per-file list in the
 /// form `sha256sum -c` reads. Audit on a host with only coreutils:
 /// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
-#[allow(clippy::too_many_arguments)]
 pub fn deploy_manifest_text(
     plan: &SealedPlan,
     tree_recipe: &Digest,
-    expected: &Shape,
+    manifest: &crate::manifest::Manifest,
     hostname: &str,
     time: &str,
 ) -> Vec<u8> {
     let p = &plan.plan;
-    let files = expected
-        .values()
-        .filter(|k| matches!(k, Kind::File { .. }))
-        .count();
-    let bytes: u64 = expected
-        .values()
-        .map(|k| match k {
-            Kind::File { size, .. } => *size,
-            _ => 0,
-        })
-        .sum();
+    let files = manifest.file_count();
+    let bytes = manifest.total_bytes();
     let target = receipt::shell_quote(&p.target.to_string_lossy());
     let mut s = format!(
         "# DEPLOY-MANIFEST.txt, written by sealpush before the promote.\n\
@@ -430,7 +420,7 @@ pub fn deploy_manifest_text(
         tool = crate::TOOL_VERSION,
     )
     .into_bytes();
-    s.extend_from_slice(&shape::sha256sum_lines(expected));
+    s.extend_from_slice(&manifest.sha256sum_lines(b""));
     s
 }
 
@@ -981,7 +971,7 @@ impl Run<'_> {
                     .journal_dir
                     .join(format!("sha256sums-{}.txt", unix_now()));
                 self.remote
-                    .write_new(&list, &shape::sha256sum_lines(&self.art.expected), 0o600, false)
+                    .write_new(&list, &self.art.manifest.sha256sum_lines(b""), 0o600, false)
                     .map_err(at("verify"))?;
                 let cmd = format!(
                     "cd {} && sha256sum --strict --quiet -c {}",
@@ -1044,7 +1034,7 @@ impl Run<'_> {
         let text = deploy_manifest_text(
             self.sealed,
             &self.art.recipe_digest,
-            &self.art.expected,
+            &self.art.manifest,
             &self.hostname,
             &rfc3339(unix_now()),
         );

@@ -70,7 +70,7 @@ pub struct CheckRecord {
 }
 
 /// Everything a deploy did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     pub format: u32,
     pub tool_version: String,
