@@ -197,7 +197,7 @@ pub enum DeployError {
     },
     #[error("{} exists as {kind}, which this deploy did not create; remove it or run preflight again", path.display())]
     Foreign { path: PathBuf, kind: String },
-    #[error("promote refused: {} appeared after the checks (someone else created it); the staged tree is left at {}", target.display(), staged.display())]
+    #[error("promote refused: {} appeared after the checks (someone else created it); nothing of it was touched and the staged copy {} was removed", target.display(), staged.display())]
     TargetAppeared { target: PathBuf, staged: PathBuf },
     #[error("interrupted during {step}; {state}")]
     Interrupted { step: &'static str, state: String },
@@ -1169,6 +1169,7 @@ impl Run<'_> {
         }
         self.record(Step::Prove, Phase::Done, reasons.join("; "))?;
         // G5: the check.
+        let mut by_check = shape::Shape::new();
         let check = match &self.opts.check {
             Some(cmd) => {
                 self.record(Step::Check, Phase::Intent, cmd.clone())?;
@@ -1183,6 +1184,14 @@ impl Run<'_> {
                     ));
                 }
                 self.record(Step::Check, Phase::Done, format!("exit {:?}", out.status))?;
+                // What the check created in the target (`__pycache__`, test output) was created
+                // by this deploy too: it goes into the receipt so rollback removes it, and
+                // nothing else.
+                let mut after = shape::walk(self.remote, &target).map_err(at("check"))?;
+                after.retain(|p, _| !expected.contains_key(p));
+                shape::hash_shape(self.remote, &target, &mut after, self.progress)
+                    .map_err(at("check"))?;
+                by_check = after;
                 Some(CheckRecord {
                     output: out,
                     passed,
@@ -1191,7 +1200,9 @@ impl Run<'_> {
             None => None,
         };
         // Step 10: the receipt.
-        let mut tree: Vec<TreeEntry> = expected
+        let mut all = expected.clone();
+        all.extend(by_check);
+        let mut tree: Vec<TreeEntry> = all
             .iter()
             .map(|(p, k)| {
                 let mut e = TreeEntry {
@@ -1391,7 +1402,7 @@ impl Run<'_> {
     /// a re-run finishes). When the host is unreachable, say what is left and what to do.
     fn fail(&mut self, err: DeployError) -> DeployError {
         let _ = self.record(Step::Finished, Phase::Failed, err.to_string());
-        let keep_staging = matches!(err, DeployError::TargetAppeared { .. });
+        let keep_staging = false;
         let mut left = Vec::new();
         if !self.promoted && !keep_staging {
             if let Err(e) = self.remove_staged() {

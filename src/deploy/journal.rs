@@ -13,7 +13,9 @@
 //! Test hook: `SEALPUSH_FAULT=abort-before:<step>` or `abort-after:<step>` makes the process kill
 //! itself with SIGKILL right after the intent record of `<step>` is durable (before the
 //! mutation) or right after the step completes: the precise equivalent of `kill -9` at that
-//! point, used by the fault tests. Steps are the [`Step`] names.
+//! point, used by the fault tests. `SEALPUSH_FAULT=wait-before:<step>:<file>` instead creates
+//! `<file>.reached` once the intent is durable and waits (up to two minutes) until `<file>`
+//! exists, so a test can tamper with the host at that exact point. Steps are the [`Step`] names.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Write};
@@ -299,6 +301,18 @@ fn fault_point(step: Step, phase: Phase) {
     let Ok(spec) = std::env::var("SEALPUSH_FAULT") else {
         return;
     };
+    if let (Phase::Intent, Some(rest)) = (phase, spec.strip_prefix("wait-before:")) {
+        if let Some((s, file)) = rest.split_once(':') {
+            if s == step.name() {
+                let _ = fs::write(format!("{file}.reached"), b"");
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                while !Path::new(file).exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        return;
+    }
     let want = match phase {
         Phase::Intent => format!("abort-before:{}", step.name()),
         Phase::Done => format!("abort-after:{}", step.name()),

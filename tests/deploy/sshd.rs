@@ -1,0 +1,1 @@
+//! Deploys over SFTP to a real OpenSSH sshd (see `tests/support/sshd.rs`).
