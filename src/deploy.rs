@@ -158,15 +158,10 @@ pub enum DeployError {
     BadPlanPath { path: PathBuf, reason: String },
     #[error("the host no longer matches the plan, nothing was written:\n  - {}", changes.join("\n  - "))]
     Drift { changes: Vec<String> },
-    #[error("{} is held by pid {pid} on {owner_host} since {since} ({age} ago, {state}); {hint}", path.display())]
+    #[error("{} is held by {holder}", path.display())]
     Locked {
         path: PathBuf,
-        owner_host: String,
-        pid: u32,
-        since: String,
-        age: String,
-        state: String,
-        hint: String,
+        holder: Box<LockHolder>,
     },
     #[error("artifact {}: expected sha256 {expected}, found {actual}", path.display())]
     ArchiveMismatch {
@@ -343,6 +338,30 @@ pub struct LockInfo {
     pub tool_version: String,
 }
 
+/// Who holds a lock, for [`DeployError::Locked`].
+#[derive(Debug)]
+pub struct LockHolder {
+    pub owner_host: String,
+    pub pid: u32,
+    pub since: String,
+    /// Human age (`3m07s`).
+    pub age: String,
+    /// Whether the owner runs, as far as sealpush can tell.
+    pub state: String,
+    /// What to do.
+    pub hint: String,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} on {} since {} ({} ago, {}); {}",
+            self.pid, self.owner_host, self.since, self.age, self.state, self.hint
+        )
+    }
+}
+
 /// This machine's name, for lock owners.
 pub fn local_hostname() -> String {
     let mut buf = [0u8; 256];
@@ -515,7 +534,12 @@ pub fn deploy(
 }
 
 impl Run<'_> {
-    fn record(&mut self, step: Step, phase: Phase, detail: impl Into<String>) -> Result<(), DeployError> {
+    fn record(
+        &mut self,
+        step: Step,
+        phase: Phase,
+        detail: impl Into<String>,
+    ) -> Result<(), DeployError> {
         self.journal.record(self.remote, step, phase, detail)
     }
 
@@ -550,7 +574,10 @@ impl Run<'_> {
 
     /// True when an earlier run's promote took effect: target present, staged tree gone.
     fn promote_happened(&self) -> Result<bool, DeployError> {
-        let target = self.remote.lstat(&self.names.target).map_err(at("recheck"))?;
+        let target = self
+            .remote
+            .lstat(&self.names.target)
+            .map_err(at("recheck"))?;
         let staged = self
             .remote
             .lstat(&self.names.staged_tree)
@@ -597,7 +624,8 @@ impl Run<'_> {
                     need += plan.artifact.archive_size;
                 }
                 // Margin: 1% plus a block per entry for directories and metadata.
-                let margin = need / 100 + (self.art.expected.len() as u64 + 16) * st.frsize.max(512);
+                let margin =
+                    need / 100 + (self.art.expected.len() as u64 + 16) * st.frsize.max(512);
                 if st.avail_bytes() < need + margin && !prior.done(Step::Staging) {
                     out.push(format!(
                         "not enough space on {}: {} bytes available, {} needed with margin",
@@ -607,7 +635,10 @@ impl Run<'_> {
                     ));
                 }
             }
-            Err(e) => out.push(format!("cannot statvfs {}: {e}", self.names.parent.display())),
+            Err(e) => out.push(format!(
+                "cannot statvfs {}: {e}",
+                self.names.parent.display()
+            )),
         }
         if let Some(sp) = self.names.staging.parent() {
             if let Ok(st) = r.statvfs(sp) {
@@ -653,7 +684,11 @@ impl Run<'_> {
                 }
             }
         }
-        self.record(Step::WorkDir, Phase::Intent, self.names.work_dir.display().to_string())?;
+        self.record(
+            Step::WorkDir,
+            Phase::Intent,
+            self.names.work_dir.display().to_string(),
+        )?;
         let mut made = Vec::new();
         for dir in [self.names.work_root.clone(), self.names.work_dir.clone()] {
             match self.remote.lstat(&dir).map_err(at("work dir"))? {
@@ -697,28 +732,41 @@ impl Run<'_> {
             tool_version: crate::TOOL_VERSION.into(),
         };
         let bytes = serde_json::to_vec_pretty(&info).expect("lock serializes");
-        self.record(Step::Lock, Phase::Intent, self.names.lock.display().to_string())?;
+        self.record(
+            Step::Lock,
+            Phase::Intent,
+            self.names.lock.display().to_string(),
+        )?;
         match self.remote.write_new(&self.names.lock, &bytes, 0o600, true) {
             Ok(()) => {}
             Err(RemoteError::Exists { .. }) => {
                 let (holder, state, stale) = self.lock_holder();
                 if !(self.opts.clear_stale_lock && stale) {
                     let hint = if stale {
-                        "if no deploy of this target is running, rerun with --clear-stale-lock".to_string()
+                        "if no deploy of this target is running, rerun with --clear-stale-lock"
+                            .to_string()
                     } else {
                         "wait for it to finish".to_string()
                     };
                     self.record(Step::Lock, Phase::Failed, state.clone())?;
                     return Err(self.locked_error(holder, state, hint));
                 }
-                self.record(Step::Lock, Phase::Intent, format!("clearing stale lock: {state}"))?;
+                self.record(
+                    Step::Lock,
+                    Phase::Intent,
+                    format!("clearing stale lock: {state}"),
+                )?;
                 self.remote
                     .remove_file(&self.names.lock)
                     .map_err(at("clear stale lock"))?;
                 if let Err(e) = self.remote.write_new(&self.names.lock, &bytes, 0o600, true) {
                     if let RemoteError::Exists { .. } = e {
                         let (holder, state, _) = self.lock_holder();
-                        return Err(self.locked_error(holder, state, "another deploy took it first".into()));
+                        return Err(self.locked_error(
+                            holder,
+                            state,
+                            "another deploy took it first".into(),
+                        ));
                     }
                     return Err(at("lock")(e));
                 }
@@ -728,7 +776,11 @@ impl Run<'_> {
         self.lock_held = true;
         self.record(Step::Lock, Phase::Done, "")?;
         // The host copy of the journal lives beside the lock, written only while it is held.
-        match self.remote.lstat(&self.names.journal_dir).map_err(at("journal"))? {
+        match self
+            .remote
+            .lstat(&self.names.journal_dir)
+            .map_err(at("journal"))?
+        {
             Some(m) if m.kind == FileKind::Dir => {}
             Some(m) => {
                 return Err(DeployError::Foreign {
@@ -757,14 +809,23 @@ impl Run<'_> {
             None => (None, "unreadable lock".into(), true),
             Some(i) if i.owner_host == local_hostname() => {
                 if pid_alive(i.pid) {
-                    (info.clone(), "the owner process is still running".into(), false)
+                    (
+                        info.clone(),
+                        "the owner process is still running".into(),
+                        false,
+                    )
                 } else {
-                    (info.clone(), "the owner process is not running: stale".into(), true)
+                    (
+                        info.clone(),
+                        "the owner process is not running: stale".into(),
+                        true,
+                    )
                 }
             }
             Some(_) => (
                 info.clone(),
-                "the owner runs on another machine; sealpush cannot tell whether it is alive".into(),
+                "the owner runs on another machine; sealpush cannot tell whether it is alive"
+                    .into(),
                 true,
             ),
         }
@@ -783,12 +844,14 @@ impl Run<'_> {
         };
         DeployError::Locked {
             path: self.names.lock.clone(),
-            owner_host,
-            pid,
-            since,
-            age,
-            state,
-            hint,
+            holder: Box::new(LockHolder {
+                owner_host,
+                pid,
+                since,
+                age,
+                state,
+                hint,
+            }),
         }
     }
 
@@ -806,7 +869,11 @@ impl Run<'_> {
     /// Steps 3 to 8.
     fn before_promote(&mut self, prior: &journal::History) -> Result<(), DeployError> {
         if prior.intended(Step::Staging) || prior.intended(Step::UploadArchive) {
-            self.record(Step::Cleanup, Phase::Intent, "leftovers of an interrupted run")?;
+            self.record(
+                Step::Cleanup,
+                Phase::Intent,
+                "leftovers of an interrupted run",
+            )?;
             self.remove_staged()?;
             self.record(Step::Cleanup, Phase::Done, "")?;
             self.resume = format!(
@@ -815,7 +882,11 @@ impl Run<'_> {
             );
         }
         self.check_interrupt(Step::Staging)?;
-        self.record(Step::Staging, Phase::Intent, self.names.staging.display().to_string())?;
+        self.record(
+            Step::Staging,
+            Phase::Intent,
+            self.names.staging.display().to_string(),
+        )?;
         self.remote
             .mkdir(&self.names.staging, 0o700)
             .map_err(at("staging"))?;
@@ -839,7 +910,11 @@ impl Run<'_> {
     fn materialise(&mut self) -> Result<(), DeployError> {
         let t = Instant::now();
         let (files, bytes) = self.art.totals();
-        self.record(Step::Materialise, Phase::Intent, format!("{files} files, {bytes} bytes"))?;
+        self.record(
+            Step::Materialise,
+            Phase::Intent,
+            format!("{files} files, {bytes} bytes"),
+        )?;
         let root = self.names.staged_tree.clone();
         let dirs: Vec<Vec<u8>> = self
             .art
@@ -849,7 +924,8 @@ impl Run<'_> {
             .map(|(p, _)| p.clone())
             .collect();
         if !dirs.is_empty() {
-            self.progress.start("directories", None, Some(dirs.len() as u64));
+            self.progress
+                .start("directories", None, Some(dirs.len() as u64));
             for d in &dirs {
                 // BTreeMap order puts a parent before its children.
                 self.remote
@@ -882,13 +958,15 @@ impl Run<'_> {
         while batch_start < uploads.len() {
             let mut end = batch_start;
             let mut batch_bytes = 0u64;
-            while end < uploads.len() && (end == batch_start || (end - batch_start < 4096 && batch_bytes < 256 << 20)) {
+            while end < uploads.len()
+                && (end == batch_start || (end - batch_start < 4096 && batch_bytes < 256 << 20))
+            {
                 batch_bytes += uploads[end].len;
                 end += 1;
             }
-            if let Err(e) = self
-                .remote
-                .put_new_files(&uploads[batch_start..end], true, self.progress)
+            if let Err(e) =
+                self.remote
+                    .put_new_files(&uploads[batch_start..end], true, self.progress)
             {
                 self.progress.finish();
                 return Err(at("materialise")(e));
@@ -904,7 +982,10 @@ impl Run<'_> {
             if let Kind::Symlink { target } = k {
                 use std::os::unix::ffi::OsStrExt;
                 self.remote
-                    .symlink(Path::new(std::ffi::OsStr::from_bytes(target)), &shape::join(&root, p))
+                    .symlink(
+                        Path::new(std::ffi::OsStr::from_bytes(target)),
+                        &shape::join(&root, p),
+                    )
                     .map_err(at("materialise"))?;
             }
         }
@@ -916,7 +997,11 @@ impl Run<'_> {
         let t = Instant::now();
         let plan = &self.sealed.plan;
         let path = self.names.kept_archive.clone();
-        self.record(Step::UploadArchive, Phase::Intent, path.display().to_string())?;
+        self.record(
+            Step::UploadArchive,
+            Phase::Intent,
+            path.display().to_string(),
+        )?;
         self.progress
             .start("archive", Some(plan.artifact.archive_size), Some(1));
         let put = self.remote.put_new_files(
@@ -995,8 +1080,12 @@ impl Run<'_> {
         if let Some(first) = diffs.first() {
             if let shape::Difference::Changed {
                 path,
-                expected: Kind::File { sha256: Some(e), .. },
-                actual: Kind::File { sha256: Some(a), .. },
+                expected: Kind::File {
+                    sha256: Some(e), ..
+                },
+                actual: Kind::File {
+                    sha256: Some(a), ..
+                },
             } = first
             {
                 if e != a {
@@ -1030,7 +1119,11 @@ impl Run<'_> {
 
     fn write_deploy_manifest(&mut self) -> Result<(), DeployError> {
         let path = self.names.staged_tree.join(DEPLOY_MANIFEST);
-        self.record(Step::DeployManifest, Phase::Intent, path.display().to_string())?;
+        self.record(
+            Step::DeployManifest,
+            Phase::Intent,
+            path.display().to_string(),
+        )?;
         let text = deploy_manifest_text(
             self.sealed,
             &self.art.recipe_digest,
@@ -1064,7 +1157,11 @@ impl Run<'_> {
         self.record(
             Step::Promote,
             Phase::Intent,
-            format!("{} -> {}", self.names.staged_tree.display(), self.names.target.display()),
+            format!(
+                "{} -> {}",
+                self.names.staged_tree.display(),
+                self.names.target.display()
+            ),
         )?;
         match self
             .remote
@@ -1087,9 +1184,17 @@ impl Run<'_> {
     /// Steps 9 and 10 (and everything after a promote on resume).
     fn after_promote(&mut self) -> Result<Receipt, DeployError> {
         let target = self.names.target.clone();
-        if let Some(m) = self.remote.lstat(&self.names.staging).map_err(at("remove staging"))? {
+        if let Some(m) = self
+            .remote
+            .lstat(&self.names.staging)
+            .map_err(at("remove staging"))?
+        {
             if m.kind == FileKind::Dir {
-                self.record(Step::RemoveStaging, Phase::Intent, self.names.staging.display().to_string())?;
+                self.record(
+                    Step::RemoveStaging,
+                    Phase::Intent,
+                    self.names.staging.display().to_string(),
+                )?;
                 self.remote
                     .remove_dir(&self.names.staging)
                     .map_err(at("remove staging"))?;
@@ -1097,16 +1202,27 @@ impl Run<'_> {
             }
         }
         if self.journal.history.done(Step::UploadArchive) || self.opts.keep_archive {
-            if let Some(m) = self.remote.lstat(&self.names.kept_archive).map_err(at("prove"))? {
+            if let Some(m) = self
+                .remote
+                .lstat(&self.names.kept_archive)
+                .map_err(at("prove"))?
+            {
                 if m.kind == FileKind::File {
                     let p = self.names.kept_archive.clone();
-                    self.note_created(p, CreatedKind::File, Some(self.sealed.plan.artifact.archive_sha256));
+                    self.note_created(
+                        p,
+                        CreatedKind::File,
+                        Some(self.sealed.plan.artifact.archive_sha256),
+                    );
                 }
             }
         }
         let sync = if self.opts.sync {
             self.record(Step::Sync, Phase::Intent, "")?;
-            let cmd = format!("sync -f {}", receipt::shell_quote(&target.to_string_lossy()));
+            let cmd = format!(
+                "sync -f {}",
+                receipt::shell_quote(&target.to_string_lossy())
+            );
             let out = self.remote.exec(&cmd).map_err(at("sync"))?;
             self.record(Step::Sync, Phase::Done, format!("exit {:?}", out.status))?;
             Some(out)
@@ -1118,11 +1234,12 @@ impl Run<'_> {
         let mut reasons = Vec::new();
         let anchor = match &self.sealed.plan.anchor {
             Some(a) => {
-                let d = anchor::recipe_digest(self.remote, &a.path, &a.recipe_locale, self.progress)
-                    .map_err(|reason| DeployError::Anchor {
-                        path: a.path.clone(),
-                        reason,
-                    })?;
+                let d =
+                    anchor::recipe_digest(self.remote, &a.path, &a.recipe_locale, self.progress)
+                        .map_err(|reason| DeployError::Anchor {
+                            path: a.path.clone(),
+                            reason,
+                        })?;
                 if d != a.recipe_digest {
                     reasons.push(format!(
                         "anchor {} changed during the deploy: {d}, plan {}",
@@ -1150,9 +1267,14 @@ impl Run<'_> {
         let dm_digest = Digest::of(&dm_text);
         if let Some(want) = self.deploy_manifest {
             if want != dm_digest {
-                reasons.push(format!("{} changed after it was written", dm_path.display()));
+                reasons.push(format!(
+                    "{} changed after it was written",
+                    dm_path.display()
+                ));
             }
-        } else if deploy_manifest_field(&dm_text, "plan_digest") != Some(&self.sealed.digest.to_hex()) {
+        } else if deploy_manifest_field(&dm_text, "plan_digest")
+            != Some(&self.sealed.digest.to_hex())
+        {
             reasons.push(format!("{} is not this plan's", dm_path.display()));
         }
         let mut expected = self.art.expected.clone();
@@ -1173,7 +1295,10 @@ impl Run<'_> {
         let check = match &self.opts.check {
             Some(cmd) => {
                 self.record(Step::Check, Phase::Intent, cmd.clone())?;
-                let full = format!("cd {} && {cmd}", receipt::shell_quote(&target.to_string_lossy()));
+                let full = format!(
+                    "cd {} && {cmd}",
+                    receipt::shell_quote(&target.to_string_lossy())
+                );
                 let mut out = self.remote.exec(&full).map_err(at("check"))?;
                 out.command = cmd.clone();
                 let passed = out.status == Some(0);
@@ -1276,9 +1401,16 @@ impl Run<'_> {
                 reasons,
             },
         };
-        self.record(Step::Receipt, Phase::Intent, host_receipt.display().to_string())?;
+        self.record(
+            Step::Receipt,
+            Phase::Intent,
+            host_receipt.display().to_string(),
+        )?;
         let json = receipt.to_json();
-        match self.remote.write_new(&host_receipt, json.as_bytes(), 0o644, true) {
+        match self
+            .remote
+            .write_new(&host_receipt, json.as_bytes(), 0o644, true)
+        {
             Ok(()) => {}
             // An earlier run of this plan was killed after writing it: ours to replace.
             Err(RemoteError::Exists { .. }) if self.journal.history.intended(Step::Receipt) => {
@@ -1296,7 +1428,8 @@ impl Run<'_> {
         self.release_lock()?;
         self.journal.detach_host();
         self.record(Step::Finished, Phase::Done, "")?;
-        if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure {
+        if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
+        {
             let report = rollback::rollback(
                 self.remote,
                 &receipt,
@@ -1308,10 +1441,10 @@ impl Run<'_> {
             )?;
             receipt.rolled_back = report.complete;
             if !report.complete {
-                receipt
-                    .verdict
-                    .reasons
-                    .push(format!("automatic rollback incomplete: {}", report.kept.join("; ")));
+                receipt.verdict.reasons.push(format!(
+                    "automatic rollback incomplete: {}",
+                    report.kept.join("; ")
+                ));
             }
             write_local_atomic(&self.state.receipt_path(), receipt.to_json().as_bytes())?;
         }
@@ -1331,10 +1464,16 @@ impl Run<'_> {
             .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
             .is_some_and(|i| i.pid == std::process::id() && i.owner_host == local_hostname());
         if ours {
-            self.remote.remove_file(&self.names.lock).map_err(at("unlock"))?;
+            self.remote
+                .remove_file(&self.names.lock)
+                .map_err(at("unlock"))?;
         }
         self.lock_held = false;
-        self.record(Step::Unlock, Phase::Done, if ours { "" } else { "lock was no longer ours" })
+        self.record(
+            Step::Unlock,
+            Phase::Done,
+            if ours { "" } else { "lock was no longer ours" },
+        )
     }
 
     /// Removes the staged entries (only names the artifact has, plus the deploy manifest), the
@@ -1437,7 +1576,10 @@ impl Run<'_> {
             DeployError::Interrupted { step, .. } => DeployError::Interrupted {
                 step,
                 state: if self.promoted {
-                    format!("the target {} is complete; rerun the same deploy to finish", self.names.target.display())
+                    format!(
+                        "the target {} is complete; rerun the same deploy to finish",
+                        self.names.target.display()
+                    )
                 } else if left.is_empty() {
                     "nothing was left on the host".into()
                 } else {

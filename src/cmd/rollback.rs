@@ -36,8 +36,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
-    let text = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
-    let local_state = args.state_dir.clone().unwrap_or_else(deploy::default_local_state);
+    let text =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let local_state = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(deploy::default_local_state);
     let value: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
     let receipt: Receipt = if value.get("plan_digest").is_some() {
@@ -46,13 +50,23 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             .with_context(|| format!("receipt {}", args.file.display()))?
     } else {
         let plan = super::deploy::read_plan(&args.file)?;
-        let host = args.host.clone().unwrap_or_else(|| plan.plan.host.destination.clone());
+        let host = args
+            .host
+            .clone()
+            .unwrap_or_else(|| plan.plan.host.destination.clone());
         let remote = super::deploy::connect(&host, plan.plan.host.ssh_config.as_ref(), &args.ssh)?;
         deploy::find_receipt(remote.as_ref(), &plan, &local_state)?
     };
-    let host = args.host.clone().unwrap_or_else(|| receipt.host.destination.clone());
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(|| receipt.host.destination.clone());
     let remote = super::deploy::connect(&host, receipt.host.ssh_config.as_ref(), &args.ssh)?;
-    globals.note(format!("rolling back {}:{}", host, receipt.target.display()));
+    globals.note(format!(
+        "rolling back {}:{}",
+        host,
+        receipt.target.display()
+    ));
     let progress = globals.progress();
     let opts = RollbackOptions {
         force: args.force,
@@ -67,10 +81,6 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     if report.complete {
         Ok(Exit::Ok)
     } else {
-        Err(CheckFailed(format!(
-            "rollback incomplete: {}",
-            report.kept.join("; ")
-        ))
-        .into())
+        Err(CheckFailed(format!("rollback incomplete: {}", report.kept.join("; "))).into())
     }
 }

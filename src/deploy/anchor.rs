@@ -66,7 +66,11 @@ impl TreeSource for RemoteSource<'_> {
         }
     }
 
-    fn hash_files(&self, paths: &[&[u8]], progress: &dyn Progress) -> Vec<io::Result<(Digest, u64)>> {
+    fn hash_files(
+        &self,
+        paths: &[&[u8]],
+        progress: &dyn Progress,
+    ) -> Vec<io::Result<(Digest, u64)>> {
         let abs: Vec<PathBuf> = paths.iter().map(|p| self.abs(p)).collect();
         self.remote
             .hash_files(&abs, progress)

@@ -36,7 +36,11 @@ impl Prepared {
 }
 
 /// Checks and unpacks the plan's artifact.
-pub fn prepare(plan: &Plan, names: &Names, progress: &dyn Progress) -> Result<Prepared, DeployError> {
+pub fn prepare(
+    plan: &Plan,
+    names: &Names,
+    progress: &dyn Progress,
+) -> Result<Prepared, DeployError> {
     use std::os::unix::ffi::OsStrExt;
     let a = &plan.artifact;
     let bad = |reason: String| DeployError::Artifact {

@@ -181,7 +181,11 @@ pub fn render_receipt(r: &Receipt) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(s, "1. Deploy");
-    let _ = writeln!(s, "host: {} ({}, {})", r.hostname, r.host.destination, r.host.transport);
+    let _ = writeln!(
+        s,
+        "host: {} ({}, {})",
+        r.hostname, r.host.destination, r.host.transport
+    );
     let _ = writeln!(s, "plan: {}", r.plan_digest);
     let _ = writeln!(s, "artifact: {}", r.artifact.path.display());
     let _ = writeln!(s, "archive_sha256: {}", r.artifact.archive_sha256);
@@ -210,7 +214,11 @@ pub fn render_receipt(r: &Receipt) -> String {
     let _ = writeln!(s, "staging: {}", r.staging.display());
     let _ = writeln!(s, "target: {}", r.target.display());
     let _ = writeln!(s, "target_recipe_sha256: {}", r.tree_recipe_digest);
-    let _ = writeln!(s, "deploy_manifest: {}/DEPLOY-MANIFEST.txt", r.target.display());
+    let _ = writeln!(
+        s,
+        "deploy_manifest: {}/DEPLOY-MANIFEST.txt",
+        r.target.display()
+    );
     let _ = writeln!(
         s,
         "audit: cd {} && grep -E '^\\\\?[0-9a-f]{{64}}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict --quiet",
@@ -221,7 +229,10 @@ pub fn render_receipt(r: &Receipt) -> String {
             let _ = writeln!(s, "sync: `{}` exit {}", o.command, status_text(o.status));
         }
         None => {
-            let _ = writeln!(s, "sync: no (SFTP cannot fsync a directory; --sync runs `sync -f` on the host)");
+            let _ = writeln!(
+                s,
+                "sync: no (SFTP cannot fsync a directory; --sync runs `sync -f` on the host)"
+            );
         }
     }
     let _ = writeln!(s, "4. Anchor");
@@ -257,14 +268,23 @@ pub fn render_receipt(r: &Receipt) -> String {
         let _ = writeln!(s, "check: {}", if c.passed { "PASS" } else { "FAIL" });
     }
     let _ = writeln!(s, "6. Result");
-    let _ = writeln!(s, "created: {} tree entries + {} other paths", r.tree.len() + 1, r.created.len());
+    let _ = writeln!(
+        s,
+        "created: {} tree entries + {} other paths",
+        r.tree.len() + 1,
+        r.created.len()
+    );
     if r.rolled_back {
         let _ = writeln!(s, "rolled_back: YES (--rollback-on-check-failure)");
     }
     for reason in &r.verdict.reasons {
         let _ = writeln!(s, "reason: {reason}");
     }
-    let _ = writeln!(s, "verdict: {}", if r.verdict.pass { "PASS" } else { "FAIL" });
+    let _ = writeln!(
+        s,
+        "verdict: {}",
+        if r.verdict.pass { "PASS" } else { "FAIL" }
+    );
     s
 }
 
@@ -275,8 +295,7 @@ fn status_text(s: Option<i32>) -> String {
 /// Quotes a string for a POSIX shell (single quotes; `'` as `'\''`).
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
     {
         return s.to_string();

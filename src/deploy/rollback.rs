@@ -235,19 +235,20 @@ pub fn rollback(
     }
     report.forced = changed;
     // 2. Remove: files and symlinks, then directories children first, then the target.
-    let gone_ok = |r: Result<(), RemoteError>, report: &mut RollbackReport| -> Result<bool, DeployError> {
-        match r {
-            Ok(()) => {
-                report.removed += 1;
-                Ok(true)
+    let gone_ok =
+        |r: Result<(), RemoteError>, report: &mut RollbackReport| -> Result<bool, DeployError> {
+            match r {
+                Ok(()) => {
+                    report.removed += 1;
+                    Ok(true)
+                }
+                Err(e) if e.is_not_found() => {
+                    report.already_gone += 1;
+                    Ok(false)
+                }
+                Err(e) => Err(at("rollback")(e)),
             }
-            Err(e) if e.is_not_found() => {
-                report.already_gone += 1;
-                Ok(false)
-            }
-            Err(e) => Err(at("rollback")(e)),
-        }
-    };
+        };
     if let Some(actual) = &actual {
         for (p, k) in expected.iter().rev() {
             let path = shape::join(&target, p);
@@ -257,16 +258,19 @@ pub fn rollback(
             };
             // A changed entry of another kind (a file replaced by a directory) is not ours.
             if std::mem::discriminant(now) != std::mem::discriminant(k) {
-                report.kept.push(format!("{} (replaced by someone else)", path.display()));
+                report
+                    .kept
+                    .push(format!("{} (replaced by someone else)", path.display()));
                 continue;
             }
             match k {
                 Kind::Dir => match remote.remove_dir(&path) {
                     Ok(()) => report.removed += 1,
                     Err(e) if e.is_not_found() => report.already_gone += 1,
-                    Err(_) => report
-                        .kept
-                        .push(format!("{} (holds names the deploy did not create)", path.display())),
+                    Err(_) => report.kept.push(format!(
+                        "{} (holds names the deploy did not create)",
+                        path.display()
+                    )),
                 },
                 _ => {
                     gone_ok(remote.remove_file(&path), &mut report)?;
@@ -282,9 +286,10 @@ pub fn rollback(
         match remote.remove_dir(&target) {
             Ok(()) => report.removed += 1,
             Err(e) if e.is_not_found() => report.already_gone += 1,
-            Err(_) => report
-                .kept
-                .push(format!("{} (holds names the deploy did not create)", target.display())),
+            Err(_) => report.kept.push(format!(
+                "{} (holds names the deploy did not create)",
+                target.display()
+            )),
         }
     }
     if let (Some(p), Some(ok)) = (&receipt.kept_archive, archive_ok) {
@@ -303,7 +308,8 @@ pub fn rollback(
     }
     remove_journal_dir(remote, &receipt.work_dir.join(format!("journal-{short}")))?;
     for c in receipt.created.iter().rev() {
-        if c.kind == CreatedKind::Dir && c.path != receipt.work_dir.join(format!("journal-{short}")) {
+        if c.kind == CreatedKind::Dir && c.path != receipt.work_dir.join(format!("journal-{short}"))
+        {
             match remote.remove_dir(&c.path) {
                 Ok(()) => report.removed += 1,
                 Err(e) if e.is_not_found() => {}
@@ -335,7 +341,12 @@ pub fn rollback(
         if report.complete {
             let state = journal::StateDir::open(dir, &receipt.plan_digest)?;
             let mut j = journal::Journal::open(&state)?;
-            j.record(remote, journal::Step::Reset, journal::Phase::Done, "rolled back")?;
+            j.record(
+                remote,
+                journal::Step::Reset,
+                journal::Phase::Done,
+                "rolled back",
+            )?;
         }
     }
     Ok(report)
@@ -415,13 +426,17 @@ pub fn status(
     };
     match remote.lstat(target).map_err(at("status"))? {
         None => {
-            report.problems.push(format!("{} does not exist", target.display()));
+            report
+                .problems
+                .push(format!("{} does not exist", target.display()));
             return Ok(report);
         }
         Some(m) if m.kind != FileKind::Dir => {
-            report
-                .problems
-                .push(format!("{} is a {:?}, not a deployed directory", target.display(), m.kind));
+            report.problems.push(format!(
+                "{} is a {:?}, not a deployed directory",
+                target.display(),
+                m.kind
+            ));
             return Ok(report);
         }
         Some(_) => {}
@@ -430,14 +445,16 @@ pub fn status(
     let dm = match remote.read_file(&dm_path, 1 << 30) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
-            report
-                .problems
-                .push(format!("{} is missing: not a sealpush deploy", dm_path.display()));
+            report.problems.push(format!(
+                "{} is missing: not a sealpush deploy",
+                dm_path.display()
+            ));
             return Ok(report);
         }
         Err(e) => return Err(at("status")(e)),
     };
-    report.plan_digest = super::deploy_manifest_field(&dm, "plan_digest").and_then(Digest::from_hex);
+    report.plan_digest =
+        super::deploy_manifest_field(&dm, "plan_digest").and_then(Digest::from_hex);
     report.deployed = super::deploy_manifest_field(&dm, "deployed").map(str::to_string);
     report.artifact_identity =
         super::deploy_manifest_field(&dm, "tree_identity").and_then(Digest::from_hex);
@@ -455,7 +472,9 @@ pub fn status(
                         Some(r)
                     }
                     Err(e) => {
-                        report.problems.push(format!("receipt {}: {e}", p.display()));
+                        report
+                            .problems
+                            .push(format!("receipt {}: {e}", p.display()));
                         None
                     }
                 },
@@ -507,7 +526,9 @@ pub fn status(
     if receipt.is_some() {
         for (p, d) in &listed {
             match expected.get(p) {
-                Some(Kind::File { sha256: Some(e), .. }) if e == d => {}
+                Some(Kind::File {
+                    sha256: Some(e), ..
+                }) if e == d => {}
                 _ => report.problems.push(format!(
                     "{}: lists {} with sha256 {d}, which the receipt does not",
                     dm_path.display(),
@@ -551,7 +572,10 @@ pub fn status(
             }
         }
         for v in actual.values_mut() {
-            if let Kind::File { size, executable, .. } = v {
+            if let Kind::File {
+                size, executable, ..
+            } = v
+            {
                 *size = 0;
                 *executable = false;
             }

@@ -114,9 +114,19 @@ pub fn hash_shape(
 /// One difference between the expected and the actual shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Difference {
-    Missing { path: Vec<u8>, expected: Kind },
-    Extra { path: Vec<u8>, actual: Kind },
-    Changed { path: Vec<u8>, expected: Kind, actual: Kind },
+    Missing {
+        path: Vec<u8>,
+        expected: Kind,
+    },
+    Extra {
+        path: Vec<u8>,
+        actual: Kind,
+    },
+    Changed {
+        path: Vec<u8>,
+        expected: Kind,
+        actual: Kind,
+    },
 }
 
 impl Difference {
@@ -235,7 +245,10 @@ pub fn parse_sha256sum_lines(text: &[u8]) -> Vec<(Vec<u8>, Digest)> {
         }
         let Some(d) = std::str::from_utf8(&rest[..64])
             .ok()
-            .filter(|h| h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .filter(|h| {
+                h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
             .and_then(Digest::from_hex)
         else {
             continue;
@@ -282,16 +295,25 @@ mod tests {
         let mut e = Shape::new();
         e.insert(b"a".to_vec(), file(b"a"));
         e.insert(b"d".to_vec(), Kind::Dir);
-        e.insert(b"l".to_vec(), Kind::Symlink { target: b"a".to_vec() });
+        e.insert(
+            b"l".to_vec(),
+            Kind::Symlink {
+                target: b"a".to_vec(),
+            },
+        );
         let mut a = e.clone();
         assert!(compare(&e, &a).is_empty());
         a.insert(b"a".to_vec(), file(b"b"));
-        a.remove(&b"d".to_vec());
+        a.remove(b"d".as_slice());
         a.insert(b"x".to_vec(), Kind::Dir);
         let diffs = compare(&e, &a);
         let text: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
         assert_eq!(text.len(), 3, "{text:?}");
-        assert!(text[0].starts_with("a: expected file of 1 bytes with sha256 ca97"), "{}", text[0]);
+        assert!(
+            text[0].starts_with("a: expected file of 1 bytes with sha256 ca97"),
+            "{}",
+            text[0]
+        );
         assert_eq!(text[1], "d: missing (expected a directory)");
         assert_eq!(text[2], "x: not in the artifact (found a directory)");
     }
@@ -299,7 +321,13 @@ mod tests {
     #[test]
     fn parses_what_gnu_sha256sum_prints() {
         let d = tempfile::tempdir().unwrap();
-        let names: [&[u8]; 5] = [b"plain", b"with space", b"back\\slash", b"new\nline", b"cr\rname"];
+        let names: [&[u8]; 5] = [
+            b"plain",
+            b"with space",
+            b"back\\slash",
+            b"new\nline",
+            b"cr\rname",
+        ];
         let mut want = Vec::new();
         for (i, n) in names.iter().enumerate() {
             let data = format!("content {i}");

@@ -40,13 +40,19 @@ fn local_deploy_status_rollback_end_to_end() {
     let out = env.deploy(&plan, &["--keep-archive", "--sync"]).ok();
     let report = stdout(&out);
     assert!(report.ends_with("verdict: PASS\n"), "{report}");
-    assert!(report.contains(&format!("anchor_tree_sha256_after: {anchor}")), "{report}");
+    assert!(
+        report.contains(&format!("anchor_tree_sha256_after: {anchor}")),
+        "{report}"
+    );
     assert!(report.contains("anchor_unchanged: YES"), "{report}");
     env.assert_complete();
     assert_eq!(env.real_recipe(&env.anchor), anchor);
     // The tree's modes: directories 0755 (staging was 0700, the tree inside it was not).
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(&env.target).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        std::fs::metadata(&env.target).unwrap().mode() & 0o7777,
+        0o755
+    );
     assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
     let kept = std::fs::read_dir(env.parent.join(".sealpush/iu-cutter-v0.6"))
         .unwrap()
@@ -56,7 +62,11 @@ fn local_deploy_status_rollback_end_to_end() {
     assert_eq!(kept, 1, "kept archive");
     // The same plan twice: refused, nothing touched.
     let again = env.deploy(&plan, &[]).expect_code(2);
-    assert!(stderr(&again).contains("already deployed"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already deployed"),
+        "{}",
+        stderr(&again)
+    );
     // status re-reads everything.
     let st = env
         .sealpush(["status", "--host", "local", "--target"])
@@ -64,11 +74,17 @@ fn local_deploy_status_rollback_end_to_end() {
         .output();
     assert!(!st.status.success(), "status needs a target value");
     let target = env.target.to_str().unwrap().to_string();
-    let st = env.sealpush(["status", "--host", "local", "--target", &target]).ok();
+    let st = env
+        .sealpush(["status", "--host", "local", "--target", &target])
+        .ok();
     assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
     // rollback from the plan: the host is exactly as before.
     let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
-    assert!(stdout(&rb).contains("anchor_unchanged: YES"), "{}", stdout(&rb));
+    assert!(
+        stdout(&rb).contains("anchor_unchanged: YES"),
+        "{}",
+        stdout(&rb)
+    );
     assert_eq!(env.snapshot(), before);
     // Rolled back: the plan can be deployed again.
     env.deploy(&plan, &[]).ok();
@@ -91,7 +107,12 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
                 .deploy(&plan, &["--keep-archive"])
                 .env("SEALPUSH_FAULT", &fault)
                 .output();
-            assert_eq!(out.status.code(), None, "{fault}: not killed: {}", stderr(&out));
+            assert_eq!(
+                out.status.code(),
+                None,
+                "{fault}: not killed: {}",
+                stderr(&out)
+            );
             env.assert_absent_or_complete(&anchor);
             // Re-run: finishes or cleans up and starts over.
             let rerun = env
@@ -99,16 +120,34 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
                 .output();
             if *step == "finished" && when == "abort-after" {
                 // The deploy had completed; the re-run says so.
-                assert!(stderr(&rerun).contains("already deployed"), "{fault}: {}", stderr(&rerun));
+                assert!(
+                    stderr(&rerun).contains("already deployed"),
+                    "{fault}: {}",
+                    stderr(&rerun)
+                );
             } else {
-                assert!(rerun.status.success(), "{fault}: rerun failed: {}", stderr(&rerun));
+                assert!(
+                    rerun.status.success(),
+                    "{fault}: rerun failed: {}",
+                    stderr(&rerun)
+                );
                 assert!(stdout(&rerun).ends_with("verdict: PASS\n"), "{fault}");
             }
             env.assert_complete();
-            assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"], "{fault}");
-            let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).output();
+            assert_eq!(
+                env.leftovers(),
+                vec![".sealpush", "iu-cutter-v0.6"],
+                "{fault}"
+            );
+            let rb = env
+                .sealpush(["rollback".as_ref(), plan.as_os_str()])
+                .output();
             assert!(rb.status.success(), "{fault}: rollback: {}", stderr(&rb));
-            assert_eq!(env.snapshot(), before, "{fault}: host not as before after rollback");
+            assert_eq!(
+                env.snapshot(),
+                before,
+                "{fault}: host not as before after rollback"
+            );
         }
     }
 }
@@ -117,11 +156,17 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
 fn stale_lock_names_owner_and_age_and_is_cleared_only_on_request() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
-    let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", "abort-after:materialise").output();
+    let out = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_FAULT", "abort-after:materialise")
+        .output();
     assert_eq!(out.status.code(), None);
     let again = env.deploy(&plan, &[]).expect_code(2);
     let e = stderr(&again);
-    assert!(e.contains("is held by pid") && e.contains(" ago") && e.contains("not running: stale"), "{e}");
+    assert!(
+        e.contains("is held by pid") && e.contains(" ago") && e.contains("not running: stale"),
+        "{e}"
+    );
     assert!(e.contains("--clear-stale-lock"), "{e}");
     assert!(!env.target.exists());
     env.deploy(&plan, &["--clear-stale-lock"]).ok();
@@ -134,8 +179,16 @@ fn drift_after_preflight_stops_before_writing_anything() {
     // the staging name: each stops the deploy, writes nothing, and says what changed.
     type Setup = fn(&Env, &Path);
     let cases: &[(&str, Setup, &str)] = &[
-        ("target file", |e, _| std::fs::write(&e.target, b"x").unwrap(), "now exists as a file"),
-        ("target empty dir", |e, _| std::fs::create_dir(&e.target).unwrap(), "now exists as a directory"),
+        (
+            "target file",
+            |e, _| std::fs::write(&e.target, b"x").unwrap(),
+            "now exists as a file",
+        ),
+        (
+            "target empty dir",
+            |e, _| std::fs::create_dir(&e.target).unwrap(),
+            "now exists as a directory",
+        ),
         (
             "anchor modified",
             |e, _| std::fs::write(e.anchor.join("README.md"), b"edited").unwrap(),
@@ -151,16 +204,20 @@ fn drift_after_preflight_stops_before_writing_anything() {
         let env = Env::new(Host::Local);
         let anchor = env.real_recipe(&env.anchor);
         let plan = env.plan();
-        let staging = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&plan).unwrap())
-            .unwrap()["plan"]["staging"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let staging =
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&plan).unwrap())
+                .unwrap()["plan"]["staging"]
+                .as_str()
+                .unwrap()
+                .to_string();
         setup(&env, Path::new(&staging));
         let before = env.snapshot();
         let out = env.deploy(&plan, &[]).expect_code(1);
         let e = stderr(&out);
-        assert!(e.contains("no longer matches the plan") && e.contains(expect), "{name}: {e}");
+        assert!(
+            e.contains("no longer matches the plan") && e.contains(expect),
+            "{name}: {e}"
+        );
         assert_eq!(env.snapshot(), before, "{name}: something was written");
         if *name != "anchor modified" {
             assert_eq!(env.real_recipe(&env.anchor), anchor);
@@ -175,7 +232,11 @@ fn edited_plan_is_refused() {
     let text = std::fs::read_to_string(&plan).unwrap();
     std::fs::write(&plan, text.replace("iu-cutter-v0.6\"", "iu-cutter-v0.7\"")).unwrap();
     let out = env.deploy(&plan, &[]).expect_code(1);
-    assert!(stderr(&out).contains("edited after preflight"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("edited after preflight"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 
@@ -187,7 +248,10 @@ fn byte_changed_between_upload_and_read_back_stops_the_deploy() {
     let gate = env.tmp.path().join("gate");
     let child = env
         .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", format!("wait-before:verify:{}", gate.display()))
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:verify:{}", gate.display()),
+        )
         .cmd
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -197,7 +261,12 @@ fn byte_changed_between_upload_and_read_back_stops_the_deploy() {
     let staged = std::fs::read_dir(&env.parent)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().contains("sealpush-stage"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("sealpush-stage")
+        })
         .unwrap()
         .join("iu-cutter-v0.6/README.md");
     let mut data = std::fs::read(&staged).unwrap();
@@ -223,7 +292,10 @@ fn target_created_between_checks_and_promote_is_never_clobbered() {
     let gate = env.tmp.path().join("gate");
     let child = env
         .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", format!("wait-before:promote:{}", gate.display()))
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:promote:{}", gate.display()),
+        )
         .cmd
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -246,7 +318,10 @@ fn two_deploys_of_one_target_cannot_both_run() {
     let gate = env.tmp.path().join("gate");
     let first = env
         .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", format!("wait-before:materialise:{}", gate.display()))
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
         .cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -284,21 +359,40 @@ fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names()
     let foreign = env.target.join("operator-notes.txt");
     std::fs::write(&foreign, b"mine").unwrap();
     let receipt = env.state.join("deploys");
-    let receipt = std::fs::read_dir(&receipt).unwrap().next().unwrap().unwrap().path().join("receipt.json");
-    let out = env.sealpush(["rollback".as_ref(), receipt.as_os_str()]).expect_code(1);
+    let receipt = std::fs::read_dir(&receipt)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("receipt.json");
+    let out = env
+        .sealpush(["rollback".as_ref(), receipt.as_os_str()])
+        .expect_code(1);
     let e = stderr(&out);
-    assert!(e.contains("rollback refused") && e.contains("README.md"), "{e}");
+    assert!(
+        e.contains("rollback refused") && e.contains("README.md"),
+        "{e}"
+    );
     assert_eq!(std::fs::read(&edited).unwrap(), b"edited on the host");
-    assert!(env.target.join("DEPLOY-MANIFEST.txt").exists(), "nothing removed");
+    assert!(
+        env.target.join("DEPLOY-MANIFEST.txt").exists(),
+        "nothing removed"
+    );
     let forced = env
         .sealpush(["rollback".as_ref(), receipt.as_os_str(), "--force".as_ref()])
         .expect_code(1);
-    assert!(stdout(&forced).contains("operator-notes.txt (not created by the deploy)"), "{}", stdout(&forced));
+    assert!(
+        stdout(&forced).contains("operator-notes.txt (not created by the deploy)"),
+        "{}",
+        stdout(&forced)
+    );
     assert_eq!(std::fs::read(&foreign).unwrap(), b"mine");
     assert!(!edited.exists());
     std::fs::remove_file(&foreign).unwrap();
     // A second run finishes the job.
-    env.sealpush(["rollback".as_ref(), receipt.as_os_str()]).ok();
+    env.sealpush(["rollback".as_ref(), receipt.as_os_str()])
+        .ok();
     assert_eq!(env.snapshot(), before);
 }
 
@@ -312,8 +406,14 @@ fn status_reports_a_changed_byte() {
     data[3] ^= 0x20;
     std::fs::write(&f, data).unwrap();
     let target = env.target.to_str().unwrap().to_string();
-    let out = env.sealpush(["status", "--host", "local", "--target", &target]).expect_code(1);
-    assert!(stdout(&out).contains("problem: README.md: expected file"), "{}", stdout(&out));
+    let out = env
+        .sealpush(["status", "--host", "local", "--target", &target])
+        .expect_code(1);
+    assert!(
+        stdout(&out).contains("problem: README.md: expected file"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -324,7 +424,10 @@ fn ctrl_c_stops_at_a_safe_point_and_exits_130() {
     let gate = env.tmp.path().join("gate");
     let child = env
         .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", format!("wait-before:materialise:{}", gate.display()))
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
         .cmd
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -349,9 +452,19 @@ fn failing_check_with_rollback_on_check_failure_leaves_the_host_as_before() {
     let before = env.snapshot();
     let plan = env.plan();
     let out = env
-        .deploy(&plan, &["--check", "touch made-by-check && exit 3", "--rollback-on-check-failure"])
+        .deploy(
+            &plan,
+            &[
+                "--check",
+                "touch made-by-check && exit 3",
+                "--rollback-on-check-failure",
+            ],
+        )
         .expect_code(1);
     let r = stdout(&out);
-    assert!(r.contains("exit: 3") && r.contains("rolled_back: YES") && r.ends_with("verdict: FAIL\n"), "{r}");
+    assert!(
+        r.contains("exit: 3") && r.contains("rolled_back: YES") && r.ends_with("verdict: FAIL\n"),
+        "{r}"
+    );
     assert_eq!(env.snapshot(), before);
 }

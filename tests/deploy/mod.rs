@@ -40,16 +40,19 @@ pub struct Env {
     pub parent: PathBuf,
     pub anchor: PathBuf,
     pub target: PathBuf,
-    pub store: PathBuf,
     pub state: PathBuf,
     pub artifact: StoredArtifact,
 }
 
 /// The v0.6 artifact, packed once per test binary into a shared store (read-only afterwards).
 fn v06() -> &'static (tempfile::TempDir, StoredArtifact) {
-    static ART: std::sync::OnceLock<(tempfile::TempDir, StoredArtifact)> = std::sync::OnceLock::new();
+    static ART: std::sync::OnceLock<(tempfile::TempDir, StoredArtifact)> =
+        std::sync::OnceLock::new();
     ART.get_or_init(|| {
-        let d = tempfile::Builder::new().prefix("sealpush-deploy-store-").tempdir().unwrap();
+        let d = tempfile::Builder::new()
+            .prefix("sealpush-deploy-store-")
+            .tempdir()
+            .unwrap();
         let store = Store::open(Some(d.path())).unwrap();
         let opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
         let art = store
@@ -60,8 +63,17 @@ fn v06() -> &'static (tempfile::TempDir, StoredArtifact) {
 }
 
 pub fn copy_tree(from: &Path, to: &Path) {
-    let out = std::process::Command::new("cp").arg("-a").arg(from).arg(to).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Env {
@@ -71,13 +83,15 @@ impl Env {
 
     /// `host_dir`: put the host side there (a tmpfs, ...) instead of a fresh temp dir.
     pub fn new_in(host: Host, host_dir: Option<&Path>) -> Env {
-        let tmp = tempfile::Builder::new().prefix("sealpush-deploy-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("sealpush-deploy-")
+            .tempdir()
+            .unwrap();
         let base = host_dir.map_or_else(|| tmp.path().join("host"), Path::to_path_buf);
         let parent = base.join("opt/incomex/dot");
         std::fs::create_dir_all(&parent).unwrap();
         let anchor = parent.join("iu-cutter");
         copy_tree(&fixtures().join("iu-cutter"), &anchor);
-        let store = tmp.path().join("store");
         let state = tmp.path().join("state");
         Env {
             target: parent.join("iu-cutter-v0.6"),
@@ -85,29 +99,19 @@ impl Env {
             host,
             parent,
             anchor,
-            store,
             state,
             artifact: v06().1.clone(),
-        }
-    }
-
-    pub fn remote(&self) -> Box<dyn Remote> {
-        match &self.host {
-            Host::Local => Box::new(sealpush::remote::local::LocalRemote::new()),
-            Host::Ssh { alias, config } => {
-                let opts = sealpush::remote::ConnectOptions {
-                    ssh_config: Some(config.clone()),
-                    ..Default::default()
-                };
-                sealpush::remote::connect(alias, &opts).unwrap()
-            }
         }
     }
 
     /// A shell command run "on the host": over real ssh for the sshd host, else locally.
     pub fn host_sh(&self, cmd: &str) -> Output {
         match &self.host {
-            Host::Local => std::process::Command::new("bash").arg("-c").arg(cmd).output().unwrap(),
+            Host::Local => std::process::Command::new("bash")
+                .arg("-c")
+                .arg(cmd)
+                .output()
+                .unwrap(),
             Host::Ssh { alias, config } => std::process::Command::new("ssh")
                 .arg("-F")
                 .arg(config)
@@ -127,7 +131,11 @@ impl Env {
             dir.file_name().unwrap().to_string_lossy()
         );
         let out = self.host_sh(&cmd);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()[..64].to_string()
     }
 
@@ -141,7 +149,9 @@ impl Env {
         let target_fs = local.statvfs(&self.parent).unwrap();
         let (destination, transport, ssh_config) = match &self.host {
             Host::Local => ("local".to_string(), "local".to_string(), None),
-            Host::Ssh { alias, config } => (alias.clone(), "sftp".to_string(), Some(config.clone())),
+            Host::Ssh { alias, config } => {
+                (alias.clone(), "sftp".to_string(), Some(config.clone()))
+            }
         };
         let staging = self.parent.join(format!(
             ".iu-cutter-v0.6.sealpush-stage-{}",
@@ -173,14 +183,20 @@ impl Env {
             staging: staging.clone(),
             work_dir: work_dir.clone(),
             operations: vec![
-                Operation::TakeLock { path: work_dir.join("lock") },
-                Operation::MakeStaging { path: staging.clone() },
+                Operation::TakeLock {
+                    path: work_dir.join("lock"),
+                },
+                Operation::MakeStaging {
+                    path: staging.clone(),
+                },
                 Operation::Materialize {
                     staging: staging.clone(),
                     files: a.files,
                     bytes: a.unpacked_bytes,
                 },
-                Operation::VerifyStaged { staging: staging.clone() },
+                Operation::VerifyStaged {
+                    staging: staging.clone(),
+                },
                 Operation::WriteDeployManifest {
                     path: staging.join("iu-cutter-v0.6/DEPLOY-MANIFEST.txt"),
                 },
@@ -189,7 +205,9 @@ impl Env {
                     to: self.target.clone(),
                 },
                 Operation::Prove,
-                Operation::ReleaseLock { path: work_dir.join("lock") },
+                Operation::ReleaseLock {
+                    path: work_dir.join("lock"),
+                },
             ],
             rollback: vec![Operation::RemoveTree {
                 path: self.target.clone(),
@@ -204,7 +222,10 @@ impl Env {
         };
         edit(&mut plan);
         let sealed = plan.seal();
-        let path = self.tmp.path().join(format!("plan-{}.json", &sealed.digest.to_hex()[..8]));
+        let path = self
+            .tmp
+            .path()
+            .join(format!("plan-{}.json", &sealed.digest.to_hex()[..8]));
         std::fs::write(&path, sealed.to_json()).unwrap();
         path
     }
@@ -258,7 +279,11 @@ impl Env {
     /// equals the artifact plus DEPLOY-MANIFEST.txt, checked with `sha256sum -c` on the host),
     /// and the anchor's real recipe digest is the plan's.
     pub fn assert_absent_or_complete(&self, anchor_digest: &str) {
-        assert_eq!(self.real_recipe(&self.anchor), anchor_digest, "anchor changed");
+        assert_eq!(
+            self.real_recipe(&self.anchor),
+            anchor_digest,
+            "anchor changed"
+        );
         if std::fs::symlink_metadata(&self.target).is_ok() {
             self.assert_complete();
         }
@@ -288,7 +313,11 @@ impl Env {
             .current_dir(fixtures())
             .output()
             .unwrap();
-        assert_eq!(got, String::from_utf8(want.stdout).unwrap(), "target tree differs from the fixture");
+        assert_eq!(
+            got,
+            String::from_utf8(want.stdout).unwrap(),
+            "target tree differs from the fixture"
+        );
     }
 
     /// Names beside the target that a deploy may leave: staging dirs and the work dir.
