@@ -1,1 +1,681 @@
-//! (placeholder, being written)
+//! The local content-addressed artifact store; mirrors `store-layout.md` ("Store layout").
+//!
+//! ```text
+//! STORE/
+//!   artifacts/<id>/archive.tar.zst | archive.tar.gz
+//!                  manifest.txt        canonical manifest (identity + recipe record)
+//!                  meta.json           ArtifactMeta
+//!   tmp/<random>/                      an add in progress (or a crashed one: `gc` removes it)
+//! ```
+//! `<id>` is `<tree identity hex>-<name>.l<level>.<format>`: a function of the tree's content,
+//! its name and the archive options, so packing the same tree twice with the same options
+//! stores one artifact. An artifact directory is built completely under `tmp/` and appears
+//! under `artifacts/` by one rename that never replaces anything, so readers only ever see
+//! complete artifacts, and two concurrent adds of the same tree keep exactly one.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::manifest::{Manifest, ManifestError};
+use crate::pack::{self, Format, PackError, PackOptions, UnpackError};
+use crate::plan::ArtifactRef;
+use crate::progress::Progress;
+
+/// The small metadata record beside each stored archive (`meta.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactMeta {
+    /// The artifact's name (the packed directory's name unless given).
+    pub name: String,
+    pub format: Format,
+    /// Compression level; `None` for an archive that sealpush did not pack.
+    pub level: Option<i32>,
+    pub archive_sha256: Digest,
+    pub archive_size: u64,
+    /// sha256 of the manifest's entry section.
+    pub tree_identity: Digest,
+    /// `find NAME -type f | sort | xargs sha256sum | sha256sum` from the tree's parent.
+    pub recipe_digest: Option<Digest>,
+    /// Collation locale of `recipe_digest` ("C").
+    pub recipe_locale: Option<String>,
+    pub files: u64,
+    pub unpacked_bytes: u64,
+    /// The sealpush that packed it.
+    pub tool_version: String,
+}
+
+/// An artifact: its archive, its manifest and its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredArtifact {
+    pub archive: PathBuf,
+    pub manifest: Manifest,
+    pub meta: ArtifactMeta,
+    /// The store id, `None` for an archive file outside the store.
+    pub id: Option<String>,
+}
+
+impl StoredArtifact {
+    /// The artifact as a plan refers to it.
+    pub fn artifact_ref(&self) -> ArtifactRef {
+        ArtifactRef {
+            path: self.archive.clone(),
+            format: self.meta.format.to_string(),
+            archive_sha256: self.meta.archive_sha256,
+            archive_size: self.meta.archive_size,
+            tree_identity: self.meta.tree_identity,
+            // An archive without a recipe record (not packed by sealpush) has the all-zero
+            // digest here, which matches no real tree.
+            recipe_digest: self.meta.recipe_digest.unwrap_or_default(),
+            files: self.meta.files,
+            unpacked_bytes: self.meta.unpacked_bytes,
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no store location: set SEALPUSH_STORE, XDG_DATA_HOME or HOME, or pass --store")]
+    NoLocation,
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error("{path}: invalid manifest")]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("{path}: invalid metadata")]
+    Meta {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid artifact name {name:?}: {reason} (choose one with --name)")]
+    BadName { name: String, reason: &'static str },
+    #[error("no artifact matches {reference:?} in {store} (see `sealpush store list`)")]
+    NotFound { reference: String, store: PathBuf },
+    #[error("{reference:?} is ambiguous: it matches {}", candidates.join(", "))]
+    Ambiguous {
+        reference: String,
+        candidates: Vec<String>,
+    },
+    #[error("{path}: {what}: expected {expected}, found {actual}")]
+    Mismatch {
+        path: PathBuf,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: content does not match the manifest: {detail}")]
+    ContentMismatch { path: PathBuf, detail: String },
+    #[error("{path}: broken artifact: {reason}")]
+    Broken { path: PathBuf, reason: String },
+}
+
+impl StoreError {
+    /// True when the error means "a check failed" (a digest or content mismatch, a broken
+    /// artifact) rather than "could not run".
+    pub fn is_check_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Mismatch { .. }
+                | StoreError::ContentMismatch { .. }
+                | StoreError::Broken { .. }
+                | StoreError::Unpack(UnpackError::Mismatch { .. })
+                | StoreError::Unpack(UnpackError::Corrupt { .. })
+                | StoreError::Unpack(UnpackError::Rejected { .. })
+        )
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `gc` removed (or would remove), and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GcItem {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Temp directories younger than this are left alone by `gc`: they may be a pack in progress.
+pub const GC_TMP_GRACE: Duration = Duration::from_secs(600);
+
+/// A local artifact store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `dir`, or by default at `$SEALPUSH_STORE`, else
+    /// `$XDG_DATA_HOME/sealpush/store`, else `~/.local/share/sealpush/store`.
+    pub fn open(dir: Option<&Path>) -> Result<Store, StoreError> {
+        let root = match dir {
+            Some(d) => d.to_path_buf(),
+            None => default_location()?,
+        };
+        for sub in ["artifacts", "tmp"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io_at(&p))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn artifacts_dir(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    /// Packs `dir` into the store (see [`Store::add_dir_reporting`]).
+    pub fn add_dir(
+        &self,
+        dir: &Path,
+        name: Option<&str>,
+        opts: &PackOptions,
+        progress: &dyn Progress,
+    ) -> Result<StoredArtifact, StoreError> {
+        self.add_dir_reporting(dir, name, opts, progress)
+            .map(|(a, _)| a)
+    }
+
+    /// Packs `dir` into the store; the bool is false when an identical artifact was already
+    /// stored (then the stored one is returned and the new bytes are discarded).
+    pub fn add_dir_reporting(
+        &self,
+        dir: &Path,
+        name: Option<&str>,
+        opts: &PackOptions,
+        progress: &dyn Progress,
+    ) -> Result<(StoredArtifact, bool), StoreError> {
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => {
+                let abs = fs::canonicalize(dir).map_err(io_at(dir))?;
+                let n = abs.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+                String::from_utf8(n.to_vec()).map_err(|_| StoreError::BadName {
+                    name: String::from_utf8_lossy(n).into_owned(),
+                    reason: "not UTF-8",
+                })?
+            }
+        };
+        check_name(&name)?;
+        let tmp_root = self.root.join("tmp");
+        let tmp = tempfile::Builder::new()
+            .prefix("add-")
+            .tempdir_in(&tmp_root)
+            .map_err(io_at(&tmp_root))?;
+        let archive_name = format!("archive.{}", opts.format.extension());
+        let archive = tmp.path().join(&archive_name);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&archive)
+            .map_err(io_at(&archive))?;
+        let packed = pack::pack_dir(
+            dir,
+            io::BufWriter::with_capacity(1 << 20, &file),
+            opts,
+            progress,
+        )?;
+        file.sync_all().map_err(io_at(&archive))?;
+        let m = &packed.manifest;
+        let meta = ArtifactMeta {
+            name: name.clone(),
+            format: opts.format,
+            level: Some(opts.level),
+            archive_sha256: packed.archive_sha256,
+            archive_size: packed.archive_size,
+            tree_identity: m.identity(),
+            recipe_digest: m.recipe.as_ref().map(|r| r.digest),
+            recipe_locale: m.recipe.as_ref().map(|r| r.locale.clone()),
+            files: m.file_count(),
+            unpacked_bytes: m.total_bytes(),
+            tool_version: crate::TOOL_VERSION.to_string(),
+        };
+        write_synced(&tmp.path().join("manifest.txt"), &m.encode())?;
+        let mut json = serde_json::to_vec_pretty(&meta).expect("meta serialises");
+        json.push(b'\n');
+        write_synced(&tmp.path().join("meta.json"), &json)?;
+        let id = expected_id(&meta);
+        let final_dir = self.artifacts_dir().join(&id);
+        match pack::rename_noreplace(tmp.path(), &final_dir) {
+            Ok(()) => {
+                let _ = tmp.keep();
+                Ok((
+                    StoredArtifact {
+                        archive: final_dir.join(archive_name),
+                        manifest: packed.manifest,
+                        meta,
+                        id: Some(id),
+                    },
+                    true,
+                ))
+            }
+            Err(UnpackError::Exists { .. }) => {
+                let existing = self.load(&id)?;
+                if existing.meta.archive_sha256 != meta.archive_sha256 {
+                    return Err(StoreError::Mismatch {
+                        path: existing.archive,
+                        what: "stored archive sha256 (packed again with other bytes: run `sealpush store verify`)",
+                        expected: meta.archive_sha256.to_hex(),
+                        actual: existing.meta.archive_sha256.to_hex(),
+                    });
+                }
+                Ok((existing, false))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Loads the artifact with store id `id`, checking that its parts agree with each other
+    /// (not re-hashing the archive: that is [`Store::verify`]).
+    pub fn load(&self, id: &str) -> Result<StoredArtifact, StoreError> {
+        load_dir(&self.artifacts_dir().join(id), Some(id.to_string()))
+    }
+
+    /// Every store id, sorted.
+    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let dir = self.artifacts_dir();
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let e = e.map_err(io_at(&dir))?;
+            if let Some(s) = e.file_name().to_str() {
+                if e.file_type().map_err(io_at(&e.path()))?.is_dir() {
+                    ids.push(s.to_string());
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Every stored artifact (or why it could not be loaded), by id.
+    pub fn list(&self) -> Result<Vec<(String, Result<StoredArtifact, StoreError>)>, StoreError> {
+        Ok(self
+            .ids()?
+            .into_iter()
+            .map(|id| {
+                let a = self.load(&id);
+                (id, a)
+            })
+            .collect())
+    }
+
+    /// Resolves a REF: a path to an archive file (in the store or not), a path to an artifact
+    /// directory, a store id, an unambiguous id prefix, or an artifact name (unambiguous).
+    pub fn resolve(&self, reference: &str) -> Result<StoredArtifact, StoreError> {
+        let p = Path::new(reference);
+        if let Ok(md) = fs::metadata(p) {
+            if md.is_file() {
+                let dir = p.parent().unwrap_or(Path::new("."));
+                if dir.join("meta.json").is_file() && dir.join("manifest.txt").is_file() {
+                    return load_dir(
+                        dir,
+                        dir.file_name().and_then(|n| n.to_str()).map(String::from),
+                    );
+                }
+                return external(p);
+            }
+            if md.is_dir() && p.join("meta.json").is_file() {
+                return load_dir(p, p.file_name().and_then(|n| n.to_str()).map(String::from));
+            }
+        }
+        let ids = self.ids()?;
+        if ids.iter().any(|id| id == reference) {
+            return self.load(reference);
+        }
+        let by_prefix: Vec<&String> = if reference.len() >= 4 {
+            ids.iter().filter(|id| id.starts_with(reference)).collect()
+        } else {
+            Vec::new()
+        };
+        let pick = |found: Vec<&String>| -> Result<StoredArtifact, StoreError> {
+            match found.as_slice() {
+                [one] => self.load(one),
+                _ => Err(StoreError::Ambiguous {
+                    reference: reference.to_string(),
+                    candidates: found.iter().map(|s| s.to_string()).collect(),
+                }),
+            }
+        };
+        if !by_prefix.is_empty() {
+            return pick(by_prefix);
+        }
+        let by_name: Vec<&String> = ids
+            .iter()
+            .filter(|id| self.load(id).is_ok_and(|a| a.meta.name == reference))
+            .collect();
+        if !by_name.is_empty() {
+            return pick(by_name);
+        }
+        Err(StoreError::NotFound {
+            reference: reference.to_string(),
+            store: self.root.clone(),
+        })
+    }
+
+    /// Re-hashes the archive (sha256 and size against the metadata) and its content against
+    /// the manifest. A mismatch is an error for which [`StoreError::is_check_failure`] holds.
+    pub fn verify(artifact: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
+        verify_artifact(artifact, progress)
+    }
+
+    /// Removes temp leftovers older than [`GC_TMP_GRACE`], anything in the store that is not part
+    /// of the layout, and artifacts whose parts are missing or disagree (it does not re-hash
+    /// archives; `verify` does). With `dry_run`, only reports.
+    pub fn gc(&self, dry_run: bool) -> Result<Vec<GcItem>, StoreError> {
+        let mut out = Vec::new();
+        let now = SystemTime::now();
+        let tmp = self.root.join("tmp");
+        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
+            let e = e.map_err(io_at(&tmp))?;
+            let p = e.path();
+            if newest_mtime(&p)
+                .is_some_and(|t| now.duration_since(t).unwrap_or_default() < GC_TMP_GRACE)
+            {
+                continue;
+            }
+            out.push(GcItem {
+                path: p,
+                reason: "leftover of an interrupted pack".into(),
+            });
+        }
+        for e in fs::read_dir(&self.root).map_err(io_at(&self.root))? {
+            let e = e.map_err(io_at(&self.root))?;
+            let n = e.file_name();
+            if n != "artifacts" && n != "tmp" {
+                out.push(GcItem {
+                    path: e.path(),
+                    reason: "not part of the store layout".into(),
+                });
+            }
+        }
+        let arts = self.artifacts_dir();
+        for e in fs::read_dir(&arts).map_err(io_at(&arts))? {
+            let e = e.map_err(io_at(&arts))?;
+            let p = e.path();
+            let is_dir = e.file_type().map_err(io_at(&p))?.is_dir();
+            let id = e.file_name().to_str().map(String::from);
+            let reason = match (&id, is_dir) {
+                (Some(id), true) => match self.load(id) {
+                    Ok(a) => {
+                        let expected = expected_id(&a.meta);
+                        if &expected != id {
+                            Some(format!("named {id} but its content says {expected}"))
+                        } else {
+                            None
+                        }
+                    }
+                    Err(err) => Some(format!("broken: {}", error_chain(&err))),
+                },
+                _ => Some("not an artifact directory".into()),
+            };
+            if let Some(reason) = reason {
+                out.push(GcItem { path: p, reason });
+            }
+        }
+        if !dry_run {
+            for item in &out {
+                let md = fs::symlink_metadata(&item.path).map_err(io_at(&item.path))?;
+                if md.is_dir() {
+                    fs::remove_dir_all(&item.path).map_err(io_at(&item.path))?;
+                } else {
+                    fs::remove_file(&item.path).map_err(io_at(&item.path))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The store id an artifact with this metadata has.
+pub fn expected_id(meta: &ArtifactMeta) -> String {
+    format!(
+        "{}-{}.l{}.{}",
+        meta.tree_identity.to_hex(),
+        meta.name,
+        meta.level
+            .map_or_else(|| "?".to_string(), |l| l.to_string()),
+        meta.format.extension()
+    )
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
+
+fn newest_mtime(p: &Path) -> Option<SystemTime> {
+    let mut t = fs::symlink_metadata(p).ok()?.modified().ok()?;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            if let Some(m) = e.metadata().ok().and_then(|m| m.modified().ok()) {
+                t = t.max(m);
+            }
+        }
+    }
+    Some(t)
+}
+
+fn default_location() -> Result<PathBuf, StoreError> {
+    let abs = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(p) = abs(std::env::var_os("SEALPUSH_STORE")) {
+        return Ok(p);
+    }
+    if let Some(p) = abs(std::env::var_os("XDG_DATA_HOME")) {
+        return Ok(p.join("sealpush/store"));
+    }
+    if let Some(p) = abs(std::env::var_os("HOME")) {
+        return Ok(p.join(".local/share/sealpush/store"));
+    }
+    Err(StoreError::NoLocation)
+}
+
+fn check_name(name: &str) -> Result<(), StoreError> {
+    let bad = |reason| {
+        Err(StoreError::BadName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > 128 {
+        return bad("longer than 128 bytes");
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return bad("starts with `.` or `-`");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c.is_control() || c.is_whitespace())
+    {
+        return bad("contains `/`, whitespace or a control character");
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_at(path))?;
+    f.write_all(data).map_err(io_at(path))?;
+    f.sync_all().map_err(io_at(path))
+}
+
+/// Loads an artifact directory and checks that its parts agree.
+fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError> {
+    let broken = |reason: String| StoreError::Broken {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let meta_path = dir.join("meta.json");
+    let meta_bytes = fs::read(&meta_path).map_err(|e| broken(format!("meta.json: {e}")))?;
+    let meta: ArtifactMeta =
+        serde_json::from_slice(&meta_bytes).map_err(|source| StoreError::Meta {
+            path: meta_path,
+            source,
+        })?;
+    let man_path = dir.join("manifest.txt");
+    let man_bytes = fs::read(&man_path).map_err(|e| broken(format!("manifest.txt: {e}")))?;
+    let manifest = Manifest::decode(&man_bytes).map_err(|source| StoreError::Manifest {
+        path: man_path,
+        source,
+    })?;
+    if manifest.identity() != meta.tree_identity {
+        return Err(broken(format!(
+            "manifest identity {} differs from meta.json's {}",
+            manifest.identity(),
+            meta.tree_identity
+        )));
+    }
+    let archive = dir.join(format!("archive.{}", meta.format.extension()));
+    let size = fs::metadata(&archive)
+        .map_err(|e| broken(format!("{}: {e}", archive.display())))?
+        .len();
+    if size != meta.archive_size {
+        return Err(broken(format!(
+            "archive size {size} differs from meta.json's {}",
+            meta.archive_size
+        )));
+    }
+    Ok(StoredArtifact {
+        archive,
+        manifest,
+        meta,
+        id,
+    })
+}
+
+/// sha256 and size of a file.
+pub fn sha256_file(path: &Path) -> Result<(Digest, u64), StoreError> {
+    use sha2::Digest as _;
+    let mut f = fs::File::open(path).map_err(io_at(path))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_at(path)(e)),
+        };
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((Digest(h.finalize().into()), n))
+}
+
+/// An archive file outside the store: its manifest is derived from its checked content.
+fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
+    let mut head = [0u8; 4];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io_at(path))?;
+    let format = Format::sniff(&head[..n]).ok_or_else(|| UnpackError::UnknownFormat {
+        path: path.to_path_buf(),
+    })?;
+    let (archive_sha256, archive_size) = sha256_file(path)?;
+    let manifest = pack::derive_manifest(path)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = file_name
+        .strip_suffix(".tar.zst")
+        .or_else(|| file_name.strip_suffix(".tar.gz"))
+        .or_else(|| file_name.strip_suffix(".tgz"))
+        .unwrap_or(&file_name)
+        .to_string();
+    let meta = ArtifactMeta {
+        name,
+        format,
+        level: None,
+        archive_sha256,
+        archive_size,
+        tree_identity: manifest.identity(),
+        recipe_digest: None,
+        recipe_locale: None,
+        files: manifest.file_count(),
+        unpacked_bytes: manifest.total_bytes(),
+        tool_version: String::new(),
+    };
+    Ok(StoredArtifact {
+        archive: path.to_path_buf(),
+        manifest,
+        meta,
+        id: None,
+    })
+}
+
+fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
+    progress.start("verifying", Some(a.meta.archive_size), None);
+    let (sha, size) = sha256_file(&a.archive)?;
+    progress.finish();
+    if size != a.meta.archive_size {
+        return Err(StoreError::Mismatch {
+            path: a.archive.clone(),
+            what: "archive size",
+            expected: a.meta.archive_size.to_string(),
+            actual: size.to_string(),
+        });
+    }
+    if sha != a.meta.archive_sha256 {
+        return Err(StoreError::Mismatch {
+            path: a.archive.clone(),
+            what: "archive sha256",
+            expected: a.meta.archive_sha256.to_hex(),
+            actual: sha.to_hex(),
+        });
+    }
+    let derived = pack::derive_manifest(&a.archive)?;
+    let mut want = a.manifest.clone();
+    want.recipe = None;
+    if let Some(detail) = want.diff(&derived) {
+        return Err(StoreError::ContentMismatch {
+            path: a.archive.clone(),
+            detail,
+        });
+    }
+    if a.manifest.identity() != a.meta.tree_identity {
+        return Err(StoreError::Mismatch {
+            path: a.archive.clone(),
+            what: "tree identity",
+            expected: a.meta.tree_identity.to_hex(),
+            actual: a.manifest.identity().to_hex(),
+        });
+    }
+    Ok(())
+}

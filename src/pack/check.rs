@@ -1,0 +1,364 @@
+//! The entry rules every extraction applies, in archive order, before an entry is acted on.
+//!
+//! Pure: a [`Checker`] sees each entry's header facts and either returns a [`CheckedEntry`]
+//! (a normalised relative path and kind) or a [`Rejected`] naming the entry and the [`Rule`].
+//! Together the rules guarantee that writing the accepted entries in order under a fresh
+//! directory, never following a symlink, cannot touch anything outside that directory:
+//! - paths are relative, without `..`, `.` or empty parts (a trailing `/` on a directory is fine);
+//! - every parent is an *earlier directory entry* (so nothing is written through a symlink,
+//!   and nothing needs an implicit directory);
+//! - no path appears twice;
+//! - a symlink target is relative, and its leading `..` parts never climb above the root; a `..`
+//!   after a name is refused (it could climb out through a symlinked name);
+//! - a hard link names an earlier regular file entry (so it is inside and already written);
+//! - only regular files, directories, symlinks and hard links: no devices, fifos, sparse or
+//!   other types; no setuid, setgid or sticky bit; non-file entries carry no data.
+
+use std::collections::HashMap;
+
+use crate::manifest::{check_path, parent_of};
+
+/// An entry that passed every rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedEntry {
+    /// Relative, `/`-separated, validated; no trailing slash.
+    pub path: Vec<u8>,
+    pub kind: CheckedKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckedKind {
+    File {
+        size: u64,
+        executable: bool,
+    },
+    /// Another name for the earlier regular file `target` (a validated relative path).
+    HardLink {
+        target: Vec<u8>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Dir,
+}
+
+/// The header facts the rules look at.
+#[derive(Clone, Copy, Debug)]
+pub struct RawEntry<'a> {
+    pub path: &'a [u8],
+    pub entry_type: tar::EntryType,
+    pub mode: u32,
+    pub size: u64,
+    pub link: Option<&'a [u8]>,
+}
+
+/// Which rule an entry broke.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rule {
+    #[error("absolute path")]
+    Absolute,
+    #[error("path contains `..`")]
+    DotDot,
+    #[error("invalid path: {0}")]
+    BadPath(&'static str),
+    #[error("device or fifo entries are not allowed")]
+    Device,
+    #[error("unsupported entry type {0:?}")]
+    Unsupported(char),
+    #[error("mode {0:o} has setuid, setgid or sticky bits")]
+    SpecialBits(u32),
+    #[error("a {0} entry must not carry data (size {1})")]
+    DataOnNonFile(&'static str, u64),
+    #[error("duplicate entry")]
+    Duplicate,
+    #[error("parent {0:?} is not an earlier directory entry")]
+    MissingParent(String),
+    #[error("would write through symlink {0:?}")]
+    ThroughSymlink(String),
+    #[error("symlink target {0:?} points outside the destination")]
+    SymlinkEscapes(String),
+    #[error("symlink target {0:?} has `..` after a name")]
+    SymlinkDotDotAfterName(String),
+    #[error("symlink has an empty target")]
+    SymlinkEmpty,
+    #[error("hard link target {0:?} is outside the destination")]
+    HardLinkOutside(String),
+    #[error("hard link target {0:?} is not an earlier regular file entry")]
+    HardLinkNotEarlier(String),
+    #[error("{0} entry has no link name")]
+    NoLinkName(&'static str),
+}
+
+/// An entry the rules refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("entry {entry:?} rejected: {rule}")]
+pub struct Rejected {
+    pub entry: String,
+    pub rule: Rule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// Applies the rules to a sequence of entries.
+#[derive(Default)]
+pub struct Checker {
+    seen: HashMap<Vec<u8>, Seen>,
+}
+
+fn show(b: &[u8]) -> String {
+    crate::manifest::show(b)
+}
+
+/// Validates a member path; `allow_trailing_slash` for directories.
+fn normalise(path: &[u8], allow_trailing_slash: bool) -> Result<Vec<u8>, Rule> {
+    let mut p = path;
+    if allow_trailing_slash {
+        while p.len() > 1 && p.ends_with(b"/") {
+            p = &p[..p.len() - 1];
+        }
+    }
+    if p.starts_with(b"/") {
+        return Err(Rule::Absolute);
+    }
+    if p.split(|&b| b == b'/').any(|c| c == b"..") {
+        return Err(Rule::DotDot);
+    }
+    check_path(p).map_err(Rule::BadPath)?;
+    Ok(p.to_vec())
+}
+
+impl Checker {
+    pub fn new() -> Checker {
+        Checker::default()
+    }
+
+    /// Checks one entry in archive order.
+    pub fn check(&mut self, raw: RawEntry<'_>) -> Result<CheckedEntry, Rejected> {
+        let reject = |rule: Rule| Rejected {
+            entry: show(raw.path),
+            rule,
+        };
+        use tar::EntryType as T;
+        let is_dir = raw.entry_type == T::Directory;
+        let path = normalise(raw.path, is_dir).map_err(reject)?;
+        if raw.mode & 0o7000 != 0 {
+            return Err(reject(Rule::SpecialBits(raw.mode)));
+        }
+        let kind = match raw.entry_type {
+            T::Regular => CheckedKind::File {
+                size: raw.size,
+                executable: raw.mode & 0o100 != 0,
+            },
+            T::Directory => CheckedKind::Dir,
+            T::Symlink => {
+                let target = raw
+                    .link
+                    .ok_or_else(|| reject(Rule::NoLinkName("symlink")))?;
+                check_symlink_target(&path, target).map_err(reject)?;
+                CheckedKind::Symlink {
+                    target: target.to_vec(),
+                }
+            }
+            T::Link => {
+                let target = raw
+                    .link
+                    .ok_or_else(|| reject(Rule::NoLinkName("hard link")))?;
+                let t = normalise(target, false)
+                    .map_err(|_| reject(Rule::HardLinkOutside(show(target))))?;
+                if self.seen.get(&t) != Some(&Seen::File) {
+                    return Err(reject(Rule::HardLinkNotEarlier(show(target))));
+                }
+                CheckedKind::HardLink { target: t }
+            }
+            T::Char | T::Block | T::Fifo => return Err(reject(Rule::Device)),
+            other => return Err(reject(Rule::Unsupported(char::from(other.as_byte())))),
+        };
+        if !matches!(kind, CheckedKind::File { .. }) && raw.size != 0 {
+            let what = match kind {
+                CheckedKind::Dir => "directory",
+                CheckedKind::Symlink { .. } => "symlink",
+                _ => "hard link",
+            };
+            return Err(reject(Rule::DataOnNonFile(what, raw.size)));
+        }
+        if self.seen.contains_key(&path) {
+            return Err(reject(Rule::Duplicate));
+        }
+        // Every ancestor must be an earlier directory: checking the parent suffices, since the
+        // parent itself was only accepted with its own parent a directory.
+        if let Some(parent) = parent_of(&path) {
+            match self.seen.get(parent) {
+                Some(Seen::Dir) => {}
+                Some(Seen::Symlink) => return Err(reject(Rule::ThroughSymlink(show(parent)))),
+                _ => {
+                    // Name the symlink if one sits higher up, else the missing parent.
+                    return Err(reject(Rule::MissingParent(show(parent))));
+                }
+            }
+        }
+        let seen = match kind {
+            CheckedKind::File { .. } | CheckedKind::HardLink { .. } => Seen::File,
+            CheckedKind::Dir => Seen::Dir,
+            CheckedKind::Symlink { .. } => Seen::Symlink,
+        };
+        self.seen.insert(path.clone(), seen);
+        Ok(CheckedEntry { path, kind })
+    }
+}
+
+/// The symlink rule: relative; leading `..` climb at most to the root from the link's directory;
+/// no `..` after a name. With every target of this shape, following any chain of symlinks
+/// inside the tree only ever descends from a point inside the tree, so it stays inside.
+fn check_symlink_target(link: &[u8], target: &[u8]) -> Result<(), Rule> {
+    if target.is_empty() {
+        return Err(Rule::SymlinkEmpty);
+    }
+    if target.starts_with(b"/") {
+        return Err(Rule::SymlinkEscapes(show(target)));
+    }
+    let depth = link.iter().filter(|&&b| b == b'/').count();
+    let mut ups = 0usize;
+    let mut named = false;
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." if named => return Err(Rule::SymlinkDotDotAfterName(show(target))),
+            b".." => {
+                ups += 1;
+                if ups > depth {
+                    return Err(Rule::SymlinkEscapes(show(target)));
+                }
+            }
+            _ => named = true,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tar::EntryType as T;
+
+    fn raw<'a>(path: &'a str, t: T, link: Option<&'a str>) -> RawEntry<'a> {
+        RawEntry {
+            path: path.as_bytes(),
+            entry_type: t,
+            mode: 0o644,
+            size: 0,
+            link: link.map(str::as_bytes),
+        }
+    }
+
+    /// Runs `entries` through one checker; returns the rule of the first rejection.
+    fn first_rejection(entries: &[RawEntry<'_>]) -> Option<Rule> {
+        let mut c = Checker::new();
+        entries
+            .iter()
+            .find_map(|e| c.check(*e).err().map(|r| r.rule))
+    }
+
+    #[test]
+    fn rules_table() {
+        let d = |p| raw(p, T::Directory, None);
+        let f = |p| raw(p, T::Regular, None);
+        let l = |p, t| raw(p, T::Symlink, Some(t));
+        let h = |p, t| raw(p, T::Link, Some(t));
+        let cases: Vec<(Vec<RawEntry>, Option<Rule>)> = vec![
+            (
+                vec![d("a/"), f("a/b"), l("a/c", "b"), h("a/d", "a/b")],
+                None,
+            ),
+            (vec![d("a"), l("a/up", "../x")], None),
+            (vec![l("up", "./x/./y")], None),
+            (vec![f("/etc/passwd")], Some(Rule::Absolute)),
+            (vec![f("../x")], Some(Rule::DotDot)),
+            (vec![d("a"), f("a/../../x")], Some(Rule::DotDot)),
+            (vec![f("a//b")], Some(Rule::BadPath("empty path component"))),
+            (vec![f("./a")], Some(Rule::BadPath("`.` component"))),
+            (vec![f("a"), f("a")], Some(Rule::Duplicate)),
+            (vec![d("a"), d("a/")], Some(Rule::Duplicate)),
+            (vec![f("a/b")], Some(Rule::MissingParent("a".into()))),
+            (
+                vec![l("a", "d"), d("d"), f("a/x")],
+                Some(Rule::ThroughSymlink("a".into())),
+            ),
+            (
+                vec![l("a", "/etc")],
+                Some(Rule::SymlinkEscapes("/etc".into())),
+            ),
+            (vec![l("a", "..")], Some(Rule::SymlinkEscapes("..".into()))),
+            (
+                vec![d("d"), l("d/a", "../../x")],
+                Some(Rule::SymlinkEscapes("../../x".into())),
+            ),
+            (
+                vec![l("a", "w/..")],
+                Some(Rule::SymlinkDotDotAfterName("w/..".into())),
+            ),
+            (vec![l("a", "")], Some(Rule::SymlinkEmpty)),
+            (
+                vec![h("a", "/etc/passwd")],
+                Some(Rule::HardLinkOutside("/etc/passwd".into())),
+            ),
+            (
+                vec![h("a", "../x")],
+                Some(Rule::HardLinkOutside("../x".into())),
+            ),
+            (
+                vec![h("a", "b"), f("b")],
+                Some(Rule::HardLinkNotEarlier("b".into())),
+            ),
+            (
+                vec![d("b"), h("a", "b")],
+                Some(Rule::HardLinkNotEarlier("b".into())),
+            ),
+            (vec![raw("c", T::Char, None)], Some(Rule::Device)),
+            (vec![raw("c", T::Block, None)], Some(Rule::Device)),
+            (vec![raw("c", T::Fifo, None)], Some(Rule::Device)),
+            (
+                vec![raw("c", T::GNUSparse, None)],
+                Some(Rule::Unsupported('S')),
+            ),
+            (
+                vec![RawEntry {
+                    mode: 0o4755,
+                    ..f("s")
+                }],
+                Some(Rule::SpecialBits(0o4755)),
+            ),
+            (
+                vec![RawEntry {
+                    mode: 0o1777,
+                    ..d("t")
+                }],
+                Some(Rule::SpecialBits(0o1777)),
+            ),
+            (
+                vec![RawEntry {
+                    size: 5,
+                    ..l("s", "x")
+                }],
+                Some(Rule::DataOnNonFile("symlink", 5)),
+            ),
+        ];
+        for (entries, want) in cases {
+            assert_eq!(first_rejection(&entries), want, "{entries:?}");
+        }
+    }
+
+    #[test]
+    fn rejection_names_entry_and_rule() {
+        let mut c = Checker::new();
+        let e = c.check(raw("../evil", T::Regular, None)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "entry \"../evil\" rejected: path contains `..`"
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! Writing a deterministic archive from a live directory.
+//!
+//! Two threads: a producer walks the manifest order, reads each file (never following a
+//! symlink), hashes it while it is being copied into the tar stream, and checks afterwards that
+//! the file is still the one the walk saw (same inode, size, mtime and ctime; the read ended at
+//! the walked size); the consumer compresses and hashes the compressed bytes. The manifest is
+//! built from the hashes of the bytes actually archived, so the archive and its manifest agree by
+//! construction, and a file written to during the pack (which always moves its ctime) fails it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use crate::digest::Digest;
+use crate::manifest::{self, Entry, EntryKind, Found, Manifest, ManifestError, Stamp};
+use crate::progress::Progress;
+
+use super::layout::{self, TarKind};
+use super::{io_err, Format, PackOptions};
+
+/// Why packing failed. No archive is left behind in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error(transparent)]
+    Scan(#[from] ManifestError),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: changed while it was packed ({what})")]
+    Changed { path: PathBuf, what: String },
+    #[error("{path}: not a regular file any more")]
+    Replaced { path: PathBuf },
+    #[error("level {level} is out of range for {format}")]
+    Level { format: Format, level: i32 },
+    #[error("compressing")]
+    Compress(#[source] io::Error),
+    #[error("writing the archive")]
+    Output(#[source] io::Error),
+}
+
+/// What a pack produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packed {
+    /// The manifest of exactly what was archived.
+    pub manifest: Manifest,
+    pub archive_sha256: Digest,
+    pub archive_size: u64,
+}
+
+/// A chunk handed from the producer to the compressor.
+const CHUNK: usize = 1 << 20;
+
+/// Packs `dir` into `out`. The recipe digest of the tree is recorded in the returned manifest.
+pub fn pack_dir<W: Write + Send>(
+    dir: &Path,
+    out: W,
+    opts: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<Packed, PackError> {
+    opts.validate()?;
+    let found = manifest::walk(dir)?;
+
+    // Hard links: the first name in manifest order is stored as a file, every later name with
+    // the same (dev, inode) as a tar hardlink to it.
+    let mut first_name: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut link_to: Vec<Option<usize>> = vec![None; found.len()];
+    let mut total = 0u64;
+    for (i, (_, f)) in found.iter().enumerate() {
+        if let Found::File { stamp, size, .. } = f {
+            if stamp.nlink > 1 {
+                match first_name.get(&(stamp.dev, stamp.ino)) {
+                    Some(&j) => link_to[i] = Some(j),
+                    None => {
+                        first_name.insert((stamp.dev, stamp.ino), i);
+                        total += size;
+                    }
+                }
+                continue;
+            }
+            total += size;
+        }
+    }
+    progress.start("packing", Some(total), None);
+
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let result = std::thread::scope(|s| {
+        let producer = s.spawn(|| produce(dir, &found, &link_to, opts.mtime, tx, progress));
+        let consumed = consume(rx, out, opts);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        match (produced, consumed) {
+            (Ok(entries), Ok((sha, size))) => Ok((entries, sha, size)),
+            // The producer only fails to send because the consumer failed: its error is the cause.
+            (Err(PackError::Output(_)), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        }
+    });
+    progress.finish();
+    let (entries, archive_sha256, archive_size) = result?;
+    let mut manifest = Manifest::from_entries(entries, None)?;
+    manifest.recipe = manifest::recipe_record(dir, &manifest.entries)?;
+    Ok(Packed {
+        manifest,
+        archive_sha256,
+        archive_size,
+    })
+}
+
+/// Packs `dir` into the file `dest` through a temporary file in the same directory, renamed into
+/// place only on success (replacing `dest` if it exists).
+pub fn pack_to_file(
+    dir: &Path,
+    dest: &Path,
+    opts: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<Packed, PackError> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".sealpush-pack-")
+        .tempfile_in(parent)
+        .map_err(io_err(parent))?;
+    let packed = pack_dir(
+        dir,
+        io::BufWriter::with_capacity(CHUNK, tmp.as_file()),
+        opts,
+        progress,
+    )?;
+    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+    tmp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
+    Ok(packed)
+}
+
+/// Writes the tar stream into `tx` in manifest order; returns the manifest entries with the
+/// digests of the bytes that were sent.
+fn produce(
+    dir: &Path,
+    found: &[(Vec<u8>, Found)],
+    link_to: &[Option<usize>],
+    mtime: u64,
+    tx: mpsc::SyncSender<Vec<u8>>,
+    progress: &dyn Progress,
+) -> Result<Vec<Entry>, PackError> {
+    use sha2::Digest as _;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 64 * 1024);
+    let mut entries: Vec<Entry> = Vec::with_capacity(found.len());
+    let send = |buf: &mut Vec<u8>| -> Result<(), PackError> {
+        let full = std::mem::replace(buf, Vec::with_capacity(CHUNK + 64 * 1024));
+        // The consumer only hangs up after an error of its own, which it reports.
+        tx.send(full)
+            .map_err(|_| PackError::Output(io::Error::other("compressor stopped")))
+    };
+    for (i, (rel, f)) in found.iter().enumerate() {
+        match f {
+            Found::Dir => {
+                layout::write_header(rel, TarKind::Dir, mtime, &mut buf);
+                entries.push(Entry::dir(rel.clone()));
+            }
+            Found::Symlink(target) => {
+                layout::write_header(rel, TarKind::Symlink { target }, mtime, &mut buf);
+                entries.push(Entry::symlink(rel.clone(), target.clone()));
+            }
+            Found::File {
+                size,
+                executable,
+                stamp,
+            } => {
+                if let Some(j) = link_to[i] {
+                    let kind = TarKind::HardLink {
+                        target: &found[j].0,
+                        executable: *executable,
+                    };
+                    layout::write_header(rel, kind, mtime, &mut buf);
+                    // Same inode as an earlier name: same content, already hashed.
+                    let EntryKind::File { sha256, .. } = entries[j].kind else {
+                        unreachable!("hard link targets are files")
+                    };
+                    entries.push(Entry::file(rel.clone(), *size, sha256, *executable));
+                    continue;
+                }
+                let path = manifest::join(dir, rel);
+                let mut file = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                let kind = TarKind::File {
+                    size: *size,
+                    executable: *executable,
+                };
+                layout::write_header(rel, kind, mtime, &mut buf);
+                let mut h = sha2::Sha256::new();
+                let mut left = *size;
+                while left > 0 {
+                    if buf.len() >= CHUNK {
+                        send(&mut buf)?;
+                    }
+                    let start = buf.len();
+                    let want =
+                        (CHUNK.saturating_sub(start).max(64 * 1024) as u64).min(left) as usize;
+                    buf.resize(start + want, 0);
+                    let n = match file.read(&mut buf[start..]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                        Err(e) => return Err(io_err(&path)(e)),
+                    };
+                    buf.truncate(start + n);
+                    if n == 0 && want > 0 {
+                        // EINTR retries; EOF before the walked size means it shrank.
+                        if file.metadata().map_err(io_err(&path))?.len() < *size {
+                            return Err(PackError::Changed {
+                                path,
+                                what: "it shrank".into(),
+                            });
+                        }
+                        continue;
+                    }
+                    h.update(&buf[start..]);
+                    left -= n as u64;
+                    progress.advance(n as u64, 0);
+                }
+                let mut probe = [0u8; 1];
+                if file.read(&mut probe).map_err(io_err(&path))? != 0 {
+                    return Err(PackError::Changed {
+                        path,
+                        what: "it grew".into(),
+                    });
+                }
+                let md = file.metadata().map_err(io_err(&path))?;
+                if !md.is_file() {
+                    return Err(PackError::Replaced { path });
+                }
+                let now = Stamp::of(&md);
+                if (now.dev, now.ino) != (stamp.dev, stamp.ino) {
+                    return Err(PackError::Changed {
+                        path,
+                        what: "it was replaced".into(),
+                    });
+                }
+                if (now.size, now.mtime, now.ctime) != (stamp.size, stamp.mtime, stamp.ctime) {
+                    return Err(PackError::Changed {
+                        path,
+                        what: "it was written to".into(),
+                    });
+                }
+                layout::pad(*size, &mut buf);
+                entries.push(Entry::file(
+                    rel.clone(),
+                    *size,
+                    Digest(h.finalize().into()),
+                    *executable,
+                ));
+                progress.advance(0, 1);
+            }
+        }
+        if buf.len() >= CHUNK {
+            send(&mut buf)?;
+        }
+    }
+    buf.extend_from_slice(&layout::TRAILER);
+    send(&mut buf)?;
+    Ok(entries)
+}
+
+/// Counts and hashes what passes through to the real output.
+struct Tally<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Tally<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.write(data)?;
+        self.hash.update(&data[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Compresses the tar stream from `rx` into `out`; returns (sha256, size) of the compressed bytes.
+fn consume<W: Write>(
+    rx: mpsc::Receiver<Vec<u8>>,
+    out: W,
+    opts: &PackOptions,
+) -> Result<(Digest, u64), PackError> {
+    use sha2::Digest as _;
+    let tally = Tally {
+        inner: out,
+        hash: sha2::Sha256::new(),
+        len: 0,
+    };
+    let tally = match opts.format {
+        Format::TarZst => {
+            let mut enc =
+                zstd::stream::Encoder::new(tally, opts.level).map_err(PackError::Compress)?;
+            // zstd's multithreaded format depends on whether workers are used at all (0 vs >= 1),
+            // never on how many: always >= 1 so the thread count cannot change the bytes.
+            let workers = opts
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .max(1);
+            enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))
+                .map_err(PackError::Compress)?;
+            enc.include_checksum(true).map_err(PackError::Compress)?;
+            enc.include_contentsize(false)
+                .map_err(PackError::Compress)?;
+            for chunk in rx {
+                enc.write_all(&chunk).map_err(PackError::Output)?;
+            }
+            enc.finish().map_err(PackError::Output)?
+        }
+        Format::TarGz => {
+            // No file name, mtime 0, OS byte pinned to 255 ("unknown") so the header does not
+            // depend on the machine; miniz_oxide (pure Rust) so the deflate stream does not
+            // depend on a system zlib's version.
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(tally, flate2::Compression::new(opts.level as u32));
+            for chunk in rx {
+                enc.write_all(&chunk).map_err(PackError::Output)?;
+            }
+            enc.finish().map_err(PackError::Output)?
+        }
+    };
+    let mut tally = tally;
+    tally.flush().map_err(PackError::Output)?;
+    Ok((Digest(tally.hash.finalize().into()), tally.len))
+}

@@ -1,0 +1,329 @@
+//! The order `sort` (no options) puts lines in: rules S2–S4 of `recipe-semantics.md`.
+//!
+//! The locale is resolved from the environment exactly as `setlocale(LC_ALL, "")` resolves it
+//! (LC_ALL, then LC_COLLATE, then LANG; an uninstalled locale anywhere silently means C), and
+//! lines are compared with glibc's own collation on their raw bytes. There is no byte tie-break:
+//! lines that collate equal keep their input (find) order, because the sort is stable.
+//!
+//! Decision: instead of calling `setlocale` (process-global, not thread-safe while other threads
+//! use locale functions) we build a private `locale_t` with `newlocale` and use `strcoll_l` /
+//! `strxfrm_l`. glibc resolves `newlocale(LC_ALL_MASK, "", 0)` from the same variables, with the
+//! same all-or-nothing failure as `setlocale(LC_ALL, "")`, so the order is the same as sort's,
+//! and two collations can coexist in one process (tests, benches).
+
+use std::ffi::CString;
+
+use rayon::prelude::*;
+
+/// Where the collation order comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Collation {
+    /// Byte order (`memcmp`): the C and POSIX locales.
+    C,
+    /// A libc locale name such as `en_US.UTF-8` or `C.UTF-8`. A name libc does not know sorts as
+    /// C, as `sort` does, without a warning.
+    Locale(String),
+}
+
+impl Collation {
+    /// The collation `sort` would use in this environment: `LC_ALL` > `LC_COLLATE` > `LANG`.
+    /// If the locale setup would fail as a whole (any category names an uninstalled locale),
+    /// sort stays in C, and so does this.
+    pub fn from_env() -> Collation {
+        // SAFETY: newlocale with an empty name reads the environment and returns either a new
+        // locale object (freed below) or null; it touches no global state.
+        let all = unsafe { libc::newlocale(libc::LC_ALL_MASK, c"".as_ptr(), std::ptr::null_mut()) };
+        if all.is_null() {
+            return Collation::C;
+        }
+        // SAFETY: `all` is a valid locale object we own and free exactly once.
+        unsafe { libc::freelocale(all) };
+        let name = ["LC_ALL", "LC_COLLATE", "LANG"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok())
+            .find(|v| !v.is_empty())
+            .unwrap_or_else(|| "C".to_string());
+        Collation::from_name(&name)
+    }
+
+    /// Byte order.
+    pub fn c() -> Collation {
+        Collation::C
+    }
+
+    /// The collation named `name` (`C` and `POSIX` are byte order).
+    pub fn from_name(name: &str) -> Collation {
+        match name {
+            "C" | "POSIX" | "" => Collation::C,
+            _ => Collation::Locale(name.to_string()),
+        }
+    }
+
+    /// The locale name in effect: "C", "en_US.UTF-8", ...
+    pub fn name(&self) -> String {
+        match self {
+            Collation::C => "C".to_string(),
+            Collation::Locale(n) => n.clone(),
+        }
+    }
+
+    /// A ready-to-use comparator for this collation.
+    pub fn collator(&self) -> Collator {
+        let Collation::Locale(name) = self else {
+            return Collator { loc: None };
+        };
+        // C.UTF-8 on glibc >= 2.35 collates as strcmp for every byte string (checked
+        // differentially in tests/recipe.rs), so it takes the memcmp fast path.
+        if is_c_utf8(name) {
+            return Collator { loc: None };
+        }
+        let Ok(cname) = CString::new(name.as_bytes()) else {
+            return Collator { loc: None };
+        };
+        // SAFETY: `cname` is NUL-terminated; a null result (unknown locale) means C order.
+        let loc =
+            unsafe { libc::newlocale(libc::LC_COLLATE_MASK, cname.as_ptr(), std::ptr::null_mut()) };
+        Collator {
+            loc: (!loc.is_null()).then(|| Locale(loc)),
+        }
+    }
+}
+
+fn is_c_utf8(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "c.utf-8" || lower == "c.utf8"
+}
+
+/// An owned glibc locale object.
+struct Locale(libc::locale_t);
+
+// SAFETY: a locale_t is immutable after newlocale returns; glibc documents strcoll_l and
+// strxfrm_l as MT-Safe, so sharing it between rayon workers is sound.
+unsafe impl Send for Locale {}
+// SAFETY: see above; only read-only libc calls use the pointer.
+unsafe impl Sync for Locale {}
+
+impl Drop for Locale {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from newlocale, is non-null and is freed exactly once.
+        unsafe { libc::freelocale(self.0) }
+    }
+}
+
+extern "C" {
+    // glibc exports both since 2.3; the libc crate does not declare them for linux-gnu.
+    fn strcoll_l(
+        a: *const libc::c_char,
+        b: *const libc::c_char,
+        loc: libc::locale_t,
+    ) -> libc::c_int;
+    fn strxfrm_l(
+        dst: *mut libc::c_char,
+        src: *const libc::c_char,
+        n: libc::size_t,
+        loc: libc::locale_t,
+    ) -> libc::size_t;
+}
+
+/// Compares lines in one collation. `None` = byte order.
+pub struct Collator {
+    loc: Option<Locale>,
+}
+
+impl Collator {
+    /// True when this is plain byte order.
+    pub fn is_bytes(&self) -> bool {
+        self.loc.is_none()
+    }
+
+    /// strcoll of two lines (which never contain NUL: they are pieces of file names).
+    pub fn compare(&self, a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+        let Some(loc) = &self.loc else {
+            return a.cmp(b);
+        };
+        let (ca, cb) = (nul_terminated(a), nul_terminated(b));
+        // SAFETY: both strings are NUL-terminated and live across the call; loc is valid.
+        let r = unsafe { strcoll_l(ca.as_ptr(), cb.as_ptr(), loc.0) };
+        r.cmp(&0)
+    }
+
+    /// The strxfrm key of a line: comparing keys bytewise gives the strcoll order.
+    pub fn key(&self, a: &[u8]) -> Vec<u8> {
+        let Some(loc) = &self.loc else {
+            return a.to_vec();
+        };
+        let c = nul_terminated(a);
+        let mut out: Vec<u8> = Vec::with_capacity(a.len() * 4 + 16);
+        loop {
+            // SAFETY: `out` has `capacity` writable bytes; strxfrm_l writes at most n bytes and
+            // returns the length it needs (excluding the NUL).
+            let need =
+                unsafe { strxfrm_l(out.as_mut_ptr().cast(), c.as_ptr(), out.capacity(), loc.0) };
+            if need < out.capacity() {
+                // SAFETY: strxfrm_l wrote `need` bytes plus a NUL within the capacity.
+                unsafe { out.set_len(need) };
+                return out;
+            }
+            out.reserve(need + 1);
+        }
+    }
+}
+
+fn nul_terminated(a: &[u8]) -> CString {
+    // File names cannot contain NUL, so neither can their lines; a NUL would be a caller bug,
+    // and truncating at it is what the C library would see anyway.
+    let end = a.iter().position(|&b| b == 0).unwrap_or(a.len());
+    CString::new(&a[..end]).unwrap_or_default()
+}
+
+/// Sorts `items` by their line (`line_of`) the way `sort` would: stably, in this collation.
+pub fn sort_by_line<T: Send + Sync>(
+    items: &mut Vec<T>,
+    collation: &Collation,
+    line_of: fn(&T) -> &[u8],
+) {
+    let coll = collation.collator();
+    if coll.is_bytes() {
+        // Equal byte strings are indistinguishable, so stability cannot show; but ties still
+        // carry different payloads (path indices), so keep the stable sort.
+        items.par_sort_by(|a, b| line_of(a).cmp(line_of(b)));
+        return;
+    }
+    // Precompute the strxfrm keys in parallel, then a stable sort on key bytes. glibc's
+    // strxfrm agrees with strcoll on equality and order (checked in the unit tests, including
+    // invalid UTF-8 and private-use ties), so equal keys are exactly strcoll ties.
+    let keys: Vec<Vec<u8>> = items.par_iter().map(|t| coll.key(line_of(t))).collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.par_sort_by(|&a, &b| keys[a].cmp(&keys[b]));
+    drop(keys);
+    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    items.extend(
+        order
+            .into_iter()
+            .map(|i| slots[i].take().expect("each index once")),
+    );
+}
+
+/// True when libc can load the collation of locale `name`.
+pub fn is_installed(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: c is NUL-terminated; a non-null result is freed at once.
+    let loc = unsafe { libc::newlocale(libc::LC_COLLATE_MASK, c.as_ptr(), std::ptr::null_mut()) };
+    if loc.is_null() {
+        return false;
+    }
+    // SAFETY: non-null locale from newlocale, freed once.
+    unsafe { libc::freelocale(loc) };
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted(coll: &Collation, input: &[&str]) -> Vec<String> {
+        let mut v: Vec<Vec<u8>> = input.iter().map(|s| s.as_bytes().to_vec()).collect();
+        sort_by_line(&mut v, coll, |x| x.as_slice());
+        v.into_iter()
+            .map(|x| String::from_utf8(x).unwrap())
+            .collect()
+    }
+
+    fn words(s: &str) -> Vec<&str> {
+        s.split(' ').collect()
+    }
+
+    #[test]
+    fn c_order_is_bytes_with_prefix_first() {
+        let want = words("A AA Ab B Z a aB aa b z");
+        let mut shuffled = want.clone();
+        shuffled.reverse();
+        assert_eq!(sorted(&Collation::C, &shuffled), want);
+        let utf8 = Collation::Locale("C.UTF-8".into());
+        assert_eq!(sorted(&utf8, &shuffled), want);
+    }
+
+    // Tables from recipe-semantics.md, observed with GNU sort on glibc 2.36.
+    const EN_US_TABLES: &[&str] = &[
+        "a A aa AA aB Ab b B z Z",
+        "a a! a(1) a%b a+b a,b a-b a.b a=b a_b a~b ab #x -x .x @x [x] _x {x} ~x x",
+        "01 1 10 100 1-5 1.5 2 9 a-1 a_1 a1 a10 a2",
+        "a_ a0 a/a/a aa/c a-b a.b a/b ab",
+    ];
+
+    #[test]
+    fn en_us_order_matches_gnu_sort_tables() {
+        if !is_installed("en_US.UTF-8") {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "en_US.UTF-8 must be generated in CI"
+            );
+            return;
+        }
+        let en = Collation::Locale("en_US.UTF-8".into());
+        for table in EN_US_TABLES {
+            let want = words(table);
+            let mut shuffled = want.clone();
+            shuffled.reverse();
+            assert_eq!(sorted(&en, &shuffled), want, "table {table}");
+        }
+    }
+
+    #[test]
+    fn strxfrm_keys_agree_with_strcoll() {
+        if !is_installed("en_US.UTF-8") {
+            return;
+        }
+        let coll = Collation::Locale("en_US.UTF-8".into()).collator();
+        let mut set: Vec<Vec<u8>> = Vec::new();
+        for t in EN_US_TABLES {
+            set.extend(t.split(' ').map(|w| w.as_bytes().to_vec()));
+        }
+        for s in [
+            "\u{e000}", "\u{e001}", "A\u{30a}", "Å", "ä", "e", "e\u{301}", "é", "ﬁ", "fi", "ß",
+            "ss", "中", "😀", "ı", "I", "x y", "x\ty", "x\ry", "d/a b", "d/-b", "",
+        ] {
+            set.push(s.as_bytes().to_vec());
+        }
+        for b in [0x80u8, 0xc3, 0xe9, 0xfe, 0xff] {
+            set.push(vec![b]);
+            set.push(vec![b'a', b, b'b']);
+        }
+        for a in &set {
+            for b in &set {
+                let by_coll = coll.compare(a, b);
+                let by_key = coll.key(a).cmp(&coll.key(b));
+                assert_eq!(
+                    by_coll,
+                    by_key,
+                    "{:?} vs {:?}",
+                    a.escape_ascii().to_string(),
+                    b.escape_ascii().to_string()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_tie_and_keep_input_order() {
+        if !is_installed("en_US.UTF-8") {
+            return;
+        }
+        let en = Collation::Locale("en_US.UTF-8".into());
+        let mut v: Vec<(Vec<u8>, usize)> = vec![(vec![0xff], 0), (vec![0xc3], 1), (vec![0xfe], 2)];
+        sort_by_line(&mut v, &en, |x| x.0.as_slice());
+        assert_eq!(v.iter().map(|x| x.1).collect::<Vec<_>>(), [0, 1, 2]);
+        let mut v: Vec<(Vec<u8>, usize)> = vec![(vec![0xfe], 0), (vec![0xff], 1), (vec![0xc3], 2)];
+        sort_by_line(&mut v, &en, |x| x.0.as_slice());
+        assert_eq!(v.iter().map(|x| x.1).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn unknown_locale_sorts_as_c() {
+        let xx = Collation::Locale("xx_YY.UTF-8".into());
+        assert!(xx.collator().is_bytes());
+        assert_eq!(Collation::from_name("POSIX"), Collation::C);
+    }
+}

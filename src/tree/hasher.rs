@@ -1,0 +1,188 @@
+//! Hashing local files: the one place that chooses *how* to read (b3sum's `hash_path` habit).
+//! Small files are read into a per-thread buffer; large ones are mapped in fixed windows, so the
+//! page cache is hashed in place without a copy while resident memory stays bounded by
+//! `threads × WINDOW`, whatever the file sizes.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+
+/// Files at least this large are mapped rather than read. Below it, one read() into a warm
+/// buffer costs less than setting up and tearing down a mapping.
+pub const MMAP_MIN: u64 = 256 * 1024;
+
+/// Bytes mapped at a time. Small enough that two workers stay far below the 100 MiB RSS target
+/// (mapped file pages count as resident), large enough that the map/unmap cost is noise.
+pub const WINDOW: u64 = 8 * 1024 * 1024;
+
+/// Read buffer size for the buffered path (one per thread, reused).
+const BUF: usize = 128 * 1024;
+
+thread_local! {
+    static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; BUF]);
+}
+
+/// What a path names when opened (following symlinks, as sha256sum's fopen does).
+#[derive(Debug)]
+pub enum Opened {
+    /// A regular file, hashed: digest and bytes read.
+    Hashed(Digest, u64),
+    /// A FIFO or device: reading it could block forever or never end.
+    Special(super::FileKind),
+}
+
+/// Hashes one local file (mmap or buffered inside).
+pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
+    match hash_at(libc::AT_FDCWD, &c)? {
+        Opened::Hashed(d, n) => Ok((d, n)),
+        Opened::Special(kind) => Err(io::Error::other(format!("not a regular file ({kind:?})"))),
+    }
+}
+
+/// Opens `path` relative to `dirfd` the way sha256sum would (following symlinks) and hashes it.
+/// Opening is non-blocking, so a FIFO is reported instead of waiting for a writer. A directory
+/// gives EISDIR, as reading one through fopen does.
+pub fn hash_at(dirfd: RawFd, path: &CString) -> io::Result<Opened> {
+    // SAFETY: `path` is NUL-terminated; the returned descriptor is owned by `file` below.
+    let fd = unsafe {
+        libc::openat(
+            dirfd,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let meta = file.metadata()?;
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    if ft.is_fifo() {
+        return Ok(Opened::Special(super::FileKind::Fifo));
+    }
+    if ft.is_char_device() {
+        return Ok(Opened::Special(super::FileKind::CharDevice));
+    }
+    if ft.is_block_device() {
+        return Ok(Opened::Special(super::FileKind::BlockDevice));
+    }
+    // Regular files are never read in non-blocking mode differently; clear it anyway so a
+    // later fcntl-sensitive reader behaves as a normal blocking one.
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0) };
+    let (d, n) = hash_open(&file, meta.len())?;
+    Ok(Opened::Hashed(d, n))
+}
+
+fn hash_open(file: &File, size: u64) -> io::Result<(Digest, u64)> {
+    let mut h = Sha256::new();
+    if size >= MMAP_MIN {
+        let mut off = 0u64;
+        while off < size {
+            let len = WINDOW.min(size - off);
+            // SAFETY: the mapping is read-only and private to this call. If another process
+            // truncates the file while it is mapped, touching the lost pages raises SIGBUS;
+            // sealpush hashes quiescent trees (the recipe's own contract is a tree that does
+            // not change while it runs), as b3sum and ripgrep accept the same risk.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(off)
+                    .len(len as usize)
+                    .populate()
+                    .map(file)?
+            };
+            h.update(&map[..]);
+            off += len;
+        }
+        // A file that grew after fstat: hash the rest with reads, as a reader would see it.
+        let mut rest = file;
+        use std::io::Seek;
+        rest.seek(io::SeekFrom::Start(off))?;
+        let tail = read_all_into(&mut h, rest)?;
+        return Ok((Digest(h.finalize().into()), off + tail));
+    }
+    let n = read_all_into(&mut h, file)?;
+    Ok((Digest(h.finalize().into()), n))
+}
+
+fn read_all_into(h: &mut Sha256, mut r: impl Read) -> io::Result<u64> {
+    BUFFER.with(|b| {
+        let mut buf = b.borrow_mut();
+        let mut total = 0u64;
+        loop {
+            match r.read(&mut buf[..]) {
+                Ok(0) => return Ok(total),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+}
+
+/// Single-core SHA-256 throughput of this build on this machine, in bytes per second, hashing
+/// `bytes` of in-memory data (the ceiling `sealpush bench` compares against).
+pub fn sha256_ceiling(bytes: usize) -> f64 {
+    let data = vec![0x5au8; 1 << 20];
+    let start = std::time::Instant::now();
+    let mut h = Sha256::new();
+    let mut done = 0;
+    while done < bytes {
+        h.update(&data);
+        done += data.len();
+    }
+    std::hint::black_box(h.finalize());
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_and_mapped_paths_agree_with_one_shot_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [
+            0usize,
+            1,
+            4096,
+            MMAP_MIN as usize - 1,
+            MMAP_MIN as usize,
+            WINDOW as usize + 12345,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{size}"));
+            std::fs::write(&p, &data).unwrap();
+            let (d, n) = hash_file(&p).unwrap();
+            assert_eq!(n, size as u64);
+            assert_eq!(d, Digest::of(&data), "size {size}");
+        }
+    }
+
+    #[test]
+    fn directory_is_eisdir_and_missing_is_enoent() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = hash_file(dir.path()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
+        let e = hash_file(&dir.path().join("nope")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    }
+}
