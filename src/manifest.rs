@@ -15,7 +15,6 @@
 //! (`sed -n 's/^[fx] [0-9]* //p' manifest.txt | sha256sum -c`). Everything but [`scan_dir`] is pure.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -327,7 +326,7 @@ impl Manifest {
                     i += 1;
                     j += 1;
                 }
-                (Some(x), y) if y.is_none_or(|y| x.path < y.path) => {
+                (Some(x), y) if y.map_or(true, |y| x.path < y.path) => {
                     return Some(format!(
                         "{}: expected {}, found nothing",
                         show(&x.path),
@@ -527,26 +526,6 @@ fn decode_entry(line: &[u8]) -> Result<Entry, &'static str> {
     }
 }
 
-/// Hashes one local file with a buffered reader, returning (size, sha256).
-pub(crate) fn hash_file(path: &Path) -> std::io::Result<(u64, Digest)> {
-    use sha2::Digest as _;
-    let mut f = fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((n, Digest(h.finalize().into())))
-}
-
 /// What the walk found before hashing: a file is hashed later, in parallel.
 pub(crate) enum Found {
     File {
@@ -672,7 +651,7 @@ pub fn scan_dir(
                 let kind = match f {
                     Found::File { executable, .. } => {
                         let p = join(dir, &rel);
-                        let (size, sha256) = hash_file(&p)
+                        let (sha256, size) = crate::tree::hash_file(&p)
                             .map_err(|source| ManifestError::Io { path: p, source })?;
                         progress.advance(size, 1);
                         EntryKind::File {
@@ -722,12 +701,31 @@ pub(crate) fn recipe_record(
         // `/` has no name to spell the recipe's paths with.
         return Ok(None);
     };
-    Ok(
-        recipe_from_entries(name.as_bytes(), entries).map(|digest| RecipeRecord {
+    if let Some(digest) = recipe_from_entries(name.as_bytes(), entries) {
+        return Ok(Some(RecipeRecord {
             digest,
             locale: "C".to_string(),
+        }));
+    }
+    let opts = crate::tree::RecipeOptions {
+        threads: None,
+        collation: crate::tree::Collation::c(),
+    };
+    match crate::tree::recipe_digest_of_dir(&abs, &opts) {
+        Ok(out) => Ok(Some(RecipeRecord {
+            digest: out.digest,
+            locale: "C".to_string(),
+        })),
+        // The pipeline itself cannot hash this tree (it would abort, hang or read a name as an
+        // option): there is no recipe digest to record, which the manifest says by omission.
+        Err(crate::tree::RecipeError::Break { .. } | crate::tree::RecipeError::Refuse { .. }) => {
+            Ok(None)
+        }
+        Err(e) => Err(ManifestError::Recipe {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
         }),
-    )
+    }
 }
 
 /// Is `b` a byte the C-locale pipeline passes through untouched? Whitespace splits xargs
@@ -826,7 +824,7 @@ mod tests {
         m.recipe = None;
         assert_eq!(m.identity(), id);
         assert_eq!(Digest::of(&m.encode()), id);
-        m.entries[0] = Entry::dir("b");
+        m.entries.push(Entry::dir("zz"));
         assert_ne!(
             Manifest::from_entries(m.entries, None).unwrap().identity(),
             id

@@ -7,8 +7,8 @@
 //!                  meta.json           ArtifactMeta
 //!   tmp/<random>/                      an add in progress (or a crashed one: `gc` removes it)
 //! ```
-//! `<id>` is `<tree identity hex>-<name>.l<level>.<format>`: a function of the tree's content,
-//! its name and the archive options, so packing the same tree twice with the same options
+//! `<id>` is `<tree identity hex>-<name>.l<level>[.m<mtime>].<format>`: a function of the tree's
+//! content, its name and the archive options, so packing the same tree twice with the same options
 //! stores one artifact. An artifact directory is built completely under `tmp/` and appears
 //! under `artifacts/` by one rename that never replaces anything, so readers only ever see
 //! complete artifacts, and two concurrent adds of the same tree keep exactly one.
@@ -35,6 +35,10 @@ pub struct ArtifactMeta {
     pub format: Format,
     /// Compression level; `None` for an archive that sealpush did not pack.
     pub level: Option<i32>,
+    /// The mtime every entry carries (`SOURCE_DATE_EPOCH` or the default); `None` for an archive
+    /// that sealpush did not pack.
+    #[serde(default)]
+    pub mtime: Option<u64>,
     pub archive_sha256: Digest,
     pub archive_size: u64,
     /// sha256 of the manifest's entry section.
@@ -149,6 +153,9 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// One `list` row: a store id and its artifact, or why it could not be loaded.
+pub type Listed = (String, Result<StoredArtifact, StoreError>);
+
 /// What `gc` removed (or would remove), and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GcItem {
@@ -245,6 +252,7 @@ impl Store {
             name: name.clone(),
             format: opts.format,
             level: Some(opts.level),
+            mtime: Some(opts.mtime),
             archive_sha256: packed.archive_sha256,
             archive_size: packed.archive_size,
             tree_identity: m.identity(),
@@ -312,7 +320,7 @@ impl Store {
     }
 
     /// Every stored artifact (or why it could not be loaded), by id.
-    pub fn list(&self) -> Result<Vec<(String, Result<StoredArtifact, StoreError>)>, StoreError> {
+    pub fn list(&self) -> Result<Vec<Listed>, StoreError> {
         Ok(self
             .ids()?
             .into_iter()
@@ -450,14 +458,20 @@ impl Store {
     }
 }
 
-/// The store id an artifact with this metadata has.
+/// The store id an artifact with this metadata has: every input of the archive's bytes, the
+/// mtime only when it is not the default (`SOURCE_DATE_EPOCH` was set).
 pub fn expected_id(meta: &ArtifactMeta) -> String {
+    let mtime = match meta.mtime {
+        Some(t) if t != pack::DEFAULT_MTIME => format!(".m{t}"),
+        _ => String::new(),
+    };
+    let level = meta
+        .level
+        .map_or_else(|| "?".to_string(), |l| l.to_string());
     format!(
-        "{}-{}.l{}.{}",
+        "{}-{}.l{level}{mtime}.{}",
         meta.tree_identity.to_hex(),
         meta.name,
-        meta.level
-            .map_or_else(|| "?".to_string(), |l| l.to_string()),
         meta.format.extension()
     )
 }
@@ -623,6 +637,7 @@ fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
         name,
         format,
         level: None,
+        mtime: None,
         archive_sha256,
         archive_size,
         tree_identity: manifest.identity(),

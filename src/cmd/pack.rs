@@ -1,10 +1,130 @@
-//! `sealpush pack` (being written).
+//! `sealpush pack`: a reproducible archive of a tree, added to the local store.
+//!
+//! stdout: `key: value` lines (artifact, id, archive-sha256, tree-identity, recipe-digest) or
+//! JSON; a one-line summary on stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use sealpush::pack::{Format, PackOptions};
+use sealpush::store::Store;
 
 use super::{Exit, Globals};
 
+/// Pack a tree into a reproducible tar.zst (default) or tar.gz and add it to the local store.
+///
+/// The archive's bytes depend only on the tree's content: entries in bytewise path order,
+/// mtime fixed (SOURCE_DATE_EPOCH, else 1153704088), owner 0:0 without names, modes 0644/0755
+/// from the exec bit, no atime/ctime, no timestamps or names in the zstd/gzip headers. Symlinks
+/// are stored as symlinks, hard links as hard links to their first name; sockets, fifos and
+/// devices are refused. A file that changes while it is packed fails the pack. Packing the same
+/// tree again stores nothing new.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The directory to pack.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Archive format: tar.zst or tar.gz.
+    #[arg(long, default_value = "tar.zst", value_name = "FORMAT")]
+    pub format: Format,
+    /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6). Changes the bytes.
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// zstd worker threads (default: all cores). Never changes the bytes.
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+    /// Artifact name (default: the directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Store directory (default: $XDG_DATA_HOME/sealpush/store or ~/.local/share/sealpush/store).
+    #[arg(long, env = "SEALPUSH_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Also write a plain copy of the archive to FILE (replaced atomically if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of `key: value` lines.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<Exit> {
-    anyhow::bail!("`sealpush pack` is not available in this build yet")
+pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    let mut opts = PackOptions::new(args.format);
+    if let Some(l) = args.level {
+        opts.level = l;
+    }
+    opts.threads = args.threads.map(|n| n as usize);
+    let store = Store::open(args.store.as_deref()).context("opening the store")?;
+    let start = Instant::now();
+    let progress = globals.progress();
+    let (a, added) = store
+        .add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref())
+        .with_context(|| format!("packing {}", args.dir.display()))?;
+    if let Some(out) = &args.out {
+        copy_atomically(&a.archive, out).with_context(|| format!("writing {}", out.display()))?;
+    }
+    let m = &a.meta;
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let v = serde_json::json!({
+            "artifact": a.archive,
+            "id": a.id,
+            "name": m.name,
+            "format": m.format,
+            "level": m.level,
+            "archive_sha256": m.archive_sha256,
+            "archive_size": m.archive_size,
+            "tree_identity": m.tree_identity,
+            "recipe_digest": m.recipe_digest,
+            "recipe_locale": m.recipe_locale,
+            "files": m.files,
+            "unpacked_bytes": m.unpacked_bytes,
+            "new": added,
+            "out": args.out,
+        });
+        writeln!(stdout, "{v}")?;
+    } else {
+        writeln!(stdout, "artifact: {}", a.archive.display())?;
+        writeln!(stdout, "id: {}", a.id.as_deref().unwrap_or(""))?;
+        writeln!(stdout, "archive-sha256: {}", m.archive_sha256)?;
+        writeln!(stdout, "tree-identity: {}", m.tree_identity)?;
+        match (&m.recipe_digest, &m.recipe_locale) {
+            (Some(d), Some(l)) => writeln!(stdout, "recipe-digest: {d} ({l})")?,
+            _ => writeln!(
+                stdout,
+                "recipe-digest: none (the recipe cannot hash this tree)"
+            )?,
+        }
+        if let Some(out) = &args.out {
+            writeln!(stdout, "out: {}", out.display())?;
+        }
+    }
+    stdout.flush()?;
+    globals.note(format_args!(
+        "{} {} files ({} bytes) into {} bytes of {} in {:.2}s",
+        if added { "packed" } else { "already stored:" },
+        m.files,
+        m.unpacked_bytes,
+        m.archive_size,
+        m.format,
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(Exit::Ok)
+}
+
+/// Copies `from` to `to` through a temp file beside `to`, renamed into place.
+fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match to.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sealpush-out-")
+        .tempfile_in(dir)?;
+    let mut src = std::fs::File::open(from)?;
+    std::io::copy(&mut src, tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(to).map_err(|e| e.error)?;
+    Ok(())
 }

@@ -114,13 +114,23 @@ fn show(b: &[u8]) -> String {
     crate::manifest::show(b)
 }
 
-/// Validates a member path; `allow_trailing_slash` for directories.
+/// Validates a member path; `allow_trailing_slash` for directories. A leading `./` (as
+/// `tar -C dir -cf x .` writes) is dropped; the result is empty for the root itself.
 fn normalise(path: &[u8], allow_trailing_slash: bool) -> Result<Vec<u8>, Rule> {
     let mut p = path;
     if allow_trailing_slash {
         while p.len() > 1 && p.ends_with(b"/") {
             p = &p[..p.len() - 1];
         }
+    }
+    while let Some(rest) = p.strip_prefix(b"./") {
+        p = rest;
+        if allow_trailing_slash && p.is_empty() {
+            return Ok(Vec::new());
+        }
+    }
+    if allow_trailing_slash && p == b"." {
+        return Ok(Vec::new());
     }
     if p.starts_with(b"/") {
         return Err(Rule::Absolute);
@@ -137,8 +147,9 @@ impl Checker {
         Checker::default()
     }
 
-    /// Checks one entry in archive order.
-    pub fn check(&mut self, raw: RawEntry<'_>) -> Result<CheckedEntry, Rejected> {
+    /// Checks one entry in archive order. `Ok(None)` for an entry naming the root directory
+    /// itself (`./`), which the destination already is.
+    pub fn check(&mut self, raw: RawEntry<'_>) -> Result<Option<CheckedEntry>, Rejected> {
         let reject = |rule: Rule| Rejected {
             entry: show(raw.path),
             rule,
@@ -148,6 +159,12 @@ impl Checker {
         let path = normalise(raw.path, is_dir).map_err(reject)?;
         if raw.mode & 0o7000 != 0 {
             return Err(reject(Rule::SpecialBits(raw.mode)));
+        }
+        if path.is_empty() {
+            if raw.size != 0 {
+                return Err(reject(Rule::DataOnNonFile("directory", raw.size)));
+            }
+            return Ok(None);
         }
         let kind = match raw.entry_type {
             T::Regular => CheckedKind::File {
@@ -207,7 +224,7 @@ impl Checker {
             CheckedKind::Symlink { .. } => Seen::Symlink,
         };
         self.seen.insert(path.clone(), seen);
-        Ok(CheckedEntry { path, kind })
+        Ok(Some(CheckedEntry { path, kind }))
     }
 }
 
@@ -280,7 +297,9 @@ mod tests {
             (vec![f("../x")], Some(Rule::DotDot)),
             (vec![d("a"), f("a/../../x")], Some(Rule::DotDot)),
             (vec![f("a//b")], Some(Rule::BadPath("empty path component"))),
-            (vec![f("./a")], Some(Rule::BadPath("`.` component"))),
+            (vec![f("a/./b")], Some(Rule::BadPath("`.` component"))),
+            (vec![d("./"), d("./a/"), f("./a/b"), h("c", "./a/b")], None),
+            (vec![f("./")], Some(Rule::BadPath("empty path"))),
             (vec![f("a"), f("a")], Some(Rule::Duplicate)),
             (vec![d("a"), d("a/")], Some(Rule::Duplicate)),
             (vec![f("a/b")], Some(Rule::MissingParent("a".into()))),

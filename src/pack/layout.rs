@@ -185,11 +185,13 @@ mod tests {
         let mut v = Vec::new();
         pax_record(b"mtime", b"1350244992.023960108", &mut v);
         assert_eq!(v, b"30 mtime=1350244992.023960108\n");
-        // Length crossing a digit boundary: 9 + 1 digit would be 10, needing 2 digits -> 11.
         v.clear();
         pax_record(b"p", b"abcd", &mut v);
-        assert_eq!(v, b"10 p=abcd\n");
-        assert_eq!(v.len(), 10);
+        assert_eq!(v, b"9 p=abcd\n");
+        // Crossing a digit boundary: 9 bytes + 1 digit = 10 needs 2 digits, so 11.
+        v.clear();
+        pax_record(b"p", b"abcde", &mut v);
+        assert_eq!(v, b"11 p=abcde\n");
     }
 
     #[test]

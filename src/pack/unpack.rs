@@ -38,7 +38,7 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Rejected {
         path: PathBuf,
         #[source]
@@ -140,7 +140,7 @@ pub fn read_checked(
         let size = e.size();
         let path = e.path_bytes().into_owned();
         let link = e.link_name_bytes().map(|l| l.into_owned());
-        let checked = checker
+        let Some(checked) = checker
             .check(RawEntry {
                 path: &path,
                 entry_type,
@@ -151,7 +151,10 @@ pub fn read_checked(
             .map_err(|source| UnpackError::Rejected {
                 path: archive.to_path_buf(),
                 source,
-            })?;
+            })?
+        else {
+            continue;
+        };
         let mut r = HashingReader {
             inner: &mut e,
             hash: sha2::Digest::new(),

@@ -341,3 +341,48 @@ fn consume<W: Write>(
     tally.flush().map_err(PackError::Output)?;
     Ok((Digest(tally.hash.finalize().into()), tally.len))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic, moderately compressible bytes (so zstd has real work in every job).
+    fn data(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 3 == 0 {
+                    b'a' + (x % 4) as u8
+                } else {
+                    (x >> 24) as u8 & 0x3f
+                }
+            })
+            .collect()
+    }
+
+    fn compress(input: &[u8], workers: u32) -> Vec<u8> {
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        enc.multithread(workers).unwrap();
+        enc.include_checksum(true).unwrap();
+        enc.include_contentsize(false).unwrap();
+        for c in input.chunks(CHUNK) {
+            enc.write_all(c).unwrap();
+        }
+        enc.finish().unwrap()
+    }
+
+    /// Why `consume` never uses 0 workers: zstd's output is the same for 1, 2 or 4 workers but
+    /// not for 0 (single-threaded mode cuts blocks differently once the input exceeds a job).
+    #[test]
+    fn zstd_output_depends_on_workers_only_through_zero() {
+        let input = data(24 << 20);
+        let one = compress(&input, 1);
+        assert_eq!(one, compress(&input, 2));
+        assert_eq!(one, compress(&input, 4));
+        assert_ne!(one, compress(&input, 0));
+        assert_eq!(zstd::decode_all(&one[..]).unwrap(), input);
+    }
+}

@@ -2,4 +2,5 @@
 //! (`support::sshd`). Remote paths are fresh temp dirs under /tmp: the server runs here.
 
 mod harness;
+mod preflight;
 mod sftp;

@@ -1,1 +1,0 @@
-//! Integration tests: pack (being written).

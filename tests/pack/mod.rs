@@ -1,0 +1,876 @@
+//! Integration tests: manifest, reproducible packing, the store, checked unpacking.
+//!
+//! Oracles are independent tools: GNU tar lists and extracts what sealpush packs, the real
+//! `find | sort | xargs sha256sum | sha256sum` pipeline digests trees, `sha256sum -c` checks
+//! manifests. Hostile archives are built byte by byte with the tar crate's raw header API.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sealpush::manifest::{self, Manifest};
+use sealpush::pack::{self, Format, PackError, PackOptions};
+use sealpush::progress::Progress;
+use sealpush::store::Store;
+
+use crate::support::TestCommand;
+
+/// Runs `script` with bash in `cwd` (LC_ALL=C), asserting success; returns stdout.
+fn sh(cwd: &Path, script: &str) -> Vec<u8> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(cwd)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "script failed: {script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The real recipe on `parent/name`, run from `parent`: the first token of its output.
+fn real_recipe(parent: &Path, name: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "find '{name}' -type f | sort | xargs sha256sum | sha256sum"
+        ))
+        .current_dir(parent)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("bash runs");
+    let s = String::from_utf8(out.stdout).unwrap();
+    s.split_whitespace().next().unwrap().to_string()
+}
+
+/// `sealpush ARGS` with a clean environment (no SOURCE_DATE_EPOCH, no inherited store).
+fn sealpush<I, S>(cwd: &Path, args: I) -> TestCommand
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = TestCommand::sealpush(cwd, args);
+    c.cmd
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("SEALPUSH_STORE");
+    c
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every path under `dir` (relative), sorted: to assert that nothing else appeared.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            v.push(e.path().strip_prefix(dir).unwrap().to_path_buf());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The same tree, built by a shell with the given umask, creation order and timestamps.
+/// Contents: text, an executable and a hard link to it, a ~2 MB compressible file, an empty
+/// directory, symlinks (relative, into a sibling directory), a >100-byte path (PAX), a
+/// non-UTF-8 name.
+fn build_tree(root: &Path, umask: &str, reverse: bool, mtime: &str, owner: Option<&str>) {
+    let long = format!("{}/{}", "d".repeat(60), "f".repeat(70));
+    let mut steps = vec![
+        "mkdir -p bin data/empty docs".to_string(),
+        "printf 'hello\\n' > README.md".to_string(),
+        "printf '#!/bin/sh\\necho run\\n' > bin/run && chmod +x bin/run".to_string(),
+        "ln bin/run bin/run-again".to_string(),
+        "seq 1 300000 > data/numbers.txt".to_string(),
+        "ln -s ../README.md docs/readme-link".to_string(),
+        "ln -s bin top-link".to_string(),
+        format!("mkdir -p {} && printf long > {long}", "d".repeat(60)),
+        "printf latin1 > $'caf\\xe9.txt'".to_string(),
+    ];
+    if reverse {
+        // Directories must exist first; everything else in reverse order.
+        let first = steps.remove(0);
+        steps.reverse();
+        // The hard link needs its target: swap those two back.
+        let a = steps
+            .iter()
+            .position(|s| s.starts_with("ln bin/run"))
+            .unwrap();
+        let b = steps.iter().position(|s| s.contains("> bin/run")).unwrap();
+        steps.swap(a, b);
+        steps.insert(0, first);
+    }
+    fs::create_dir_all(root).unwrap();
+    let mut script = format!("set -e; umask {umask}; {}", steps.join("; "));
+    script.push_str(&format!("; find . -exec touch -h -d '{mtime}' {{}} +"));
+    if let Some(o) = owner {
+        script.push_str(&format!("; chown -h -R {o} ."));
+    }
+    sh(root, &script);
+}
+
+#[test]
+fn same_tree_gives_identical_bytes_and_gnu_tar_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pa, pb) = (tmp.path().join("a"), tmp.path().join("b"));
+    build_tree(&pa.join("app"), "022", false, "2024-01-02 03:04:05", None);
+    build_tree(&pb.join("app"), "077", true, "@1", Some("12345:54321"));
+    let source_recipe = real_recipe(&pa, "app");
+    assert_eq!(source_recipe, real_recipe(&pb, "app"));
+
+    for format in ["tar.zst", "tar.gz"] {
+        let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+        for (label, parent) in [("a", &pa), ("b", &pb)] {
+            for threads in ["1", "2"] {
+                let store = tmp.path().join(format!("store-{label}-{format}-{threads}"));
+                let out_file = tmp.path().join(format!("{label}-{threads}.{format}"));
+                let out = sealpush(
+                    parent,
+                    [
+                        "pack", "app", "--json", "--format", format, "-j", threads, "--store",
+                    ]
+                    .map(std::ffi::OsString::from)
+                    .into_iter()
+                    .chain([
+                        store.into_os_string(),
+                        "--out".into(),
+                        out_file.clone().into(),
+                    ]),
+                )
+                .ok();
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(v["recipe_digest"], source_recipe.as_str(), "{v}");
+                assert_eq!(v["recipe_locale"], "C");
+                let bytes = fs::read(&out_file).unwrap();
+                outputs.push((format!("tree {label}, {threads} thread(s)"), bytes));
+            }
+        }
+        for (label, bytes) in &outputs[1..] {
+            assert!(
+                bytes == &outputs[0].1,
+                "{format}: {label} differs from {}",
+                outputs[0].0
+            );
+        }
+
+        // GNU tar lists it with normalised metadata and extracts it; the real recipe agrees.
+        let archive = tmp.path().join(format!("a-1.{format}"));
+        let listing_out = sh(tmp.path(), &format!("tar -tvf '{}'", archive.display()));
+        let text = String::from_utf8_lossy(&listing_out);
+        assert!(text.contains("-rwxr-xr-x 0/0"), "{text}");
+        assert!(
+            text.contains("hrwxr-xr-x 0/0") || text.contains("bin/run-again link to bin/run"),
+            "{text}"
+        );
+        assert!(text.contains("lrwxrwxrwx 0/0"), "{text}");
+        assert!(text.contains("2006-07-24"), "{text}");
+        assert!(!text.contains("12345"), "{text}");
+        let x = tmp.path().join(format!("x-{format}"));
+        fs::create_dir_all(x.join("app")).unwrap();
+        let flag = if format == "tar.zst" {
+            "--zstd -xf"
+        } else {
+            "-xzf"
+        };
+        sh(
+            &x.join("app"),
+            &format!("tar {flag} '{}'", archive.display()),
+        );
+        assert_eq!(real_recipe(&x, "app"), source_recipe, "{format}");
+        assert!(x.join("app/data/empty").is_dir());
+        assert_eq!(
+            fs::read_link(x.join("app/docs/readme-link")).unwrap(),
+            Path::new("../README.md")
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            fs::metadata(x.join("app/bin/run")).unwrap().ino(),
+            fs::metadata(x.join("app/bin/run-again")).unwrap().ino(),
+            "hard link kept"
+        );
+    }
+}
+
+#[test]
+fn source_date_epoch_sets_the_mtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let mut sizes = Vec::new();
+    for (epoch, date) in [(None, "2006-07-24"), (Some("1700000000"), "2023-11-14")] {
+        let out_file = tmp.path().join(format!("{date}.tar.zst"));
+        let mut c = sealpush(
+            tmp.path(),
+            [
+                "pack",
+                "t",
+                "--store",
+                "s",
+                "--out",
+                out_file.to_str().unwrap(),
+            ],
+        );
+        if let Some(e) = epoch {
+            c = c.env("SOURCE_DATE_EPOCH", e);
+        }
+        c.ok();
+        let text = String::from_utf8(sh(
+            tmp.path(),
+            &format!("tar -tvf '{}'", out_file.display()),
+        ))
+        .unwrap();
+        assert!(text.contains(date), "{text}");
+        sizes.push(fs::read(&out_file).unwrap());
+    }
+    assert_ne!(sizes[0], sizes[1]);
+}
+
+#[test]
+fn packing_twice_stores_one_artifact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let store = tmp.path().join("store");
+    let args = [
+        "pack",
+        fixture.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let first = sealpush(tmp.path(), args).ok();
+    let second = sealpush(tmp.path(), args).ok();
+    assert_eq!(first.stdout, second.stdout);
+    assert!(
+        stderr(&second).contains("already stored"),
+        "{}",
+        stderr(&second)
+    );
+    let list = sealpush(
+        tmp.path(),
+        ["store", "list", "--store", store.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(stdout(&list).lines().count(), 1, "{}", stdout(&list));
+    assert!(listing(&store.join("tmp")).is_empty());
+    // The stored manifest's recipe record matches the real pipeline on the fixture.
+    let show = sealpush(
+        tmp.path(),
+        [
+            "store",
+            "show",
+            "iu-cutter-v0.6",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let want = real_recipe(&crate::support::fixtures(), "iu-cutter-v0.6");
+    assert!(
+        stdout(&show).contains(&format!("recipe-digest: {want} (C)")),
+        "{}",
+        stdout(&show)
+    );
+    // And the store's own check passes, then gc finds nothing to do.
+    sealpush(
+        tmp.path(),
+        ["store", "verify", "--store", store.to_str().unwrap()],
+    )
+    .ok();
+    let gc = sealpush(
+        tmp.path(),
+        ["store", "gc", "--store", store.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(stdout(&gc), "");
+}
+
+#[test]
+fn special_files_are_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir_all(t.join("sub")).unwrap();
+    fs::write(t.join("a"), "a").unwrap();
+    sh(&t, "mkfifo sub/pipe");
+    let store = tmp.path().join("store");
+    let out = sealpush(
+        tmp.path(),
+        [
+            "pack",
+            "t",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            "copy.tar.zst",
+        ],
+    )
+    .expect_code(2);
+    let err = stderr(&out);
+    assert!(err.contains("sub/pipe") && err.contains("fifo"), "{err}");
+    assert!(listing(&store.join("artifacts")).is_empty());
+    assert!(listing(&store.join("tmp")).is_empty());
+    assert!(!tmp.path().join("copy.tar.zst").exists());
+}
+
+/// Modifies a file the moment packing starts (after the walk, before the file is read).
+struct Saboteur(PathBuf);
+
+impl Progress for Saboteur {
+    fn start(&self, phase: &str, _: Option<u64>, _: Option<u64>) {
+        if phase == "packing" {
+            let mut f = fs::OpenOptions::new().append(true).open(&self.0).unwrap();
+            f.write_all(b"late write").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_file_changed_while_packing_fails_the_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    fs::write(t.join("a"), "stable").unwrap();
+    fs::write(t.join("b"), "will change").unwrap();
+    let store = Store::open(Some(&tmp.path().join("store"))).unwrap();
+    let err = store
+        .add_dir(&t, None, &PackOptions::default(), &Saboteur(t.join("b")))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("changed while it was packed"), "{msg}");
+    assert!(msg.contains("/t/b"), "{msg}");
+    assert!(matches!(
+        err,
+        sealpush::store::StoreError::Pack(PackError::Changed { .. })
+    ));
+    assert!(listing(&store.root().join("artifacts")).is_empty());
+    assert!(listing(&store.root().join("tmp")).is_empty());
+    // pack_to_file leaves nothing behind either.
+    let dest = tmp.path().join("out/x.tar.zst");
+    fs::create_dir(dest.parent().unwrap()).unwrap();
+    let err = pack::pack_to_file(&t, &dest, &PackOptions::default(), &Saboteur(t.join("b")));
+    assert!(err.is_err());
+    assert!(listing(dest.parent().unwrap()).is_empty());
+}
+
+/// A raw tar entry for hostile archives.
+struct Raw<'a> {
+    name: &'a [u8],
+    kind: tar::EntryType,
+    mode: u32,
+    link: &'a [u8],
+    data: &'a [u8],
+    /// Header size when it must lie about the data.
+    size: Option<u64>,
+}
+
+fn raw<'a>(name: &'a [u8], kind: tar::EntryType) -> Raw<'a> {
+    let mode = if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    };
+    Raw {
+        name,
+        kind,
+        mode,
+        link: b"",
+        data: b"",
+        size: None,
+    }
+}
+
+/// Builds a tar stream with raw headers (no path validation), compressed with zstd or gzip.
+fn hostile_archive(entries: &[Raw<'_>], gz: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            old.name[..e.name.len()].copy_from_slice(e.name);
+            old.linkname[..e.link.len()].copy_from_slice(e.link);
+        }
+        h.set_entry_type(e.kind);
+        h.set_mode(e.mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(e.size.unwrap_or(e.data.len() as u64));
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(e.data);
+        let pad = (512 - e.data.len() % 512) % 512;
+        out.resize(out.len() + pad, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    if gz {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&out).unwrap();
+        enc.finish().unwrap()
+    } else {
+        zstd::encode_all(&out[..], 3).unwrap()
+    }
+}
+
+/// Unpacks `archive` into `work/dest`, expecting rejection with `rule` naming `entry`; checks
+/// that nothing appeared anywhere under `work` (including temp dirs) and the sentinel is intact.
+fn assert_rejected(archive: &[u8], entry: &str, rule: &str, gz: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    // `work/inner` is where DEST goes; `work` holds a sentinel that `..` would reach.
+    let work = tmp.path().join("work");
+    let inner = work.join("inner");
+    fs::create_dir_all(&inner).unwrap();
+    fs::write(work.join("sentinel"), "keep").unwrap();
+    let file = tmp.path().join(if gz { "h.tar.gz" } else { "h.tar.zst" });
+    fs::write(&file, archive).unwrap();
+    let before = listing(tmp.path());
+    let out = sealpush(
+        &inner,
+        [
+            "unpack".as_ref(),
+            file.as_os_str(),
+            "dest".as_ref(),
+            "--store".as_ref(),
+            tmp.path().join("store").as_os_str(),
+        ],
+    )
+    .expect_code(1);
+    let err = stderr(&out);
+    assert!(err.contains(entry), "expected entry {entry:?} in: {err}");
+    assert!(err.contains(rule), "expected rule {rule:?} in: {err}");
+    let after: Vec<PathBuf> = listing(tmp.path())
+        .into_iter()
+        .filter(|p| !p.starts_with("store"))
+        .collect();
+    assert_eq!(after, before, "something was written");
+    assert_eq!(fs::read(work.join("sentinel")).unwrap(), b"keep");
+}
+
+#[test]
+fn hostile_archives_are_rejected_with_their_rule() {
+    use tar::EntryType as T;
+    let file = |name: &'static [u8]| Raw {
+        data: b"evil",
+        ..raw(name, T::Regular)
+    };
+    let cases: Vec<(Vec<Raw>, &str, &str)> = vec![
+        (vec![file(b"../evil")], "../evil", "path contains `..`"),
+        (
+            vec![raw(b"d", T::Directory), file(b"d/../../evil")],
+            "d/../../evil",
+            "`..`",
+        ),
+        (
+            vec![file(b"/tmp/sealpush-evil-abs")],
+            "/tmp/sealpush-evil-abs",
+            "absolute path",
+        ),
+        (
+            vec![Raw {
+                link: b"/etc",
+                ..raw(b"l", T::Symlink)
+            }],
+            "\"l\"",
+            "points outside the destination",
+        ),
+        (
+            vec![Raw {
+                link: b"../..",
+                ..raw(b"l", T::Symlink)
+            }],
+            "\"l\"",
+            "points outside the destination",
+        ),
+        (
+            vec![
+                raw(b"d", T::Directory),
+                Raw {
+                    link: b"../d",
+                    ..raw(b"d/l", T::Symlink)
+                },
+                file(b"d/l/evil"),
+            ],
+            "d/l/evil",
+            "would write through symlink \"d/l\"",
+        ),
+        (
+            vec![Raw {
+                link: b"/etc/passwd",
+                ..raw(b"h", T::Link)
+            }],
+            "\"h\"",
+            "hard link target \"/etc/passwd\" is outside",
+        ),
+        (
+            vec![
+                Raw {
+                    link: b"later",
+                    ..raw(b"h", T::Link)
+                },
+                file(b"later"),
+            ],
+            "\"h\"",
+            "not an earlier regular file entry",
+        ),
+        (vec![raw(b"dev", T::Char)], "\"dev\"", "device or fifo"),
+        (vec![raw(b"fifo", T::Fifo)], "\"fifo\"", "device or fifo"),
+        (
+            vec![Raw {
+                mode: 0o4755,
+                ..file(b"suid")
+            }],
+            "\"suid\"",
+            "setuid, setgid or sticky",
+        ),
+        (
+            vec![file(b"twice"), file(b"twice")],
+            "\"twice\"",
+            "duplicate entry",
+        ),
+        (
+            vec![file(b"nodir/f")],
+            "nodir/f",
+            "not an earlier directory entry",
+        ),
+        (
+            vec![Raw {
+                data: b"data",
+                ..raw(b"d", T::Directory)
+            }],
+            "\"d\"",
+            "must not carry data",
+        ),
+    ];
+    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
+        let gz = i % 2 == 1;
+        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
+    }
+    assert!(!Path::new("/tmp/sealpush-evil-abs").exists());
+}
+
+#[test]
+fn hostile_archives_made_by_gnu_tar_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    sh(&src, "mkfifo pipe && printf x > f && chmod 4755 f");
+    let fifo = sh(&src, "tar -cf - pipe | zstd -q -c");
+    assert_rejected(&fifo, "pipe", "device or fifo", false);
+    let suid = sh(&src, "tar -cf - f | gzip -c");
+    assert_rejected(&suid, "\"f\"", "setuid", true);
+    let abs = sh(&src, "tar -P -cf - \"$PWD/f\" 2>/dev/null | gzip -c");
+    assert_rejected(&abs, "/src/f", "absolute path", true);
+}
+
+#[test]
+fn truncated_and_corrupted_archives_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    sh(&t, "seq 1 100000 > numbers && printf hi > small");
+    let store = tmp.path().join("store");
+    for format in ["tar.zst", "tar.gz"] {
+        let good = tmp.path().join(format!("good.{format}"));
+        sealpush(
+            tmp.path(),
+            [
+                "pack",
+                "t",
+                "--format",
+                format,
+                "--store",
+                store.to_str().unwrap(),
+                "--out",
+                good.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        let bytes = fs::read(&good).unwrap();
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        let cases = [
+            ("truncated", bytes[..bytes.len() * 6 / 10].to_vec()),
+            ("cut at the end", bytes[..bytes.len() - 3].to_vec()),
+            ("flipped", flipped),
+        ];
+        for (what, data) in cases {
+            let work = tmp.path().join(format!("w-{format}-{what}"));
+            fs::create_dir(&work).unwrap();
+            let bad = work.join(format!("bad.{format}"));
+            fs::write(&bad, &data).unwrap();
+            let out = sealpush(
+                &work,
+                [
+                    "unpack",
+                    bad.to_str().unwrap(),
+                    "dest",
+                    "--store",
+                    store.to_str().unwrap(),
+                ],
+            )
+            .output();
+            assert!(!out.status.success(), "{format} {what}: accepted");
+            let err = stderr(&out);
+            assert!(
+                err.contains("corrupt or truncated") || err.contains("rejected"),
+                "{format} {what}: {err}"
+            );
+            assert_eq!(
+                listing(&work),
+                vec![PathBuf::from(format!("bad.{format}"))],
+                "{format} {what}"
+            );
+            // verify says so too, with exit 1.
+            sealpush(
+                &work,
+                [
+                    "verify",
+                    bad.to_str().unwrap(),
+                    "--store",
+                    store.to_str().unwrap(),
+                ],
+            )
+            .expect_code(1);
+        }
+    }
+}
+
+#[test]
+fn store_verify_catches_a_flipped_byte_in_a_stored_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let out = sealpush(
+        tmp.path(),
+        [
+            "pack",
+            fixture.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let archive = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: ").map(PathBuf::from))
+        .unwrap();
+    let mut bytes = fs::read(&archive).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&archive, &bytes).unwrap();
+    let out = sealpush(
+        tmp.path(),
+        [
+            "verify",
+            "iu-cutter-v0.6",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    )
+    .expect_code(1);
+    assert!(
+        stderr(&out).contains("archive sha256: expected"),
+        "{}",
+        stderr(&out)
+    );
+    sealpush(
+        tmp.path(),
+        ["store", "verify", "--store", store.to_str().unwrap()],
+    )
+    .expect_code(1);
+    // unpack refuses it too, and DEST never appears.
+    sealpush(
+        tmp.path(),
+        [
+            "unpack",
+            "iu-cutter-v0.6",
+            "dest",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    )
+    .output();
+    assert!(!tmp.path().join("dest").exists());
+}
+
+#[test]
+fn unpack_round_trips_and_refuses_an_existing_dest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    build_tree(&t, "022", false, "@5", None);
+    let store = tmp.path().join("store");
+    let s = store.to_str().unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", s]).ok();
+    // An existing DEST, even an empty directory, is refused and left alone.
+    fs::create_dir(tmp.path().join("taken")).unwrap();
+    let out = sealpush(tmp.path(), ["unpack", "t", "taken", "--store", s]).expect_code(2);
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert!(listing(&tmp.path().join("taken")).is_empty());
+    // A fresh DEST gets exactly the tree (the real recipe agrees), modes normalised.
+    fs::create_dir(tmp.path().join("x")).unwrap();
+    sealpush(tmp.path(), ["unpack", "t", "x/t", "--store", s]).ok();
+    assert_eq!(
+        real_recipe(&tmp.path().join("x"), "t"),
+        real_recipe(tmp.path(), "t")
+    );
+    let a = manifest::scan_dir(&t, None, &sealpush::progress::NoProgress).unwrap();
+    let b = manifest::scan_dir(
+        &tmp.path().join("x/t"),
+        None,
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(a.diff(&b), None);
+    assert_eq!(
+        listing(&tmp.path().join("x"))
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("sealpush"))
+            .count(),
+        0
+    );
+    // An archive made by GNU tar (with `./` names) unpacks to the same identity.
+    let gnu = tmp.path().join("gnu.tar.zst");
+    sh(&t, &format!("tar --zstd -cf '{}' .", gnu.display()));
+    sealpush(
+        tmp.path(),
+        ["unpack", gnu.to_str().unwrap(), "y", "--store", s],
+    )
+    .ok();
+    let c =
+        manifest::scan_dir(&tmp.path().join("y"), None, &sealpush::progress::NoProgress).unwrap();
+    assert_eq!(a.identity(), c.identity());
+}
+
+#[test]
+fn manifest_file_lines_pass_sha256sum_check_and_fail_after_a_flip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    for name in [
+        &b"plain"[..],
+        b"sp ace",
+        b"back\\slash",
+        b"new\nline",
+        b"car\rriage",
+        b"tab\tname",
+        b"caf\xe9",
+        b"-dash",
+    ] {
+        fs::write(t.join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+    }
+    fs::create_dir(t.join("sub")).unwrap();
+    fs::write(t.join("sub/x"), "x").unwrap();
+    let out = sealpush(tmp.path(), ["manifest", "t"]).ok();
+    let mpath = tmp.path().join("manifest.txt");
+    fs::write(&mpath, &out.stdout).unwrap();
+    let m = Manifest::decode(&out.stdout).unwrap();
+    assert_eq!(m.file_count(), 9);
+    // The command documented in store-layout.md, run from inside the tree.
+    let check = format!(
+        "sed -n 's/^[fx] [0-9]* //p' '{}' | sha256sum -c --quiet",
+        mpath.display()
+    );
+    sh(&t, &check);
+    // sha256sum_lines with a prefix, checked from the parent.
+    fs::write(tmp.path().join("lines"), m.sha256sum_lines(b"t/")).unwrap();
+    sh(tmp.path(), "sha256sum -c --quiet lines");
+    // A flipped byte fails both.
+    fs::write(t.join("back\\slash"), b"back\\slasH").unwrap();
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(&check)
+        .current_dir(&t)
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+    let status = Command::new("sha256sum")
+        .args(["-c", "--quiet", "lines"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+}
+
+#[test]
+fn store_resolves_ids_prefixes_names_and_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(Some(&tmp.path().join("store"))).unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let a = store
+        .add_dir(
+            &fixture,
+            None,
+            &PackOptions::default(),
+            &sealpush::progress::NoProgress,
+        )
+        .unwrap();
+    let id = a.id.clone().unwrap();
+    for r in [
+        id.as_str(),
+        &id[..12],
+        "iu-cutter-v0.6",
+        a.archive.to_str().unwrap(),
+    ] {
+        assert_eq!(store.resolve(r).unwrap(), a, "{r}");
+    }
+    let gz = store
+        .add_dir(
+            &fixture,
+            None,
+            &PackOptions::new(Format::TarGz),
+            &sealpush::progress::NoProgress,
+        )
+        .unwrap();
+    assert_ne!(gz.id, a.id);
+    assert!(store
+        .resolve("iu-cutter-v0.6")
+        .unwrap_err()
+        .to_string()
+        .contains("ambiguous"));
+    assert!(store
+        .resolve("nope")
+        .unwrap_err()
+        .to_string()
+        .contains("no artifact matches"));
+    let r = a.artifact_ref();
+    assert_eq!(r.tree_identity, a.manifest.identity());
+    assert_eq!(
+        r.recipe_digest.to_hex(),
+        real_recipe(&crate::support::fixtures(), "iu-cutter-v0.6")
+    );
+    assert_eq!(r.format, "tar.zst");
+    assert_eq!(r.files, 9);
+    // An archive outside the store resolves to its derived manifest.
+    let outside = tmp.path().join("copy.tar.zst");
+    fs::copy(&a.archive, &outside).unwrap();
+    let o = store.resolve(outside.to_str().unwrap()).unwrap();
+    assert_eq!(o.id, None);
+    assert_eq!(o.meta.tree_identity, a.meta.tree_identity);
+    assert_eq!(o.meta.archive_sha256, a.meta.archive_sha256);
+    // gc removes a crashed pack's leftovers (once old enough) and broken artifacts.
+    let leftover = store.root().join("tmp/add-crashed");
+    fs::create_dir(&leftover).unwrap();
+    sh(store.root(), "touch -d '2000-01-01' tmp/add-crashed");
+    fs::remove_file(gz.archive.parent().unwrap().join("meta.json")).unwrap();
+    let removed = store.gc(false).unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(!leftover.exists());
+    assert!(!gz.archive.exists());
+    assert!(a.archive.exists());
+}
