@@ -619,19 +619,14 @@ impl Run<'_> {
                 if st.read_only {
                     out.push(format!("{} is now read-only", self.names.parent.display()));
                 }
-                let mut need = plan.artifact.unpacked_bytes;
-                if self.opts.keep_archive {
-                    need += plan.artifact.archive_size;
-                }
-                // Margin: 1% plus a block per entry for directories and metadata.
-                let margin =
-                    need / 100 + (self.art.expected.len() as u64 + 16) * st.frsize.max(512);
-                if st.avail_bytes() < need + margin && !prior.done(Step::Staging) {
+                // The same rule as preflight's (archive + tree + margin); an earlier run's
+                // leftovers are about to be removed, so the check is skipped on resume.
+                let need = crate::preflight::space_needed(&plan.artifact, st.frsize);
+                if st.avail_bytes() < need && !prior.done(Step::Staging) {
                     out.push(format!(
-                        "not enough space on {}: {} bytes available, {} needed with margin",
+                        "not enough space on {}: {} bytes available, {need} needed with margin",
                         self.names.parent.display(),
                         st.avail_bytes(),
-                        need + margin
                     ));
                 }
             }
@@ -656,16 +651,18 @@ impl Run<'_> {
             match r.lstat(&a.path).map_err(at("recheck"))? {
                 None => out.push(format!("anchor {} is gone", a.path.display())),
                 Some(_) => {
-                    let d = anchor::recipe_digest(r, &a.path, &a.recipe_locale, self.progress)
-                        .map_err(|reason| DeployError::Anchor {
-                            path: a.path.clone(),
-                            reason,
-                        })?;
+                    let (d, id) = anchor::survey(r, &a.path, self.progress)?;
                     if d != a.recipe_digest {
                         out.push(format!(
-                            "anchor {} changed: its digest is {d}, the plan recorded {}",
+                            "anchor {} changed: its recipe digest is {d}, the plan recorded {}",
                             a.path.display(),
                             a.recipe_digest
+                        ));
+                    } else if id != a.tree_identity {
+                        out.push(format!(
+                            "anchor {} changed (modes, symlinks or empty directories): tree identity {id}, the plan recorded {}",
+                            a.path.display(),
+                            a.tree_identity
                         ));
                     }
                 }
@@ -1234,23 +1231,21 @@ impl Run<'_> {
         let mut reasons = Vec::new();
         let anchor = match &self.sealed.plan.anchor {
             Some(a) => {
-                let d =
-                    anchor::recipe_digest(self.remote, &a.path, &a.recipe_locale, self.progress)
-                        .map_err(|reason| DeployError::Anchor {
-                            path: a.path.clone(),
-                            reason,
-                        })?;
-                if d != a.recipe_digest {
+                let (d, id) = anchor::survey(self.remote, &a.path, self.progress)?;
+                if d != a.recipe_digest || id != a.tree_identity {
                     reasons.push(format!(
-                        "anchor {} changed during the deploy: {d}, plan {}",
+                        "anchor {} changed during the deploy: recipe digest {d} (plan {}), tree identity {id} (plan {})",
                         a.path.display(),
-                        a.recipe_digest
+                        a.recipe_digest,
+                        a.tree_identity
                     ));
                 }
                 Some(AnchorProof {
                     path: a.path.clone(),
                     expected: a.recipe_digest,
                     actual: d,
+                    expected_identity: a.tree_identity,
+                    actual_identity: id,
                 })
             }
             None => None,

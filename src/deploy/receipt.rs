@@ -54,12 +54,16 @@ pub struct CreatedPath {
     pub sha256: Option<Digest>,
 }
 
-/// The anchor's digest, before (the plan) and after the deploy.
+/// The anchor's recipe digest and tree identity, before (the plan) and after the deploy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnchorProof {
     pub path: PathBuf,
+    /// Recipe digest recorded by preflight.
     pub expected: Digest,
+    /// Recipe digest now.
     pub actual: Digest,
+    pub expected_identity: Digest,
+    pub actual_identity: Digest,
 }
 
 /// Output of `--check`.
@@ -241,10 +245,15 @@ pub fn render_receipt(r: &Receipt) -> String {
             let _ = writeln!(s, "anchor_path: {}", a.path.display());
             let _ = writeln!(s, "anchor_tree_sha256_before: {}", a.expected);
             let _ = writeln!(s, "anchor_tree_sha256_after: {}", a.actual);
+            let _ = writeln!(s, "anchor_tree_identity: {}", a.actual_identity);
             let _ = writeln!(
                 s,
                 "anchor_unchanged: {}",
-                if a.expected == a.actual { "YES" } else { "NO" }
+                if a.expected == a.actual && a.expected_identity == a.actual_identity {
+                    "YES"
+                } else {
+                    "NO"
+                }
             );
         }
         None => {

@@ -323,17 +323,14 @@ pub fn rollback(
     // 3. Re-prove the anchor.
     let mut anchor_ok = true;
     if let Some(a) = &receipt.anchor {
-        let actual = anchor::recipe_digest(remote, &a.path, "C", progress).map_err(|reason| {
-            DeployError::Anchor {
-                path: a.path.clone(),
-                reason,
-            }
-        })?;
-        anchor_ok = actual == a.expected;
+        let (actual, actual_identity) = anchor::survey(remote, &a.path, progress)?;
+        anchor_ok = actual == a.expected && actual_identity == a.expected_identity;
         report.anchor = Some(super::receipt::AnchorProof {
             path: a.path.clone(),
             expected: a.expected,
             actual,
+            expected_identity: a.expected_identity,
+            actual_identity,
         });
     }
     report.complete = report.kept.is_empty() && anchor_ok;
@@ -375,7 +372,11 @@ pub fn render_rollback(r: &RollbackReport) -> String {
             let _ = writeln!(
                 s,
                 "anchor_unchanged: {}",
-                if a.expected == a.actual { "YES" } else { "NO" }
+                if a.expected == a.actual && a.expected_identity == a.actual_identity {
+                    "YES"
+                } else {
+                    "NO"
+                }
             );
         }
         None => {

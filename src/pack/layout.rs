@@ -71,12 +71,22 @@ pub fn write_header(path: &[u8], kind: TarKind<'_>, mtime: u64, out: &mut Vec<u8
             (b'5', 0o755, 0, b"")
         }
     };
+    // Records in key order: hdrcharset, linkpath, path, size.
     let mut pax = Vec::new();
-    if name.len() > 100 {
-        pax_record(b"path", &name, &mut pax);
+    let long_name = name.len() > 100;
+    let long_link = link.len() > 100;
+    let binary = (long_name && std::str::from_utf8(&name).is_err())
+        || (long_link && std::str::from_utf8(link).is_err());
+    if binary {
+        // PAX values are UTF-8 unless declared otherwise; a non-UTF-8 name is declared raw
+        // bytes, which GNU tar and the tar crate both take verbatim.
+        pax_record(b"hdrcharset", b"BINARY", &mut pax);
     }
-    if link.len() > 100 {
+    if long_link {
         pax_record(b"linkpath", link, &mut pax);
+    }
+    if long_name {
+        pax_record(b"path", &name, &mut pax);
     }
     if size > MAX_OCTAL_11 {
         pax_record(b"size", size.to_string().as_bytes(), &mut pax);

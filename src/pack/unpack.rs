@@ -84,7 +84,9 @@ fn open_decoder(archive: &Path) -> Result<Box<dyn Read>, UnpackError> {
         Some(Format::TarZst) => Ok(Box::new(
             zstd::stream::read::Decoder::with_buffer(f).map_err(open)?,
         )),
-        Some(Format::TarGz) => Ok(Box::new(flate2::bufread::GzDecoder::new(f))),
+        // Multi-member so that anything after the first member must itself be valid gzip:
+        // trailing garbage is an error, not silently ignored.
+        Some(Format::TarGz) => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(f))),
         None => Err(UnpackError::UnknownFormat {
             path: archive.to_path_buf(),
         }),

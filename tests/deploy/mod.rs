@@ -4,23 +4,19 @@
 //! `bash -c 'find | sort | xargs sha256sum | sha256sum'` run on the host, `sha256sum -c` on the
 //! host, and snapshots of the host's filesystem taken with std::fs.
 //!
-//! Plans are built here from facts gathered independently of the code under test (statvfs via
-//! the local transport, the anchor digest from the real pipeline), sealed with
-//! `Plan::seal`.
+//! Plans come from the real `sealpush preflight`; the anchor digest it records is checked
+//! against the real pipeline on the host before each deploy.
 
 mod local;
 mod sshd;
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use sealpush::digest::Digest;
-use sealpush::plan::{Anchor, HostRef, Operation, Plan, Verdict, PLAN_FORMAT};
 use sealpush::progress::NoProgress;
-use sealpush::remote::Remote;
 use sealpush::store::{Store, StoredArtifact};
 
 use crate::support::{fixtures, TestCommand};
@@ -41,7 +37,6 @@ pub struct Env {
     pub anchor: PathBuf,
     pub target: PathBuf,
     pub state: PathBuf,
-    pub artifact: StoredArtifact,
 }
 
 /// The v0.6 artifact, packed once per test binary into a shared store (read-only afterwards).
@@ -100,7 +95,6 @@ impl Env {
             parent,
             anchor,
             state,
-            artifact: v06().1.clone(),
         }
     }
 
@@ -139,95 +133,48 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()[..64].to_string()
     }
 
-    /// A sealed plan for deploying v0.6 to `self.target`, as preflight would write it.
+    /// The plan for deploying v0.6 to `self.target` beside the anchor, written by the real
+    /// `sealpush preflight` (which must PASS).
     pub fn plan(&self) -> PathBuf {
-        self.plan_with(|_| {})
+        let path = self.tmp.path().join("plan.json");
+        let (store, art) = v06();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "preflight".into(),
+            "--host".into(),
+            self.destination().into(),
+            "--artifact".into(),
+            art.id.clone().expect("stored artifact has an id").into(),
+            "--store".into(),
+            store.path().into(),
+            "--target".into(),
+            self.target.clone().into(),
+            "--anchor".into(),
+            self.anchor.clone().into(),
+            "--plan-out".into(),
+            path.clone().into(),
+        ];
+        if let Host::Ssh { config, .. } = &self.host {
+            args.push("--ssh-config".into());
+            args.push(config.into());
+        }
+        let out = self.sealpush(args).ok();
+        // Independent check of what preflight recorded: the real recipe on the host.
+        let plan: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            plan["plan"]["anchor"]["recipe_digest"].as_str(),
+            Some(self.real_recipe(&self.anchor).as_str()),
+            "{}",
+            stdout(&out)
+        );
+        path
     }
 
-    pub fn plan_with(&self, edit: impl FnOnce(&mut Plan)) -> PathBuf {
-        let local = sealpush::remote::local::LocalRemote::new();
-        let target_fs = local.statvfs(&self.parent).unwrap();
-        let (destination, transport, ssh_config) = match &self.host {
-            Host::Local => ("local".to_string(), "local".to_string(), None),
-            Host::Ssh { alias, config } => {
-                (alias.clone(), "sftp".to_string(), Some(config.clone()))
-            }
-        };
-        let staging = self.parent.join(format!(
-            ".iu-cutter-v0.6.sealpush-stage-{}",
-            &Digest::of(self.tmp.path().as_os_str().as_bytes()).to_hex()[..16]
-        ));
-        let work_dir = self.parent.join(".sealpush/iu-cutter-v0.6");
-        let a = self.artifact.artifact_ref();
-        let mut plan = Plan {
-            format: PLAN_FORMAT,
-            tool_version: sealpush::TOOL_VERSION.into(),
-            created: "2026-05-21T10:00:00Z".into(),
-            host: HostRef {
-                destination,
-                transport,
-                ssh_config,
-            },
-            facts: local.facts().unwrap(),
-            artifact: a.clone(),
-            target: self.target.clone(),
-            target_fs,
-            anchor: Some(Anchor {
-                path: self.anchor.clone(),
-                recipe_digest: Digest::from_hex(&self.real_recipe(&self.anchor)).unwrap(),
-                recipe_locale: "C".into(),
-                tree_identity: Digest::default(),
-                files: 0,
-                bytes: 0,
-            }),
-            staging: staging.clone(),
-            work_dir: work_dir.clone(),
-            operations: vec![
-                Operation::TakeLock {
-                    path: work_dir.join("lock"),
-                },
-                Operation::MakeStaging {
-                    path: staging.clone(),
-                },
-                Operation::Materialize {
-                    staging: staging.clone(),
-                    files: a.files,
-                    bytes: a.unpacked_bytes,
-                },
-                Operation::VerifyStaged {
-                    staging: staging.clone(),
-                },
-                Operation::WriteDeployManifest {
-                    path: staging.join("iu-cutter-v0.6/DEPLOY-MANIFEST.txt"),
-                },
-                Operation::Promote {
-                    from: staging.join("iu-cutter-v0.6"),
-                    to: self.target.clone(),
-                },
-                Operation::Prove,
-                Operation::ReleaseLock {
-                    path: work_dir.join("lock"),
-                },
-            ],
-            rollback: vec![Operation::RemoveTree {
-                path: self.target.clone(),
-                identity: a.tree_identity,
-            }],
-            checks: vec![],
-            probes: vec![],
-            verdict: Verdict {
-                pass: true,
-                reasons: vec![],
-            },
-        };
-        edit(&mut plan);
-        let sealed = plan.seal();
-        let path = self
-            .tmp
-            .path()
-            .join(format!("plan-{}.json", &sealed.digest.to_hex()[..8]));
-        std::fs::write(&path, sealed.to_json()).unwrap();
-        path
+    pub fn destination(&self) -> String {
+        match &self.host {
+            Host::Local => "local".into(),
+            Host::Ssh { alias, .. } => alias.clone(),
+        }
     }
 
     /// `sealpush ARGS` with this env's state dir.

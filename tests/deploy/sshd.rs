@@ -169,7 +169,7 @@ fn disk_full_during_upload_leaves_target_absent() {
         .tempdir()
         .unwrap();
     let m = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m"])
+        .args(["-t", "tmpfs", "-o", "size=8m"])
         .arg("tmpfs")
         .arg(mnt.path())
         .output()

@@ -104,6 +104,11 @@ fn build_tree(root: &Path, umask: &str, reverse: bool, mtime: &str, owner: Optio
         "ln -s bin top-link".to_string(),
         format!("mkdir -p {} && printf long > {long}", "d".repeat(60)),
         "printf latin1 > $'caf\\xe9.txt'".to_string(),
+        format!(
+            "mkdir -p {d} && printf binary-long > {d}/$'\\xe9'{}",
+            "g".repeat(60),
+            d = "d".repeat(60)
+        ),
     ];
     if reverse {
         // Directories must exist first; everything else in reverse order.
@@ -608,6 +613,10 @@ fn truncated_and_corrupted_archives_leave_nothing_behind() {
             ("truncated", bytes[..bytes.len() * 6 / 10].to_vec()),
             ("cut at the end", bytes[..bytes.len() - 3].to_vec()),
             ("flipped", flipped),
+            (
+                "trailing garbage",
+                [&bytes[..], b"garbage after the end"].concat(),
+            ),
         ];
         for (what, data) in cases {
             let work = tmp.path().join(format!("w-{format}-{what}"));
