@@ -411,7 +411,7 @@ pub fn deploy_manifest_text(
         "# DEPLOY-MANIFEST.txt, written by sealpush before the promote.\n\
          # Audit this tree on the host with coreutils only:\n\
          #   cd {target} && grep -E '^\\\\?[0-9a-f]{{64}}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict\n\
-         # The recipe digest below excludes this file:\n\
+         # The recipe digest below is of the tree as deployed (before any --check ran), without this file:\n\
          #   cd {parent} && find {name} -type f ! -path {name}/DEPLOY-MANIFEST.txt | LC_ALL=C sort | xargs sha256sum | sha256sum\n\
          artifact: {artifact}\n\
          artifact_format: {format}\n\

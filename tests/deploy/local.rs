@@ -174,7 +174,11 @@ fn stale_lock_names_owner_and_age_and_is_cleared_only_on_request() {
 }
 
 #[test]
-fn drift_after_preflight_stops_before_writing_anything() {
+fn drift_after_preflight_stops_before_writing_anything_local() {
+    drift_after_preflight_stops_before_writing_anything(Host::Local);
+}
+
+pub fn drift_after_preflight_stops_before_writing_anything(host: Host) {
     // Target created by someone else (file, empty dir), anchor modified, symlink planted at
     // the staging name: each stops the deploy, writes nothing, and says what changed.
     type Setup = fn(&Env, &Path);
@@ -201,7 +205,7 @@ fn drift_after_preflight_stops_before_writing_anything() {
         ),
     ];
     for (name, setup, expect) in cases {
-        let env = Env::new(Host::Local);
+        let env = Env::new(host.clone());
         let anchor = env.real_recipe(&env.anchor);
         let plan = env.plan();
         let staging =
@@ -241,8 +245,12 @@ fn edited_plan_is_refused() {
 }
 
 #[test]
-fn byte_changed_between_upload_and_read_back_stops_the_deploy() {
-    let env = Env::new(Host::Local);
+fn byte_changed_between_upload_and_read_back_stops_the_deploy_local() {
+    byte_changed_between_upload_and_read_back_stops_the_deploy(Host::Local);
+}
+
+pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
+    let env = Env::new(host.clone());
     let anchor = env.real_recipe(&env.anchor);
     let plan = env.plan();
     let gate = env.tmp.path().join("gate");
@@ -286,8 +294,12 @@ fn byte_changed_between_upload_and_read_back_stops_the_deploy() {
 }
 
 #[test]
-fn target_created_between_checks_and_promote_is_never_clobbered() {
-    let env = Env::new(Host::Local);
+fn target_created_between_checks_and_promote_is_never_clobbered_local() {
+    target_created_between_checks_and_promote_is_never_clobbered(Host::Local);
+}
+
+pub fn target_created_between_checks_and_promote_is_never_clobbered(host: Host) {
+    let env = Env::new(host.clone());
     let plan = env.plan();
     let gate = env.tmp.path().join("gate");
     let child = env
@@ -312,8 +324,12 @@ fn target_created_between_checks_and_promote_is_never_clobbered() {
 }
 
 #[test]
-fn two_deploys_of_one_target_cannot_both_run() {
-    let env = Env::new(Host::Local);
+fn two_deploys_of_one_target_cannot_both_run_local() {
+    two_deploys_of_one_target_cannot_both_run(Host::Local);
+}
+
+pub fn two_deploys_of_one_target_cannot_both_run(host: Host) {
+    let env = Env::new(host.clone());
     let plan = env.plan();
     let gate = env.tmp.path().join("gate");
     let first = env
@@ -349,8 +365,12 @@ fn two_deploys_of_one_target_cannot_both_run() {
 }
 
 #[test]
-fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names() {
-    let env = Env::new(Host::Local);
+fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names_local() {
+    rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(Host::Local);
+}
+
+pub fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(host: Host) {
+    let env = Env::new(host.clone());
     let before = env.snapshot();
     let plan = env.plan();
     env.deploy(&plan, &[]).ok();

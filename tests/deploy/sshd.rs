@@ -296,3 +296,79 @@ fn kill_9_at_journal_steps_over_sftp() {
         );
     }
 }
+
+/// The engine-logic faults of `local.rs`, over SFTP.
+macro_rules! over_sftp {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            let sshd = crate::sshd_or_skip!(shared);
+            let _log = sshd.log_on_panic();
+            crate::deploy::local::$name(ssh_host(sshd));
+        }
+    )*};
+}
+
+mod sftp {
+    use super::ssh_host;
+    over_sftp!(
+        drift_after_preflight_stops_before_writing_anything,
+        byte_changed_between_upload_and_read_back_stops_the_deploy,
+        target_created_between_checks_and_promote_is_never_clobbered,
+        two_deploys_of_one_target_cannot_both_run,
+        rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
+    );
+}
+
+#[test]
+fn host_sha256sum_verify_is_recorded_and_catches_a_changed_byte() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    // A byte flipped between upload and the host's sha256sum -c: refused, nothing promoted.
+    let env = ssh_env(sshd);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &["--verify", "host-sha256sum"])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:verify:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    let staged = std::fs::read_dir(&env.parent)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("sealpush-stage")
+        })
+        .unwrap()
+        .join("iu-cutter-v0.6/README.md");
+    let mut data = std::fs::read(&staged).unwrap();
+    data[0] ^= 1;
+    std::fs::write(&staged, data).unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("host sha256sum check"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.target.exists());
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    // And a clean run records the mode in the receipt.
+    let out = env
+        .deploy(&plan, &["--verify", "host-sha256sum", "--json"])
+        .ok();
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["verify"], "host-sha256sum");
+    assert_eq!(receipt["verdict"]["pass"], true);
+    env.assert_complete();
+}
