@@ -135,7 +135,7 @@ if [[ " ${WHICH[*]} " == *" 1gib "* ]]; then
     rs_t+=("$T_WALL"); rs_c+=("$T_CPU"); rs_s+=("$T_SRV")
     deploy_timed "$ID" "$WORK/remote/big"
     up_t+=("$(receipt upload_secs)"); dep_t+=("$T_WALL"); dep_c+=("$T_CPU"); dep_s+=("$T_SRV")
-    echo "  run $i: scp ${T_WALL:-}s | rsync ${rs_t[-1]}s | sealpush upload $(receipt upload_secs)s verify $(receipt verify_secs)s deploy ${dep_t[-1]}s" >&2
+    echo "  run $i: scp ${scp_t[-1]}s | rsync ${rs_t[-1]}s | sealpush upload $(receipt upload_secs)s verify $(receipt verify_secs)s deploy ${dep_t[-1]}s" >&2
   done
   echo "== 1 GiB push (random data)"
   printf '%-34s %8s %10s %12s %12s\n' tool secs MB/s client-cpu server-cpu

@@ -144,6 +144,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             eprintln!("sealpush: error: {e}");
             Ok(Exit::Interrupted)
         }
+        // A Ctrl-C from a terminal also reaches ssh (same process group), so the connection
+        // may drop before the next safe point: still an interruption (the error says what
+        // was left and what to do).
+        Err(e) if deploy::INTERRUPTED.load(Ordering::SeqCst) => {
+            eprintln!("sealpush: error: interrupted: {e}");
+            Ok(Exit::Interrupted)
+        }
         Err(e) if e.is_check_failure() => Err(CheckFailed(e.to_string()).into()),
         Err(e) => Err(anyhow::Error::new(e).context("deploy")),
     }

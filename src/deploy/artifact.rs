@@ -47,7 +47,20 @@ pub fn prepare(
         path: a.path.clone(),
         reason,
     };
-    let (digest, _) = crate::tree::hash_file(&a.path).map_err(|e| bad(e.to_string()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("sealpush-deploy-")
+        .tempdir()
+        .map_err(|e| bad(format!("cannot create a temp dir: {e}")))?;
+    let tree = tmp.path().join(std::ffi::OsStr::from_bytes(&names.name));
+    // The archive's sha256 is computed on another thread while the checked unpack reads it:
+    // both results are checked before anything is sent, and the unpack writes only into our
+    // private temp dir, so overlapping them costs no safety and saves a pass on one core.
+    let (digest, manifest) = std::thread::scope(|s| {
+        let hasher = s.spawn(|| crate::tree::hash_file(&a.path));
+        let manifest = crate::pack::unpack(&a.path, &tree, None, progress);
+        (hasher.join().expect("hash thread"), manifest)
+    });
+    let (digest, _) = digest.map_err(|e| bad(e.to_string()))?;
     if digest != a.archive_sha256 {
         return Err(DeployError::ArchiveMismatch {
             path: a.path.clone(),
@@ -55,13 +68,7 @@ pub fn prepare(
             actual: digest,
         });
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("sealpush-deploy-")
-        .tempdir()
-        .map_err(|e| bad(format!("cannot create a temp dir: {e}")))?;
-    let tree = tmp.path().join(std::ffi::OsStr::from_bytes(&names.name));
-    let manifest =
-        crate::pack::unpack(&a.path, &tree, None, progress).map_err(|e| bad(e.to_string()))?;
+    let manifest = manifest.map_err(|e| bad(e.to_string()))?;
     if manifest.identity() != a.tree_identity {
         return Err(DeployError::IdentityMismatch {
             expected: a.tree_identity,
@@ -74,15 +81,22 @@ pub fn prepare(
             super::DEPLOY_MANIFEST
         )));
     }
-    let recipe_digest = crate::tree::recipe_digest_of_dir(
-        &tree,
-        &RecipeOptions {
-            threads: None,
-            collation: Collation::c(),
-        },
-    )
-    .map_err(|e| bad(e.to_string()))?
-    .digest;
+    // For plain names the recipe follows from the manifest's digests (no second read of the
+    // tree); otherwise the recipe itself runs over the unpacked copy.
+    let recipe_digest = match crate::manifest::recipe_from_entries(&names.name, &manifest.entries) {
+        Some(d) => d,
+        None => {
+            crate::tree::recipe_digest_of_dir(
+                &tree,
+                &RecipeOptions {
+                    threads: None,
+                    collation: Collation::c(),
+                },
+            )
+            .map_err(|e| bad(e.to_string()))?
+            .digest
+        }
+    };
     Ok(Prepared {
         _tmp: tmp,
         expected: shape_of(&manifest),

@@ -265,6 +265,13 @@ impl Env {
             String::from_utf8(want.stdout).unwrap(),
             "target tree differs from the fixture"
         );
+        // The recipe digest DEPLOY-MANIFEST.txt records is the real recipe's.
+        let dm = std::fs::read_to_string(self.target.join("DEPLOY-MANIFEST.txt")).unwrap();
+        let recorded = dm
+            .lines()
+            .find_map(|l| l.strip_prefix("recipe_sha256: "))
+            .expect("recipe_sha256 line");
+        assert_eq!(recorded, &got[..64], "DEPLOY-MANIFEST.txt recipe_sha256");
     }
 
     /// Names beside the target that a deploy may leave: staging dirs and the work dir.
