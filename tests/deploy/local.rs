@@ -17,11 +17,16 @@ const STEPS: &[&str] = &[
     "deploy-manifest",
     "promote",
     "remove-staging",
+    "sync",
     "prove",
+    "check",
     "receipt",
     "unlock",
     "finished",
 ];
+
+/// A check that creates a name in the target, as `python3 -m unittest` creates `__pycache__`.
+const CHECK: &str = "mkdir -p made-by-check && echo ran > made-by-check/out";
 
 fn wait_for(path: &Path) {
     let until = Instant::now() + Duration::from_secs(60);
@@ -104,7 +109,7 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
             let plan = env.plan();
             let fault = format!("{when}:{step}");
             let out = env
-                .deploy(&plan, &["--keep-archive"])
+                .deploy(&plan, &["--keep-archive", "--sync", "--check", CHECK])
                 .env("SEALPUSH_FAULT", &fault)
                 .output();
             assert_eq!(
@@ -116,7 +121,16 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
             env.assert_absent_or_complete(&anchor);
             // Re-run: finishes or cleans up and starts over.
             let rerun = env
-                .deploy(&plan, &["--keep-archive", "--clear-stale-lock"])
+                .deploy(
+                    &plan,
+                    &[
+                        "--keep-archive",
+                        "--sync",
+                        "--check",
+                        CHECK,
+                        "--clear-stale-lock",
+                    ],
+                )
                 .output();
             if *step == "finished" && when == "abort-after" {
                 // The deploy had completed; the re-run says so.

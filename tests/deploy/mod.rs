@@ -136,8 +136,13 @@ impl Env {
     /// The plan for deploying v0.6 to `self.target` beside the anchor, written by the real
     /// `sealpush preflight` (which must PASS).
     pub fn plan(&self) -> PathBuf {
-        let path = self.tmp.path().join("plan.json");
         let (store, art) = v06();
+        self.plan_for(store.path(), art)
+    }
+
+    /// The plan for deploying `art` (from the store at `store`) to `self.target`.
+    pub fn plan_for(&self, store: &Path, art: &StoredArtifact) -> PathBuf {
+        let path = self.tmp.path().join("plan.json");
         let mut args: Vec<std::ffi::OsString> = vec![
             "preflight".into(),
             "--host".into(),
@@ -145,7 +150,7 @@ impl Env {
             "--artifact".into(),
             art.id.clone().expect("stored artifact has an id").into(),
             "--store".into(),
-            store.path().into(),
+            store.into(),
             "--target".into(),
             self.target.clone().into(),
             "--anchor".into(),
@@ -237,6 +242,14 @@ impl Env {
     }
 
     pub fn assert_complete(&self) {
+        self.assert_audit();
+        // Same file set as the artifact (plus the deploy manifest): the real recipe over the
+        // target without DEPLOY-MANIFEST.txt equals the real recipe over the fixture.
+        self.assert_same_as_fixture();
+    }
+
+    /// `sha256sum -c` of DEPLOY-MANIFEST.txt's file lines, on the host, in the target.
+    pub fn assert_audit(&self) {
         let out = self.host_sh(&format!(
             "cd '{}' && grep -E '^\\\\?[0-9a-f]{{64}}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict --quiet",
             self.target.display()
@@ -247,16 +260,17 @@ impl Env {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // Same file set as the artifact (plus the deploy manifest): the real recipe over the
-        // target without DEPLOY-MANIFEST.txt equals the real recipe over the fixture.
+    }
+
+    fn assert_same_as_fixture(&self) {
         let cmd = format!(
-            "cd '{}' && find iu-cutter-v0.6 -type f ! -path iu-cutter-v0.6/DEPLOY-MANIFEST.txt ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum",
+            "cd '{}' && find iu-cutter-v0.6 -type f ! -path iu-cutter-v0.6/DEPLOY-MANIFEST.txt ! -path '*/__pycache__/*' ! -path '*/made-by-check/*' | LC_ALL=C sort | xargs sha256sum | sha256sum",
             self.parent.display()
         );
         let got = String::from_utf8(self.host_sh(&cmd).stdout).unwrap();
         let want = std::process::Command::new("bash")
             .arg("-c")
-            .arg("find iu-cutter-v0.6 -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum | sha256sum")
+            .arg("find iu-cutter-v0.6 -type f ! -path '*/__pycache__/*' ! -path '*/made-by-check/*' | LC_ALL=C sort | xargs sha256sum | sha256sum")
             .current_dir(fixtures())
             .output()
             .unwrap();

@@ -124,6 +124,88 @@ fn connection_cut_mid_deploy_leaves_target_absent_and_rerun_completes() {
 }
 
 #[test]
+fn connection_cut_mid_upload_leaves_target_absent_and_rerun_completes() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    // An artifact big enough that the upload is still running when the connection dies.
+    let src = env.tmp.path().join("big/payload");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 32 << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
+        .unwrap();
+    std::fs::write(src.join("blob.bin"), &data).unwrap();
+    drop(data);
+    let store_dir = env.tmp.path().join("big-store");
+    let store = sealpush::store::Store::open(Some(&store_dir)).unwrap();
+    let mut opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
+    opts.level = 1;
+    let art = store
+        .add_dir(&src, None, &opts, &sealpush::progress::NoProgress)
+        .unwrap();
+    let plan = env.plan_for(&store_dir, &art);
+    let anchor = env.real_recipe(&env.anchor);
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    std::fs::write(&gate, b"").unwrap();
+    // Wait until bytes are arriving in the staged file, then cut the connection.
+    let staged = |env: &Env| {
+        std::fs::read_dir(&env.parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .contains("sealpush-stage")
+            })
+            .map(|p| p.join("iu-cutter-v0.6/blob.bin"))
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = staged(&env)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        if len > 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal_all(&connections(&sshd), libc::SIGKILL);
+    let partial = staged(&env)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("materialise"), "{}", stderr(&out));
+    assert!(
+        partial < 32 << 20,
+        "the upload had already finished; make the artifact bigger"
+    );
+    assert!(!env.target.exists());
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+    let re = env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    assert!(
+        stdout(&re).contains("resume: cleaned up"),
+        "{}",
+        stdout(&re)
+    );
+    env.assert_audit();
+    assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
+}
+
+#[test]
 fn stalled_server_ends_in_a_clear_error() {
     let sshd = Sshd::start();
     let _log = sshd.log_on_panic();
