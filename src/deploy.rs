@@ -1,1 +1,1625 @@
-//! (placeholder, being written)
+//! The deploy: gates G4 and G5 of the seed executed from a locked plan, with nothing lost
+//! whatever happens. In order, each step journalled before it runs ([`journal`]):
+//!
+//! 1. re-check the plan's digest and the live host (target and staging absent, same filesystem,
+//!    space, anchor digest); any drift stops the deploy before it writes anything;
+//! 2. take a lock beside the target (`<work_dir>/lock`, exclusive create naming owner pid, host
+//!    and time); a stale lock is reported with its owner and age and cleared only on request;
+//! 3. materialise the artifact's tree in a fresh staging directory: `STAGING` (mode 0700, so
+//!    nobody else can reach into it) holding `STAGING/NAME`, the tree that will be promoted (as
+//!    the seed staged `/tmp/o6b-stage/iu-cutter-v0.6/`). The tree comes from the local archive,
+//!    whose sha256 is checked first and which is unpacked with every check of `sealpush
+//!    unpack`; every remote create is exclusive and never follows a symlink; files are
+//!    uploaded many at a time and fsynced where the server offers it;
+//! 4. verify byte for byte: every staged file read back over the transport and hashed here
+//!    (or, with `--verify host-sha256sum`, `sha256sum -c` on the host), never a size-only check;
+//! 5. `--keep-archive`: the archive uploaded into the work dir, exclusively, verified the same way;
+//! 6. the staged tree as a whole (walked: names, kinds, exec bits, symlink targets, digests)
+//!    equals the artifact's manifest, nothing missing, nothing extra;
+//! 7. `DEPLOY-MANIFEST.txt` written into the staged tree (see [`deploy_manifest_text`]);
+//! 8. promote: one `rename_noreplace(STAGING/NAME, TARGET)`, which fails if the target exists in
+//!    any form, even as an empty directory;
+//! 9. prove: the anchor's recipe digest is unchanged and the target has the verified shape;
+//! 10. receipt written on the host and locally ([`receipt`]); lock released.
+//!
+//! Resume: before the promote, a re-run *cleans up and starts over* (removes exactly the
+//! staged entries it recorded and the partial kept archive): a half-written file is
+//! indistinguishable from a whole one until it is read back, and uploading again is the cheap,
+//! obviously correct path. After the promote (the journal holds the promote intent and the
+//! target exists while the staged tree does not), the tree is complete and was verified before
+//! the rename, so a re-run *finishes*: prove, check, receipt, unlock.
+//!
+//! Durability: SFTP can fsync files but not directories, so the promote's rename is not made
+//! durable by SFTP alone; `--sync` runs `sync -f TARGET` on the host over ssh for hosts where a
+//! power cut right after the deploy matters.
+
+pub mod anchor;
+pub mod artifact;
+pub mod journal;
+pub mod receipt;
+pub mod rollback;
+pub mod shape;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::digest::Digest;
+use crate::plan::{canonical_bytes, SealedPlan, Verdict};
+use crate::progress::Progress;
+use crate::remote::{FileKind, NewFile, Remote, RemoteError};
+
+pub use journal::{Phase, Step};
+pub use receipt::{render_receipt, Receipt};
+pub use rollback::{
+    find_receipt, render_rollback, render_status, rollback, status, RollbackReport, StatusReport,
+};
+
+use journal::{rfc3339, unix_now, Journal, StateDir};
+use receipt::{AnchorProof, CheckRecord, CreatedKind, CreatedPath, TreeEntry};
+use shape::Kind;
+
+/// Name of the deploy manifest inside the deployed tree.
+pub const DEPLOY_MANIFEST: &str = "DEPLOY-MANIFEST.txt";
+
+/// How staged files are verified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Every staged file read back over the transport and hashed by sealpush (independent of
+    /// the host's tools).
+    #[default]
+    ReadBack,
+    /// `sha256sum -c` run on the host over ssh (faster on slow links; trusts the host).
+    HostSha256sum,
+}
+
+impl VerifyMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            VerifyMode::ReadBack => "read-back",
+            VerifyMode::HostSha256sum => "host-sha256sum",
+        }
+    }
+}
+
+impl std::str::FromStr for VerifyMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read-back" => Ok(VerifyMode::ReadBack),
+            "host-sha256sum" => Ok(VerifyMode::HostSha256sum),
+            _ => Err(format!(
+                "unknown verify mode {s:?} (expected read-back or host-sha256sum)"
+            )),
+        }
+    }
+}
+
+/// What the deploy does beyond the plan.
+#[derive(Clone, Debug)]
+pub struct DeployOptions {
+    /// Also upload the archive into the work dir beside the target, verified.
+    pub keep_archive: bool,
+    pub verify: VerifyMode,
+    /// Command run over ssh in the deployed target (gate G5); its output goes into the receipt.
+    pub check: Option<String>,
+    /// Roll back when the check fails.
+    pub rollback_on_check_failure: bool,
+    /// `sync -f TARGET` on the host after the promote (SFTP cannot fsync a directory).
+    pub sync: bool,
+    /// Remove a lock whose owner is not running (or runs elsewhere) instead of refusing.
+    pub clear_stale_lock: bool,
+    /// Where local journals and receipts live (`default_local_state()`).
+    pub local_state: PathBuf,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            keep_archive: false,
+            verify: VerifyMode::ReadBack,
+            check: None,
+            rollback_on_check_failure: false,
+            sync: false,
+            clear_stale_lock: false,
+            local_state: default_local_state(),
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/sealpush`, else `~/.local/state/sealpush`, else `./.sealpush-state`.
+pub fn default_local_state() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("sealpush");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/state/sealpush");
+    }
+    PathBuf::from(".sealpush-state")
+}
+
+/// Set by a SIGINT handler (the binary installs one); the deploy stops at the next safe point.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Why a deploy, rollback or status did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("plan was edited after preflight: its digest is {recorded} but its content hashes to {actual}; run preflight again")]
+    PlanTampered { recorded: Digest, actual: Digest },
+    #[error("plan verdict is FAIL; fix the reasons and run preflight again")]
+    PlanFailed,
+    #[error("plan is for the {expected} transport but the host was opened over {actual}")]
+    TransportMismatch { expected: String, actual: String },
+    #[error("plan path {}: {reason}", path.display())]
+    BadPlanPath { path: PathBuf, reason: String },
+    #[error("the host no longer matches the plan, nothing was written:\n  - {}", changes.join("\n  - "))]
+    Drift { changes: Vec<String> },
+    #[error("{} is held by {holder}", path.display())]
+    Locked {
+        path: PathBuf,
+        holder: Box<LockHolder>,
+    },
+    #[error("artifact {}: expected sha256 {expected}, found {actual}", path.display())]
+    ArchiveMismatch {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("artifact {}: {reason}", path.display())]
+    Artifact { path: PathBuf, reason: String },
+    #[error("artifact tree identity: expected {expected}, found {actual}")]
+    IdentityMismatch { expected: Digest, actual: Digest },
+    #[error("staged file {}: expected sha256 {expected}, read back {actual}", path.display())]
+    DigestMismatch {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{} does not match the artifact: {}", path.display(), differences.join("; "))]
+    TreeMismatch {
+        path: PathBuf,
+        differences: Vec<String>,
+    },
+    #[error("host sha256sum check of {} failed (exit {status}): {output}", path.display())]
+    HostVerify {
+        path: PathBuf,
+        status: String,
+        output: String,
+    },
+    #[error("{} exists as {kind}, which this deploy did not create; remove it or run preflight again", path.display())]
+    Foreign { path: PathBuf, kind: String },
+    #[error("promote refused: {} appeared after the checks (someone else created it); nothing of it was touched and the staged copy {} was removed", target.display(), staged.display())]
+    TargetAppeared { target: PathBuf, staged: PathBuf },
+    #[error("interrupted during {step}; {state}")]
+    Interrupted { step: &'static str, state: String },
+    #[error("this plan was already deployed (receipt {}); roll it back first to deploy it again", receipt.display())]
+    AlreadyDeployed { receipt: PathBuf },
+    #[error("no receipt for plan {plan}: looked in {}", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    NoReceipt { plan: Digest, looked: Vec<PathBuf> },
+    #[error("receipt {}: {reason}", path.display())]
+    BadReceipt { path: PathBuf, reason: String },
+    #[error("rollback refused, nothing was removed: these changed since the deploy (use --force to remove them anyway):\n  - {}", changed.join("\n  - "))]
+    RollbackRefused { changed: Vec<String> },
+    #[error("local state {}: {reason}", path.display())]
+    LocalState { path: PathBuf, reason: String },
+    #[error("anchor {}: {reason}", path.display())]
+    Anchor { path: PathBuf, reason: String },
+    #[error("{step}: {source}{note}")]
+    Remote {
+        step: &'static str,
+        #[source]
+        source: RemoteError,
+        /// What was left behind and what to do (empty when nothing).
+        note: String,
+    },
+}
+
+impl DeployError {
+    /// True when the error is "a check failed" (exit 1) rather than "could not run" (exit 2).
+    pub fn is_check_failure(&self) -> bool {
+        matches!(
+            self,
+            DeployError::PlanTampered { .. }
+                | DeployError::PlanFailed
+                | DeployError::Drift { .. }
+                | DeployError::ArchiveMismatch { .. }
+                | DeployError::IdentityMismatch { .. }
+                | DeployError::DigestMismatch { .. }
+                | DeployError::TreeMismatch { .. }
+                | DeployError::HostVerify { .. }
+                | DeployError::RollbackRefused { .. }
+        )
+    }
+}
+
+impl From<RemoteError> for DeployError {
+    fn from(source: RemoteError) -> Self {
+        DeployError::Remote {
+            step: "remote",
+            source,
+            note: String::new(),
+        }
+    }
+}
+
+fn at(step: &'static str) -> impl Fn(RemoteError) -> DeployError {
+    move |source| DeployError::Remote {
+        step,
+        source,
+        note: String::new(),
+    }
+}
+
+/// The paths a plan implies.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub target: PathBuf,
+    pub parent: PathBuf,
+    /// The target's file name, raw.
+    pub name: Vec<u8>,
+    /// The staging directory (0700).
+    pub staging: PathBuf,
+    /// `staging/NAME`: the tree that is promoted.
+    pub staged_tree: PathBuf,
+    /// `<parent>/.sealpush`.
+    pub work_root: PathBuf,
+    /// `<parent>/.sealpush/<name>`.
+    pub work_dir: PathBuf,
+    pub lock: PathBuf,
+    /// `<work_dir>/journal-<plan 16 hex>`.
+    pub journal_dir: PathBuf,
+    /// `<work_dir>/receipt-<plan 16 hex>.json`.
+    pub host_receipt: PathBuf,
+    /// `<work_dir>/<name>-<archive sha 12 hex>.<format>` (`--keep-archive`).
+    pub kept_archive: PathBuf,
+}
+
+impl Names {
+    pub fn of(plan: &crate::plan::Plan, plan_digest: &Digest) -> Result<Names, DeployError> {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = |path: &Path, reason: &str| DeployError::BadPlanPath {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        };
+        for p in [&plan.target, &plan.staging, &plan.work_dir] {
+            if !p.is_absolute()
+                || p.components().any(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::ParentDir | std::path::Component::CurDir
+                    )
+                })
+            {
+                return Err(bad(p, "must be absolute, without `.` or `..`"));
+            }
+        }
+        let (Some(parent), Some(name)) = (plan.target.parent(), plan.target.file_name()) else {
+            return Err(bad(&plan.target, "has no parent directory"));
+        };
+        let Some(work_root) = plan.work_dir.parent() else {
+            return Err(bad(&plan.work_dir, "has no parent directory"));
+        };
+        let short = &plan_digest.to_hex()[..16];
+        let name_s = name.to_string_lossy();
+        Ok(Names {
+            target: plan.target.clone(),
+            parent: parent.to_path_buf(),
+            name: name.as_bytes().to_vec(),
+            staging: plan.staging.clone(),
+            staged_tree: plan.staging.join(name),
+            work_root: work_root.to_path_buf(),
+            work_dir: plan.work_dir.clone(),
+            lock: plan.work_dir.join("lock"),
+            journal_dir: plan.work_dir.join(format!("journal-{short}")),
+            host_receipt: plan.work_dir.join(format!("receipt-{short}.json")),
+            kept_archive: plan.work_dir.join(format!(
+                "{name_s}-{}.{}",
+                &plan.artifact.archive_sha256.to_hex()[..12],
+                plan.artifact.format
+            )),
+        })
+    }
+}
+
+/// Contents of the lock file.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LockInfo {
+    /// The machine sealpush runs on (not the host being deployed to).
+    pub owner_host: String,
+    pub pid: u32,
+    pub since: String,
+    pub since_unix: u64,
+    pub plan_digest: Digest,
+    pub target: PathBuf,
+    pub tool_version: String,
+}
+
+/// Who holds a lock, for [`DeployError::Locked`].
+#[derive(Debug)]
+pub struct LockHolder {
+    pub owner_host: String,
+    pub pid: u32,
+    pub since: String,
+    /// Human age (`3m07s`).
+    pub age: String,
+    /// Whether the owner runs, as far as sealpush can tell.
+    pub state: String,
+    /// What to do.
+    pub hint: String,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} on {} since {} ({} ago, {}); {}",
+            self.pid, self.owner_host, self.since, self.age, self.state, self.hint
+        )
+    }
+}
+
+/// This machine's name, for lock owners.
+pub fn local_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn kind_name(k: FileKind) -> String {
+    match k {
+        FileKind::File => "a file".into(),
+        FileKind::Dir => "a directory".into(),
+        FileKind::Symlink => "a symlink".into(),
+        other => format!("a {other:?}").to_lowercase(),
+    }
+}
+
+/// The text of DEPLOY-MANIFEST.txt: `key: value` header lines, then the per-file list in the
+/// form `sha256sum -c` reads. Audit on a host with only coreutils:
+/// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
+pub fn deploy_manifest_text(
+    plan: &SealedPlan,
+    tree_recipe: &Digest,
+    manifest: &crate::manifest::Manifest,
+    hostname: &str,
+    time: &str,
+) -> Vec<u8> {
+    let p = &plan.plan;
+    let files = manifest.file_count();
+    let bytes = manifest.total_bytes();
+    let target = receipt::shell_quote(&p.target.to_string_lossy());
+    let mut s = format!(
+        "# DEPLOY-MANIFEST.txt, written by sealpush before the promote.\n\
+         # Audit this tree on the host with coreutils only:\n\
+         #   cd {target} && grep -E '^\\\\?[0-9a-f]{{64}}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict\n\
+         # The recipe digest below is of the tree as deployed (before any --check ran), without this file:\n\
+         #   cd {parent} && find {name} -type f ! -path {name}/DEPLOY-MANIFEST.txt | LC_ALL=C sort | xargs sha256sum | sha256sum\n\
+         artifact: {artifact}\n\
+         artifact_format: {format}\n\
+         archive_sha256: {archive}\n\
+         tree_identity: {identity}\n\
+         recipe_sha256: {recipe}\n\
+         recipe_locale: C\n\
+         plan_digest: {plan_digest}\n\
+         host: {hostname} ({dest})\n\
+         target: {target_raw}\n\
+         deployed: {time}\n\
+         tool_version: {tool}\n\
+         files: {files}\n\
+         bytes: {bytes}\n",
+        parent = receipt::shell_quote(&p.target.parent().unwrap_or(Path::new("/")).to_string_lossy()),
+        name = receipt::shell_quote(&p.target.file_name().unwrap_or_default().to_string_lossy()),
+        artifact = p.artifact.path.display(),
+        format = p.artifact.format,
+        archive = p.artifact.archive_sha256,
+        identity = p.artifact.tree_identity,
+        recipe = tree_recipe,
+        plan_digest = plan.digest,
+        dest = p.host.destination,
+        target_raw = p.target.display(),
+        tool = crate::TOOL_VERSION,
+    )
+    .into_bytes();
+    s.extend_from_slice(&manifest.sha256sum_lines(b""));
+    s
+}
+
+/// Reads one `key: value` header of a deploy manifest.
+pub fn deploy_manifest_field<'a>(text: &'a [u8], key: &str) -> Option<&'a str> {
+    text.split(|&b| b == b'\n').find_map(|l| {
+        let l = std::str::from_utf8(l).ok()?;
+        l.strip_prefix(key)?.strip_prefix(": ")
+    })
+}
+
+/// One run of the deploy engine.
+struct Run<'a> {
+    remote: &'a dyn Remote,
+    sealed: &'a SealedPlan,
+    opts: &'a DeployOptions,
+    progress: &'a dyn Progress,
+    names: Names,
+    state: StateDir,
+    journal: Journal,
+    art: artifact::Prepared,
+    hostname: String,
+    started: String,
+    t0: Instant,
+    upload_secs: f64,
+    verify_secs: f64,
+    lock_held: bool,
+    promoted: bool,
+    resume: String,
+    /// Paths outside the tree this deploy created (including by earlier runs since a reset).
+    created: Vec<CreatedPath>,
+    deploy_manifest: Option<Digest>,
+}
+
+/// Executes a locked plan (see the module docs). Returns the receipt, whose verdict is FAIL
+/// when the prove or the `--check` failed (the tree is deployed, or rolled back with
+/// `--rollback-on-check-failure`). Errors leave the target absent or complete, never partial.
+pub fn deploy(
+    remote: &dyn Remote,
+    plan: &SealedPlan,
+    opts: &DeployOptions,
+    progress: &dyn Progress,
+) -> Result<Receipt, DeployError> {
+    let actual = Digest::of(&canonical_bytes(&plan.plan));
+    if actual != plan.digest {
+        return Err(DeployError::PlanTampered {
+            recorded: plan.digest,
+            actual,
+        });
+    }
+    if !plan.plan.verdict.pass {
+        return Err(DeployError::PlanFailed);
+    }
+    if plan.plan.host.transport != remote.transport() {
+        return Err(DeployError::TransportMismatch {
+            expected: plan.plan.host.transport.clone(),
+            actual: remote.transport().into(),
+        });
+    }
+    let names = Names::of(&plan.plan, &plan.digest)?;
+    let state = StateDir::open(&opts.local_state, &plan.digest)?;
+    let journal = Journal::open(&state)?;
+    if journal.history.done(Step::Finished) {
+        return Err(DeployError::AlreadyDeployed {
+            receipt: state.receipt_path(),
+        });
+    }
+    // Reading only: the archive's sha256 and a checked local unpack.
+    let art = artifact::prepare(&plan.plan, &names, progress)?;
+    let hostname = remote.facts().map(|f| f.hostname).unwrap_or_default();
+    let mut run = Run {
+        remote,
+        sealed: plan,
+        opts,
+        progress,
+        names,
+        state,
+        journal,
+        art,
+        hostname,
+        started: rfc3339(unix_now()),
+        t0: Instant::now(),
+        upload_secs: 0.0,
+        verify_secs: 0.0,
+        lock_held: false,
+        promoted: false,
+        resume: String::new(),
+        created: Vec::new(),
+        deploy_manifest: None,
+    };
+    run.execute()
+}
+
+impl Run<'_> {
+    fn record(
+        &mut self,
+        step: Step,
+        phase: Phase,
+        detail: impl Into<String>,
+    ) -> Result<(), DeployError> {
+        self.journal.record(self.remote, step, phase, detail)
+    }
+
+    fn execute(&mut self) -> Result<Receipt, DeployError> {
+        let prior = self.journal.history.clone();
+        let promoted_before = prior.intended(Step::Promote) && self.promote_happened()?;
+        self.record(Step::Recheck, Phase::Intent, "")?;
+        if promoted_before {
+            self.promoted = true;
+        } else {
+            let drift = self.drift(&prior)?;
+            if !drift.is_empty() {
+                self.record(Step::Recheck, Phase::Failed, drift.join("; "))?;
+                return Err(DeployError::Drift { changes: drift });
+            }
+        }
+        self.record(Step::Recheck, Phase::Done, "")?;
+        self.enter_work_dir(&prior)?;
+        self.take_lock()?;
+        let result = if promoted_before {
+            self.resume = "finished an interrupted deploy whose promote had happened".into();
+            self.after_promote()
+        } else {
+            self.before_promote(&prior)
+                .and_then(|()| self.after_promote())
+        };
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// True when an earlier run's promote took effect: target present, staged tree gone.
+    fn promote_happened(&self) -> Result<bool, DeployError> {
+        let target = self
+            .remote
+            .lstat(&self.names.target)
+            .map_err(at("recheck"))?;
+        let staged = self
+            .remote
+            .lstat(&self.names.staged_tree)
+            .map_err(at("recheck"))?;
+        Ok(matches!(target, Some(m) if m.kind == FileKind::Dir) && staged.is_none())
+    }
+
+    /// Step 1: every way the host may have drifted from the plan.
+    fn drift(&mut self, prior: &journal::History) -> Result<Vec<String>, DeployError> {
+        let plan = &self.sealed.plan;
+        let r = self.remote;
+        let mut out = Vec::new();
+        if let Some(m) = r.lstat(&self.names.target).map_err(at("recheck"))? {
+            out.push(format!(
+                "target {} now exists as {} (it was absent at preflight)",
+                self.names.target.display(),
+                kind_name(m.kind)
+            ));
+        }
+        match r.lstat(&self.names.staging).map_err(at("recheck"))? {
+            None => {}
+            Some(m) if m.kind == FileKind::Dir && prior.done(Step::Staging) => {}
+            Some(m) => out.push(format!(
+                "staging {} exists as {}, which this deploy did not create",
+                self.names.staging.display(),
+                kind_name(m.kind)
+            )),
+        }
+        match r.statvfs(&self.names.parent) {
+            Ok(st) => {
+                if st.fsid != plan.target_fs.fsid {
+                    out.push(format!(
+                        "filesystem of {} changed: id {:#x}, plan {:#x}",
+                        self.names.parent.display(),
+                        st.fsid,
+                        plan.target_fs.fsid
+                    ));
+                }
+                if st.read_only {
+                    out.push(format!("{} is now read-only", self.names.parent.display()));
+                }
+                // The same rule as preflight's (archive + tree + margin); an earlier run's
+                // leftovers are about to be removed, so the check is skipped on resume.
+                let need = crate::preflight::space_needed(&plan.artifact, st.frsize);
+                if st.avail_bytes() < need && !prior.done(Step::Staging) {
+                    out.push(format!(
+                        "not enough space on {}: {} bytes available, {need} needed with margin",
+                        self.names.parent.display(),
+                        st.avail_bytes(),
+                    ));
+                }
+            }
+            Err(e) => out.push(format!(
+                "cannot statvfs {}: {e}",
+                self.names.parent.display()
+            )),
+        }
+        if let Some(sp) = self.names.staging.parent() {
+            if let Ok(st) = r.statvfs(sp) {
+                if st.fsid != plan.target_fs.fsid {
+                    out.push(format!(
+                        "staging parent {} is not on the target's filesystem (id {:#x}, target {:#x}): the promote would not be an atomic rename",
+                        sp.display(),
+                        st.fsid,
+                        plan.target_fs.fsid
+                    ));
+                }
+            }
+        }
+        if let Some(a) = &plan.anchor {
+            match r.lstat(&a.path).map_err(at("recheck"))? {
+                None => out.push(format!("anchor {} is gone", a.path.display())),
+                Some(_) => {
+                    let (d, id) = anchor::survey(r, &a.path, self.progress)?;
+                    if d != a.recipe_digest {
+                        out.push(format!(
+                            "anchor {} changed: its recipe digest is {d}, the plan recorded {}",
+                            a.path.display(),
+                            a.recipe_digest
+                        ));
+                    } else if id != a.tree_identity {
+                        out.push(format!(
+                            "anchor {} changed (modes, symlinks or empty directories): tree identity {id}, the plan recorded {}",
+                            a.path.display(),
+                            a.tree_identity
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `<parent>/.sealpush/<name>/`, created if absent (never through a symlink).
+    fn enter_work_dir(&mut self, prior: &journal::History) -> Result<(), DeployError> {
+        // Earlier runs since the last reset may have created them; they count as ours.
+        for r in &prior.records {
+            if r.step == Step::WorkDir && r.phase == Phase::Done {
+                for p in r.detail.split('\n').filter(|s| !s.is_empty()) {
+                    self.note_created(PathBuf::from(p), CreatedKind::Dir, None);
+                }
+            }
+        }
+        self.record(
+            Step::WorkDir,
+            Phase::Intent,
+            self.names.work_dir.display().to_string(),
+        )?;
+        let mut made = Vec::new();
+        for dir in [self.names.work_root.clone(), self.names.work_dir.clone()] {
+            match self.remote.lstat(&dir).map_err(at("work dir"))? {
+                Some(m) if m.kind == FileKind::Dir => {}
+                Some(m) => {
+                    return Err(DeployError::Foreign {
+                        path: dir,
+                        kind: kind_name(m.kind),
+                    })
+                }
+                None => match self.remote.mkdir(&dir, 0o700) {
+                    Ok(()) => made.push(dir),
+                    // Another deploy (of another target) made it a moment ago: fine if a dir.
+                    Err(RemoteError::Exists { .. }) => {}
+                    Err(e) => return Err(at("work dir")(e)),
+                },
+            }
+        }
+        let detail: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
+        for p in made {
+            self.note_created(p, CreatedKind::Dir, None);
+        }
+        self.record(Step::WorkDir, Phase::Done, detail.join("\n"))
+    }
+
+    fn note_created(&mut self, path: PathBuf, kind: CreatedKind, sha256: Option<Digest>) {
+        self.created.retain(|c| c.path != path);
+        self.created.push(CreatedPath { path, kind, sha256 });
+    }
+
+    /// Step 2: the lock.
+    fn take_lock(&mut self) -> Result<(), DeployError> {
+        let now = unix_now();
+        let info = LockInfo {
+            owner_host: local_hostname(),
+            pid: std::process::id(),
+            since: rfc3339(now),
+            since_unix: now,
+            plan_digest: self.sealed.digest,
+            target: self.names.target.clone(),
+            tool_version: crate::TOOL_VERSION.into(),
+        };
+        let bytes = serde_json::to_vec_pretty(&info).expect("lock serializes");
+        self.record(
+            Step::Lock,
+            Phase::Intent,
+            self.names.lock.display().to_string(),
+        )?;
+        match self.remote.write_new(&self.names.lock, &bytes, 0o600, true) {
+            Ok(()) => {}
+            Err(RemoteError::Exists { .. }) => {
+                let (holder, state, stale) = self.lock_holder();
+                if !(self.opts.clear_stale_lock && stale) {
+                    let hint = if stale {
+                        "if no deploy of this target is running, rerun with --clear-stale-lock"
+                            .to_string()
+                    } else {
+                        "wait for it to finish".to_string()
+                    };
+                    self.record(Step::Lock, Phase::Failed, state.clone())?;
+                    return Err(self.locked_error(holder, state, hint));
+                }
+                self.record(
+                    Step::Lock,
+                    Phase::Intent,
+                    format!("clearing stale lock: {state}"),
+                )?;
+                self.remote
+                    .remove_file(&self.names.lock)
+                    .map_err(at("clear stale lock"))?;
+                if let Err(e) = self.remote.write_new(&self.names.lock, &bytes, 0o600, true) {
+                    if let RemoteError::Exists { .. } = e {
+                        let (holder, state, _) = self.lock_holder();
+                        return Err(self.locked_error(
+                            holder,
+                            state,
+                            "another deploy took it first".into(),
+                        ));
+                    }
+                    return Err(at("lock")(e));
+                }
+            }
+            Err(e) => return Err(at("lock")(e)),
+        }
+        self.lock_held = true;
+        self.record(Step::Lock, Phase::Done, "")?;
+        // The host copy of the journal lives beside the lock, written only while it is held.
+        match self
+            .remote
+            .lstat(&self.names.journal_dir)
+            .map_err(at("journal"))?
+        {
+            Some(m) if m.kind == FileKind::Dir => {}
+            Some(m) => {
+                return Err(DeployError::Foreign {
+                    path: self.names.journal_dir.clone(),
+                    kind: kind_name(m.kind),
+                })
+            }
+            None => self
+                .remote
+                .mkdir(&self.names.journal_dir, 0o700)
+                .map_err(at("journal"))?,
+        }
+        self.note_created(self.names.journal_dir.clone(), CreatedKind::Dir, None);
+        self.journal.attach_host(self.names.journal_dir.clone());
+        Ok(())
+    }
+
+    /// Who holds the lock, a description, and whether it is provably or possibly stale.
+    fn lock_holder(&self) -> (Option<LockInfo>, String, bool) {
+        let info = self
+            .remote
+            .read_file(&self.names.lock, 64 * 1024)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
+        match &info {
+            None => (None, "unreadable lock".into(), true),
+            Some(i) if i.owner_host == local_hostname() => {
+                if pid_alive(i.pid) {
+                    (
+                        info.clone(),
+                        "the owner process is still running".into(),
+                        false,
+                    )
+                } else {
+                    (
+                        info.clone(),
+                        "the owner process is not running: stale".into(),
+                        true,
+                    )
+                }
+            }
+            Some(_) => (
+                info.clone(),
+                "the owner runs on another machine; sealpush cannot tell whether it is alive"
+                    .into(),
+                true,
+            ),
+        }
+    }
+
+    fn locked_error(&self, holder: Option<LockInfo>, state: String, hint: String) -> DeployError {
+        let now = unix_now();
+        let (owner_host, pid, since, age) = match holder {
+            Some(i) => (
+                i.owner_host,
+                i.pid,
+                i.since,
+                journal::human_age(now.saturating_sub(i.since_unix)),
+            ),
+            None => ("unknown".into(), 0, "unknown".into(), "unknown".into()),
+        };
+        DeployError::Locked {
+            path: self.names.lock.clone(),
+            holder: Box::new(LockHolder {
+                owner_host,
+                pid,
+                since,
+                age,
+                state,
+                hint,
+            }),
+        }
+    }
+
+    fn check_interrupt(&mut self, step: Step) -> Result<(), DeployError> {
+        if interrupted() {
+            self.record(step, Phase::Failed, "interrupted")?;
+            return Err(DeployError::Interrupted {
+                step: step.name(),
+                state: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Steps 3 to 8.
+    fn before_promote(&mut self, prior: &journal::History) -> Result<(), DeployError> {
+        if prior.intended(Step::Staging) || prior.intended(Step::UploadArchive) {
+            self.record(
+                Step::Cleanup,
+                Phase::Intent,
+                "leftovers of an interrupted run",
+            )?;
+            self.remove_staged()?;
+            self.record(Step::Cleanup, Phase::Done, "")?;
+            self.resume = format!(
+                "cleaned up an interrupted deploy's staging {} and started over",
+                self.names.staging.display()
+            );
+        }
+        self.check_interrupt(Step::Staging)?;
+        self.record(
+            Step::Staging,
+            Phase::Intent,
+            self.names.staging.display().to_string(),
+        )?;
+        self.remote
+            .mkdir(&self.names.staging, 0o700)
+            .map_err(at("staging"))?;
+        self.remote
+            .mkdir(&self.names.staged_tree, 0o755)
+            .map_err(at("staging"))?;
+        self.record(Step::Staging, Phase::Done, "")?;
+        self.materialise()?;
+        if self.opts.keep_archive {
+            self.check_interrupt(Step::UploadArchive)?;
+            self.upload_archive()?;
+        }
+        self.check_interrupt(Step::Verify)?;
+        self.verify_staged()?;
+        self.check_interrupt(Step::DeployManifest)?;
+        self.write_deploy_manifest()?;
+        self.check_interrupt(Step::Promote)?;
+        self.promote()
+    }
+
+    fn materialise(&mut self) -> Result<(), DeployError> {
+        let t = Instant::now();
+        let (files, bytes) = self.art.totals();
+        self.record(
+            Step::Materialise,
+            Phase::Intent,
+            format!("{files} files, {bytes} bytes"),
+        )?;
+        let root = self.names.staged_tree.clone();
+        let dirs: Vec<Vec<u8>> = self
+            .art
+            .expected
+            .iter()
+            .filter(|(_, k)| matches!(k, Kind::Dir))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if !dirs.is_empty() {
+            self.progress
+                .start("directories", None, Some(dirs.len() as u64));
+            for d in &dirs {
+                // BTreeMap order puts a parent before its children.
+                self.remote
+                    .mkdir(&shape::join(&root, d), 0o755)
+                    .map_err(at("materialise"))?;
+                self.progress.advance(0, 1);
+            }
+            self.progress.finish();
+        }
+        let uploads: Vec<NewFile> = self
+            .art
+            .expected
+            .iter()
+            .filter_map(|(p, k)| match k {
+                Kind::File {
+                    size, executable, ..
+                } => Some(NewFile {
+                    remote: shape::join(&root, p),
+                    local: shape::join(&self.art.tree, p),
+                    len: *size,
+                    mode: if *executable { 0o755 } else { 0o644 },
+                }),
+                _ => None,
+            })
+            .collect();
+        self.progress.start("uploading", Some(bytes), Some(files));
+        // Batches bound how long a Ctrl-C waits for a safe point; each batch still has many
+        // files and requests in flight inside the transport.
+        let mut batch_start = 0;
+        while batch_start < uploads.len() {
+            let mut end = batch_start;
+            let mut batch_bytes = 0u64;
+            while end < uploads.len()
+                && (end == batch_start || (end - batch_start < 4096 && batch_bytes < 256 << 20))
+            {
+                batch_bytes += uploads[end].len;
+                end += 1;
+            }
+            if let Err(e) =
+                self.remote
+                    .put_new_files(&uploads[batch_start..end], true, self.progress)
+            {
+                self.progress.finish();
+                return Err(at("materialise")(e));
+            }
+            batch_start = end;
+            if interrupted() {
+                self.progress.finish();
+                return self.check_interrupt(Step::Materialise);
+            }
+        }
+        self.progress.finish();
+        for (p, k) in &self.art.expected {
+            if let Kind::Symlink { target } = k {
+                use std::os::unix::ffi::OsStrExt;
+                self.remote
+                    .symlink(
+                        Path::new(std::ffi::OsStr::from_bytes(target)),
+                        &shape::join(&root, p),
+                    )
+                    .map_err(at("materialise"))?;
+            }
+        }
+        self.upload_secs += t.elapsed().as_secs_f64();
+        self.record(Step::Materialise, Phase::Done, "")
+    }
+
+    fn upload_archive(&mut self) -> Result<(), DeployError> {
+        let t = Instant::now();
+        let plan = &self.sealed.plan;
+        let path = self.names.kept_archive.clone();
+        self.record(
+            Step::UploadArchive,
+            Phase::Intent,
+            path.display().to_string(),
+        )?;
+        self.progress
+            .start("archive", Some(plan.artifact.archive_size), Some(1));
+        let put = self.remote.put_new_files(
+            &[NewFile {
+                remote: path.clone(),
+                local: plan.artifact.path.clone(),
+                len: plan.artifact.archive_size,
+                mode: 0o444,
+            }],
+            true,
+            self.progress,
+        );
+        self.progress.finish();
+        put.map_err(at("upload archive"))?;
+        self.upload_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (digest, _) = self
+            .remote
+            .hash_files(std::slice::from_ref(&path), self.progress)
+            .pop()
+            .expect("one result")
+            .map_err(at("verify archive"))?;
+        self.verify_secs += t.elapsed().as_secs_f64();
+        if digest != plan.artifact.archive_sha256 {
+            return Err(DeployError::DigestMismatch {
+                path,
+                expected: plan.artifact.archive_sha256,
+                actual: digest,
+            });
+        }
+        self.note_created(path, CreatedKind::File, Some(digest));
+        self.record(Step::UploadArchive, Phase::Done, "")
+    }
+
+    /// Steps 4 and 6: read back and compare the whole staged tree.
+    fn verify_staged(&mut self) -> Result<(), DeployError> {
+        let t = Instant::now();
+        let (files, bytes) = self.art.totals();
+        self.record(Step::Verify, Phase::Intent, self.opts.verify.name())?;
+        let root = self.names.staged_tree.clone();
+        let mut actual = shape::walk(self.remote, &root).map_err(at("verify"))?;
+        match self.opts.verify {
+            VerifyMode::ReadBack => {
+                self.progress.start("verifying", Some(bytes), Some(files));
+                let r = shape::hash_shape(self.remote, &root, &mut actual, self.progress);
+                self.progress.finish();
+                r.map_err(at("verify"))?;
+            }
+            VerifyMode::HostSha256sum => {
+                let list = self
+                    .names
+                    .journal_dir
+                    .join(format!("sha256sums-{}.txt", unix_now()));
+                self.remote
+                    .write_new(&list, &self.art.manifest.sha256sum_lines(b""), 0o600, false)
+                    .map_err(at("verify"))?;
+                let cmd = format!(
+                    "cd {} && sha256sum --strict --quiet -c {}",
+                    receipt::shell_quote(&root.to_string_lossy()),
+                    receipt::shell_quote(&list.to_string_lossy())
+                );
+                let out = self.remote.exec(&cmd).map_err(at("verify"))?;
+                if out.status != Some(0) {
+                    let mut text = out.stdout.clone();
+                    text.push_str(&out.stderr);
+                    return Err(DeployError::HostVerify {
+                        path: root,
+                        status: out.status.map_or("signal".into(), |s| s.to_string()),
+                        output: text.lines().take(5).collect::<Vec<_>>().join(" | "),
+                    });
+                }
+            }
+        }
+        self.verify_secs += t.elapsed().as_secs_f64();
+        let diffs = shape::compare(&self.art.expected, &actual);
+        if let Some(first) = diffs.first() {
+            if let shape::Difference::Changed {
+                path,
+                expected: Kind::File {
+                    sha256: Some(e), ..
+                },
+                actual: Kind::File {
+                    sha256: Some(a), ..
+                },
+            } = first
+            {
+                if e != a {
+                    return Err(DeployError::DigestMismatch {
+                        path: shape::join(&root, path),
+                        expected: *e,
+                        actual: *a,
+                    });
+                }
+            }
+            return Err(DeployError::TreeMismatch {
+                path: root,
+                differences: diffs.iter().take(10).map(|d| d.to_string()).collect(),
+            });
+        }
+        // Step 6: the tree's identity, recomputed from what is on the host.
+        if self.opts.verify == VerifyMode::ReadBack {
+            let id = artifact::identity_of(&actual).map_err(|reason| DeployError::Artifact {
+                path: root.clone(),
+                reason,
+            })?;
+            if id != self.sealed.plan.artifact.tree_identity {
+                return Err(DeployError::IdentityMismatch {
+                    expected: self.sealed.plan.artifact.tree_identity,
+                    actual: id,
+                });
+            }
+        }
+        self.record(Step::Verify, Phase::Done, "")
+    }
+
+    fn write_deploy_manifest(&mut self) -> Result<(), DeployError> {
+        let path = self.names.staged_tree.join(DEPLOY_MANIFEST);
+        self.record(
+            Step::DeployManifest,
+            Phase::Intent,
+            path.display().to_string(),
+        )?;
+        let text = deploy_manifest_text(
+            self.sealed,
+            &self.art.recipe_digest,
+            &self.art.manifest,
+            &self.hostname,
+            &rfc3339(unix_now()),
+        );
+        self.remote
+            .write_new(&path, &text, 0o644, true)
+            .map_err(at("deploy manifest"))?;
+        let want = Digest::of(&text);
+        let (got, _) = self
+            .remote
+            .hash_files(std::slice::from_ref(&path), self.progress)
+            .pop()
+            .expect("one result")
+            .map_err(at("deploy manifest"))?;
+        if got != want {
+            return Err(DeployError::DigestMismatch {
+                path,
+                expected: want,
+                actual: got,
+            });
+        }
+        self.deploy_manifest = Some(want);
+        self.record(Step::DeployManifest, Phase::Done, want.to_hex())
+    }
+
+    /// Step 8.
+    fn promote(&mut self) -> Result<(), DeployError> {
+        self.record(
+            Step::Promote,
+            Phase::Intent,
+            format!(
+                "{} -> {}",
+                self.names.staged_tree.display(),
+                self.names.target.display()
+            ),
+        )?;
+        match self
+            .remote
+            .rename_noreplace(&self.names.staged_tree, &self.names.target)
+        {
+            Ok(()) => {}
+            Err(RemoteError::Exists { .. }) => {
+                self.record(Step::Promote, Phase::Failed, "target exists")?;
+                return Err(DeployError::TargetAppeared {
+                    target: self.names.target.clone(),
+                    staged: self.names.staged_tree.clone(),
+                });
+            }
+            Err(e) => return Err(at("promote")(e)),
+        }
+        self.promoted = true;
+        self.record(Step::Promote, Phase::Done, "")
+    }
+
+    /// Steps 9 and 10 (and everything after a promote on resume).
+    fn after_promote(&mut self) -> Result<Receipt, DeployError> {
+        let target = self.names.target.clone();
+        if let Some(m) = self
+            .remote
+            .lstat(&self.names.staging)
+            .map_err(at("remove staging"))?
+        {
+            if m.kind == FileKind::Dir {
+                self.record(
+                    Step::RemoveStaging,
+                    Phase::Intent,
+                    self.names.staging.display().to_string(),
+                )?;
+                self.remote
+                    .remove_dir(&self.names.staging)
+                    .map_err(at("remove staging"))?;
+                self.record(Step::RemoveStaging, Phase::Done, "")?;
+            }
+        }
+        if self.journal.history.done(Step::UploadArchive) || self.opts.keep_archive {
+            if let Some(m) = self
+                .remote
+                .lstat(&self.names.kept_archive)
+                .map_err(at("prove"))?
+            {
+                if m.kind == FileKind::File {
+                    let p = self.names.kept_archive.clone();
+                    self.note_created(
+                        p,
+                        CreatedKind::File,
+                        Some(self.sealed.plan.artifact.archive_sha256),
+                    );
+                }
+            }
+        }
+        let sync = if self.opts.sync {
+            self.record(Step::Sync, Phase::Intent, "")?;
+            let cmd = format!(
+                "sync -f {}",
+                receipt::shell_quote(&target.to_string_lossy())
+            );
+            let out = self.remote.exec(&cmd).map_err(at("sync"))?;
+            self.record(Step::Sync, Phase::Done, format!("exit {:?}", out.status))?;
+            Some(out)
+        } else {
+            None
+        };
+        // Step 9: prove.
+        self.record(Step::Prove, Phase::Intent, "")?;
+        let mut reasons = Vec::new();
+        let anchor = match &self.sealed.plan.anchor {
+            Some(a) => {
+                let (d, id) = anchor::survey(self.remote, &a.path, self.progress)?;
+                if d != a.recipe_digest || id != a.tree_identity {
+                    reasons.push(format!(
+                        "anchor {} changed during the deploy: recipe digest {d} (plan {}), tree identity {id} (plan {})",
+                        a.path.display(),
+                        a.recipe_digest,
+                        a.tree_identity
+                    ));
+                }
+                Some(AnchorProof {
+                    path: a.path.clone(),
+                    expected: a.recipe_digest,
+                    actual: d,
+                    expected_identity: a.tree_identity,
+                    actual_identity: id,
+                })
+            }
+            None => None,
+        };
+        // The bytes were read back before the promote and a rename does not touch them; the
+        // prove checks the promoted tree's shape (names, kinds, sizes, exec bits, symlink
+        // targets) and re-reads the deploy manifest. `sealpush status` re-reads everything.
+        let actual = shape::walk(self.remote, &target).map_err(at("prove"))?;
+        let dm_path = target.join(DEPLOY_MANIFEST);
+        let dm_text = self
+            .remote
+            .read_file(&dm_path, 1 << 30)
+            .map_err(at("prove"))?;
+        let dm_digest = Digest::of(&dm_text);
+        if let Some(want) = self.deploy_manifest {
+            if want != dm_digest {
+                reasons.push(format!(
+                    "{} changed after it was written",
+                    dm_path.display()
+                ));
+            }
+        } else if deploy_manifest_field(&dm_text, "plan_digest")
+            != Some(&self.sealed.digest.to_hex())
+        {
+            reasons.push(format!("{} is not this plan's", dm_path.display()));
+        }
+        let mut expected = self.art.expected.clone();
+        expected.insert(
+            DEPLOY_MANIFEST.as_bytes().to_vec(),
+            Kind::File {
+                size: dm_text.len() as u64,
+                sha256: None,
+                executable: false,
+            },
+        );
+        // An interrupted earlier run may already have run the check, which may have created
+        // names (`__pycache__`); those are recorded below like this run's, not a failure.
+        let check_ran_before = self.journal.history.intended(Step::Check);
+        for d in shape::compare(&expected, &actual)
+            .iter()
+            .filter(|d| !(check_ran_before && matches!(d, shape::Difference::Extra { .. })))
+            .take(10)
+        {
+            reasons.push(format!("target {}: {d}", target.display()));
+        }
+        self.record(Step::Prove, Phase::Done, reasons.join("; "))?;
+        // G5: the check.
+        let mut by_check = shape::Shape::new();
+        let check = match &self.opts.check {
+            Some(cmd) => {
+                self.record(Step::Check, Phase::Intent, cmd.clone())?;
+                let full = format!(
+                    "cd {} && {cmd}",
+                    receipt::shell_quote(&target.to_string_lossy())
+                );
+                let mut out = self.remote.exec(&full).map_err(at("check"))?;
+                out.command = cmd.clone();
+                let passed = out.status == Some(0);
+                if !passed {
+                    reasons.push(format!(
+                        "check `{cmd}` failed with exit {}",
+                        out.status.map_or("signal".into(), |s| s.to_string())
+                    ));
+                }
+                self.record(Step::Check, Phase::Done, format!("exit {:?}", out.status))?;
+                // What the check created in the target (`__pycache__`, test output) was created
+                // by this deploy too: it goes into the receipt so rollback removes it, and
+                // nothing else.
+                let mut after = shape::walk(self.remote, &target).map_err(at("check"))?;
+                after.retain(|p, _| !expected.contains_key(p));
+                shape::hash_shape(self.remote, &target, &mut after, self.progress)
+                    .map_err(at("check"))?;
+                by_check = after;
+                Some(CheckRecord {
+                    output: out,
+                    passed,
+                })
+            }
+            None => None,
+        };
+        // Step 10: the receipt.
+        let mut all = expected.clone();
+        all.extend(by_check);
+        let mut tree: Vec<TreeEntry> = all
+            .iter()
+            .map(|(p, k)| {
+                let mut e = TreeEntry {
+                    path: receipt::escape_path(p),
+                    kind: CreatedKind::File,
+                    sha256: None,
+                    size: None,
+                    executable: false,
+                    target: None,
+                };
+                match k {
+                    Kind::File {
+                        size,
+                        sha256,
+                        executable,
+                    } => {
+                        e.size = Some(*size);
+                        e.sha256 = *sha256;
+                        e.executable = *executable;
+                    }
+                    Kind::Dir => e.kind = CreatedKind::Dir,
+                    Kind::Symlink { target } => {
+                        e.kind = CreatedKind::Symlink;
+                        e.target = Some(receipt::escape_path(target));
+                    }
+                    Kind::Other(_) => {}
+                }
+                e
+            })
+            .collect();
+        if let Some(e) = tree.iter_mut().find(|e| e.path == DEPLOY_MANIFEST) {
+            e.sha256 = Some(dm_digest);
+        }
+        let host_receipt = self.names.host_receipt.clone();
+        self.note_created(host_receipt.clone(), CreatedKind::File, None);
+        let (files, bytes) = self.art.totals();
+        let mut receipt = Receipt {
+            format: receipt::RECEIPT_FORMAT,
+            tool_version: crate::TOOL_VERSION.into(),
+            plan_digest: self.sealed.digest,
+            host: self.sealed.plan.host.clone(),
+            hostname: self.hostname.clone(),
+            artifact: self.sealed.plan.artifact.clone(),
+            target: target.clone(),
+            staging: self.names.staging.clone(),
+            work_dir: self.names.work_dir.clone(),
+            started: self.started.clone(),
+            finished: rfc3339(unix_now()),
+            verify: self.opts.verify.name().into(),
+            tree_recipe_digest: self.art.recipe_digest,
+            deploy_manifest_sha256: dm_digest,
+            tree,
+            created: self.created.clone(),
+            kept_archive: self
+                .created
+                .iter()
+                .find(|c| c.path == self.names.kept_archive)
+                .map(|c| c.path.clone()),
+            anchor,
+            check,
+            sync,
+            resume: self.resume.clone(),
+            files,
+            bytes,
+            upload_secs: self.upload_secs,
+            verify_secs: self.verify_secs,
+            total_secs: self.t0.elapsed().as_secs_f64(),
+            rolled_back: false,
+            verdict: Verdict {
+                pass: reasons.is_empty(),
+                reasons,
+            },
+        };
+        self.record(
+            Step::Receipt,
+            Phase::Intent,
+            host_receipt.display().to_string(),
+        )?;
+        let json = receipt.to_json();
+        match self
+            .remote
+            .write_new(&host_receipt, json.as_bytes(), 0o644, true)
+        {
+            Ok(()) => {}
+            // An earlier run of this plan was killed after writing it: ours to replace.
+            Err(RemoteError::Exists { .. }) if self.journal.history.intended(Step::Receipt) => {
+                self.remote
+                    .remove_file(&host_receipt)
+                    .map_err(at("receipt"))?;
+                self.remote
+                    .write_new(&host_receipt, json.as_bytes(), 0o644, true)
+                    .map_err(at("receipt"))?;
+            }
+            Err(e) => return Err(at("receipt")(e)),
+        }
+        write_local_atomic(&self.state.receipt_path(), json.as_bytes())?;
+        self.record(Step::Receipt, Phase::Done, "")?;
+        self.release_lock()?;
+        self.journal.detach_host();
+        self.record(Step::Finished, Phase::Done, "")?;
+        if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
+        {
+            let report = rollback::rollback(
+                self.remote,
+                &receipt,
+                &rollback::RollbackOptions {
+                    force: false,
+                    local_state: Some(self.opts.local_state.clone()),
+                },
+                self.progress,
+            )?;
+            receipt.rolled_back = report.complete;
+            if !report.complete {
+                receipt.verdict.reasons.push(format!(
+                    "automatic rollback incomplete: {}",
+                    report.kept.join("; ")
+                ));
+            }
+            write_local_atomic(&self.state.receipt_path(), receipt.to_json().as_bytes())?;
+        }
+        Ok(receipt)
+    }
+
+    fn release_lock(&mut self) -> Result<(), DeployError> {
+        if !self.lock_held {
+            return Ok(());
+        }
+        self.record(Step::Unlock, Phase::Intent, "")?;
+        // Only our own lock: a cleared-and-retaken lock belongs to someone else now.
+        let ours = self
+            .remote
+            .read_file(&self.names.lock, 64 * 1024)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
+            .is_some_and(|i| i.pid == std::process::id() && i.owner_host == local_hostname());
+        if ours {
+            self.remote
+                .remove_file(&self.names.lock)
+                .map_err(at("unlock"))?;
+        }
+        self.lock_held = false;
+        self.record(
+            Step::Unlock,
+            Phase::Done,
+            if ours { "" } else { "lock was no longer ours" },
+        )
+    }
+
+    /// Removes the staged entries (only names the artifact has, plus the deploy manifest), the
+    /// staging directories and a partial kept archive. Never follows a symlink. Missing names
+    /// are fine (the earlier run stopped before creating them).
+    fn remove_staged(&mut self) -> Result<(), DeployError> {
+        let r = self.remote;
+        let root = self.names.staged_tree.clone();
+        let gone = |e: &RemoteError| e.is_not_found();
+        match r.lstat(&self.names.staging).map_err(at("cleanup"))? {
+            None => {}
+            Some(m) if m.kind != FileKind::Dir => {
+                return Err(DeployError::Foreign {
+                    path: self.names.staging.clone(),
+                    kind: kind_name(m.kind),
+                })
+            }
+            Some(_) => {
+                if let Some(m) = r.lstat(&root).map_err(at("cleanup"))? {
+                    if m.kind != FileKind::Dir {
+                        return Err(DeployError::Foreign {
+                            path: root,
+                            kind: kind_name(m.kind),
+                        });
+                    }
+                    let mut names: Vec<(Vec<u8>, bool)> = self
+                        .art
+                        .expected
+                        .iter()
+                        .map(|(p, k)| (p.clone(), matches!(k, Kind::Dir)))
+                        .collect();
+                    names.push((DEPLOY_MANIFEST.as_bytes().to_vec(), false));
+                    names.sort();
+                    // Children before parents.
+                    for (p, is_dir) in names.iter().rev() {
+                        let path = shape::join(&root, p);
+                        let res = if *is_dir {
+                            r.remove_dir(&path)
+                        } else {
+                            r.remove_file(&path)
+                        };
+                        match res {
+                            Ok(()) => {}
+                            Err(e) if gone(&e) => {}
+                            Err(e) => return Err(at("cleanup")(e)),
+                        }
+                    }
+                    r.remove_dir(&root).map_err(at("cleanup"))?;
+                }
+                r.remove_dir(&self.names.staging).map_err(at("cleanup"))?;
+            }
+        }
+        match r.lstat(&self.names.kept_archive).map_err(at("cleanup"))? {
+            Some(m) if m.kind == FileKind::File => r
+                .remove_file(&self.names.kept_archive)
+                .map_err(at("cleanup"))?,
+            _ => {}
+        }
+        self.created.retain(|c| c.path != self.names.kept_archive);
+        Ok(())
+    }
+
+    /// After an error: before the promote, remove everything this deploy created and release
+    /// the lock (the host is as before); after it, release the lock (the target is complete and
+    /// a re-run finishes). When the host is unreachable, say what is left and what to do.
+    fn fail(&mut self, err: DeployError) -> DeployError {
+        let _ = self.record(Step::Finished, Phase::Failed, err.to_string());
+        let keep_staging = false;
+        let mut left = Vec::new();
+        if !self.promoted && !keep_staging {
+            if let Err(e) = self.remove_staged() {
+                left.push(format!("staging {} ({e})", self.names.staging.display()));
+            }
+        }
+        if let Err(e) = self.release_lock() {
+            left.push(format!("lock {} ({e})", self.names.lock.display()));
+        }
+        if left.is_empty() && !self.promoted && !keep_staging {
+            // Nothing of ours is left but bookkeeping: remove it too, so the host is as before.
+            self.journal.detach_host();
+            if self.remove_bookkeeping().is_ok() {
+                let _ = self.record(Step::Reset, Phase::Done, "cleaned up after a failed deploy");
+            }
+        }
+        let note = if self.promoted {
+            format!(
+                "; the target {} is complete; rerun the same deploy to finish (prove, receipt)",
+                self.names.target.display()
+            )
+        } else if !left.is_empty() {
+            format!(
+                "; left on the host: {}; the target was not created; rerun the same deploy to clean up and start over (with --clear-stale-lock if the lock remains)",
+                left.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        match err {
+            DeployError::Remote { step, source, .. } => DeployError::Remote { step, source, note },
+            DeployError::Interrupted { step, .. } => DeployError::Interrupted {
+                step,
+                state: if self.promoted {
+                    format!(
+                        "the target {} is complete; rerun the same deploy to finish",
+                        self.names.target.display()
+                    )
+                } else if left.is_empty() {
+                    "nothing was left on the host".into()
+                } else {
+                    format!("left on the host: {}; rerun to clean up", left.join(", "))
+                },
+            },
+            other => other,
+        }
+    }
+
+    /// Removes the host journal, the work dir and `.sealpush` when this deploy created them and
+    /// they hold nothing else.
+    fn remove_bookkeeping(&mut self) -> Result<(), DeployError> {
+        rollback::remove_journal_dir(self.remote, &self.names.journal_dir)?;
+        for dir in [self.names.work_dir.clone(), self.names.work_root.clone()] {
+            if self.created.iter().any(|c| c.path == dir) {
+                match self.remote.remove_dir(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(at("cleanup")(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes a local file by temp + fsync + rename, so a reader sees the old or the new content.
+pub fn write_local_atomic(path: &Path, data: &[u8]) -> Result<(), DeployError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| DeployError::LocalState {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(data).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}

@@ -1,1 +1,1473 @@
-//! (placeholder, being written)
+//! Preflight: the read-only survey of a host before a deploy (gate G3 of the seed), and the
+//! locked plan it produces.
+//!
+//! Guarantees:
+//! - **Read-only**: only lstat/stat/readdir/readlink/statvfs/read requests (and the user's own
+//!   `--probe` commands) reach the host. Nothing is created, not even the work directory or the
+//!   staging directory: their names are chosen here and created by the deploy.
+//! - Every check is recorded with its evidence ([`Check`]); the verdict is PASS only when every
+//!   check holds, and lists every reason otherwise (warnings are listed on PASS too).
+//! - The anchor's digest is the seed's recipe, `cd PARENT && find NAME -type f | sort | xargs
+//!   sha256sum | sha256sum` in the C locale, computed by sealpush's own recipe
+//!   ([`crate::tree::recipe_with`]) over the transport ([`RemoteSource`]); its manifest comes
+//!   from the same walk, every file read once.
+//! - The plan holds the ordered operations and their rollback before any write; [`recheck`]
+//!   re-runs the live checks for the deploy's step 1 and reports every drift.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::digest::Digest;
+use crate::manifest::{Entry, Manifest, RecipeRecord};
+use crate::plan::{Anchor, ArtifactRef, Check, HostRef, Operation, Plan, Verdict, PLAN_FORMAT};
+use crate::progress::Progress;
+use crate::remote::{FileKind, FsStats, Meta, Remote, RemoteError};
+use crate::tree::{Collation, RecipeOptions, TreeSource};
+
+/// What to survey.
+#[derive(Clone, Debug)]
+pub struct PreflightRequest {
+    pub host: HostRef,
+    pub artifact: ArtifactRef,
+    /// Absolute path the tree will be promoted to; must not exist.
+    pub target: PathBuf,
+    /// The old version that must stay untouched (its digest is recorded).
+    pub anchor: Option<PathBuf>,
+    /// A directory to stage in instead of beside the target (must be on the same filesystem).
+    pub staging: Option<PathBuf>,
+    /// Commands to run on the host (only these; their output is recorded).
+    pub probes: Vec<String>,
+}
+
+/// Why the survey could not be completed (as opposed to a FAIL verdict, which is a result).
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("target {}: {reason}", path.display())]
+    BadTarget { path: PathBuf, reason: &'static str },
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("anchor {}: the recipe cannot hash it", path.display())]
+    Recipe {
+        path: PathBuf,
+        #[source]
+        source: crate::tree::RecipeError,
+    },
+    #[error("anchor {}: cannot build its manifest", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: crate::manifest::ManifestError,
+    },
+}
+
+/// Space kept free beyond the archive and the tree: 10% of them plus 4 MiB.
+pub fn space_needed(artifact: &ArtifactRef, frsize: u64) -> u64 {
+    let block = frsize.max(512);
+    // Each file occupies whole blocks; directories are ignored (a few blocks at most).
+    let tree = artifact.unpacked_bytes + artifact.files * block;
+    let base = artifact.archive_size + tree;
+    base + base / 10 + 4 * 1024 * 1024
+}
+
+/// The staging directory's name beside the target: `.<name>.sealpush-stage-<16 random hex>`.
+pub fn staging_name(target_name: &OsStr) -> io::Result<PathBuf> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let mut n = b".".to_vec();
+    n.extend_from_slice(target_name.as_bytes());
+    n.extend_from_slice(b".sealpush-stage-");
+    n.extend_from_slice(hex.as_bytes());
+    Ok(PathBuf::from(OsStr::from_bytes(&n)))
+}
+
+/// `<parent>/.sealpush/<name>/`: lock, journal and receipt of deploys to this target.
+pub fn work_dir_for(target: &Path) -> PathBuf {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    parent
+        .join(".sealpush")
+        .join(target.file_name().unwrap_or(OsStr::new("")))
+}
+
+fn zero_fs() -> FsStats {
+    FsStats {
+        frsize: 0,
+        blocks: 0,
+        blocks_avail: 0,
+        fsid: 0,
+        read_only: false,
+        name_max: 0,
+    }
+}
+
+/// Only connection-level errors stop the survey; the others become failed checks.
+fn fatal(e: RemoteError) -> Result<RemoteError, PreflightError> {
+    match e {
+        RemoteError::Timeout { .. }
+        | RemoteError::Disconnected { .. }
+        | RemoteError::Connect { .. } => Err(PreflightError::Remote(e)),
+        other => Ok(other),
+    }
+}
+
+fn describe(m: &Meta) -> String {
+    let kind = match m.kind {
+        FileKind::File => "file",
+        FileKind::Dir => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
+        FileKind::CharDevice => "character device",
+        FileKind::BlockDevice => "block device",
+        FileKind::Other => "special file",
+    };
+    format!(
+        "{kind} (mode {:04o}, uid {}, {} bytes)",
+        m.mode, m.uid, m.size
+    )
+}
+
+struct Checks(Vec<Check>, Vec<String>);
+
+impl Checks {
+    fn add(&mut self, name: &str, ok: bool, evidence: impl Into<String>) {
+        self.0.push(Check {
+            name: name.into(),
+            ok,
+            evidence: evidence.into(),
+        });
+    }
+    fn warn(&mut self, w: impl Into<String>) {
+        self.1.push(w.into());
+    }
+}
+
+/// Checks that `dir` and each of its ancestors is a real directory (not a symlink) and not
+/// world-writable without the sticky bit. Returns (symlink-free evidence, writable evidence).
+fn check_components(
+    remote: &dyn Remote,
+    dir: &Path,
+    checks: &mut Checks,
+    label: &str,
+) -> Result<bool, PreflightError> {
+    let mut prefix = PathBuf::new();
+    let mut symlinks = Vec::new();
+    let mut open = Vec::new();
+    let mut missing = None;
+    let mut seen = Vec::new();
+    for c in dir.components() {
+        prefix.push(c);
+        let meta = match remote.lstat(&prefix) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                missing = Some(format!("{} does not exist", prefix.display()));
+                break;
+            }
+            Err(e) => {
+                missing = Some(fatal(e)?.to_string());
+                break;
+            }
+        };
+        seen.push(format!("{} {:04o}", prefix.display(), meta.mode));
+        if meta.kind == FileKind::Symlink {
+            let to = remote
+                .read_link(&prefix)
+                .map(|t| t.display().to_string())
+                .unwrap_or_else(|_| "?".into());
+            symlinks.push(format!("{} -> {to}", prefix.display()));
+            // Do not walk through it: the rest would describe the link's target.
+            break;
+        }
+        if meta.kind != FileKind::Dir {
+            missing = Some(format!("{} is a {}", prefix.display(), describe(&meta)));
+            break;
+        }
+        if meta.mode & 0o002 != 0 && meta.mode & 0o1000 == 0 {
+            open.push(format!("{} (mode {:04o})", prefix.display(), meta.mode));
+        }
+    }
+    let name = |s: &str| format!("{label}{s}");
+    let ok_dir = missing.is_none();
+    checks.add(
+        &name("directory"),
+        ok_dir,
+        missing
+            .clone()
+            .unwrap_or_else(|| format!("{} is a directory", dir.display())),
+    );
+    checks.add(
+        &name("no-symlink-components"),
+        symlinks.is_empty(),
+        if symlinks.is_empty() {
+            format!("lstat of every component: {}", seen.join(", "))
+        } else {
+            format!("symlink in the path: {}", symlinks.join(", "))
+        },
+    );
+    checks.add(
+        &name("no-world-writable-components"),
+        open.is_empty(),
+        if open.is_empty() {
+            "no component is world-writable without the sticky bit".to_string()
+        } else {
+            format!(
+                "world-writable without the sticky bit (anyone could swap names): {}",
+                open.join(", ")
+            )
+        },
+    );
+    Ok(ok_dir && symlinks.is_empty())
+}
+
+/// Runs the survey and returns the plan (PASS or FAIL). Errors only when the host cannot be
+/// surveyed at all (connection lost, timeout) or the request is malformed.
+pub fn preflight(
+    remote: &dyn Remote,
+    req: &PreflightRequest,
+    progress: &dyn Progress,
+) -> Result<Plan, PreflightError> {
+    let target = &req.target;
+    let bad = |reason| PreflightError::BadTarget {
+        path: target.clone(),
+        reason,
+    };
+    if !target.is_absolute() {
+        return Err(bad("must be an absolute path"));
+    }
+    if target
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(bad("must not contain `.` or `..` components"));
+    }
+    let (Some(name), Some(parent)) = (target.file_name(), target.parent()) else {
+        return Err(bad("has no name (the root cannot be a target)"));
+    };
+    let mut checks = Checks(Vec::new(), Vec::new());
+
+    // Host facts.
+    let facts = remote.facts()?;
+
+    // The target: absent in every form.
+    match remote.lstat(target) {
+        Ok(None) => checks.add(
+            "target-absent",
+            true,
+            format!("lstat {}: no such file or directory", target.display()),
+        ),
+        Ok(Some(m)) => checks.add(
+            "target-absent",
+            false,
+            format!("{} already exists as a {}", target.display(), describe(&m)),
+        ),
+        Err(e) => checks.add(
+            "target-absent",
+            false,
+            format!("cannot tell whether it exists: {}", fatal(e)?),
+        ),
+    }
+    let parent_ok = check_components(remote, parent, &mut checks, "parent-")?;
+
+    // Can the login create entries in the parent? SFTP does not say who we are; the owner of
+    // the login's home directory is the login's uid on every ordinary system.
+    let target_fs = if parent_ok {
+        let pm = remote
+            .lstat(parent)
+            .map_err(|e| fatal(e).err())
+            .ok()
+            .flatten();
+        let home = remote.lstat(Path::new(&facts.home)).ok().flatten();
+        if let (Some(pm), Some(home)) = (pm, home) {
+            let uid = home.uid;
+            let (ok, why) = if uid == 0 {
+                (true, "the login is root".to_string())
+            } else if pm.mode & 0o002 != 0 {
+                (true, "the directory is world-writable".to_string())
+            } else if pm.uid == uid && pm.mode & 0o200 != 0 {
+                (
+                    true,
+                    format!("the login (uid {uid}) owns it with write permission"),
+                )
+            } else if pm.gid == home.gid && pm.mode & 0o020 != 0 {
+                (
+                    true,
+                    format!(
+                        "group {} may write and the login's home has that group",
+                        pm.gid
+                    ),
+                )
+            } else if pm.mode & 0o020 != 0 {
+                checks.warn(format!(
+                    "{} is group-writable (gid {}); whether the login (uid {uid}) is in that group cannot be read over SFTP",
+                    parent.display(),
+                    pm.gid
+                ));
+                (
+                    true,
+                    format!("group-writable (gid {}), membership not verifiable", pm.gid),
+                )
+            } else {
+                (
+                    false,
+                    format!(
+                        "permission denied: {} is owned by uid {} with mode {:04o}; the login (uid {uid}, owner of {}) cannot create entries in it",
+                        parent.display(),
+                        pm.uid,
+                        pm.mode,
+                        facts.home
+                    ),
+                )
+            };
+            checks.add("parent-writable", ok, why);
+        }
+        match remote.statvfs(parent) {
+            Ok(st) => st,
+            Err(e) => {
+                checks.add("target-filesystem", false, fatal(e)?.to_string());
+                zero_fs()
+            }
+        }
+    } else {
+        zero_fs()
+    };
+    if target_fs.read_only {
+        checks.add(
+            "target-filesystem-writable",
+            false,
+            format!("{} is on a read-only filesystem", parent.display()),
+        );
+    }
+
+    // Conflicts: leftovers of earlier or half-finished deploys beside the target.
+    let work_dir = work_dir_for(target);
+    if parent_ok {
+        conflicts(remote, parent, name, &work_dir, &mut checks)?;
+    }
+
+    // Staging.
+    let stage_name = staging_name(name).map_err(|e| RemoteError::Failed {
+        op: "staging name",
+        path: target.clone(),
+        reason: format!("cannot read /dev/urandom: {e}"),
+    })?;
+    let (staging, stage_fs) = match &req.staging {
+        None => {
+            let s = parent.join(&stage_name);
+            checks.add(
+                "staging-same-filesystem",
+                parent_ok,
+                format!(
+                    "staging {} is beside the target, in the same directory, so the promote is one atomic rename",
+                    s.display()
+                ),
+            );
+            (s, target_fs.clone())
+        }
+        Some(dir) => {
+            let s = dir.join(&stage_name);
+            let dir_ok = if dir.is_absolute() {
+                check_components(remote, dir, &mut checks, "staging-")?
+            } else {
+                checks.add(
+                    "staging-directory",
+                    false,
+                    "--staging must be an absolute path",
+                );
+                false
+            };
+            let fs = if dir_ok {
+                match remote.statvfs(dir) {
+                    Ok(st) => {
+                        let same = st.fsid == target_fs.fsid && parent_ok;
+                        checks.add(
+                            "staging-same-filesystem",
+                            same,
+                            if same {
+                                format!(
+                                    "{} and {} are on the same filesystem (fsid {:016x}): the promote is an atomic rename",
+                                    dir.display(),
+                                    parent.display(),
+                                    st.fsid
+                                )
+                            } else {
+                                format!(
+                                    "{} (fsid {:016x}) and {} (fsid {:016x}) are on different filesystems: the promote could not be an atomic rename",
+                                    dir.display(),
+                                    st.fsid,
+                                    parent.display(),
+                                    target_fs.fsid
+                                )
+                            },
+                        );
+                        if let Ok(Some(m)) = remote.lstat(dir) {
+                            if m.mode & 0o002 != 0 {
+                                checks.warn(format!(
+                                    "staging directory {} is shared (mode {:04o}): other users can see and plant names there; sealpush stages under an unguessable name with exclusive creates, but a private directory beside the target is safer",
+                                    dir.display(),
+                                    m.mode
+                                ));
+                            }
+                        }
+                        st
+                    }
+                    Err(e) => {
+                        checks.add("staging-filesystem", false, fatal(e)?.to_string());
+                        zero_fs()
+                    }
+                }
+            } else {
+                zero_fs()
+            };
+            (s, fs)
+        }
+    };
+    match remote.lstat(&staging) {
+        Ok(None) => {}
+        Ok(Some(m)) => checks.add(
+            "staging-absent",
+            false,
+            format!("{} exists as a {}", staging.display(), describe(&m)),
+        ),
+        Err(e) => {
+            fatal(e)?;
+        }
+    }
+
+    // Space, on the filesystem the tree is written to.
+    if stage_fs.frsize > 0 {
+        let need = space_needed(&req.artifact, stage_fs.frsize);
+        let avail = stage_fs.avail_bytes();
+        checks.add(
+            "space",
+            avail >= need,
+            format!(
+                "need {} (archive {} + tree {} in {} files + 10% + 4 MiB margin), available {} of {}",
+                human_bytes(need),
+                human_bytes(req.artifact.archive_size),
+                human_bytes(req.artifact.unpacked_bytes),
+                req.artifact.files,
+                human_bytes(avail),
+                human_bytes(stage_fs.total_bytes())
+            ),
+        );
+    }
+
+    // The local artifact is what the plan says it is.
+    match crate::store::sha256_file(&req.artifact.path) {
+        Ok((d, n)) => checks.add(
+            "artifact-intact",
+            d == req.artifact.archive_sha256 && n == req.artifact.archive_size,
+            format!(
+                "{}: sha256 {d}, {n} bytes (expected {}, {} bytes)",
+                req.artifact.path.display(),
+                req.artifact.archive_sha256,
+                req.artifact.archive_size
+            ),
+        ),
+        Err(e) => checks.add("artifact-intact", false, e.to_string()),
+    }
+
+    // The anchor.
+    let anchor = match &req.anchor {
+        None => None,
+        Some(a) => survey_anchor_checked(remote, a, target, &mut checks, progress)?,
+    };
+
+    // Probes (only what the user asked for).
+    let mut probes = Vec::new();
+    for p in &req.probes {
+        match remote.exec(p) {
+            Ok(out) => {
+                if out.status != Some(0) {
+                    checks.warn(format!("probe `{p}` exited with {:?}", out.status));
+                }
+                probes.push(out);
+            }
+            Err(e) => {
+                let e = fatal(e)?;
+                checks.warn(format!("probe `{p}` could not run: {e}"));
+            }
+        }
+    }
+
+    let Checks(checks, warnings) = checks;
+    let mut reasons: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.evidence))
+        .collect();
+    reasons.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
+    let pass = checks.iter().all(|c| c.ok);
+    let promote_from = staging.join(name);
+    let (operations, rollback) = operations(req, &staging, &promote_from, &work_dir);
+    Ok(Plan {
+        format: PLAN_FORMAT,
+        tool_version: crate::TOOL_VERSION.to_string(),
+        created: now_rfc3339(),
+        host: req.host.clone(),
+        facts,
+        artifact: req.artifact.clone(),
+        target: target.clone(),
+        target_fs,
+        anchor,
+        staging,
+        work_dir,
+        operations,
+        rollback,
+        checks,
+        probes,
+        verdict: Verdict { pass, reasons },
+    })
+}
+
+/// The deploy's ordered operations and their rollback (see `store-layout.md`, `## Plan`).
+fn operations(
+    req: &PreflightRequest,
+    staging: &Path,
+    promote_from: &Path,
+    work_dir: &Path,
+) -> (Vec<Operation>, Vec<Operation>) {
+    let lock = work_dir.join("lock");
+    let receipt = work_dir.join("receipt.json");
+    let ops = vec![
+        Operation::TakeLock { path: lock.clone() },
+        Operation::MakeStaging {
+            path: staging.to_path_buf(),
+        },
+        Operation::Materialize {
+            staging: promote_from.to_path_buf(),
+            files: req.artifact.files,
+            bytes: req.artifact.unpacked_bytes,
+        },
+        Operation::VerifyStaged {
+            staging: promote_from.to_path_buf(),
+        },
+        Operation::WriteDeployManifest {
+            path: promote_from.join("DEPLOY-MANIFEST.txt"),
+        },
+        Operation::Promote {
+            from: promote_from.to_path_buf(),
+            to: req.target.clone(),
+        },
+        Operation::Prove,
+        Operation::WriteReceipt {
+            path: receipt.clone(),
+        },
+        Operation::ReleaseLock { path: lock.clone() },
+    ];
+    let rollback = vec![
+        // After the promote: the deployed tree (the artifact's tree plus DEPLOY-MANIFEST.txt;
+        // the receipt records the identity of the tree as promoted).
+        Operation::RemoveTree {
+            path: req.target.clone(),
+            identity: req.artifact.tree_identity,
+        },
+        // Before it: whatever was staged.
+        Operation::RemoveTree {
+            path: staging.to_path_buf(),
+            identity: req.artifact.tree_identity,
+        },
+        Operation::RemoveFile {
+            path: receipt,
+            sha256: None,
+        },
+        Operation::RemoveFile {
+            path: lock,
+            sha256: None,
+        },
+    ];
+    (ops, rollback)
+}
+
+/// Siblings that look like an earlier or half-finished deploy of this target, and a lock.
+fn conflicts(
+    remote: &dyn Remote,
+    parent: &Path,
+    name: &OsStr,
+    work_dir: &Path,
+    checks: &mut Checks,
+) -> Result<(), PreflightError> {
+    let n = name.as_bytes();
+    let entries = match remote.read_dir(parent) {
+        Ok(e) => e,
+        Err(e) => {
+            checks.add(
+                "no-conflicts",
+                false,
+                format!("cannot list {}: {}", parent.display(), fatal(e)?),
+            );
+            return Ok(());
+        }
+    };
+    let mut stage_prefix = b".".to_vec();
+    stage_prefix.extend_from_slice(n);
+    stage_prefix.extend_from_slice(b".sealpush-stage-");
+    let mut leftovers = Vec::new();
+    let mut lookalikes = Vec::new();
+    for e in &entries {
+        let show = parent
+            .join(OsStr::from_bytes(&e.name))
+            .display()
+            .to_string();
+        if e.name.starts_with(&stage_prefix) {
+            leftovers.push(show);
+        } else if e.name.len() > n.len()
+            && e.name.starts_with(n)
+            && matches!(e.name[n.len()], b'.' | b'-')
+        {
+            lookalikes.push(show);
+        }
+    }
+    let mut lock = None;
+    let mut work_files = Vec::new();
+    match remote.read_dir(work_dir) {
+        Ok(list) => {
+            for e in list {
+                let p = work_dir.join(OsStr::from_bytes(&e.name));
+                if e.name == b"lock" {
+                    lock = Some(p.display().to_string());
+                } else {
+                    work_files.push(p.display().to_string());
+                }
+            }
+        }
+        Err(RemoteError::NotFound { .. }) => {}
+        Err(e) => {
+            let e = fatal(e)?;
+            checks.warn(format!(
+                "cannot list the work directory {}: {e}",
+                work_dir.display()
+            ));
+        }
+    }
+    checks.add(
+        "no-unfinished-deploy",
+        leftovers.is_empty() && lock.is_none(),
+        match (&lock, leftovers.is_empty()) {
+            (None, true) => format!(
+                "no staging leftovers ({}*) and no lock in {}",
+                parent.join(OsStr::from_bytes(&stage_prefix)).display(),
+                work_dir.display()
+            ),
+            _ => {
+                let mut v = leftovers.clone();
+                if let Some(l) = &lock {
+                    v.push(format!(
+                        "{l} (another deploy is running or was interrupted)"
+                    ));
+                }
+                format!("half-finished deploy: {}", v.join(", "))
+            }
+        },
+    );
+    if !lookalikes.is_empty() {
+        checks.warn(format!(
+            "paths that look like an earlier deploy of this target: {}",
+            lookalikes.join(", ")
+        ));
+    }
+    if !work_files.is_empty() {
+        checks.warn(format!(
+            "records of earlier deploys of this target: {}",
+            work_files.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn survey_anchor_checked(
+    remote: &dyn Remote,
+    anchor: &Path,
+    target: &Path,
+    checks: &mut Checks,
+    progress: &dyn Progress,
+) -> Result<Option<Anchor>, PreflightError> {
+    if !anchor.is_absolute() || anchor.file_name().is_none() {
+        checks.add(
+            "anchor",
+            false,
+            "--anchor must be an absolute path with a name",
+        );
+        return Ok(None);
+    }
+    let disjoint = !target.starts_with(anchor) && !anchor.starts_with(target);
+    checks.add(
+        "anchor-disjoint",
+        disjoint,
+        if disjoint {
+            format!(
+                "{} and {} do not contain each other",
+                anchor.display(),
+                target.display()
+            )
+        } else {
+            format!(
+                "{} and {} overlap: deploying would change the anchor",
+                anchor.display(),
+                target.display()
+            )
+        },
+    );
+    match remote.lstat(anchor) {
+        Ok(Some(m)) if m.kind == FileKind::Dir => {}
+        Ok(Some(m)) => {
+            checks.add(
+                "anchor",
+                false,
+                format!(
+                    "{} is a {}, not a directory",
+                    anchor.display(),
+                    describe(&m)
+                ),
+            );
+            return Ok(None);
+        }
+        Ok(None) => {
+            checks.add(
+                "anchor",
+                false,
+                format!("{} does not exist", anchor.display()),
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            checks.add("anchor", false, fatal(e)?.to_string());
+            return Ok(None);
+        }
+    }
+    match survey_anchor(remote, anchor, progress) {
+        Ok((a, _)) => {
+            checks.add(
+                "anchor",
+                true,
+                format!(
+                    "recipe digest {} over {} files ({}), tree identity {}",
+                    a.recipe_digest,
+                    a.files,
+                    human_bytes(a.bytes),
+                    a.tree_identity
+                ),
+            );
+            Ok(Some(a))
+        }
+        Err(PreflightError::Remote(e)) => Err(PreflightError::Remote(e)),
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            checks.add("anchor", false, msg);
+            Ok(None)
+        }
+    }
+}
+
+/// A remote directory tree as a [`TreeSource`]: relative paths resolve against `cwd` (the
+/// recipe's `cd PARENT`); errors carry the errno sha256sum would have seen (ENOENT, EACCES,
+/// EISDIR). Listings, kinds and file digests gathered by a previous walk can be pre-loaded so
+/// the recipe reads nothing twice.
+pub struct RemoteSource<'a> {
+    remote: &'a dyn Remote,
+    cwd: PathBuf,
+    dirs: HashMap<Vec<u8>, Vec<(Vec<u8>, FileKind)>>,
+    kinds: HashMap<Vec<u8>, FileKind>,
+    hashes: Mutex<HashMap<Vec<u8>, (Digest, u64)>>,
+    /// The first connection-level error (timeout, disconnect): the recipe sees EIO, the caller
+    /// gets the real error.
+    fatal: Mutex<Option<RemoteError>>,
+}
+
+impl<'a> RemoteSource<'a> {
+    pub fn new(remote: &'a dyn Remote, cwd: PathBuf) -> RemoteSource<'a> {
+        RemoteSource {
+            remote,
+            cwd,
+            dirs: HashMap::new(),
+            kinds: HashMap::new(),
+            hashes: Mutex::new(HashMap::new()),
+            fatal: Mutex::new(None),
+        }
+    }
+
+    fn abs(&self, path: &[u8]) -> PathBuf {
+        self.cwd.join(OsStr::from_bytes(path))
+    }
+
+    fn io(&self, e: RemoteError) -> io::Error {
+        let errno = match &e {
+            RemoteError::NotFound { .. } => libc::ENOENT,
+            RemoteError::PermissionDenied { .. } => libc::EACCES,
+            RemoteError::Exists { .. } => libc::EEXIST,
+            RemoteError::Failed { reason, .. } if reason.contains("is a directory") => libc::EISDIR,
+            RemoteError::Failed { reason, .. } if reason.contains("not a directory") => {
+                libc::ENOTDIR
+            }
+            _ => 0,
+        };
+        if errno != 0 {
+            return io::Error::from_raw_os_error(errno);
+        }
+        let text = e.to_string();
+        if matches!(
+            e,
+            RemoteError::Timeout { .. }
+                | RemoteError::Disconnected { .. }
+                | RemoteError::Connect { .. }
+        ) {
+            self.fatal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+        io::Error::other(text)
+    }
+
+    /// The first connection-level error met, if any.
+    pub fn take_fatal(&self) -> Option<RemoteError> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl TreeSource for RemoteSource<'_> {
+    fn lstat_kind(&self, path: &[u8]) -> io::Result<FileKind> {
+        if let Some(k) = self.kinds.get(path) {
+            return Ok(*k);
+        }
+        match self.remote.lstat(&self.abs(path)) {
+            Ok(Some(m)) => Ok(m.kind),
+            Ok(None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn read_dir(&self, path: &[u8]) -> io::Result<Vec<(Vec<u8>, FileKind)>> {
+        if let Some(d) = self.dirs.get(path) {
+            return Ok(d.clone());
+        }
+        match self.remote.read_dir(&self.abs(path)) {
+            Ok(list) => Ok(list.into_iter().map(|e| (e.name, e.meta.kind)).collect()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn stat_kind(&self, path: &[u8]) -> io::Result<FileKind> {
+        if let Some(k) = self.kinds.get(path) {
+            if *k != FileKind::Symlink {
+                return Ok(*k);
+            }
+        }
+        match self.remote.stat(&self.abs(path)) {
+            Ok(Some(m)) => Ok(m.kind),
+            Ok(None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn hash_files(
+        &self,
+        paths: &[&[u8]],
+        progress: &dyn Progress,
+    ) -> Vec<io::Result<(Digest, u64)>> {
+        let mut out: Vec<Option<io::Result<(Digest, u64)>>> = Vec::with_capacity(paths.len());
+        let mut todo = Vec::new();
+        let mut todo_idx = Vec::new();
+        {
+            let cache = self.hashes.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, p) in paths.iter().enumerate() {
+                match cache.get(*p) {
+                    Some(h) => out.push(Some(Ok(*h))),
+                    None => {
+                        // sha256sum opens what find listed: a directory gives EISDIR.
+                        if self.kinds.get(*p) == Some(&FileKind::Dir) {
+                            out.push(Some(Err(io::Error::from_raw_os_error(libc::EISDIR))));
+                            continue;
+                        }
+                        out.push(None);
+                        todo.push(self.abs(p));
+                        todo_idx.push(i);
+                    }
+                }
+            }
+        }
+        if !todo.is_empty() {
+            let got = self.remote.hash_files(&todo, progress);
+            for (i, r) in todo_idx.into_iter().zip(got) {
+                out[i] = Some(r.map_err(|e| self.io(e)));
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every slot filled"))
+            .collect()
+    }
+}
+
+/// The anchor's recipe digest (C locale) and manifest, reading every file once: one walk over
+/// the transport gives the listing, kinds, modes and symlink targets; one pipelined
+/// [`Remote::hash_files`] gives the digests; the recipe then runs on those (see
+/// [`RemoteSource`]).
+pub fn survey_anchor(
+    remote: &dyn Remote,
+    anchor: &Path,
+    progress: &dyn Progress,
+) -> Result<(Anchor, Manifest), PreflightError> {
+    let parent = anchor.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let name = anchor
+        .file_name()
+        .unwrap_or(OsStr::new(""))
+        .as_bytes()
+        .to_vec();
+    let mut src = RemoteSource::new(remote, parent);
+    let root = remote.lstat(anchor)?.ok_or_else(|| RemoteError::NotFound {
+        op: "lstat",
+        path: anchor.to_path_buf(),
+    })?;
+    src.kinds.insert(name.clone(), root.kind);
+
+    // Walk: breadth-first, listing each directory once.
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut files: Vec<(Vec<u8>, u64, bool)> = Vec::new(); // (rel to anchor, size, exec)
+    let mut queue = vec![Vec::<u8>::new()];
+    let mut specials = Vec::new();
+    while let Some(rel) = queue.pop() {
+        let recipe_path = join_rel(&name, &rel);
+        let list = remote.read_dir(&anchor.join(OsStr::from_bytes(&rel)))?;
+        let mut kinds = Vec::with_capacity(list.len());
+        for e in list {
+            let child = join_rel(&rel, &e.name);
+            let child_recipe = join_rel(&name, &child);
+            src.kinds.insert(child_recipe, e.meta.kind);
+            kinds.push((e.name.clone(), e.meta.kind));
+            match e.meta.kind {
+                FileKind::Dir => {
+                    entries.push(Entry::dir(child.clone()));
+                    queue.push(child);
+                }
+                FileKind::File => files.push((child, e.meta.size, e.meta.mode & 0o100 != 0)),
+                FileKind::Symlink => {
+                    let t = remote.read_link(&anchor.join(OsStr::from_bytes(&child)))?;
+                    entries.push(Entry::symlink(child, t.as_os_str().as_bytes().to_vec()));
+                }
+                _ => specials.push(child),
+            }
+        }
+        src.dirs.insert(recipe_path, kinds);
+    }
+
+    // Hash every regular file once, pipelined.
+    let total: u64 = files.iter().map(|f| f.1).sum();
+    progress.start("hashing anchor", Some(total), Some(files.len() as u64));
+    let paths: Vec<PathBuf> = files
+        .iter()
+        .map(|f| anchor.join(OsStr::from_bytes(&f.0)))
+        .collect();
+    let digests = remote.hash_files(&paths, progress);
+    progress.finish();
+    {
+        let mut cache = src.hashes.lock().unwrap_or_else(|p| p.into_inner());
+        for ((rel, _, exec), r) in files.iter().zip(digests) {
+            let (d, n) = r?;
+            cache.insert(join_rel(&name, rel), (d, n));
+            entries.push(Entry::file(rel.clone(), n, d, *exec));
+        }
+    }
+
+    // The recipe over the cached walk (C locale: the seed's pipeline under LC_ALL=C).
+    let opts = RecipeOptions {
+        threads: Some(1),
+        collation: Collation::c(),
+    };
+    let out = crate::tree::recipe_with(
+        &src,
+        std::slice::from_ref(&name),
+        &opts,
+        &crate::progress::NoProgress,
+    );
+    if let Some(e) = src.take_fatal() {
+        return Err(PreflightError::Remote(e));
+    }
+    let out = out.map_err(|source| PreflightError::Recipe {
+        path: anchor.to_path_buf(),
+        source,
+    })?;
+    if !specials.is_empty() {
+        // find -type f skips them, so the recipe is unaffected; the manifest cannot hold them.
+        return Err(PreflightError::Manifest {
+            path: anchor.to_path_buf(),
+            source: crate::manifest::ManifestError::BadPath {
+                path: crate::manifest::show(&specials[0]),
+                reason: "is a socket, fifo or device, which a manifest cannot record",
+            },
+        });
+    }
+    let manifest = Manifest::from_entries(
+        entries,
+        Some(RecipeRecord {
+            digest: out.digest,
+            locale: "C".into(),
+        }),
+    )
+    .map_err(|source| PreflightError::Manifest {
+        path: anchor.to_path_buf(),
+        source,
+    })?;
+    let anchor = Anchor {
+        path: anchor.to_path_buf(),
+        recipe_digest: out.digest,
+        recipe_locale: "C".into(),
+        tree_identity: manifest.identity(),
+        files: out.files,
+        bytes: out.bytes,
+    };
+    Ok((anchor, manifest))
+}
+
+fn join_rel(a: &[u8], b: &[u8]) -> Vec<u8> {
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    if b.is_empty() {
+        return a.to_vec();
+    }
+    let mut v = a.to_vec();
+    v.push(b'/');
+    v.extend_from_slice(b);
+    v
+}
+
+/// Re-runs the live checks of a plan (target and staging still absent, same filesystem, space,
+/// anchor digest and identity unchanged, no lock) and returns every drift; empty means the host
+/// still matches.
+pub fn recheck(
+    remote: &dyn Remote,
+    plan: &Plan,
+    progress: &dyn Progress,
+) -> Result<Vec<String>, PreflightError> {
+    let mut drift = Vec::new();
+    if let Some(m) = remote.lstat(&plan.target).or_else(fatal_opt)? {
+        drift.push(format!(
+            "target {} now exists as a {}",
+            plan.target.display(),
+            describe(&m)
+        ));
+    }
+    if let Some(m) = remote.lstat(&plan.staging).or_else(fatal_opt)? {
+        drift.push(format!(
+            "staging {} now exists as a {}",
+            plan.staging.display(),
+            describe(&m)
+        ));
+    }
+    let parent = plan.target.parent().unwrap_or(Path::new("/"));
+    match remote.lstat(parent).or_else(fatal_opt)? {
+        Some(m) if m.kind == FileKind::Dir => {}
+        Some(m) => drift.push(format!("{} is now a {}", parent.display(), describe(&m))),
+        None => drift.push(format!("{} no longer exists", parent.display())),
+    }
+    if let Some(m) = remote
+        .lstat(&plan.work_dir.join("lock"))
+        .or_else(fatal_opt)?
+    {
+        drift.push(format!(
+            "a lock exists at {} ({}): another deploy is running or was interrupted",
+            plan.work_dir.join("lock").display(),
+            describe(&m)
+        ));
+    }
+    match remote.statvfs(parent) {
+        Ok(st) => {
+            if st.fsid != plan.target_fs.fsid {
+                drift.push(format!(
+                    "{} is now on another filesystem (fsid {:016x}, plan {:016x})",
+                    parent.display(),
+                    st.fsid,
+                    plan.target_fs.fsid
+                ));
+            }
+            if st.read_only {
+                drift.push(format!("{} is now read-only", parent.display()));
+            }
+            let stage_dir = plan.staging.parent().unwrap_or(Path::new("/"));
+            let stage_fs = if stage_dir == parent {
+                st.clone()
+            } else {
+                remote.statvfs(stage_dir)?
+            };
+            if stage_fs.fsid != st.fsid {
+                drift.push(format!(
+                    "staging {} and target {} are no longer on the same filesystem",
+                    stage_dir.display(),
+                    parent.display()
+                ));
+            }
+            let need = space_needed(&plan.artifact, stage_fs.frsize);
+            if stage_fs.avail_bytes() < need {
+                drift.push(format!(
+                    "not enough space any more: need {}, available {}",
+                    human_bytes(need),
+                    human_bytes(stage_fs.avail_bytes())
+                ));
+            }
+        }
+        Err(e) => drift.push(format!("statvfs {}: {}", parent.display(), fatal(e)?)),
+    }
+    if let Some(a) = &plan.anchor {
+        match remote.lstat(&a.path).or_else(fatal_opt)? {
+            None => drift.push(format!("anchor {} is gone", a.path.display())),
+            Some(_) => match survey_anchor(remote, &a.path, progress) {
+                Ok((now, _)) => {
+                    if now.recipe_digest != a.recipe_digest {
+                        drift.push(format!(
+                            "anchor {} changed: its recipe digest is {}, the plan recorded {}",
+                            a.path.display(),
+                            now.recipe_digest,
+                            a.recipe_digest
+                        ));
+                    } else if now.tree_identity != a.tree_identity {
+                        drift.push(format!(
+                            "anchor {} changed (modes, symlinks or empty directories): tree identity {}, the plan recorded {}",
+                            a.path.display(),
+                            now.tree_identity,
+                            a.tree_identity
+                        ));
+                    }
+                }
+                Err(PreflightError::Remote(e)) => return Err(PreflightError::Remote(e)),
+                Err(e) => drift.push(format!("anchor {}: {e}", a.path.display())),
+            },
+        }
+    }
+    Ok(drift)
+}
+
+fn fatal_opt(e: RemoteError) -> Result<Option<Meta>, PreflightError> {
+    Err(match fatal(e) {
+        Ok(other) => PreflightError::Remote(other),
+        Err(f) => f,
+    })
+}
+
+/// `1.5 MiB`-style sizes with the exact byte count.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {} ({n} B)", UNITS[u])
+    }
+}
+
+/// Now, UTC, RFC 3339 to the second.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (Howard Hinnant's civil_from_days).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The report in the seed's voice: `key: value` lines grouped by numbered section, ending with
+/// `verdict: PASS|FAIL` and every reason.
+pub fn render_report(plan: &Plan) -> String {
+    let mut r = Report(String::new());
+    let check = |name: &str| plan.checks.iter().find(|c| c.name == name);
+    let mark = |c: Option<&Check>| match c {
+        Some(c) if c.ok => format!("OK ({})", c.evidence),
+        Some(c) => format!("FAIL ({})", c.evidence),
+        None => "not checked".to_string(),
+    };
+    r.kv(
+        "sealpush preflight",
+        &format!("{} ({})", plan.created, plan.tool_version),
+    );
+
+    r.section("1. Host");
+    r.kv("host", &plan.host.destination);
+    r.kv("transport", &plan.host.transport);
+    if let Some(c) = &plan.host.ssh_config {
+        r.kv("ssh_config", &c.display().to_string());
+    }
+    r.kv("hostname", &plan.facts.hostname);
+    r.kv("kernel", &plan.facts.kernel);
+    r.kv("os", &plan.facts.os_release);
+    r.kv("home", &plan.facts.home);
+    r.kv(
+        "disk",
+        &format!(
+            "{} total, {} available (fsid {:016x}{})",
+            human_bytes(plan.target_fs.total_bytes()),
+            human_bytes(plan.target_fs.avail_bytes()),
+            plan.target_fs.fsid,
+            if plan.target_fs.read_only {
+                ", read-only"
+            } else {
+                ""
+            }
+        ),
+    );
+
+    r.section("2. Artifact");
+    r.kv("archive", &plan.artifact.path.display().to_string());
+    r.kv("format", &plan.artifact.format);
+    r.kv("archive_sha256", &plan.artifact.archive_sha256.to_hex());
+    r.kv("archive_size", &human_bytes(plan.artifact.archive_size));
+    r.kv("tree_identity", &plan.artifact.tree_identity.to_hex());
+    r.kv("recipe_digest", &plan.artifact.recipe_digest.to_hex());
+    r.kv("files", &plan.artifact.files.to_string());
+    r.kv("unpacked", &human_bytes(plan.artifact.unpacked_bytes));
+    r.kv("intact", &mark(check("artifact-intact")));
+
+    r.section("3. Pre-state anchor (must be unchanged after deploy)");
+    match &plan.anchor {
+        Some(a) => {
+            r.kv("anchor_path", &a.path.display().to_string());
+            r.kv("anchor_tree_sha256", &a.recipe_digest.to_hex());
+            let name = a
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let parent = a
+                .path
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            r.kv(
+                "recipe",
+                &format!(
+                    "cd {parent} && find {name} -type f | LC_ALL={} sort | xargs sha256sum | sha256sum",
+                    a.recipe_locale
+                ),
+            );
+            r.kv("anchor_identity", &a.tree_identity.to_hex());
+            r.kv(
+                "anchor_files",
+                &format!("{} ({})", a.files, human_bytes(a.bytes)),
+            );
+            r.kv("anchor_disjoint", &mark(check("anchor-disjoint")));
+        }
+        None => match check("anchor") {
+            Some(c) => r.kv("anchor", &mark(Some(c))),
+            None => r.kv("anchor", "none given"),
+        },
+    }
+
+    r.section("4. Target");
+    r.kv("target", &plan.target.display().to_string());
+    r.kv("target_absent", &mark(check("target-absent")));
+    r.kv("parent_directory", &mark(check("parent-directory")));
+    r.kv(
+        "parent_no_symlinks",
+        &mark(check("parent-no-symlink-components")),
+    );
+    r.kv(
+        "parent_not_world_writable",
+        &mark(check("parent-no-world-writable-components")),
+    );
+    r.kv("parent_writable", &mark(check("parent-writable")));
+    if let Some(c) = check("target-filesystem-writable") {
+        r.kv("filesystem_writable", &mark(Some(c)));
+    }
+    r.kv("unfinished_deploys", &mark(check("no-unfinished-deploy")));
+    r.kv("work_dir", &plan.work_dir.display().to_string());
+
+    r.section("5. Staging and space");
+    r.kv("staging", &plan.staging.display().to_string());
+    for c in plan
+        .checks
+        .iter()
+        .filter(|c| c.name.starts_with("staging-"))
+    {
+        r.kv(&c.name.replace('-', "_"), &mark(Some(c)));
+    }
+    r.kv("space", &mark(check("space")));
+
+    r.section("6. Locked deploy plan");
+    for (i, op) in plan.operations.iter().enumerate() {
+        r.kv(&format!("step_{}", i + 1), &describe_op(op));
+    }
+
+    r.section("7. Rollback plan (defined before any host write)");
+    for (i, op) in plan.rollback.iter().enumerate() {
+        r.kv(&format!("undo_{}", i + 1), &describe_op(op));
+    }
+    if let Some(a) = &plan.anchor {
+        r.kv("anchor", &format!("{} is never touched", a.path.display()));
+    }
+
+    if !plan.probes.is_empty() {
+        r.section("8. Probes");
+        for p in &plan.probes {
+            r.kv("probe", &p.command);
+            let status = p
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "killed".into());
+            r.kv("status", &status);
+            for (k, text) in [("stdout", &p.stdout), ("stderr", &p.stderr)] {
+                for t in text.lines() {
+                    r.kv(k, t);
+                }
+            }
+        }
+    }
+
+    r.section("Result");
+    r.kv("verdict", if plan.verdict.pass { "PASS" } else { "FAIL" });
+    for reason in &plan.verdict.reasons {
+        r.kv("reason", reason);
+    }
+    r.0
+}
+
+/// Accumulates the report's lines.
+struct Report(String);
+
+impl Report {
+    fn section(&mut self, title: &str) {
+        self.0.push_str(title);
+        self.0.push('\n');
+    }
+    fn kv(&mut self, k: &str, v: &str) {
+        self.0.push_str(k);
+        self.0.push_str(": ");
+        self.0.push_str(v);
+        self.0.push('\n');
+    }
+}
+
+fn describe_op(op: &Operation) -> String {
+    match op {
+        Operation::TakeLock { path } => format!("take lock {} (exclusive create)", path.display()),
+        Operation::MakeStaging { path } => {
+            format!("mkdir {} (mode 0700, exclusive)", path.display())
+        }
+        Operation::Materialize {
+            staging,
+            files,
+            bytes,
+        } => format!(
+            "materialise the artifact into {} ({files} files, {})",
+            staging.display(),
+            human_bytes(*bytes)
+        ),
+        Operation::UploadArchive { path, sha256 } => {
+            format!("upload the archive to {} (sha256 {sha256})", path.display())
+        }
+        Operation::VerifyStaged { staging } => {
+            format!(
+                "read back every file under {} and compare with the manifest",
+                staging.display()
+            )
+        }
+        Operation::WriteDeployManifest { path } => format!("write {}", path.display()),
+        Operation::Promote { from, to } => format!(
+            "rename {} -> {} (fails if the target exists in any form)",
+            from.display(),
+            to.display()
+        ),
+        Operation::Prove => {
+            "re-hash the anchor (unchanged) and the target (matches the manifest)".into()
+        }
+        Operation::WriteReceipt { path } => format!("write receipt {}", path.display()),
+        Operation::ReleaseLock { path } => format!("remove lock {}", path.display()),
+        Operation::RemoveTree { path, identity } => format!(
+            "remove {} only if it still matches tree identity {identity}",
+            path.display()
+        ),
+        Operation::RemoveFile { path, sha256 } => match sha256 {
+            Some(d) => format!("remove {} only if its sha256 is still {d}", path.display()),
+            None => format!("remove {}", path.display()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_gnu_date() {
+        // Expected values from `date -u -d @SECS +%Y-%m-%dT%H:%M:%SZ`.
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_779_357_600, "2026-05-21T10:00:00Z"),
+        ] {
+            assert_eq!(rfc3339(secs), want);
+        }
+    }
+
+    #[test]
+    fn staging_names_are_fresh_and_hidden() {
+        let a = staging_name(OsStr::new("iu-cutter-v0.6")).unwrap();
+        let b = staging_name(OsStr::new("iu-cutter-v0.6")).unwrap();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert!(s.starts_with(".iu-cutter-v0.6.sealpush-stage-"), "{s}");
+        assert_eq!(s.len(), ".iu-cutter-v0.6.sealpush-stage-".len() + 16);
+    }
+
+    #[test]
+    fn work_dir_is_beside_the_target() {
+        assert_eq!(
+            work_dir_for(Path::new("/opt/incomex/dot/iu-cutter-v0.6")),
+            PathBuf::from("/opt/incomex/dot/.sealpush/iu-cutter-v0.6")
+        );
+    }
+
+    #[test]
+    fn space_counts_archive_tree_blocks_and_margin() {
+        let a = ArtifactRef {
+            path: PathBuf::from("/x"),
+            format: "tar.zst".into(),
+            archive_sha256: Digest::default(),
+            archive_size: 1000,
+            tree_identity: Digest::default(),
+            recipe_digest: Digest::default(),
+            files: 10,
+            unpacked_bytes: 5000,
+        };
+        let base = 1000 + 5000 + 10 * 4096;
+        assert_eq!(space_needed(&a, 4096), base + base / 10 + 4 * 1024 * 1024);
+    }
+
+    #[test]
+    fn human_bytes_is_exact_too() {
+        assert_eq!(human_bytes(5), "5 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 B)");
+    }
+}

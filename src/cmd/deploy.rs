@@ -1,10 +1,157 @@
-//! `sealpush deploy` (being written).
+//! `sealpush deploy PLAN`: executes a locked plan (see `sealpush::deploy` for the steps and
+//! their guarantees), prints the receipt in the seed's style on stdout, and exits 0 on PASS,
+//! 1 on FAIL (drift, verification failure, failed check), 2 on other errors, 130 on Ctrl-C.
 
-use super::{Exit, Globals};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
+use anyhow::Context;
+use sealpush::deploy::{self, DeployOptions, VerifyMode};
+use sealpush::plan::SealedPlan;
+
+use super::{CheckFailed, Exit, Globals, SshArgs};
+
+/// Push, verify, stage, promote and prove, from a plan written by `sealpush preflight`.
+///
+/// Every remote mutation is journalled before it happens (locally under the state dir and on
+/// the host in the plan's work dir). If the deploy is interrupted (Ctrl-C, kill, lost
+/// connection, full disk), the target is either absent or complete; run the same command again
+/// to clean up and start over (before the promote) or to finish (after it). Audit a deployed
+/// tree on the host with coreutils only:
+/// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The plan file written by `sealpush preflight --plan-out`.
+    #[arg(value_name = "PLAN")]
+    pub plan: PathBuf,
+    /// Also upload the archive into the work dir beside the target (exclusive, verified), so
+    /// the host keeps an auditable copy.
+    #[arg(long)]
+    pub keep_archive: bool,
+    /// How staged files are verified: `read-back` reads every byte back over SFTP and hashes it
+    /// here; `host-sha256sum` runs `sha256sum -c` on the host over ssh (faster, trusts the host).
+    #[arg(long, default_value = "read-back", value_name = "MODE")]
+    pub verify: VerifyMode,
+    /// Command run over ssh in the deployed target after the promote (gate G5), e.g.
+    /// `python3 -m unittest discover -s tests -p 'test_*.py'`; its output and status go into
+    /// the receipt, and a failure makes the verdict FAIL.
+    #[arg(long, value_name = "CMD")]
+    pub check: Option<String>,
+    /// Roll the deploy back automatically when --check fails.
+    #[arg(long, requires = "check")]
+    pub rollback_on_check_failure: bool,
+    /// Run `sync -f TARGET` on the host after the promote. SFTP can fsync files but not
+    /// directories, so without it the promote's rename may not survive a power cut.
+    #[arg(long)]
+    pub sync: bool,
+    /// Remove a lock left by a deploy that is no longer running (its owner and age are shown
+    /// when the lock is found) instead of refusing.
+    #[arg(long)]
+    pub clear_stale_lock: bool,
+    /// Where journals and receipts are kept locally [default: $XDG_STATE_HOME/sealpush, else
+    /// ~/.local/state/sealpush].
+    #[arg(long, value_name = "DIR", env = "SEALPUSH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the receipt as JSON instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
 
-pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<Exit> {
-    anyhow::bail!("`sealpush deploy` is not available in this build yet")
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    deploy::INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C stop the deploy at its next safe point instead of killing it.
+pub fn install_sigint_handler() {
+    // SAFETY: `on_sigint` only performs an atomic store, which is async-signal-safe; the
+    // handler stays valid for the life of the process.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+/// Reads and checks a plan file (digest, format, verdict).
+pub fn read_plan(path: &std::path::Path) -> anyhow::Result<SealedPlan> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading plan {}", path.display()))?;
+    SealedPlan::from_json(&text)
+        .map_err(|e| anyhow::Error::new(CheckFailed(e.to_string())))
+        .with_context(|| format!("plan {}", path.display()))
+}
+
+/// Opens the plan's host: the ssh config from the command line, else the plan's.
+pub fn connect(
+    destination: &str,
+    plan_config: Option<&PathBuf>,
+    ssh: &SshArgs,
+) -> anyhow::Result<Box<dyn sealpush::remote::Remote>> {
+    let mut opts = ssh.options();
+    if opts.ssh_config.is_none() {
+        opts.ssh_config = plan_config.cloned();
+    }
+    sealpush::remote::connect(destination, &opts)
+        .with_context(|| format!("connecting to {destination}"))
+}
+
+pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    let plan = read_plan(&args.plan)?;
+    let remote = connect(
+        &plan.plan.host.destination,
+        plan.plan.host.ssh_config.as_ref(),
+        &args.ssh,
+    )?;
+    let opts = DeployOptions {
+        keep_archive: args.keep_archive,
+        verify: args.verify,
+        check: args.check,
+        rollback_on_check_failure: args.rollback_on_check_failure,
+        sync: args.sync,
+        clear_stale_lock: args.clear_stale_lock,
+        local_state: args.state_dir.unwrap_or_else(deploy::default_local_state),
+    };
+    install_sigint_handler();
+    globals.note(format!(
+        "deploying {} to {}:{}",
+        plan.plan.artifact.path.display(),
+        plan.plan.host.destination,
+        plan.plan.target.display()
+    ));
+    let progress = globals.progress();
+    match deploy::deploy(remote.as_ref(), &plan, &opts, progress.as_ref()) {
+        Ok(receipt) => {
+            if args.json {
+                print!("{}", receipt.to_json());
+            } else {
+                print!("{}", deploy::render_receipt(&receipt));
+            }
+            if receipt.verdict.pass {
+                Ok(Exit::Ok)
+            } else {
+                Err(CheckFailed(format!(
+                    "deploy verdict FAIL: {}",
+                    receipt.verdict.reasons.join("; ")
+                ))
+                .into())
+            }
+        }
+        Err(e @ deploy::DeployError::Interrupted { .. }) => {
+            eprintln!("sealpush: error: {e}");
+            Ok(Exit::Interrupted)
+        }
+        // A Ctrl-C from a terminal also reaches ssh (same process group), so the connection
+        // may drop before the next safe point: still an interruption (the error says what
+        // was left and what to do).
+        Err(e) if deploy::INTERRUPTED.load(Ordering::SeqCst) => {
+            eprintln!("sealpush: error: interrupted: {e}");
+            Ok(Exit::Interrupted)
+        }
+        Err(e) if e.is_check_failure() => Err(CheckFailed(e.to_string()).into()),
+        Err(e) => Err(anyhow::Error::new(e).context("deploy")),
+    }
 }

@@ -1,10 +1,86 @@
-//! `sealpush rollback` (being written).
+//! `sealpush rollback RECEIPT|PLAN`: removes exactly what a deploy created (refusing when
+//! something changed since, unless `--force`), then re-proves the anchor.
 
-use super::{Exit, Globals};
+use std::path::PathBuf;
 
+use anyhow::Context;
+use sealpush::deploy::{self, receipt::Receipt, rollback::RollbackOptions};
+
+use super::{CheckFailed, Exit, Globals, SshArgs};
+
+/// Remove exactly what a deploy created, and re-prove the anchor.
+///
+/// Give the receipt (from the state dir or copied from the host) or the plan (its receipt is
+/// looked up locally, then on the host). Everything is examined before anything is removed:
+/// if a deployed file, symlink or the kept archive changed since the deploy, nothing is removed
+/// unless --force. Names the deploy did not create are never removed. The anchor is never
+/// touched; its digest is recomputed afterwards. Exit 0 when everything is gone and the anchor
+/// is unchanged, 1 otherwise.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// A receipt (`receipt.json`) or a plan file.
+    #[arg(value_name = "RECEIPT|PLAN")]
+    pub file: PathBuf,
+    /// Also remove entries whose content changed since the deploy.
+    #[arg(long)]
+    pub force: bool,
+    /// Host to use instead of the one recorded in the receipt or plan.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Where journals and receipts are kept locally [default: $XDG_STATE_HOME/sealpush, else
+    /// ~/.local/state/sealpush].
+    #[arg(long, value_name = "DIR", env = "SEALPUSH_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
 
-pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<Exit> {
-    anyhow::bail!("`sealpush rollback` is not available in this build yet")
+pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    let text =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let local_state = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(deploy::default_local_state);
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not JSON", args.file.display()))?;
+    let receipt: Receipt = if value.get("plan_digest").is_some() {
+        Receipt::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("receipt {}", args.file.display()))?
+    } else {
+        let plan = super::deploy::read_plan(&args.file)?;
+        let host = args
+            .host
+            .clone()
+            .unwrap_or_else(|| plan.plan.host.destination.clone());
+        let remote = super::deploy::connect(&host, plan.plan.host.ssh_config.as_ref(), &args.ssh)?;
+        deploy::find_receipt(remote.as_ref(), &plan, &local_state)?
+    };
+    let host = args
+        .host
+        .clone()
+        .unwrap_or_else(|| receipt.host.destination.clone());
+    let remote = super::deploy::connect(&host, receipt.host.ssh_config.as_ref(), &args.ssh)?;
+    globals.note(format!(
+        "rolling back {}:{}",
+        host,
+        receipt.target.display()
+    ));
+    let progress = globals.progress();
+    let opts = RollbackOptions {
+        force: args.force,
+        local_state: Some(local_state),
+    };
+    let report = match deploy::rollback(remote.as_ref(), &receipt, &opts, progress.as_ref()) {
+        Ok(r) => r,
+        Err(e) if e.is_check_failure() => return Err(CheckFailed(e.to_string()).into()),
+        Err(e) => return Err(anyhow::Error::new(e).context("rollback")),
+    };
+    print!("{}", deploy::render_rollback(&report));
+    if report.complete {
+        Ok(Exit::Ok)
+    } else {
+        Err(CheckFailed(format!("rollback incomplete: {}", report.kept.join("; "))).into())
+    }
 }

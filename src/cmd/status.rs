@@ -1,10 +1,47 @@
-//! `sealpush status` (being written).
+//! `sealpush status --host H --target PATH`: re-verifies a deployed target against its
+//! receipt and DEPLOY-MANIFEST.txt, reading every byte back.
 
-use super::{Exit, Globals};
+use std::path::PathBuf;
 
+use anyhow::Context;
+use sealpush::deploy;
+
+use super::{CheckFailed, Exit, Globals, SshArgs};
+
+/// Re-verify a deployed target against its receipt and deploy manifest.
+///
+/// Reads DEPLOY-MANIFEST.txt in the target and the receipt in the work dir beside it
+/// (`PARENT/.sealpush/NAME/`), then reads every file of the target back and compares names,
+/// kinds, exec bits, symlink targets and sha256. Exit 0 when the target is exactly as
+/// deployed, 1 when anything differs.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The host: `local`, an ssh alias, `user@host` or `ssh://user@host:port`.
+    #[arg(long, value_name = "HOST")]
+    pub host: String,
+    /// The deployed directory (absolute).
+    #[arg(long, value_name = "PATH")]
+    pub target: PathBuf,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
 
-pub fn run(_args: Args, _globals: &Globals) -> anyhow::Result<Exit> {
-    anyhow::bail!("`sealpush status` is not available in this build yet")
+pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    let remote = sealpush::remote::connect(&args.host, &args.ssh.options())
+        .with_context(|| format!("connecting to {}", args.host))?;
+    let progress = globals.progress();
+    let report = deploy::status(remote.as_ref(), &args.target, progress.as_ref())
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("status of {}", args.target.display()))?;
+    print!("{}", deploy::render_status(&report));
+    if report.ok() {
+        Ok(Exit::Ok)
+    } else {
+        Err(CheckFailed(format!(
+            "{} differs from its deploy: {}",
+            args.target.display(),
+            report.problems.first().map(String::as_str).unwrap_or("")
+        ))
+        .into())
+    }
 }

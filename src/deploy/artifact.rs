@@ -1,0 +1,163 @@
+//! The local side of a deploy: the artifact named by the plan, checked before anything is sent.
+//! Its archive's sha256 must equal the plan's; it is unpacked with every check of `sealpush
+//! unpack` ([`crate::pack::unpack`]: no absolute or `..` paths, no escaping symlinks, no
+//! devices, ...) into a private temp dir; the unpacked tree's identity must equal the plan's.
+//! Only then is the tree streamed to the host, file by file, from that checked copy.
+
+use std::path::PathBuf;
+
+use super::shape::{Kind, Shape};
+use super::{DeployError, Names};
+use crate::digest::Digest;
+use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::tree::{Collation, RecipeOptions};
+
+/// A verified, unpacked artifact.
+pub struct Prepared {
+    /// Removed on drop.
+    _tmp: tempfile::TempDir,
+    /// The unpacked tree (`<tmp>/<target name>`, so its recipe spelling matches the target's).
+    pub tree: PathBuf,
+    pub manifest: Manifest,
+    /// The manifest as a shape.
+    pub expected: Shape,
+    /// `cd <tmp> && find NAME -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`: the
+    /// target's recipe digest once deployed, without DEPLOY-MANIFEST.txt.
+    pub recipe_digest: Digest,
+}
+
+impl Prepared {
+    /// (files, bytes).
+    pub fn totals(&self) -> (u64, u64) {
+        (self.manifest.file_count(), self.manifest.total_bytes())
+    }
+}
+
+/// Checks and unpacks the plan's artifact.
+pub fn prepare(
+    plan: &Plan,
+    names: &Names,
+    progress: &dyn Progress,
+) -> Result<Prepared, DeployError> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = &plan.artifact;
+    let bad = |reason: String| DeployError::Artifact {
+        path: a.path.clone(),
+        reason,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("sealpush-deploy-")
+        .tempdir()
+        .map_err(|e| bad(format!("cannot create a temp dir: {e}")))?;
+    let tree = tmp.path().join(std::ffi::OsStr::from_bytes(&names.name));
+    // The archive's sha256 is computed on another thread while the checked unpack reads it:
+    // both results are checked before anything is sent, and the unpack writes only into our
+    // private temp dir, so overlapping them costs no safety and saves a pass on one core.
+    let (digest, manifest) = std::thread::scope(|s| {
+        let hasher = s.spawn(|| crate::tree::hash_file(&a.path));
+        let manifest = crate::pack::unpack(&a.path, &tree, None, progress);
+        (hasher.join().expect("hash thread"), manifest)
+    });
+    let (digest, _) = digest.map_err(|e| bad(e.to_string()))?;
+    if digest != a.archive_sha256 {
+        return Err(DeployError::ArchiveMismatch {
+            path: a.path.clone(),
+            expected: a.archive_sha256,
+            actual: digest,
+        });
+    }
+    let manifest = manifest.map_err(|e| bad(e.to_string()))?;
+    if manifest.identity() != a.tree_identity {
+        return Err(DeployError::IdentityMismatch {
+            expected: a.tree_identity,
+            actual: manifest.identity(),
+        });
+    }
+    if manifest.get(super::DEPLOY_MANIFEST.as_bytes()).is_some() {
+        return Err(bad(format!(
+            "the tree already holds a top-level {}, the name sealpush writes the deploy manifest to",
+            super::DEPLOY_MANIFEST
+        )));
+    }
+    // For plain names the recipe follows from the manifest's digests (no second read of the
+    // tree); otherwise the recipe itself runs over the unpacked copy.
+    let recipe_digest = match crate::manifest::recipe_from_entries(&names.name, &manifest.entries) {
+        Some(d) => d,
+        None => {
+            crate::tree::recipe_digest_of_dir(
+                &tree,
+                &RecipeOptions {
+                    threads: None,
+                    collation: Collation::c(),
+                },
+            )
+            .map_err(|e| bad(e.to_string()))?
+            .digest
+        }
+    };
+    Ok(Prepared {
+        _tmp: tmp,
+        expected: shape_of(&manifest),
+        tree,
+        manifest,
+        recipe_digest,
+    })
+}
+
+/// A manifest as a shape.
+pub fn shape_of(m: &Manifest) -> Shape {
+    m.entries
+        .iter()
+        .map(|e| {
+            let k = match &e.kind {
+                EntryKind::File {
+                    size,
+                    sha256,
+                    executable,
+                } => Kind::File {
+                    size: *size,
+                    sha256: Some(*sha256),
+                    executable: *executable,
+                },
+                EntryKind::Symlink { target } => Kind::Symlink {
+                    target: target.clone(),
+                },
+                EntryKind::Dir => Kind::Dir,
+            };
+            (e.path.clone(), k)
+        })
+        .collect()
+}
+
+/// The manifest identity of a walked and hashed shape.
+pub fn identity_of(s: &Shape) -> Result<Digest, String> {
+    manifest_of(s).map(|m| m.identity())
+}
+
+/// A shape (every file hashed) as a manifest.
+pub fn manifest_of(s: &Shape) -> Result<Manifest, String> {
+    let mut entries = Vec::with_capacity(s.len());
+    for (p, k) in s {
+        entries.push(match k {
+            Kind::File {
+                size,
+                sha256: Some(d),
+                executable,
+            } => Entry::file(p.clone(), *size, *d, *executable),
+            Kind::File { sha256: None, .. } => {
+                return Err(format!("{} was not hashed", String::from_utf8_lossy(p)))
+            }
+            Kind::Dir => Entry::dir(p.clone()),
+            Kind::Symlink { target } => Entry::symlink(p.clone(), target.clone()),
+            Kind::Other(k) => {
+                return Err(format!(
+                    "{} is a {k:?}, which no artifact holds",
+                    String::from_utf8_lossy(p)
+                ))
+            }
+        });
+    }
+    Manifest::from_entries(entries, None).map_err(|e| e.to_string())
+}

@@ -1,0 +1,425 @@
+//! The deploy journal: every remote mutation is recorded *before* it happens, so an interrupted
+//! deploy (Ctrl-C, `kill -9`, a dropped connection, a full disk) can be finished or cleaned up by
+//! running the same deploy again.
+//!
+//! Two copies:
+//! - locally, `<local_state>/deploys/<plan digest>/journal.jsonl`: one JSON record per line,
+//!   appended and fsynced before the step it announces runs. This is the copy resume reads.
+//! - on the host, `<work_dir>/journal-<plan digest, 16 hex>/NNNNNN-<step>-<phase>`: one small,
+//!   exclusively created file per record (appending over SFTP is not atomic; a new name is), so
+//!   someone looking at the host sees what the deploy was doing. Written only while the lock is
+//!   held (before that, the work dir may not exist yet).
+//!
+//! Test hook: `SEALPUSH_FAULT=abort-before:<step>` or `abort-after:<step>` makes the process kill
+//! itself with SIGKILL right after the intent record of `<step>` is durable (before the
+//! mutation) or right after the step completes: the precise equivalent of `kill -9` at that
+//! point, used by the fault tests. `SEALPUSH_FAULT=wait-before:<step>:<file>` instead creates
+//! `<file>.reached` once the intent is durable and waits (up to two minutes) until `<file>`
+//! exists, so a test can tamper with the host at that exact point. Steps are the [`Step`] names.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::DeployError;
+use crate::digest::Digest;
+use crate::remote::Remote;
+
+/// The steps of a deploy, in order; their names appear in journals and in `SEALPUSH_FAULT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Re-check plan and host (no mutation).
+    Recheck,
+    /// Create `<parent>/.sealpush/<name>/` if absent.
+    WorkDir,
+    /// Exclusive create of the lock file.
+    Lock,
+    /// Remove what an interrupted earlier run left (staging, partial archive).
+    Cleanup,
+    /// mkdir of the staging directory (0700) and the tree root inside it.
+    Staging,
+    /// Upload of the tree's directories, files and symlinks.
+    Materialise,
+    /// Upload of the archive (`--keep-archive`).
+    UploadArchive,
+    /// Read-back of every staged file and of the staged tree's shape.
+    Verify,
+    /// DEPLOY-MANIFEST.txt inside the staged tree.
+    DeployManifest,
+    /// Rename of the staged tree onto the target.
+    Promote,
+    /// Removal of the now empty staging directory.
+    RemoveStaging,
+    /// `sync -f` on the host (`--sync`).
+    Sync,
+    /// Anchor digest and target shape re-proven.
+    Prove,
+    /// `--check CMD` in the target.
+    Check,
+    /// Receipt on the host and locally.
+    Receipt,
+    /// Removal of the lock file.
+    Unlock,
+    /// The deploy is complete (marker).
+    Finished,
+    /// Everything this deploy created was removed again (marker: history restarts).
+    Reset,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Recheck => "recheck",
+            Step::WorkDir => "work-dir",
+            Step::Lock => "lock",
+            Step::Cleanup => "cleanup",
+            Step::Staging => "staging",
+            Step::Materialise => "materialise",
+            Step::UploadArchive => "upload-archive",
+            Step::Verify => "verify",
+            Step::DeployManifest => "deploy-manifest",
+            Step::Promote => "promote",
+            Step::RemoveStaging => "remove-staging",
+            Step::Sync => "sync",
+            Step::Prove => "prove",
+            Step::Check => "check",
+            Step::Receipt => "receipt",
+            Step::Unlock => "unlock",
+            Step::Finished => "finished",
+            Step::Reset => "reset",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// About to run the step.
+    Intent,
+    /// The step completed.
+    Done,
+    /// The step failed (detail says why).
+    Failed,
+}
+
+/// One journal line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// Identifies the sealpush process that wrote it (`<pid>@<unix time>`).
+    pub run: String,
+    pub time: String,
+    pub step: Step,
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// What earlier runs of this plan did, since the last [`Step::Reset`].
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub records: Vec<Record>,
+}
+
+impl History {
+    pub fn intended(&self, step: Step) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.step == step && r.phase == Phase::Intent)
+    }
+    pub fn done(&self, step: Step) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.step == step && r.phase == Phase::Done)
+    }
+    /// Detail of the last `Done` record of `step`.
+    pub fn done_detail(&self, step: Step) -> Option<&str> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.step == step && r.phase == Phase::Done)
+            .map(|r| r.detail.as_str())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// The local state directory of one plan: `<local_state>/deploys/<plan digest>/`.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(local_state: &Path, plan: &Digest) -> Result<StateDir, DeployError> {
+        let dir = local_state.join("deploys").join(plan.to_hex());
+        fs::create_dir_all(&dir).map_err(|e| DeployError::LocalState {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(StateDir { dir })
+    }
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal.jsonl")
+    }
+    pub fn receipt_path(&self) -> PathBuf {
+        self.dir.join("receipt.json")
+    }
+}
+
+/// Reads a local journal; a torn last line (killed mid-write) is ignored, as it announces a
+/// step that therefore never started.
+pub fn read_records(path: &Path) -> Result<Vec<Record>, DeployError> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(DeployError::LocalState {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.map_err(|e| DeployError::LocalState {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if let Ok(r) = serde_json::from_str::<Record>(&line) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// History since the last reset (or since the deploy finished, for [`History::done`] of
+/// [`Step::Finished`]).
+pub fn history_of(records: &[Record]) -> History {
+    let start = records
+        .iter()
+        .rposition(|r| r.step == Step::Reset && r.phase == Phase::Done)
+        .map_or(0, |i| i + 1);
+    History {
+        records: records[start..].to_vec(),
+    }
+}
+
+/// Appends records locally (fsynced) and, once [`Journal::attach_host`] was called, on the host.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    run: String,
+    seq: u64,
+    host_dir: Option<PathBuf>,
+    pub history: History,
+}
+
+impl Journal {
+    pub fn open(state: &StateDir) -> Result<Journal, DeployError> {
+        let path = state.journal_path();
+        let records = read_records(&path)?;
+        let seq = records.last().map_or(0, |r| r.seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| DeployError::LocalState {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Journal {
+            path,
+            file,
+            run: format!("{}@{}", std::process::id(), unix_now()),
+            seq,
+            host_dir: None,
+            history: history_of(&records),
+        })
+    }
+
+    /// Path of the local journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// From now on, records are also written on the host into `dir` (which must exist).
+    pub fn attach_host(&mut self, dir: PathBuf) {
+        self.host_dir = Some(dir);
+    }
+
+    pub fn detach_host(&mut self) {
+        self.host_dir = None;
+    }
+
+    /// Writes one record, locally first (fsync), then on the host; then honours the fault hook.
+    pub fn record(
+        &mut self,
+        remote: &dyn Remote,
+        step: Step,
+        phase: Phase,
+        detail: impl Into<String>,
+    ) -> Result<(), DeployError> {
+        self.seq += 1;
+        let rec = Record {
+            seq: self.seq,
+            run: self.run.clone(),
+            time: rfc3339(unix_now()),
+            step,
+            phase,
+            detail: detail.into(),
+        };
+        let mut line = serde_json::to_vec(&rec).expect("record serializes");
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| DeployError::LocalState {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+        if let Some(dir) = &self.host_dir {
+            let phase_name = match phase {
+                Phase::Intent => "intent",
+                Phase::Done => "done",
+                Phase::Failed => "failed",
+            };
+            let name = format!("{:06}-{}-{}", rec.seq, step.name(), phase_name);
+            remote.write_new(&dir.join(name), &line, 0o600, false)?;
+        }
+        fault_point(step, phase);
+        Ok(())
+    }
+}
+
+/// `SEALPUSH_FAULT=abort-before:<step>|abort-after:<step>`: SIGKILL ourselves at that point.
+fn fault_point(step: Step, phase: Phase) {
+    let Ok(spec) = std::env::var("SEALPUSH_FAULT") else {
+        return;
+    };
+    if let (Phase::Intent, Some(rest)) = (phase, spec.strip_prefix("wait-before:")) {
+        if let Some((s, file)) = rest.split_once(':') {
+            if s == step.name() {
+                let _ = fs::write(format!("{file}.reached"), b"");
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                while !Path::new(file).exists() && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
+        return;
+    }
+    let want = match phase {
+        Phase::Intent => format!("abort-before:{}", step.name()),
+        Phase::Done => format!("abort-after:{}", step.name()),
+        Phase::Failed => return,
+    };
+    if spec == want {
+        // SAFETY: kill(2) on our own pid with SIGKILL has no memory-safety preconditions; it is
+        // the exact fault being simulated (no destructors, no flushes).
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// UTC RFC 3339 (`2026-05-21T10:00:00Z`) from seconds since the epoch.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Human duration: `42s`, `3m07s`, `2h05m`, `3d04h`.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_gnu_date() {
+        // Expected values from `date -u -d @SECS +%Y-%m-%dT%H:%M:%SZ`.
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_779_357_600, "2026-05-21T10:00:00Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(rfc3339(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn history_restarts_after_reset_and_ignores_torn_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("j.jsonl");
+        let rec = |seq, step, phase| Record {
+            seq,
+            run: "1@1".into(),
+            time: rfc3339(0),
+            step,
+            phase,
+            detail: String::new(),
+        };
+        let mut text = String::new();
+        for r in [
+            rec(1, Step::Staging, Phase::Intent),
+            rec(2, Step::Staging, Phase::Done),
+            rec(3, Step::Reset, Phase::Done),
+            rec(4, Step::Lock, Phase::Intent),
+        ] {
+            text += &serde_json::to_string(&r).unwrap();
+            text.push('\n');
+        }
+        text += "{\"seq\":5,\"run\":\"1@1\",\"ti"; // torn by a kill
+        fs::write(&p, text).unwrap();
+        let all = read_records(&p).unwrap();
+        assert_eq!(all.len(), 4);
+        let h = history_of(&all);
+        assert!(!h.done(Step::Staging));
+        assert!(h.intended(Step::Lock));
+        assert!(!h.done(Step::Lock));
+    }
+
+    #[test]
+    fn human_age_spellings() {
+        assert_eq!(human_age(5), "5s");
+        assert_eq!(human_age(187), "3m07s");
+        assert_eq!(human_age(7500), "2h05m");
+        assert_eq!(human_age(3 * 86_400 + 4 * 3600), "3d04h");
+    }
+}

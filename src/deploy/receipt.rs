@@ -1,0 +1,348 @@
+//! The receipt: what a deploy created, with digests, and how it went. Written locally
+//! (`<local_state>/deploys/<plan digest>/receipt.json`) and on the host
+//! (`<work_dir>/receipt-<plan digest, 16 hex>.json`), so rollback and status work from either
+//! side. Rollback trusts nothing else: it removes exactly the paths listed here, and only while
+//! they still have the recorded content.
+//!
+//! Paths inside the tree are raw bytes; JSON needs text, so they are spelled with
+//! [`escape_path`]: `\` becomes `\\`, and bytes that are not UTF-8 become `\xNN`. The spelling is
+//! lossless ([`unescape_path`] inverts it).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::plan::{ArtifactRef, HostRef, Verdict};
+use crate::remote::ExecOutput;
+
+/// Current receipt format.
+pub const RECEIPT_FORMAT: u32 = 1;
+
+/// The kind of a created path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreatedKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry of the deployed tree, relative to the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// Escaped relative path ([`escape_path`]).
+    pub path: String,
+    pub kind: CreatedKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+    /// Escaped symlink target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// A path outside the tree that the deploy created (work dir, kept archive, receipt, journal).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedPath {
+    pub path: PathBuf,
+    pub kind: CreatedKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+}
+
+/// The anchor's recipe digest and tree identity, before (the plan) and after the deploy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorProof {
+    pub path: PathBuf,
+    /// Recipe digest recorded by preflight.
+    pub expected: Digest,
+    /// Recipe digest now.
+    pub actual: Digest,
+    pub expected_identity: Digest,
+    pub actual_identity: Digest,
+}
+
+/// Output of `--check`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub output: ExecOutput,
+    pub passed: bool,
+}
+
+/// Everything a deploy did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub format: u32,
+    pub tool_version: String,
+    pub plan_digest: Digest,
+    pub host: HostRef,
+    /// The host's own name (from its facts).
+    pub hostname: String,
+    pub artifact: ArtifactRef,
+    pub target: PathBuf,
+    pub staging: PathBuf,
+    pub work_dir: PathBuf,
+    pub started: String,
+    pub finished: String,
+    /// "read-back" (every byte read over the transport and hashed here) or "host-sha256sum".
+    pub verify: String,
+    /// Recipe digest of the deployed tree without DEPLOY-MANIFEST.txt, as
+    /// `cd PARENT && find NAME -type f | sort | xargs sha256sum | sha256sum` (LC_ALL=C).
+    pub tree_recipe_digest: Digest,
+    /// sha256 of DEPLOY-MANIFEST.txt.
+    pub deploy_manifest_sha256: Digest,
+    /// The tree under `target`, including DEPLOY-MANIFEST.txt; the target directory itself is
+    /// created too.
+    pub tree: Vec<TreeEntry>,
+    /// Paths outside the tree, in creation order.
+    pub created: Vec<CreatedPath>,
+    pub kept_archive: Option<PathBuf>,
+    pub anchor: Option<AnchorProof>,
+    pub check: Option<CheckRecord>,
+    /// `sync -f` output when `--sync` was given.
+    pub sync: Option<ExecOutput>,
+    /// What this run found from an earlier, interrupted run and what it did about it.
+    pub resume: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Seconds spent uploading (tree and archive) and verifying.
+    pub upload_secs: f64,
+    pub verify_secs: f64,
+    pub total_secs: f64,
+    /// Set by `--rollback-on-check-failure` when the deploy was rolled back.
+    pub rolled_back: bool,
+    pub verdict: Verdict,
+}
+
+impl Receipt {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("receipt serializes") + "\n"
+    }
+    pub fn from_json(text: &[u8]) -> Result<Receipt, String> {
+        let r: Receipt = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        if r.format != RECEIPT_FORMAT {
+            return Err(format!(
+                "receipt format {} is not supported (this sealpush reads format {RECEIPT_FORMAT})",
+                r.format
+            ));
+        }
+        Ok(r)
+    }
+}
+
+/// Lossless text spelling of raw path bytes (see the module docs).
+pub fn escape_path(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Inverse of [`escape_path`]; `None` for a spelling it never produces.
+pub fn unescape_path(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match b.get(i + 1)? {
+            b'\\' => {
+                out.push(b'\\');
+                i += 2;
+            }
+            b'x' => {
+                let hex = std::str::from_utf8(b.get(i + 2..i + 4)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 4;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The receipt as a report in the seed's style (`key: value` lines by section, ending with the
+/// verdict).
+pub fn render_receipt(r: &Receipt) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "1. Deploy");
+    let _ = writeln!(
+        s,
+        "host: {} ({}, {})",
+        r.hostname, r.host.destination, r.host.transport
+    );
+    let _ = writeln!(s, "plan: {}", r.plan_digest);
+    let _ = writeln!(s, "artifact: {}", r.artifact.path.display());
+    let _ = writeln!(s, "archive_sha256: {}", r.artifact.archive_sha256);
+    let _ = writeln!(s, "tree_identity: {}", r.artifact.tree_identity);
+    let _ = writeln!(s, "started: {}", r.started);
+    let _ = writeln!(s, "finished: {}", r.finished);
+    if !r.resume.is_empty() {
+        let _ = writeln!(s, "resume: {}", r.resume);
+    }
+    let _ = writeln!(s, "2. Transfer and verification");
+    let _ = writeln!(
+        s,
+        "materialised: {} files, {} bytes in {:.2}s",
+        r.files, r.bytes, r.upload_secs
+    );
+    let _ = writeln!(s, "verify: {} ({:.2}s)", r.verify, r.verify_secs);
+    match &r.kept_archive {
+        Some(p) => {
+            let _ = writeln!(s, "kept_archive: {}", p.display());
+        }
+        None => {
+            let _ = writeln!(s, "kept_archive: no");
+        }
+    }
+    let _ = writeln!(s, "3. Promote");
+    let _ = writeln!(s, "staging: {}", r.staging.display());
+    let _ = writeln!(s, "target: {}", r.target.display());
+    let _ = writeln!(s, "target_recipe_sha256: {}", r.tree_recipe_digest);
+    let _ = writeln!(
+        s,
+        "deploy_manifest: {}/DEPLOY-MANIFEST.txt",
+        r.target.display()
+    );
+    let _ = writeln!(
+        s,
+        "audit: cd {} && grep -E '^\\\\?[0-9a-f]{{64}}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict --quiet",
+        shell_quote(&r.target.to_string_lossy())
+    );
+    match &r.sync {
+        Some(o) => {
+            let _ = writeln!(s, "sync: `{}` exit {}", o.command, status_text(o.status));
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "sync: no (SFTP cannot fsync a directory; --sync runs `sync -f` on the host)"
+            );
+        }
+    }
+    let _ = writeln!(s, "4. Anchor");
+    match &r.anchor {
+        Some(a) => {
+            let _ = writeln!(s, "anchor_path: {}", a.path.display());
+            let _ = writeln!(s, "anchor_tree_sha256_before: {}", a.expected);
+            let _ = writeln!(s, "anchor_tree_sha256_after: {}", a.actual);
+            let _ = writeln!(s, "anchor_tree_identity: {}", a.actual_identity);
+            let _ = writeln!(
+                s,
+                "anchor_unchanged: {}",
+                if a.expected == a.actual && a.expected_identity == a.actual_identity {
+                    "YES"
+                } else {
+                    "NO"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "anchor: none");
+        }
+    }
+    if let Some(c) = &r.check {
+        let _ = writeln!(s, "5. Check");
+        let _ = writeln!(s, "command: {}", c.output.command);
+        let _ = writeln!(s, "exit: {}", status_text(c.output.status));
+        let tail: Vec<&str> = c
+            .output
+            .stderr
+            .lines()
+            .chain(c.output.stdout.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        for l in tail.iter().skip(tail.len().saturating_sub(3)) {
+            let _ = writeln!(s, "output: {l}");
+        }
+        let _ = writeln!(s, "check: {}", if c.passed { "PASS" } else { "FAIL" });
+    }
+    let _ = writeln!(s, "6. Result");
+    let _ = writeln!(
+        s,
+        "created: {} tree entries + {} other paths",
+        r.tree.len() + 1,
+        r.created.len()
+    );
+    if r.rolled_back {
+        let _ = writeln!(s, "rolled_back: YES (--rollback-on-check-failure)");
+    }
+    for reason in &r.verdict.reasons {
+        let _ = writeln!(s, "reason: {reason}");
+    }
+    let _ = writeln!(
+        s,
+        "verdict: {}",
+        if r.verdict.pass { "PASS" } else { "FAIL" }
+    );
+    s
+}
+
+fn status_text(s: Option<i32>) -> String {
+    s.map_or_else(|| "killed by a signal".into(), |c| c.to_string())
+}
+
+/// Quotes a string for a POSIX shell (single quotes; `'` as `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_escaping_round_trips() {
+        for raw in [
+            &b"plain/name.txt"[..],
+            b"back\\slash",
+            b"caf\xc3\xa9",
+            b"bad\xff\xfebytes",
+            b"\\x41 literal",
+            b"new\nline",
+        ] {
+            let s = escape_path(raw);
+            assert_eq!(unescape_path(&s).as_deref(), Some(raw), "{s}");
+        }
+        assert_eq!(escape_path(b"a\\b"), "a\\\\b");
+        assert_eq!(escape_path(b"\xff"), "\\xff");
+        assert_eq!(unescape_path("\\q"), None);
+    }
+
+    #[test]
+    fn shell_quote_is_understood_by_sh() {
+        for s in ["simple/path", "it's here", "a b", "$(rm -rf /)", ""] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! Rollback and status, both driven by the receipt.
+//!
+//! Rollback removes exactly what the deploy created and nothing else: the tree's entries as the
+//! receipt lists them, the target directory, the kept archive, the host receipt and journal,
+//! and the work directories the deploy created. It first examines everything and refuses,
+//! before removing anything, when an entry changed since the deploy (content, kind, exec bit or
+//! symlink target), unless forced. Names it did not create are never removed (so a directory
+//! that gained a file stays, with that file, and the report says so). The anchor is never
+//! touched, and its digest is re-proven afterwards. Re-running an interrupted rollback finishes
+//! it: names already gone are skipped.
+//!
+//! Status reads the receipt and DEPLOY-MANIFEST.txt on the host and re-verifies the deployed
+//! tree over the transport, every byte.
+
+use std::path::{Path, PathBuf};
+
+use super::receipt::{escape_path, unescape_path, CreatedKind, Receipt};
+use super::shape::{self, Kind, Shape};
+use super::{anchor, journal, DeployError, DEPLOY_MANIFEST};
+use crate::digest::Digest;
+use crate::plan::SealedPlan;
+use crate::progress::Progress;
+use crate::remote::{FileKind, Remote, RemoteError};
+
+/// How to roll back.
+#[derive(Clone, Debug, Default)]
+pub struct RollbackOptions {
+    /// Remove entries that changed since the deploy too (never entries it did not create).
+    pub force: bool,
+    /// Local state dir: its journal for this plan is reset so the plan can be deployed again.
+    pub local_state: Option<PathBuf>,
+}
+
+/// What a rollback did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackReport {
+    pub target: PathBuf,
+    /// Names removed.
+    pub removed: u64,
+    /// Names that were already gone.
+    pub already_gone: u64,
+    /// Changed entries removed because of `--force`.
+    pub forced: Vec<String>,
+    /// What stays, and why (names the deploy did not create, directories holding them).
+    pub kept: Vec<String>,
+    /// The anchor, re-proven.
+    pub anchor: Option<super::receipt::AnchorProof>,
+    /// True when everything the deploy created is gone and the anchor is unchanged.
+    pub complete: bool,
+}
+
+fn at(step: &'static str) -> impl Fn(RemoteError) -> DeployError {
+    move |source| DeployError::Remote {
+        step,
+        source,
+        note: String::new(),
+    }
+}
+
+/// The receipt's tree as a shape.
+fn receipt_shape(r: &Receipt) -> Result<Shape, DeployError> {
+    let bad = |p: &str| DeployError::BadReceipt {
+        path: r.target.clone(),
+        reason: format!("bad path spelling {p:?}"),
+    };
+    let mut s = Shape::new();
+    for e in &r.tree {
+        let path = unescape_path(&e.path).ok_or_else(|| bad(&e.path))?;
+        let kind = match e.kind {
+            CreatedKind::File => Kind::File {
+                size: e.size.unwrap_or(0),
+                sha256: e.sha256,
+                executable: e.executable,
+            },
+            CreatedKind::Dir => Kind::Dir,
+            CreatedKind::Symlink => Kind::Symlink {
+                target: e
+                    .target
+                    .as_deref()
+                    .map(|t| unescape_path(t).ok_or_else(|| bad(t)))
+                    .transpose()?
+                    .unwrap_or_default(),
+            },
+        };
+        s.insert(path, kind);
+    }
+    Ok(s)
+}
+
+/// Finds the receipt of a plan: the local copy first, then the host's.
+pub fn find_receipt(
+    remote: &dyn Remote,
+    plan: &SealedPlan,
+    local_state: &Path,
+) -> Result<Receipt, DeployError> {
+    let local = local_state
+        .join("deploys")
+        .join(plan.digest.to_hex())
+        .join("receipt.json");
+    if let Ok(bytes) = std::fs::read(&local) {
+        return Receipt::from_json(&bytes).map_err(|reason| DeployError::BadReceipt {
+            path: local,
+            reason,
+        });
+    }
+    let names = super::Names::of(&plan.plan, &plan.digest)?;
+    match remote.read_file(&names.host_receipt, 1 << 30) {
+        Ok(bytes) => Receipt::from_json(&bytes).map_err(|reason| DeployError::BadReceipt {
+            path: names.host_receipt,
+            reason,
+        }),
+        Err(e) if e.is_not_found() => Err(DeployError::NoReceipt {
+            plan: plan.digest,
+            looked: vec![local, names.host_receipt],
+        }),
+        Err(e) => Err(at("read receipt")(e)),
+    }
+}
+
+/// Removes the host journal directory: its record files (`NNNNNN-step-phase`) and verify
+/// lists (`sha256sums-*.txt`), then the directory. Anything else in it stays (and so does the
+/// directory).
+pub fn remove_journal_dir(remote: &dyn Remote, dir: &Path) -> Result<(), DeployError> {
+    let entries = match remote.read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(at("remove journal")(e)),
+    };
+    for e in entries {
+        let n = &e.name;
+        let record = n.len() > 7 && n[..6].iter().all(u8::is_ascii_digit) && n[6] == b'-';
+        let list = n.starts_with(b"sha256sums-") && n.ends_with(b".txt");
+        if e.meta.kind == FileKind::File && (record || list) {
+            match remote.remove_file(&shape::join(dir, n)) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(at("remove journal")(e)),
+            }
+        }
+    }
+    match remote.remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(at("remove journal")(e)),
+    }
+}
+
+/// Removes what the deploy of `receipt` created (see the module docs).
+pub fn rollback(
+    remote: &dyn Remote,
+    receipt: &Receipt,
+    opts: &RollbackOptions,
+    progress: &dyn Progress,
+) -> Result<RollbackReport, DeployError> {
+    let target = receipt.target.clone();
+    let expected = receipt_shape(receipt)?;
+    let mut report = RollbackReport {
+        target: target.clone(),
+        removed: 0,
+        already_gone: 0,
+        forced: Vec::new(),
+        kept: Vec::new(),
+        anchor: None,
+        complete: false,
+    };
+    if let Some(a) = &receipt.anchor {
+        if target == a.path || target.starts_with(&a.path) || a.path.starts_with(&target) {
+            return Err(DeployError::BadReceipt {
+                path: target,
+                reason: format!("target overlaps the anchor {}", a.path.display()),
+            });
+        }
+    }
+    // 1. Examine everything before removing anything.
+    let mut changed = Vec::new();
+    let actual: Option<Shape> = match remote.lstat(&target).map_err(at("rollback"))? {
+        None => None,
+        Some(m) if m.kind != FileKind::Dir => {
+            changed.push(format!(
+                "{} is now a {:?}, not the directory the deploy created",
+                target.display(),
+                m.kind
+            ));
+            None
+        }
+        Some(_) => {
+            let mut s = shape::walk(remote, &target).map_err(at("rollback"))?;
+            progress.start("checking", None, Some(s.len() as u64));
+            let r = shape::hash_shape(remote, &target, &mut s, progress);
+            progress.finish();
+            r.map_err(at("rollback"))?;
+            Some(s)
+        }
+    };
+    let mut extras: Vec<Vec<u8>> = Vec::new();
+    if let Some(actual) = &actual {
+        for d in shape::compare(&expected, actual) {
+            match d {
+                shape::Difference::Missing { .. } => {}
+                shape::Difference::Extra { path, .. } => extras.push(path),
+                shape::Difference::Changed { .. } => {
+                    changed.push(format!("{}/{d}", target.display()))
+                }
+            }
+        }
+    }
+    let archive_ok = match &receipt.kept_archive {
+        Some(p) => match remote.lstat(p).map_err(at("rollback"))? {
+            None => None,
+            Some(m) if m.kind != FileKind::File => {
+                changed.push(format!("{} is no longer a file", p.display()));
+                Some(false)
+            }
+            Some(_) => {
+                let got = remote
+                    .hash_files(std::slice::from_ref(p), progress)
+                    .pop()
+                    .expect("one result")
+                    .map_err(at("rollback"))?
+                    .0;
+                if got != receipt.artifact.archive_sha256 {
+                    changed.push(format!(
+                        "{}: expected sha256 {}, found {got}",
+                        p.display(),
+                        receipt.artifact.archive_sha256
+                    ));
+                }
+                Some(got == receipt.artifact.archive_sha256)
+            }
+        },
+        None => None,
+    };
+    if !changed.is_empty() && !opts.force {
+        return Err(DeployError::RollbackRefused { changed });
+    }
+    report.forced = changed;
+    // 2. Remove: files and symlinks, then directories children first, then the target.
+    let gone_ok =
+        |r: Result<(), RemoteError>, report: &mut RollbackReport| -> Result<bool, DeployError> {
+            match r {
+                Ok(()) => {
+                    report.removed += 1;
+                    Ok(true)
+                }
+                Err(e) if e.is_not_found() => {
+                    report.already_gone += 1;
+                    Ok(false)
+                }
+                Err(e) => Err(at("rollback")(e)),
+            }
+        };
+    if let Some(actual) = &actual {
+        for (p, k) in expected.iter().rev() {
+            let path = shape::join(&target, p);
+            let Some(now) = actual.get(p) else {
+                report.already_gone += 1;
+                continue;
+            };
+            // A changed entry of another kind (a file replaced by a directory) is not ours.
+            if std::mem::discriminant(now) != std::mem::discriminant(k) {
+                report
+                    .kept
+                    .push(format!("{} (replaced by someone else)", path.display()));
+                continue;
+            }
+            match k {
+                Kind::Dir => match remote.remove_dir(&path) {
+                    Ok(()) => report.removed += 1,
+                    Err(e) if e.is_not_found() => report.already_gone += 1,
+                    Err(_) => report.kept.push(format!(
+                        "{} (holds names the deploy did not create)",
+                        path.display()
+                    )),
+                },
+                _ => {
+                    gone_ok(remote.remove_file(&path), &mut report)?;
+                }
+            }
+        }
+        for p in &extras {
+            report.kept.push(format!(
+                "{} (not created by the deploy)",
+                shape::join(&target, p).display()
+            ));
+        }
+        match remote.remove_dir(&target) {
+            Ok(()) => report.removed += 1,
+            Err(e) if e.is_not_found() => report.already_gone += 1,
+            Err(_) => report.kept.push(format!(
+                "{} (holds names the deploy did not create)",
+                target.display()
+            )),
+        }
+    }
+    if let (Some(p), Some(ok)) = (&receipt.kept_archive, archive_ok) {
+        if ok || opts.force {
+            gone_ok(remote.remove_file(p), &mut report)?;
+        }
+    }
+    // Bookkeeping: host receipt, journal, lock of this plan (a crashed run's), work dirs.
+    let short = &receipt.plan_digest.to_hex()[..16];
+    let host_receipt = receipt.work_dir.join(format!("receipt-{short}.json"));
+    match remote.lstat(&host_receipt).map_err(at("rollback"))? {
+        Some(m) if m.kind == FileKind::File => {
+            gone_ok(remote.remove_file(&host_receipt), &mut report)?;
+        }
+        _ => {}
+    }
+    remove_journal_dir(remote, &receipt.work_dir.join(format!("journal-{short}")))?;
+    for c in receipt.created.iter().rev() {
+        if c.kind == CreatedKind::Dir && c.path != receipt.work_dir.join(format!("journal-{short}"))
+        {
+            match remote.remove_dir(&c.path) {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.is_not_found() => {}
+                // Another deploy's lock or journal lives there: it stays.
+                Err(_) => report
+                    .kept
+                    .push(format!("{} (in use by another deploy)", c.path.display())),
+            }
+        }
+    }
+    // 3. Re-prove the anchor.
+    let mut anchor_ok = true;
+    if let Some(a) = &receipt.anchor {
+        let (actual, actual_identity) = anchor::survey(remote, &a.path, progress)?;
+        anchor_ok = actual == a.expected && actual_identity == a.expected_identity;
+        report.anchor = Some(super::receipt::AnchorProof {
+            path: a.path.clone(),
+            expected: a.expected,
+            actual,
+            expected_identity: a.expected_identity,
+            actual_identity,
+        });
+    }
+    report.complete = report.kept.is_empty() && anchor_ok;
+    if let Some(dir) = &opts.local_state {
+        if report.complete {
+            let state = journal::StateDir::open(dir, &receipt.plan_digest)?;
+            let mut j = journal::Journal::open(&state)?;
+            j.record(
+                remote,
+                journal::Step::Reset,
+                journal::Phase::Done,
+                "rolled back",
+            )?;
+        }
+    }
+    Ok(report)
+}
+
+/// Seed-style report of a rollback.
+pub fn render_rollback(r: &RollbackReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "1. Rollback");
+    let _ = writeln!(s, "target: {}", r.target.display());
+    let _ = writeln!(s, "removed: {}", r.removed);
+    let _ = writeln!(s, "already_gone: {}", r.already_gone);
+    for f in &r.forced {
+        let _ = writeln!(s, "forced: {f}");
+    }
+    for k in &r.kept {
+        let _ = writeln!(s, "kept: {k}");
+    }
+    let _ = writeln!(s, "2. Anchor");
+    match &r.anchor {
+        Some(a) => {
+            let _ = writeln!(s, "anchor_path: {}", a.path.display());
+            let _ = writeln!(s, "anchor_tree_sha256_before: {}", a.expected);
+            let _ = writeln!(s, "anchor_tree_sha256_after: {}", a.actual);
+            let _ = writeln!(
+                s,
+                "anchor_unchanged: {}",
+                if a.expected == a.actual && a.expected_identity == a.actual_identity {
+                    "YES"
+                } else {
+                    "NO"
+                }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "anchor: none");
+        }
+    }
+    let _ = writeln!(s, "verdict: {}", if r.complete { "PASS" } else { "FAIL" });
+    s
+}
+
+/// What `status` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    pub target: PathBuf,
+    pub plan_digest: Option<Digest>,
+    /// Where the receipt was read from, if found.
+    pub receipt: Option<PathBuf>,
+    pub deployed: Option<String>,
+    pub artifact_identity: Option<Digest>,
+    pub files_checked: u64,
+    pub bytes_checked: u64,
+    /// Every difference found; empty means the target is exactly as deployed.
+    pub problems: Vec<String>,
+}
+
+impl StatusReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Re-verifies a deployed target: its DEPLOY-MANIFEST.txt, its receipt in the work dir beside
+/// it, and every byte of its files read back over the transport.
+pub fn status(
+    remote: &dyn Remote,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<StatusReport, DeployError> {
+    let mut report = StatusReport {
+        target: target.to_path_buf(),
+        plan_digest: None,
+        receipt: None,
+        deployed: None,
+        artifact_identity: None,
+        files_checked: 0,
+        bytes_checked: 0,
+        problems: Vec::new(),
+    };
+    match remote.lstat(target).map_err(at("status"))? {
+        None => {
+            report
+                .problems
+                .push(format!("{} does not exist", target.display()));
+            return Ok(report);
+        }
+        Some(m) if m.kind != FileKind::Dir => {
+            report.problems.push(format!(
+                "{} is a {:?}, not a deployed directory",
+                target.display(),
+                m.kind
+            ));
+            return Ok(report);
+        }
+        Some(_) => {}
+    }
+    let dm_path = target.join(DEPLOY_MANIFEST);
+    let dm = match remote.read_file(&dm_path, 1 << 30) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            report.problems.push(format!(
+                "{} is missing: not a sealpush deploy",
+                dm_path.display()
+            ));
+            return Ok(report);
+        }
+        Err(e) => return Err(at("status")(e)),
+    };
+    report.plan_digest =
+        super::deploy_manifest_field(&dm, "plan_digest").and_then(Digest::from_hex);
+    report.deployed = super::deploy_manifest_field(&dm, "deployed").map(str::to_string);
+    report.artifact_identity =
+        super::deploy_manifest_field(&dm, "tree_identity").and_then(Digest::from_hex);
+    // The receipt beside the target.
+    let receipt = match (report.plan_digest, target.parent(), target.file_name()) {
+        (Some(pd), Some(parent), Some(name)) => {
+            let p = parent
+                .join(".sealpush")
+                .join(name)
+                .join(format!("receipt-{}.json", &pd.to_hex()[..16]));
+            match remote.read_file(&p, 1 << 30) {
+                Ok(b) => match Receipt::from_json(&b) {
+                    Ok(r) => {
+                        report.receipt = Some(p);
+                        Some(r)
+                    }
+                    Err(e) => {
+                        report
+                            .problems
+                            .push(format!("receipt {}: {e}", p.display()));
+                        None
+                    }
+                },
+                Err(e) if e.is_not_found() => {
+                    report
+                        .problems
+                        .push(format!("receipt {} is missing", p.display()));
+                    None
+                }
+                Err(e) => return Err(at("status")(e)),
+            }
+        }
+        _ => {
+            report
+                .problems
+                .push(format!("{} names no plan digest", dm_path.display()));
+            None
+        }
+    };
+    // Expected: the receipt's tree, else the deploy manifest's file list.
+    let dm_digest = Digest::of(&dm);
+    let listed: Vec<(Vec<u8>, Digest)> = shape::parse_sha256sum_lines(&dm);
+    let mut expected: Shape = match &receipt {
+        Some(r) => {
+            if r.deploy_manifest_sha256 != dm_digest {
+                report.problems.push(format!(
+                    "{}: expected sha256 {} (receipt), found {dm_digest}",
+                    dm_path.display(),
+                    r.deploy_manifest_sha256
+                ));
+            }
+            receipt_shape(r)?
+        }
+        None => listed
+            .iter()
+            .map(|(p, d)| {
+                (
+                    p.clone(),
+                    Kind::File {
+                        size: 0,
+                        sha256: Some(*d),
+                        executable: false,
+                    },
+                )
+            })
+            .collect(),
+    };
+    // Every line of the deploy manifest must agree with the receipt.
+    if receipt.is_some() {
+        for (p, d) in &listed {
+            match expected.get(p) {
+                Some(Kind::File {
+                    sha256: Some(e), ..
+                }) if e == d => {}
+                _ => report.problems.push(format!(
+                    "{}: lists {} with sha256 {d}, which the receipt does not",
+                    dm_path.display(),
+                    escape_path(p)
+                )),
+            }
+        }
+    }
+    let mut actual = shape::walk(remote, target).map_err(at("status"))?;
+    let files = actual
+        .values()
+        .filter(|k| matches!(k, Kind::File { .. }))
+        .count() as u64;
+    progress.start("verifying", None, Some(files));
+    let r = shape::hash_shape(remote, target, &mut actual, progress);
+    progress.finish();
+    r.map_err(at("status"))?;
+    for k in actual.values() {
+        if let Kind::File { size, .. } = k {
+            report.files_checked += 1;
+            report.bytes_checked += size;
+        }
+    }
+    if receipt.is_none() {
+        // Without a receipt only the listed files' contents can be compared.
+        expected.insert(
+            DEPLOY_MANIFEST.as_bytes().to_vec(),
+            actual
+                .get(DEPLOY_MANIFEST.as_bytes())
+                .cloned()
+                .unwrap_or(Kind::Dir),
+        );
+        for (p, k) in actual.iter() {
+            if !matches!(k, Kind::File { .. }) {
+                expected.entry(p.clone()).or_insert_with(|| k.clone());
+            }
+        }
+        for v in expected.values_mut() {
+            if let Kind::File { size, .. } = v {
+                *size = 0;
+            }
+        }
+        for v in actual.values_mut() {
+            if let Kind::File {
+                size, executable, ..
+            } = v
+            {
+                *size = 0;
+                *executable = false;
+            }
+        }
+    }
+    for d in shape::compare(&expected, &actual) {
+        report.problems.push(d.to_string());
+    }
+    Ok(report)
+}
+
+/// Seed-style report of a status check.
+pub fn render_status(r: &StatusReport) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "1. Deployed tree");
+    let _ = writeln!(s, "target: {}", r.target.display());
+    if let Some(p) = &r.plan_digest {
+        let _ = writeln!(s, "plan: {p}");
+    }
+    if let Some(d) = &r.deployed {
+        let _ = writeln!(s, "deployed: {d}");
+    }
+    if let Some(i) = &r.artifact_identity {
+        let _ = writeln!(s, "tree_identity: {i}");
+    }
+    match &r.receipt {
+        Some(p) => {
+            let _ = writeln!(s, "receipt: {}", p.display());
+        }
+        None => {
+            let _ = writeln!(s, "receipt: not found");
+        }
+    }
+    let _ = writeln!(s, "2. Verification (every byte read back)");
+    let _ = writeln!(s, "files_checked: {}", r.files_checked);
+    let _ = writeln!(s, "bytes_checked: {}", r.bytes_checked);
+    for p in &r.problems {
+        let _ = writeln!(s, "problem: {p}");
+    }
+    let _ = writeln!(s, "verdict: {}", if r.ok() { "PASS" } else { "FAIL" });
+    s
+}

@@ -1,0 +1,349 @@
+//! The shape of a tree as the deploy compares it: every entry's relative path and kind, with
+//! size, digest and exec bit for files and the target for symlinks. Built from an artifact's
+//! manifest (what must be there) or by walking a remote tree (what is there), and compared with
+//! messages that name the first path that differs and say what was expected and found.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+use crate::remote::{FileKind, Meta, Remote, RemoteError};
+
+/// What one name is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `sha256` is `None` when only the shape was looked at (no bytes read).
+    File {
+        size: u64,
+        sha256: Option<Digest>,
+        executable: bool,
+    },
+    Dir,
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// Anything a deploy never creates (fifo, socket, device).
+    Other(FileKind),
+}
+
+/// Relative path (raw bytes, `/`-separated) → kind, in byte order (parents before children).
+pub type Shape = BTreeMap<Vec<u8>, Kind>;
+
+/// `root` joined with a relative raw path.
+pub fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+fn kind_of(meta: &Meta) -> Kind {
+    match meta.kind {
+        FileKind::File => Kind::File {
+            size: meta.size,
+            sha256: None,
+            executable: meta.mode & 0o100 != 0,
+        },
+        FileKind::Dir => Kind::Dir,
+        FileKind::Symlink => Kind::Symlink { target: Vec::new() },
+        other => Kind::Other(other),
+    }
+}
+
+/// Walks `root` on the host (lstat view; never follows a symlink), reading symlink targets.
+/// File digests are left `None`; see [`hash_shape`].
+pub fn walk(remote: &dyn Remote, root: &Path) -> Result<Shape, RemoteError> {
+    let mut shape = Shape::new();
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = join(root, &rel);
+        for e in remote.read_dir(&dir)? {
+            let mut child = rel.clone();
+            if !child.is_empty() {
+                child.push(b'/');
+            }
+            child.extend_from_slice(&e.name);
+            let mut k = kind_of(&e.meta);
+            match &mut k {
+                Kind::Dir => stack.push(child.clone()),
+                Kind::Symlink { target } => {
+                    *target = remote
+                        .read_link(&join(root, &child))?
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec();
+                }
+                _ => {}
+            }
+            shape.insert(child, k);
+        }
+    }
+    Ok(shape)
+}
+
+/// Reads every file of `shape` back over the transport and fills in its digest; a read error
+/// is returned with its path. The size from the walk is checked against the bytes read.
+pub fn hash_shape(
+    remote: &dyn Remote,
+    root: &Path,
+    shape: &mut Shape,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(), RemoteError> {
+    let rels: Vec<Vec<u8>> = shape
+        .iter()
+        .filter(|(_, k)| matches!(k, Kind::File { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let paths: Vec<PathBuf> = rels.iter().map(|r| join(root, r)).collect();
+    let results = remote.hash_files(&paths, progress);
+    for (rel, res) in rels.into_iter().zip(results) {
+        let (digest, n) = res?;
+        if let Some(Kind::File { size, sha256, .. }) = shape.get_mut(&rel) {
+            // A size that differs from the walk's is recorded as read, so the comparison
+            // reports it.
+            *size = n;
+            *sha256 = Some(digest);
+        }
+    }
+    Ok(())
+}
+
+/// One difference between the expected and the actual shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Difference {
+    Missing {
+        path: Vec<u8>,
+        expected: Kind,
+    },
+    Extra {
+        path: Vec<u8>,
+        actual: Kind,
+    },
+    Changed {
+        path: Vec<u8>,
+        expected: Kind,
+        actual: Kind,
+    },
+}
+
+impl Difference {
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Difference::Missing { path, .. }
+            | Difference::Extra { path, .. }
+            | Difference::Changed { path, .. } => path,
+        }
+    }
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = String::from_utf8_lossy(self.path());
+        match self {
+            Difference::Missing { expected, .. } => {
+                write!(f, "{p}: missing (expected {})", describe(expected))
+            }
+            Difference::Extra { actual, .. } => {
+                write!(f, "{p}: not in the artifact (found {})", describe(actual))
+            }
+            Difference::Changed {
+                expected, actual, ..
+            } => write!(
+                f,
+                "{p}: expected {}, found {}",
+                describe(expected),
+                describe(actual)
+            ),
+        }
+    }
+}
+
+/// Short human spelling of a kind.
+pub fn describe(k: &Kind) -> String {
+    match k {
+        Kind::File {
+            size,
+            sha256,
+            executable,
+        } => {
+            let x = if *executable { "executable " } else { "" };
+            match sha256 {
+                Some(d) => format!("{x}file of {size} bytes with sha256 {d}"),
+                None => format!("{x}file of {size} bytes"),
+            }
+        }
+        Kind::Dir => "a directory".into(),
+        Kind::Symlink { target } => {
+            format!("symlink to {}", String::from_utf8_lossy(target))
+        }
+        Kind::Other(k) => format!("a {k:?}").to_lowercase(),
+    }
+}
+
+/// Does `actual` satisfy `expected`? A digest is compared only when both sides have one.
+pub fn same(expected: &Kind, actual: &Kind) -> bool {
+    match (expected, actual) {
+        (
+            Kind::File {
+                size: s1,
+                sha256: d1,
+                executable: x1,
+            },
+            Kind::File {
+                size: s2,
+                sha256: d2,
+                executable: x2,
+            },
+        ) => s1 == s2 && x1 == x2 && (d1.is_none() || d2.is_none() || d1 == d2),
+        (a, b) => a == b,
+    }
+}
+
+/// Every difference, in path order.
+pub fn compare(expected: &Shape, actual: &Shape) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for (p, e) in expected {
+        match actual.get(p) {
+            None => out.push(Difference::Missing {
+                path: p.clone(),
+                expected: e.clone(),
+            }),
+            Some(a) if !same(e, a) => out.push(Difference::Changed {
+                path: p.clone(),
+                expected: e.clone(),
+                actual: a.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (p, a) in actual {
+        if !expected.contains_key(p) {
+            out.push(Difference::Extra {
+                path: p.clone(),
+                actual: a.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
+/// Parses `sha256sum` lines (as GNU sha256sum and `Manifest::sha256sum_lines` write them) into (path, digest) pairs;
+/// other lines are skipped.
+pub fn parse_sha256sum_lines(text: &[u8]) -> Vec<(Vec<u8>, Digest)> {
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let (escaped, rest) = match line.strip_prefix(b"\\") {
+            Some(r) => (true, r),
+            None => (false, line),
+        };
+        if rest.len() < 66 || &rest[64..66] != b"  " {
+            continue;
+        }
+        let Some(d) = std::str::from_utf8(&rest[..64])
+            .ok()
+            .filter(|h| {
+                h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+            .and_then(Digest::from_hex)
+        else {
+            continue;
+        };
+        let name = &rest[66..];
+        let path = if escaped {
+            let mut p = Vec::with_capacity(name.len());
+            let mut it = name.iter();
+            while let Some(&b) = it.next() {
+                if b == b'\\' {
+                    match it.next() {
+                        Some(b'n') => p.push(b'\n'),
+                        Some(b'r') => p.push(b'\r'),
+                        Some(&c) => p.push(c),
+                        None => p.push(b'\\'),
+                    }
+                } else {
+                    p.push(b);
+                }
+            }
+            p
+        } else {
+            name.to_vec()
+        };
+        out.push((path, d));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(data: &[u8]) -> Kind {
+        Kind::File {
+            size: data.len() as u64,
+            sha256: Some(Digest::of(data)),
+            executable: false,
+        }
+    }
+
+    #[test]
+    fn compare_names_each_kind_of_difference() {
+        let mut e = Shape::new();
+        e.insert(b"a".to_vec(), file(b"a"));
+        e.insert(b"d".to_vec(), Kind::Dir);
+        e.insert(
+            b"l".to_vec(),
+            Kind::Symlink {
+                target: b"a".to_vec(),
+            },
+        );
+        let mut a = e.clone();
+        assert!(compare(&e, &a).is_empty());
+        a.insert(b"a".to_vec(), file(b"b"));
+        a.remove(b"d".as_slice());
+        a.insert(b"x".to_vec(), Kind::Dir);
+        let diffs = compare(&e, &a);
+        let text: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 3, "{text:?}");
+        assert!(
+            text[0].starts_with("a: expected file of 1 bytes with sha256 ca97"),
+            "{}",
+            text[0]
+        );
+        assert_eq!(text[1], "d: missing (expected a directory)");
+        assert_eq!(text[2], "x: not in the artifact (found a directory)");
+    }
+
+    #[test]
+    fn parses_what_gnu_sha256sum_prints() {
+        let d = tempfile::tempdir().unwrap();
+        let names: [&[u8]; 5] = [
+            b"plain",
+            b"with space",
+            b"back\\slash",
+            b"new\nline",
+            b"cr\rname",
+        ];
+        let mut want = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let data = format!("content {i}");
+            std::fs::write(d.path().join(OsStr::from_bytes(n)), &data).unwrap();
+            want.push((n.to_vec(), Digest::of(data.as_bytes())));
+        }
+        let gnu = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sha256sum -- *")
+            .current_dir(d.path())
+            .output()
+            .unwrap();
+        assert!(gnu.status.success());
+        let mut parsed = parse_sha256sum_lines(&gnu.stdout);
+        parsed.sort();
+        want.sort();
+        assert_eq!(parsed, want);
+    }
+}

@@ -1,1 +1,0 @@
-//! Integration tests: deploy (being written).

@@ -1,0 +1,504 @@
+//! The deploy engine's logic over the local transport (`--host local`): fast, no server, every
+//! journal step. The same faults over a real sshd are in `sshd.rs`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{stderr, stdout, Env, Host};
+
+/// Steps at which `SEALPUSH_FAULT` kills the process (before the mutation and after it).
+const STEPS: &[&str] = &[
+    "work-dir",
+    "lock",
+    "staging",
+    "materialise",
+    "upload-archive",
+    "verify",
+    "deploy-manifest",
+    "promote",
+    "remove-staging",
+    "sync",
+    "prove",
+    "check",
+    "receipt",
+    "unlock",
+    "finished",
+];
+
+/// A check that creates a name in the target, as `python3 -m unittest` creates `__pycache__`.
+const CHECK: &str = "mkdir -p made-by-check && echo ran > made-by-check/out";
+
+fn wait_for(path: &Path) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn local_deploy_status_rollback_end_to_end() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let out = env.deploy(&plan, &["--keep-archive", "--sync"]).ok();
+    let report = stdout(&out);
+    assert!(report.ends_with("verdict: PASS\n"), "{report}");
+    assert!(
+        report.contains(&format!("anchor_tree_sha256_after: {anchor}")),
+        "{report}"
+    );
+    assert!(report.contains("anchor_unchanged: YES"), "{report}");
+    env.assert_complete();
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+    // The tree's modes: directories 0755 (staging was 0700, the tree inside it was not).
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&env.target).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
+    let kept = std::fs::read_dir(env.parent.join(".sealpush/iu-cutter-v0.6"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.zst"))
+        .count();
+    assert_eq!(kept, 1, "kept archive");
+    // The same plan twice: refused, nothing touched.
+    let again = env.deploy(&plan, &[]).expect_code(2);
+    assert!(
+        stderr(&again).contains("already deployed"),
+        "{}",
+        stderr(&again)
+    );
+    // status re-reads everything.
+    let st = env
+        .sealpush(["status", "--host", "local", "--target"])
+        .env("X", "")
+        .output();
+    assert!(!st.status.success(), "status needs a target value");
+    let target = env.target.to_str().unwrap().to_string();
+    let st = env
+        .sealpush(["status", "--host", "local", "--target", &target])
+        .ok();
+    assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
+    // rollback from the plan: the host is exactly as before.
+    let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    assert!(
+        stdout(&rb).contains("anchor_unchanged: YES"),
+        "{}",
+        stdout(&rb)
+    );
+    assert_eq!(env.snapshot(), before);
+    // Rolled back: the plan can be deployed again.
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+}
+
+#[test]
+fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishes() {
+    for step in STEPS {
+        for when in ["abort-before", "abort-after"] {
+            if *step == "finished" && when == "abort-before" {
+                continue; // a marker: it has no intent record
+            }
+            let env = Env::new(Host::Local);
+            let before = env.snapshot();
+            let anchor = env.real_recipe(&env.anchor);
+            let plan = env.plan();
+            let fault = format!("{when}:{step}");
+            let out = env
+                .deploy(&plan, &["--keep-archive", "--sync", "--check", CHECK])
+                .env("SEALPUSH_FAULT", &fault)
+                .output();
+            assert_eq!(
+                out.status.code(),
+                None,
+                "{fault}: not killed: {}",
+                stderr(&out)
+            );
+            env.assert_absent_or_complete(&anchor);
+            // Re-run: finishes or cleans up and starts over.
+            let rerun = env
+                .deploy(
+                    &plan,
+                    &[
+                        "--keep-archive",
+                        "--sync",
+                        "--check",
+                        CHECK,
+                        "--clear-stale-lock",
+                    ],
+                )
+                .output();
+            if *step == "finished" && when == "abort-after" {
+                // The deploy had completed; the re-run says so.
+                assert!(
+                    stderr(&rerun).contains("already deployed"),
+                    "{fault}: {}",
+                    stderr(&rerun)
+                );
+            } else {
+                assert!(
+                    rerun.status.success(),
+                    "{fault}: rerun failed: {}",
+                    stderr(&rerun)
+                );
+                assert!(stdout(&rerun).ends_with("verdict: PASS\n"), "{fault}");
+            }
+            env.assert_complete();
+            assert_eq!(
+                env.leftovers(),
+                vec![".sealpush", "iu-cutter-v0.6"],
+                "{fault}"
+            );
+            let rb = env
+                .sealpush(["rollback".as_ref(), plan.as_os_str()])
+                .output();
+            assert!(rb.status.success(), "{fault}: rollback: {}", stderr(&rb));
+            assert_eq!(
+                env.snapshot(),
+                before,
+                "{fault}: host not as before after rollback"
+            );
+        }
+    }
+}
+
+#[test]
+fn stale_lock_names_owner_and_age_and_is_cleared_only_on_request() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let out = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_FAULT", "abort-after:materialise")
+        .output();
+    assert_eq!(out.status.code(), None);
+    let again = env.deploy(&plan, &[]).expect_code(2);
+    let e = stderr(&again);
+    assert!(
+        e.contains("is held by pid") && e.contains(" ago") && e.contains("not running: stale"),
+        "{e}"
+    );
+    assert!(e.contains("--clear-stale-lock"), "{e}");
+    assert!(!env.target.exists());
+    env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    env.assert_complete();
+}
+
+#[test]
+fn drift_after_preflight_stops_before_writing_anything_local() {
+    drift_after_preflight_stops_before_writing_anything(Host::Local);
+}
+
+pub fn drift_after_preflight_stops_before_writing_anything(host: Host) {
+    // Target created by someone else (file, empty dir), anchor modified, symlink planted at
+    // the staging name: each stops the deploy, writes nothing, and says what changed.
+    type Setup = fn(&Env, &Path);
+    let cases: &[(&str, Setup, &str)] = &[
+        (
+            "target file",
+            |e, _| std::fs::write(&e.target, b"x").unwrap(),
+            "now exists as a file",
+        ),
+        (
+            "target empty dir",
+            |e, _| std::fs::create_dir(&e.target).unwrap(),
+            "now exists as a directory",
+        ),
+        (
+            "anchor modified",
+            |e, _| std::fs::write(e.anchor.join("README.md"), b"edited").unwrap(),
+            "anchor",
+        ),
+        (
+            "symlink at staging",
+            |_, staging| std::os::unix::fs::symlink("/etc", staging).unwrap(),
+            "which this deploy did not create",
+        ),
+    ];
+    for (name, setup, expect) in cases {
+        let env = Env::new(host.clone());
+        let anchor = env.real_recipe(&env.anchor);
+        let plan = env.plan();
+        let staging =
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&plan).unwrap())
+                .unwrap()["plan"]["staging"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        setup(&env, Path::new(&staging));
+        let before = env.snapshot();
+        let out = env.deploy(&plan, &[]).expect_code(1);
+        let e = stderr(&out);
+        assert!(
+            e.contains("no longer matches the plan") && e.contains(expect),
+            "{name}: {e}"
+        );
+        assert_eq!(env.snapshot(), before, "{name}: something was written");
+        if *name != "anchor modified" {
+            assert_eq!(env.real_recipe(&env.anchor), anchor);
+        }
+    }
+}
+
+#[test]
+fn edited_plan_is_refused() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let text = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(&plan, text.replace("iu-cutter-v0.6\"", "iu-cutter-v0.7\"")).unwrap();
+    let out = env.deploy(&plan, &[]).expect_code(1);
+    assert!(
+        stderr(&out).contains("edited after preflight"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn byte_changed_between_upload_and_read_back_stops_the_deploy_local() {
+    byte_changed_between_upload_and_read_back_stops_the_deploy(Host::Local);
+}
+
+pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
+    let env = Env::new(host.clone());
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:verify:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    // Flip one byte of a staged file, as a faulty disk or another process would.
+    let staged = std::fs::read_dir(&env.parent)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("sealpush-stage")
+        })
+        .unwrap()
+        .join("iu-cutter-v0.6/README.md");
+    let mut data = std::fs::read(&staged).unwrap();
+    data[0] ^= 1;
+    std::fs::write(&staged, data).unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("README.md: expected sha256"), "{e}");
+    assert!(!env.target.exists());
+    env.assert_absent_or_complete(&anchor);
+    // Everything the failed deploy created was removed again.
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+}
+
+#[test]
+fn target_created_between_checks_and_promote_is_never_clobbered_local() {
+    target_created_between_checks_and_promote_is_never_clobbered(Host::Local);
+}
+
+pub fn target_created_between_checks_and_promote_is_never_clobbered(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:promote:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    std::fs::create_dir(&env.target).unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("promote refused"), "{}", stderr(&out));
+    // The empty directory someone made is still there, still empty.
+    assert_eq!(std::fs::read_dir(&env.target).unwrap().count(), 0);
+    assert_eq!(env.leftovers(), vec!["iu-cutter-v0.6"]);
+}
+
+#[test]
+fn two_deploys_of_one_target_cannot_both_run_local() {
+    two_deploys_of_one_target_cannot_both_run(Host::Local);
+}
+
+pub fn two_deploys_of_one_target_cannot_both_run(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let first = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    // A second deploy (another state dir, as from another machine or user) of the same target.
+    let other_state = env.tmp.path().join("other-state");
+    let second = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_STATE_DIR", &other_state)
+        .expect_code(1);
+    let e = stderr(&second);
+    assert!(e.contains("staging") || e.contains("is held by pid"), "{e}");
+    // Even with --clear-stale-lock: the owner is alive, so the lock stays.
+    let third = env
+        .deploy(&plan, &["--clear-stale-lock"])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("third-state"))
+        .output();
+    assert!(!third.status.success());
+    std::fs::write(&gate, b"").unwrap();
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.assert_complete();
+}
+
+#[test]
+fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names_local() {
+    rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(Host::Local);
+}
+
+pub fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(host: Host) {
+    let env = Env::new(host.clone());
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let edited = env.target.join("README.md");
+    std::fs::write(&edited, b"edited on the host").unwrap();
+    let foreign = env.target.join("operator-notes.txt");
+    std::fs::write(&foreign, b"mine").unwrap();
+    let receipt = env.state.join("deploys");
+    let receipt = std::fs::read_dir(&receipt)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("receipt.json");
+    let out = env
+        .sealpush(["rollback".as_ref(), receipt.as_os_str()])
+        .expect_code(1);
+    let e = stderr(&out);
+    assert!(
+        e.contains("rollback refused") && e.contains("README.md"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&edited).unwrap(), b"edited on the host");
+    assert!(
+        env.target.join("DEPLOY-MANIFEST.txt").exists(),
+        "nothing removed"
+    );
+    let forced = env
+        .sealpush(["rollback".as_ref(), receipt.as_os_str(), "--force".as_ref()])
+        .expect_code(1);
+    assert!(
+        stdout(&forced).contains("operator-notes.txt (not created by the deploy)"),
+        "{}",
+        stdout(&forced)
+    );
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"mine");
+    assert!(!edited.exists());
+    std::fs::remove_file(&foreign).unwrap();
+    // A second run finishes the job.
+    env.sealpush(["rollback".as_ref(), receipt.as_os_str()])
+        .ok();
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
+fn status_reports_a_changed_byte() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let f = env.target.join("README.md");
+    let mut data = std::fs::read(&f).unwrap();
+    data[3] ^= 0x20;
+    std::fs::write(&f, data).unwrap();
+    let target = env.target.to_str().unwrap().to_string();
+    let out = env
+        .sealpush(["status", "--host", "local", "--target", &target])
+        .expect_code(1);
+    assert!(
+        stdout(&out).contains("problem: README.md: expected file"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn ctrl_c_stops_at_a_safe_point_and_exits_130() {
+    let env = Env::new(Host::Local);
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    env.assert_absent_or_complete(&anchor);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    env.deploy(&plan, &[]).ok();
+}
+
+#[test]
+fn failing_check_with_rollback_on_check_failure_leaves_the_host_as_before() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    let out = env
+        .deploy(
+            &plan,
+            &[
+                "--check",
+                "touch made-by-check && exit 3",
+                "--rollback-on-check-failure",
+            ],
+        )
+        .expect_code(1);
+    let r = stdout(&out);
+    assert!(
+        r.contains("exit: 3") && r.contains("rolled_back: YES") && r.ends_with("verdict: FAIL\n"),
+        "{r}"
+    );
+    assert_eq!(env.snapshot(), before);
+}

@@ -1,0 +1,309 @@
+//! Integration tests for `sealpush deploy`, `rollback` and `status`: the seed's scenario end to
+//! end and every fault of issue 5, against the local transport (pure engine logic) and a real
+//! OpenSSH sshd (`sshd.rs`). Expected values come from the real tools: the recipe digest from
+//! `bash -c 'find | sort | xargs sha256sum | sha256sum'` run on the host, `sha256sum -c` on the
+//! host, and snapshots of the host's filesystem taken with std::fs.
+//!
+//! Plans come from the real `sealpush preflight`; the anchor digest it records is checked
+//! against the real pipeline on the host before each deploy.
+
+mod local;
+mod sshd;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use sealpush::digest::Digest;
+use sealpush::progress::NoProgress;
+use sealpush::store::{Store, StoredArtifact};
+
+use crate::support::{fixtures, TestCommand};
+
+/// Where a test deploys to.
+#[derive(Clone, Debug)]
+pub enum Host {
+    Local,
+    Ssh { alias: String, config: PathBuf },
+}
+
+/// One scenario: a "host" tree (this machine's filesystem, also what sshd serves) with the v0.4
+/// anchor at `<parent>/iu-cutter`, a store holding the packed v0.6, a state dir, plan files.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub host: Host,
+    pub parent: PathBuf,
+    pub anchor: PathBuf,
+    pub target: PathBuf,
+    pub state: PathBuf,
+}
+
+/// The v0.6 artifact, packed once per test binary into a shared store (read-only afterwards).
+fn v06() -> &'static (tempfile::TempDir, StoredArtifact) {
+    static ART: std::sync::OnceLock<(tempfile::TempDir, StoredArtifact)> =
+        std::sync::OnceLock::new();
+    ART.get_or_init(|| {
+        let d = tempfile::Builder::new()
+            .prefix("sealpush-deploy-store-")
+            .tempdir()
+            .unwrap();
+        let store = Store::open(Some(d.path())).unwrap();
+        let opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
+        let art = store
+            .add_dir(&fixtures().join("iu-cutter-v0.6"), None, &opts, &NoProgress)
+            .unwrap();
+        (d, art)
+    })
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Env {
+    pub fn new(host: Host) -> Env {
+        Env::new_in(host, None)
+    }
+
+    /// `host_dir`: put the host side there (a tmpfs, ...) instead of a fresh temp dir.
+    pub fn new_in(host: Host, host_dir: Option<&Path>) -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("sealpush-deploy-")
+            .tempdir()
+            .unwrap();
+        let base = host_dir.map_or_else(|| tmp.path().join("host"), Path::to_path_buf);
+        let parent = base.join("opt/incomex/dot");
+        std::fs::create_dir_all(&parent).unwrap();
+        let anchor = parent.join("iu-cutter");
+        copy_tree(&fixtures().join("iu-cutter"), &anchor);
+        let state = tmp.path().join("state");
+        Env {
+            target: parent.join("iu-cutter-v0.6"),
+            tmp,
+            host,
+            parent,
+            anchor,
+            state,
+        }
+    }
+
+    /// A shell command run "on the host": over real ssh for the sshd host, else locally.
+    pub fn host_sh(&self, cmd: &str) -> Output {
+        match &self.host {
+            Host::Local => std::process::Command::new("bash")
+                .arg("-c")
+                .arg(cmd)
+                .output()
+                .unwrap(),
+            Host::Ssh { alias, config } => std::process::Command::new("ssh")
+                .arg("-F")
+                .arg(config)
+                .arg(alias)
+                .arg("--")
+                .arg(cmd)
+                .output()
+                .unwrap(),
+        }
+    }
+
+    /// The seed's recipe, run for real on the host.
+    pub fn real_recipe(&self, dir: &Path) -> String {
+        let cmd = format!(
+            "cd '{}' && find '{}' -type f | LC_ALL=C sort | xargs sha256sum | sha256sum",
+            dir.parent().unwrap().display(),
+            dir.file_name().unwrap().to_string_lossy()
+        );
+        let out = self.host_sh(&cmd);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()[..64].to_string()
+    }
+
+    /// The plan for deploying v0.6 to `self.target` beside the anchor, written by the real
+    /// `sealpush preflight` (which must PASS).
+    pub fn plan(&self) -> PathBuf {
+        let (store, art) = v06();
+        self.plan_for(store.path(), art)
+    }
+
+    /// The plan for deploying `art` (from the store at `store`) to `self.target`.
+    pub fn plan_for(&self, store: &Path, art: &StoredArtifact) -> PathBuf {
+        let path = self.tmp.path().join("plan.json");
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "preflight".into(),
+            "--host".into(),
+            self.destination().into(),
+            "--artifact".into(),
+            art.id.clone().expect("stored artifact has an id").into(),
+            "--store".into(),
+            store.into(),
+            "--target".into(),
+            self.target.clone().into(),
+            "--anchor".into(),
+            self.anchor.clone().into(),
+            "--plan-out".into(),
+            path.clone().into(),
+        ];
+        if let Host::Ssh { config, .. } = &self.host {
+            args.push("--ssh-config".into());
+            args.push(config.into());
+        }
+        let out = self.sealpush(args).ok();
+        // Independent check of what preflight recorded: the real recipe on the host.
+        let plan: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            plan["plan"]["anchor"]["recipe_digest"].as_str(),
+            Some(self.real_recipe(&self.anchor).as_str()),
+            "{}",
+            stdout(&out)
+        );
+        path
+    }
+
+    pub fn destination(&self) -> String {
+        match &self.host {
+            Host::Local => "local".into(),
+            Host::Ssh { alias, .. } => alias.clone(),
+        }
+    }
+
+    /// `sealpush ARGS` with this env's state dir.
+    pub fn sealpush<I, S>(&self, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        TestCommand::sealpush(self.tmp.path(), args)
+            .env("SEALPUSH_STATE_DIR", &self.state)
+            .env("SEALPUSH_FAULT", "")
+    }
+
+    pub fn deploy(&self, plan: &Path, extra: &[&str]) -> TestCommand {
+        let mut args: Vec<std::ffi::OsString> = vec!["deploy".into(), plan.into()];
+        args.extend(extra.iter().map(Into::into));
+        self.sealpush(args)
+    }
+
+    /// Everything under the host parent dir: path -> (kind, mode, size, mtime, sha256 of content
+    /// or link target). The parent's own mtime is left out (creating and removing a name in it
+    /// changes it, which a rollback cannot undo over SFTP).
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![self.parent.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let content = if m.is_file() {
+                    Digest::of(&std::fs::read(&p).unwrap()).to_hex()
+                } else if m.file_type().is_symlink() {
+                    std::fs::read_link(&p).unwrap().display().to_string()
+                } else {
+                    stack.push(p.clone());
+                    String::new()
+                };
+                let mtime = if m.is_dir() { 0 } else { m.mtime() };
+                out.insert(
+                    p,
+                    format!("{:o} {} {} {}", m.mode(), m.size(), mtime, content),
+                );
+            }
+        }
+        out
+    }
+
+    /// The invariant every fault test asserts: the target is absent or complete (its tree
+    /// equals the artifact plus DEPLOY-MANIFEST.txt, checked with `sha256sum -c` on the host),
+    /// and the anchor's real recipe digest is the plan's.
+    pub fn assert_absent_or_complete(&self, anchor_digest: &str) {
+        assert_eq!(
+            self.real_recipe(&self.anchor),
+            anchor_digest,
+            "anchor changed"
+        );
+        if std::fs::symlink_metadata(&self.target).is_ok() {
+            self.assert_complete();
+        }
+    }
+
+    pub fn assert_complete(&self) {
+        self.assert_audit();
+        // Same file set as the artifact (plus the deploy manifest): the real recipe over the
+        // target without DEPLOY-MANIFEST.txt equals the real recipe over the fixture.
+        self.assert_same_as_fixture();
+    }
+
+    /// `sha256sum -c` of DEPLOY-MANIFEST.txt's file lines, on the host, in the target.
+    pub fn assert_audit(&self) {
+        let out = self.host_sh(&format!(
+            "cd '{}' && grep -E '^\\\\?[0-9a-f]{{64}}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict --quiet",
+            self.target.display()
+        ));
+        assert!(
+            out.status.success(),
+            "sha256sum -c in the target failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn assert_same_as_fixture(&self) {
+        let cmd = format!(
+            "cd '{}' && find iu-cutter-v0.6 -type f ! -path iu-cutter-v0.6/DEPLOY-MANIFEST.txt ! -path '*/__pycache__/*' ! -path '*/made-by-check/*' | LC_ALL=C sort | xargs sha256sum | sha256sum",
+            self.parent.display()
+        );
+        let got = String::from_utf8(self.host_sh(&cmd).stdout).unwrap();
+        let want = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("find iu-cutter-v0.6 -type f ! -path '*/__pycache__/*' ! -path '*/made-by-check/*' | LC_ALL=C sort | xargs sha256sum | sha256sum")
+            .current_dir(fixtures())
+            .output()
+            .unwrap();
+        assert_eq!(
+            got,
+            String::from_utf8(want.stdout).unwrap(),
+            "target tree differs from the fixture"
+        );
+        // The recipe digest DEPLOY-MANIFEST.txt records is the real recipe's.
+        let dm = std::fs::read_to_string(self.target.join("DEPLOY-MANIFEST.txt")).unwrap();
+        let recorded = dm
+            .lines()
+            .find_map(|l| l.strip_prefix("recipe_sha256: "))
+            .expect("recipe_sha256 line");
+        assert_eq!(recorded, &got[..64], "DEPLOY-MANIFEST.txt recipe_sha256");
+    }
+
+    /// Names beside the target that a deploy may leave: staging dirs and the work dir.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "iu-cutter")
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -1,0 +1,456 @@
+//! Deploys over SFTP to a real OpenSSH sshd (see `tests/support/sshd.rs`): the seed's scenario
+//! end to end, and the faults that need a real server (connection cut, stalled server, full
+//! disk, external kill -9 at a random time).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{stderr, stdout, Env, Host};
+use crate::support::sshd::{descendants, Sshd};
+
+fn ssh_env(sshd: &Sshd) -> Env {
+    Env::new(ssh_host(sshd))
+}
+
+fn ssh_host(sshd: &Sshd) -> Host {
+    Host::Ssh {
+        alias: sshd.alias().to_string(),
+        config: sshd.config_path(),
+    }
+}
+
+fn wait_for(path: &Path) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Per-connection sshd processes (children of the listener), oldest first.
+fn connections(sshd: &Sshd) -> Vec<u32> {
+    descendants(sshd.pid())
+}
+
+fn signal_all(pids: &[u32], sig: i32) {
+    for &p in pids {
+        // SAFETY: signalling processes of the test's own sshd.
+        unsafe {
+            libc::kill(p as i32, sig);
+        }
+    }
+}
+
+#[test]
+fn seed_scenario_side_by_side_with_unittest_check_then_rollback() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let before = env.snapshot();
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let check = "python3 -m unittest discover -s tests -p 'test_*.py'";
+    let out = env
+        .deploy(&plan, &["--keep-archive", "--check", check, "--sync"])
+        .ok();
+    let r = stdout(&out);
+    assert!(r.ends_with("verdict: PASS\n"), "{r}");
+    assert!(r.contains("check: PASS") && r.contains("output: OK"), "{r}");
+    assert!(
+        r.contains(&format!("anchor_tree_sha256_after: {anchor}")),
+        "{r}"
+    );
+    // Independently: the real recipe over ssh, sha256sum -c on the host.
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+    env.assert_complete();
+    let target = env.target.to_str().unwrap().to_string();
+    let cfg = sshd.config_path();
+    let st = env
+        .sealpush([
+            "status".as_ref(),
+            "--host".as_ref(),
+            sshd.alias().as_ref(),
+            "--target".as_ref(),
+            target.as_ref(),
+            "--ssh-config".as_ref(),
+            cfg.as_os_str(),
+        ])
+        .ok();
+    assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
+    let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    assert!(
+        stdout(&rb).contains("anchor_unchanged: YES"),
+        "{}",
+        stdout(&rb)
+    );
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
+
+#[test]
+fn connection_cut_mid_deploy_leaves_target_absent_and_rerun_completes() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:verify:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    signal_all(&connections(&sshd), libc::SIGKILL);
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("rerun the same deploy"), "{e}");
+    assert!(!env.target.exists());
+    env.assert_absent_or_complete(&anchor);
+    let re = env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    assert!(
+        stdout(&re).contains("resume: cleaned up"),
+        "{}",
+        stdout(&re)
+    );
+    env.assert_complete();
+    assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
+}
+
+#[test]
+fn connection_cut_mid_upload_leaves_target_absent_and_rerun_completes() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    // An artifact big enough that the upload is still running when the connection dies.
+    let src = env.tmp.path().join("big/payload");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; 32 << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
+        .unwrap();
+    std::fs::write(src.join("blob.bin"), &data).unwrap();
+    drop(data);
+    let store_dir = env.tmp.path().join("big-store");
+    let store = sealpush::store::Store::open(Some(&store_dir)).unwrap();
+    let mut opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
+    opts.level = 1;
+    let art = store
+        .add_dir(&src, None, &opts, &sealpush::progress::NoProgress)
+        .unwrap();
+    let plan = env.plan_for(&store_dir, &art);
+    let anchor = env.real_recipe(&env.anchor);
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    std::fs::write(&gate, b"").unwrap();
+    // Wait until bytes are arriving in the staged file, then cut the connection.
+    let staged = |env: &Env| {
+        std::fs::read_dir(&env.parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .contains("sealpush-stage")
+            })
+            .map(|p| p.join("iu-cutter-v0.6/blob.bin"))
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let len = staged(&env)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        if len > 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal_all(&connections(&sshd), libc::SIGKILL);
+    let partial = staged(&env)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("materialise"), "{}", stderr(&out));
+    assert!(
+        partial < 32 << 20,
+        "the upload had already finished; make the artifact bigger"
+    );
+    assert!(!env.target.exists());
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+    let re = env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    assert!(
+        stdout(&re).contains("resume: cleaned up"),
+        "{}",
+        stdout(&re)
+    );
+    env.assert_audit();
+    assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
+}
+
+#[test]
+fn stalled_server_ends_in_a_clear_error() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let start = Instant::now();
+    let child = env
+        .deploy(&plan, &["--op-timeout", "3"])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    let conns = connections(&sshd);
+    signal_all(&conns, libc::SIGSTOP);
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    signal_all(&conns, libc::SIGCONT);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no answer within 3s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(!env.target.exists());
+    // The server is back: the same deploy cleans up and completes.
+    env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    env.assert_complete();
+}
+
+#[test]
+fn disk_full_during_upload_leaves_target_absent() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let mnt = tempfile::Builder::new()
+        .prefix("sealpush-tmpfs-")
+        .tempdir()
+        .unwrap();
+    let m = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m"])
+        .arg("tmpfs")
+        .arg(mnt.path())
+        .output()
+        .unwrap();
+    if !m.status.success() {
+        assert!(
+            !crate::support::in_ci(),
+            "cannot mount a tmpfs: {}",
+            stderr(&m)
+        );
+        eprintln!("skipping: cannot mount a tmpfs");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _u = Unmount(mnt.path());
+    let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:materialise:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    // Fill the filesystem after the space check, as another writer would.
+    let filler = mnt.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=64k")
+        .output();
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("materialise"), "{}", stderr(&out));
+    env.assert_absent_or_complete(&anchor);
+    assert!(!env.target.exists());
+    std::fs::remove_file(&filler).unwrap();
+    let re = env.deploy(&plan, &["--clear-stale-lock"]).output();
+    assert!(re.status.success(), "{}", stderr(&re));
+    env.assert_complete();
+}
+
+#[test]
+fn external_kill_9_at_random_times_then_rerun() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    // A pseudo-random delay per run, different each time the suite runs.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    for i in 0..3u32 {
+        let env = ssh_env(sshd);
+        let anchor = env.real_recipe(&env.anchor);
+        let before = env.snapshot();
+        let plan = env.plan();
+        let delay = Duration::from_millis(u64::from((seed >> (i * 3)) % 1500));
+        let mut child = env
+            .deploy(&plan, &["--keep-archive"])
+            .cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        env.assert_absent_or_complete(&anchor);
+        let re = env
+            .deploy(&plan, &["--keep-archive", "--clear-stale-lock"])
+            .output();
+        let msg = format!("killed after {delay:?}: {}", stderr(&re));
+        assert!(
+            re.status.success() || stderr(&re).contains("already deployed"),
+            "{msg}"
+        );
+        env.assert_complete();
+        let rb = env
+            .sealpush(["rollback".as_ref(), plan.as_os_str()])
+            .output();
+        assert!(rb.status.success(), "{msg}: rollback {}", stderr(&rb));
+        assert_eq!(env.snapshot(), before, "{msg}");
+    }
+}
+
+#[test]
+fn kill_9_at_journal_steps_over_sftp() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    for fault in [
+        "abort-after:materialise",
+        "abort-before:promote",
+        "abort-after:promote",
+        "abort-before:receipt",
+    ] {
+        let env = ssh_env(sshd);
+        let anchor = env.real_recipe(&env.anchor);
+        let plan = env.plan();
+        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(out.status.code(), None, "{fault}: {}", stderr(&out));
+        env.assert_absent_or_complete(&anchor);
+        let re = env.deploy(&plan, &["--clear-stale-lock"]).output();
+        assert!(re.status.success(), "{fault}: {}", stderr(&re));
+        env.assert_complete();
+        assert_eq!(
+            env.leftovers(),
+            vec![".sealpush", "iu-cutter-v0.6"],
+            "{fault}"
+        );
+    }
+}
+
+/// The engine-logic faults of `local.rs`, over SFTP.
+macro_rules! over_sftp {
+    ($($name:ident),* $(,)?) => {$(
+        #[test]
+        fn $name() {
+            let sshd = crate::sshd_or_skip!(shared);
+            let _log = sshd.log_on_panic();
+            crate::deploy::local::$name(ssh_host(sshd));
+        }
+    )*};
+}
+
+mod sftp {
+    use super::ssh_host;
+    over_sftp!(
+        drift_after_preflight_stops_before_writing_anything,
+        byte_changed_between_upload_and_read_back_stops_the_deploy,
+        target_created_between_checks_and_promote_is_never_clobbered,
+        two_deploys_of_one_target_cannot_both_run,
+        rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
+    );
+}
+
+#[test]
+fn host_sha256sum_verify_is_recorded_and_catches_a_changed_byte() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    // A byte flipped between upload and the host's sha256sum -c: refused, nothing promoted.
+    let env = ssh_env(sshd);
+    let plan = env.plan();
+    let gate = env.tmp.path().join("gate");
+    let child = env
+        .deploy(&plan, &["--verify", "host-sha256sum"])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:verify:{}", gate.display()),
+        )
+        .cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&gate.with_extension("reached"));
+    let staged = std::fs::read_dir(&env.parent)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("sealpush-stage")
+        })
+        .unwrap()
+        .join("iu-cutter-v0.6/README.md");
+    let mut data = std::fs::read(&staged).unwrap();
+    data[0] ^= 1;
+    std::fs::write(&staged, data).unwrap();
+    std::fs::write(&gate, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("host sha256sum check"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.target.exists());
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    // And a clean run records the mode in the receipt.
+    let out = env
+        .deploy(&plan, &["--verify", "host-sha256sum", "--json"])
+        .ok();
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["verify"], "host-sha256sum");
+    assert_eq!(receipt["verdict"]["pass"], true);
+    env.assert_complete();
+}

@@ -1,0 +1,78 @@
+//! The sshd harness itself: the server answers, strict host keys hold, per-user logins work.
+
+use crate::support::sshd;
+
+#[test]
+fn harness_server_answers_and_exec_runs() {
+    let sshd = crate::sshd_or_skip!();
+    assert_eq!(sshd.exec_ok("echo hello; id -u"), "hello\n0\n");
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+}
+
+#[test]
+fn harness_strict_host_keys_refuse_unknown_and_changed_keys() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let out = sshd.client_unknown_key().exec("true");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Host key verification failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sshd.client_changed_key().exec("true");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("IDENTIFICATION HAS CHANGED"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn harness_unprivileged_login_is_not_root() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let out = sshd.client_unprivileged().exec("id -un");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sshd.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", sshd::TEST_USER)
+    );
+}
+
+#[test]
+fn harness_stop_kills_server_and_connections() {
+    let sshd = crate::sshd_or_skip!();
+    let pid = sshd.pid();
+    // A long-lived connection: its per-connection sshd is a descendant of the listener.
+    let mut conn = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(sshd.config_path())
+        .arg(sshd.alias())
+        .arg("sleep 60")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while sshd::descendants(pid).is_empty() && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kids = sshd::descendants(pid);
+    assert!(!kids.is_empty(), "no per-connection sshd seen");
+    drop(sshd);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for k in kids.iter().chain([&pid]) {
+        let state = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z"),
+            "sshd process {k} survived: {state}"
+        );
+    }
+    let _ = conn.wait();
+}

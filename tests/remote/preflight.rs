@@ -1,0 +1,561 @@
+//! `sealpush preflight` against the real sshd: read-only (snapshot before == after), the anchor
+//! digest equal to the real recipe run on the server, and every FAIL reason provoked.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sealpush::plan::{HostRef, Plan, SealedPlan};
+use sealpush::preflight::{preflight, recheck, survey_anchor, PreflightRequest};
+use sealpush::progress::NoProgress;
+use sealpush::remote::sftp::SftpRemote;
+use sealpush::store::{Store, StoredArtifact};
+
+use super::sftp::{connect, opts, scratch};
+use crate::support::sshd::Sshd;
+use crate::support::{fixtures, TestCommand};
+
+/// A remote layout like the seed's: `BASE/dot/iu-cutter` (the v0.4 anchor) and the v0.6
+/// artifact packed into a private store.
+struct Scene {
+    _remote: tempfile::TempDir,
+    _store: tempfile::TempDir,
+    base: PathBuf,
+    store: PathBuf,
+    artifact: StoredArtifact,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let remote = scratch();
+        let base = remote.path().join("dot");
+        std::fs::create_dir(&base).unwrap();
+        copy_tree(&fixtures().join("iu-cutter"), &base.join("iu-cutter"));
+        let store = tempfile::tempdir().unwrap();
+        let artifact = Store::open(Some(store.path()))
+            .unwrap()
+            .add_dir(
+                &fixtures().join("iu-cutter-v0.6"),
+                Some("iu-cutter-v0.6"),
+                &Default::default(),
+                &NoProgress,
+            )
+            .unwrap();
+        Scene {
+            base,
+            store: store.path().to_path_buf(),
+            artifact,
+            _remote: remote,
+            _store: store,
+        }
+    }
+    fn anchor(&self) -> PathBuf {
+        self.base.join("iu-cutter")
+    }
+    fn target(&self) -> PathBuf {
+        self.base.join("iu-cutter-v0.6")
+    }
+    fn request(&self, remote: &SftpRemote) -> PreflightRequest {
+        use sealpush::remote::Remote;
+        PreflightRequest {
+            host: HostRef {
+                destination: remote.name().into(),
+                transport: "sftp".into(),
+                ssh_config: None,
+            },
+            artifact: self.artifact.artifact_ref(),
+            target: self.target(),
+            anchor: Some(self.anchor()),
+            staging: None,
+            probes: Vec::new(),
+        }
+    }
+    fn cli(&self, sshd: &Sshd, config: &Path, alias: &str, extra: &[&str]) -> TestCommand {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "preflight".into(),
+            "--host".into(),
+            alias.into(),
+            "--ssh-config".into(),
+            config.into(),
+            "--store".into(),
+            self.store.clone().into(),
+            "--artifact".into(),
+            "iu-cutter-v0.6".into(),
+            "--target".into(),
+            self.target().into(),
+            "--anchor".into(),
+            self.anchor().into(),
+            "--op-timeout".into(),
+            "20".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let _ = sshd;
+        TestCommand::sealpush(&self.base, args)
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The real recipe, run on the server over ssh: the independent oracle for anchor digests.
+fn real_recipe(sshd: &Sshd, dir: &Path) -> String {
+    let parent = dir.parent().unwrap().to_str().unwrap();
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let out = sshd.exec_ok(&format!(
+        "cd '{parent}' && find '{name}' -type f | LC_ALL=C sort | LC_ALL=C xargs sha256sum | sha256sum"
+    ));
+    out[..64].to_string()
+}
+
+/// Paths, kinds, modes, sizes, mtimes (ns), owners and content digests of every entry.
+fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let content = if ft.is_file() {
+            sealpush::digest::Digest::of(&std::fs::read(&p).unwrap()).to_hex()
+        } else if ft.is_symlink() {
+            std::fs::read_link(&p).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        out.insert(
+            p.as_os_str().as_bytes().to_vec(),
+            format!(
+                "{:o} {} {}.{} {}:{} {content}",
+                md.mode(),
+                md.size(),
+                md.mtime(),
+                md.mtime_nsec(),
+                md.uid(),
+                md.gid()
+            ),
+        );
+        if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+fn failed_checks(plan: &Plan) -> Vec<String> {
+    plan.checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+#[test]
+fn pass_is_read_only_and_anchor_matches_the_real_recipe() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let scene = Scene::new();
+    let before = snapshot(&scene.base);
+    let plan_file = scene.base.parent().unwrap().join("plan.json");
+    let out = scene
+        .cli(
+            sshd,
+            &sshd.config_path(),
+            sshd.alias(),
+            &[
+                "--plan-out",
+                plan_file.to_str().unwrap(),
+                "--probe",
+                "echo probe-ran",
+            ],
+        )
+        .ok();
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(snapshot(&scene.base), before, "preflight changed the host");
+    assert!(
+        report.ends_with("verdict: PASS\n") || report.contains("verdict: PASS\nreason: warning"),
+        "{report}"
+    );
+    let expected = real_recipe(sshd, &scene.anchor());
+    assert!(
+        report.contains(&format!("anchor_tree_sha256: {expected}")),
+        "{report}"
+    );
+    assert!(report.contains("stdout: probe-ran"), "{report}");
+    let sealed = SealedPlan::from_json(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+    let plan = sealed.plan;
+    assert_eq!(
+        plan.anchor.as_ref().unwrap().recipe_digest.to_hex(),
+        expected
+    );
+    assert_eq!(plan.target, scene.target());
+    assert!(plan.staging.starts_with(&scene.base));
+    assert!(plan
+        .staging
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(".iu-cutter-v0.6.sealpush-stage-"));
+    assert_eq!(plan.facts.home, "/root");
+    assert!(!plan.operations.is_empty() && !plan.rollback.is_empty());
+    // The plan's anchor also matches the real recipe recomputed independently now.
+    assert_eq!(real_recipe(sshd, &scene.anchor()), expected);
+    // Nothing but the plan file appeared next to the scene.
+    assert_eq!(snapshot(&scene.base), before);
+
+    // --json prints the same sealed plan shape.
+    let out = scene
+        .cli(sshd, &sshd.config_path(), sshd.alias(), &["--json"])
+        .ok();
+    let json = String::from_utf8(out.stdout).unwrap();
+    let again = SealedPlan::from_json(&json).unwrap();
+    assert_eq!(again.plan.anchor.unwrap().recipe_digest.to_hex(), expected);
+}
+
+#[test]
+fn anchor_digest_over_sftp_equals_the_real_recipe_on_awkward_names() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let d = scratch();
+    let root = d.path().join("awk ward");
+    std::fs::create_dir(&root).unwrap();
+    let names: &[&str] = &[
+        "plain.txt",
+        "with space",
+        "tab\there",
+        "new\nline",
+        "back\\slash",
+        "-leading-dash",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "UPPER",
+        "lower",
+        "sub dir/inner file",
+        "sub dir/deeper/x",
+        "empty",
+        "dots..name",
+        "trailing-space ",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let p = root.join(n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("content {i}\n").repeat(i * 100)).unwrap();
+    }
+    std::fs::create_dir(root.join("empty dir")).unwrap();
+    std::os::unix::fs::symlink("plain.txt", root.join("link to file")).unwrap();
+    std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
+    std::fs::write(root.join("big"), vec![7u8; 3_000_000]).unwrap();
+    std::fs::set_permissions(
+        root.join("plain.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+
+    let (anchor, manifest) = survey_anchor(&r, &root, &NoProgress).unwrap();
+    assert_eq!(anchor.recipe_digest.to_hex(), real_recipe(sshd, &root));
+    // The same walk gave the manifest: it equals a local scan of the same tree.
+    let local = sealpush::manifest::scan_dir(&root, Some(1), &NoProgress).unwrap();
+    assert_eq!(manifest.entries, local.entries);
+    assert_eq!(anchor.tree_identity, local.identity());
+
+    // And on the bundled fixtures.
+    for f in ["iu-cutter", "iu-cutter-v0.6"] {
+        let dst = d.path().join(f);
+        copy_tree(&fixtures().join(f), &dst);
+        let (a, _) = survey_anchor(&r, &dst, &NoProgress).unwrap();
+        assert_eq!(a.recipe_digest.to_hex(), real_recipe(sshd, &dst), "{f}");
+    }
+}
+
+#[test]
+fn target_that_exists_in_any_form_fails() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    let t = scene.target();
+    for make in ["file", "empty dir", "dangling symlink", "symlink to dir"] {
+        match make {
+            "file" => std::fs::write(&t, b"").unwrap(),
+            "empty dir" => std::fs::create_dir(&t).unwrap(),
+            "dangling symlink" => std::os::unix::fs::symlink("nowhere", &t).unwrap(),
+            _ => std::os::unix::fs::symlink(scene.anchor(), &t).unwrap(),
+        }
+        let before = snapshot(&scene.base);
+        let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+        assert_eq!(snapshot(&scene.base), before);
+        assert!(!plan.verdict.pass, "{make}");
+        assert_eq!(
+            failed_checks(&plan),
+            vec!["target-absent"],
+            "{make}: {:?}",
+            plan.verdict
+        );
+        assert!(
+            plan.verdict.reasons[0].contains("already exists"),
+            "{:?}",
+            plan.verdict
+        );
+        if make == "empty dir" {
+            std::fs::remove_dir(&t).unwrap();
+        } else {
+            std::fs::remove_file(&t).unwrap();
+        }
+    }
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert!(plan.verdict.pass, "{:?}", plan.verdict);
+}
+
+#[test]
+fn leftovers_symlinked_and_world_writable_parents_fail() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+
+    // A half-finished deploy: a staging leftover, then a lock in the work dir.
+    let leftover = scene
+        .base
+        .join(".iu-cutter-v0.6.sealpush-stage-0123456789abcdef");
+    std::fs::create_dir(&leftover).unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["no-unfinished-deploy"]);
+    std::fs::remove_dir(&leftover).unwrap();
+    let work = scene.base.join(".sealpush/iu-cutter-v0.6");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("lock"), b"pid 1").unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["no-unfinished-deploy"]);
+    assert!(
+        plan.verdict.reasons[0].contains("lock"),
+        "{:?}",
+        plan.verdict
+    );
+    std::fs::remove_dir_all(scene.base.join(".sealpush")).unwrap();
+    // Look-alikes only warn.
+    std::fs::write(scene.base.join("iu-cutter-v0.6.tar.gz"), b"").unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert!(plan.verdict.pass);
+    assert!(plan
+        .verdict
+        .reasons
+        .iter()
+        .any(|w| w.starts_with("warning:") && w.contains("iu-cutter-v0.6.tar.gz")));
+
+    // A symlink among the target's components.
+    let via = scene.base.parent().unwrap().join("via-link");
+    std::os::unix::fs::symlink(&scene.base, &via).unwrap();
+    let mut req = scene.request(&r);
+    req.target = via.join("iu-cutter-v0.6");
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert!(
+        failed_checks(&plan).contains(&"parent-no-symlink-components".to_string()),
+        "{:?}",
+        plan.verdict
+    );
+
+    // A world-writable parent without the sticky bit.
+    std::fs::set_permissions(&scene.base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["parent-no-world-writable-components"]
+    );
+    std::fs::set_permissions(&scene.base, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert!(plan.verdict.pass, "sticky is fine: {:?}", plan.verdict);
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        if !st.success() {
+            assert!(!crate::support::in_ci(), "cannot mount a tmpfs in CI");
+            eprintln!("*** SKIPPING: cannot mount a tmpfs here (not root?) ***");
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn staging_on_another_filesystem_and_lack_of_space_fail() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    let Some(other) = Tmpfs::mount(&scene.base.parent().unwrap().join("other-fs"), "64m") else {
+        return;
+    };
+    let mut req = scene.request(&r);
+    req.staging = Some(other.0.clone());
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["staging-same-filesystem"],
+        "{:?}",
+        plan.verdict
+    );
+    assert!(plan.verdict.reasons[0].contains("different filesystems"));
+    // A shared staging dir on the same filesystem passes with a warning.
+    let shared = scene.base.parent().unwrap().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    req.staging = Some(shared.clone());
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert!(plan.verdict.pass, "{:?}", plan.verdict);
+    assert!(plan.staging.starts_with(&shared));
+    assert!(
+        plan.verdict.reasons.iter().any(|w| w.contains("shared")),
+        "{:?}",
+        plan.verdict
+    );
+
+    // Not enough space: the target's parent on a 1 MiB tmpfs.
+    let small = Tmpfs::mount(&scene.base.parent().unwrap().join("small"), "1m").unwrap();
+    let mut req = scene.request(&r);
+    req.target = small.0.join("iu-cutter-v0.6");
+    req.anchor = None;
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["space"], "{:?}", plan.verdict);
+    drop(small);
+    drop(other);
+}
+
+#[test]
+fn unprivileged_login_fails_with_permission_denied() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let c = sshd.client_unprivileged();
+    let r = SftpRemote::connect(&c.alias, &opts(&c.path)).unwrap();
+    let scene = Scene::new();
+    // The scene is under a root-owned dir; let the user look but not write.
+    for p in [scene.base.parent().unwrap(), &scene.base] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["parent-writable"],
+        "{:?}",
+        plan.verdict
+    );
+    assert!(
+        plan.verdict.reasons[0].contains("permission denied"),
+        "{:?}",
+        plan.verdict
+    );
+    // A parent the user cannot even read: cannot tell whether the target exists -> FAIL.
+    std::fs::set_permissions(&scene.base, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert!(!plan.verdict.pass);
+    assert!(
+        plan.verdict
+            .reasons
+            .iter()
+            .any(|x| x.contains("permission denied")),
+        "{:?}",
+        plan.verdict
+    );
+}
+
+#[test]
+fn unreachable_and_untrusted_hosts_fail_with_exit_1() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let scene = Scene::new();
+    let unknown = sshd.client_with_known_hosts("unknown-key-preflight", "");
+    let out = scene
+        .cli(sshd, &unknown.path, &unknown.alias, &[])
+        .expect_code(1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("verdict: FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("--accept-new-host-key") && stdout.contains("SHA256:"),
+        "{stdout}"
+    );
+    let changed = sshd.client_changed_key();
+    let out = scene
+        .cli(
+            sshd,
+            &changed.path,
+            &changed.alias,
+            &["--accept-new-host-key"],
+        )
+        .expect_code(1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = scene
+        .cli(
+            sshd,
+            &sshd.config_path(),
+            &format!("ssh://root@127.0.0.1:{port}"),
+            &[],
+        )
+        .expect_code(1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("verdict: FAIL") && stdout.contains("Connection refused"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sealpush: error: preflight verdict FAIL: connection"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn recheck_reports_every_drift() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert!(plan.verdict.pass, "{:?}", plan.verdict);
+    assert_eq!(
+        recheck(&r, &plan, &NoProgress).unwrap(),
+        Vec::<String>::new()
+    );
+    std::fs::create_dir(scene.target()).unwrap();
+    std::fs::write(scene.anchor().join("README.md"), b"edited").unwrap();
+    let drift = recheck(&r, &plan, &NoProgress).unwrap();
+    assert_eq!(drift.len(), 2, "{drift:?}");
+    assert!(drift[0].contains("now exists"), "{drift:?}");
+    assert!(drift[1].contains("changed"), "{drift:?}");
+}
