@@ -67,6 +67,9 @@ use crate::progress::Progress;
 const CHUNK: usize = 261_120;
 /// Files in flight for bulk operations (sftp-notes: 64 was the sweet spot for 10k small files).
 const FILES_IN_FLIGHT: usize = 64;
+/// Files in flight while hashing: reading many small files is latency-bound (open, read, close
+/// are sequential per file), and 256 measured about twice as fast as 64 on 100,000 small files.
+const HASH_FILES_IN_FLIGHT: usize = 256;
 /// Chunk requests in flight for the large-file phase of bulk operations, shared by all files:
 /// bounds memory to about 16 MiB however many large files there are.
 const BIG_CHUNKS_IN_FLIGHT: usize = 64;
@@ -231,7 +234,14 @@ impl SftpRemote {
         let started = rt.block_on(async {
             tokio::time::timeout(
                 limit,
-                Sftp::new(stdin, HideExtensions::new(stdout), SftpOptions::new()),
+                Sftp::new(
+                    stdin,
+                    HideExtensions::new(stdout),
+                    // Send each request at once: the default 0.5 ms batching delay is paid on
+                    // every sequential step (open, read, close) of every small file, and
+                    // measured 2x slower for trees of small files here.
+                    SftpOptions::new().flush_interval(Duration::ZERO),
+                ),
             )
             .await
         });
@@ -285,6 +295,28 @@ impl SftpRemote {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|c| c.id())
+    }
+
+    /// Hashes files (with optional size hints), many in flight; results in input order.
+    fn hash_many(
+        &self,
+        files: &[(&Path, Option<u64>)],
+        progress: &dyn Progress,
+    ) -> Vec<Result<(Digest, u64)>> {
+        let c = self.ctx();
+        let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
+        // No overall timeout: each request is bounded by op_timeout inside `hash_one`.
+        let mut out: Vec<(usize, Result<(Digest, u64)>)> = self.rt.block_on(
+            stream::iter(files.iter().enumerate())
+                .map(|(i, (p, hint))| {
+                    let big = &big;
+                    async move { (i, hash_one(c, p, *hint, big, progress).await) }
+                })
+                .buffer_unordered(HASH_FILES_IN_FLIGHT)
+                .collect(),
+        );
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
     }
 
     /// True while the ssh child carrying the SFTP channel is alive.
@@ -999,6 +1031,7 @@ fn set_offset(f: &mut openssh_sftp_client::file::File, at: u64) {
 async fn hash_one(
     c: Ctx<'_>,
     path: &Path,
+    hint: Option<u64>,
     big: &Semaphore,
     progress: &dyn Progress,
 ) -> Result<(Digest, u64)> {
@@ -1007,17 +1040,28 @@ async fn hash_one(
     let mut hasher = sha2::Sha256::new();
     let mut off: u64 = 0;
     let mut f = file.clone();
+    // Size the buffer by the hint: a 255 KiB allocation per small file costs more than the
+    // hashing (large allocations are mmap'd and unmapped each time).
+    let cap = hint.map_or(CHUNK, |n| (n as usize).saturating_add(1).min(CHUNK));
     let first = c
-        .t(
-            op,
-            path,
-            f.read(CHUNK as u32, BytesMut::with_capacity(CHUNK)),
-        )
+        .t(op, path, f.read(CHUNK as u32, BytesMut::with_capacity(cap)))
         .await?;
     if let Some(b) = &first {
         hasher.update(b);
         off = b.len() as u64;
         progress.advance(b.len() as u64, 0);
+    }
+    // A short first read that returned exactly the size just listed is the whole file: OpenSSH's
+    // sftp-server answers a read with one read(2), which is short on a regular file only at its
+    // end. Skip the end-of-file request (the close is sent by dropping the handle, without
+    // waiting). Anything else (no hint, another size, a full chunk) reads on until EOF.
+    if let (Some(b), Some(n)) = (&first, hint) {
+        if b.len() < CHUNK && b.len() as u64 == n {
+            drop(f);
+            drop(file);
+            progress.advance(0, 1);
+            return Ok((Digest(hasher.finalize().into()), off));
+        }
     }
     if first.as_ref().is_some_and(|b| b.len() == CHUNK) {
         let mut g = file.clone();
@@ -1080,8 +1124,9 @@ async fn hash_one(
             }
         }
     }
+    // Dropping the last handle clone sends the close without waiting for its answer.
     drop(f);
-    let _ = c.t(op, path, file.close()).await;
+    drop(file);
     progress.advance(0, 1);
     Ok((Digest(hasher.finalize().into()), off))
 }
@@ -1310,20 +1355,18 @@ impl Remote for SftpRemote {
     }
 
     fn hash_files(&self, paths: &[PathBuf], progress: &dyn Progress) -> Vec<Result<(Digest, u64)>> {
-        let c = self.ctx();
-        let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
-        // No overall timeout: each request is bounded by op_timeout inside `hash_one`.
-        let mut out: Vec<(usize, Result<(Digest, u64)>)> = self.rt.block_on(
-            stream::iter(paths.iter().enumerate())
-                .map(|(i, p)| {
-                    let big = &big;
-                    async move { (i, hash_one(c, p, big, progress).await) }
-                })
-                .buffer_unordered(FILES_IN_FLIGHT)
-                .collect(),
-        );
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, r)| r).collect()
+        let files: Vec<(&Path, Option<u64>)> = paths.iter().map(|p| (p.as_path(), None)).collect();
+        self.hash_many(&files, progress)
+    }
+
+    fn hash_files_sized(
+        &self,
+        files: &[(PathBuf, u64)],
+        progress: &dyn Progress,
+    ) -> Vec<Result<(Digest, u64)>> {
+        let files: Vec<(&Path, Option<u64>)> =
+            files.iter().map(|(p, n)| (p.as_path(), Some(*n))).collect();
+        self.hash_many(&files, progress)
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()> {

@@ -559,3 +559,65 @@ fn recheck_reports_every_drift() {
     assert!(drift[0].contains("now exists"), "{drift:?}");
     assert!(drift[1].contains("changed"), "{drift:?}");
 }
+
+#[test]
+fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
+    let sshd = crate::sshd_or_skip!();
+    let scene = Scene::new();
+    let marker = scene.base.parent().unwrap().join("probe-started");
+    let probe = format!("touch '{}'; sleep 30", marker.display());
+    let mut cmd = scene.cli(
+        &sshd,
+        &sshd.config_path(),
+        sshd.alias(),
+        &["--probe", &probe],
+    );
+    let mut child = cmd
+        .cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(t.elapsed().as_secs() < 30, "the probe never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // sealpush now waits on the probe: its ssh children are the sftp channel and the probe.
+    let kids = crate::support::sshd::descendants(child.id());
+    let ssh: Vec<u32> = kids
+        .iter()
+        .copied()
+        .filter(|p| crate::support::sshd::cmdline(*p).starts_with("ssh "))
+        .collect();
+    assert!(
+        ssh.len() >= 2,
+        "expected the sftp and probe ssh children: {:?}",
+        kids.iter()
+            .map(|p| crate::support::sshd::cmdline(*p))
+            .collect::<Vec<_>>()
+    );
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let t = std::time::Instant::now();
+    loop {
+        let alive: Vec<String> = ssh
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z"))
+            })
+            .map(|p| crate::support::sshd::cmdline(*p))
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "ssh outlived a killed sealpush: {alive:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

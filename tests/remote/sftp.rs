@@ -317,6 +317,26 @@ fn hash_files_matches_sha256sum() {
         assert_eq!(digest.to_hex(), sha256sum(p), "{}", p.display());
         assert_eq!(*size, std::fs::metadata(p).unwrap().len());
     }
+    // Size hints (from a listing) skip the end-of-file read only when they match; a stale hint
+    // (the file changed after the listing) must not change the digest.
+    for delta in [0i64, -1, 1, 1000] {
+        let sized: Vec<(PathBuf, u64)> = paths
+            .iter()
+            .map(|p| {
+                let n = std::fs::metadata(p).unwrap().len() as i64;
+                (p.clone(), (n + delta).max(0) as u64)
+            })
+            .collect();
+        let got = r.hash_files_sized(&sized, &NoProgress);
+        for (p, g) in paths.iter().zip(&got) {
+            assert_eq!(
+                g.as_ref().unwrap().0.to_hex(),
+                sha256sum(p),
+                "{} delta {delta}",
+                p.display()
+            );
+        }
+    }
     let bad = r.hash_files(&[d.path().join("absent"), paths[1].clone()], &NoProgress);
     assert!(matches!(bad[0], Err(RemoteError::NotFound { .. })));
     assert!(bad[1].is_ok());
