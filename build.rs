@@ -52,7 +52,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Kind, String)>) {
         if name == "__pycache__" {
             continue;
         }
-        let rel = path.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         let meta = fs::symlink_metadata(&path).unwrap();
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&path).unwrap().to_str().unwrap().to_string();

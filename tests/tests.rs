@@ -2,6 +2,7 @@
 
 mod support;
 
+mod demo;
 mod deploy;
 mod pack;
 mod recipe;

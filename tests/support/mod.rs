@@ -48,6 +48,20 @@ impl TestCommand {
         self
     }
 
+    pub fn cmd_arg(mut self, a: impl AsRef<OsStr>) -> TestCommand {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn cmd_args<I, S>(mut self, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
     pub fn output(&mut self) -> Output {
         self.cmd
             .output()
