@@ -755,7 +755,11 @@ fn survey_anchor_checked(
             );
             Ok(Some(a))
         }
-        Err(PreflightError::Remote(e)) => Err(PreflightError::Remote(e)),
+        Err(PreflightError::Remote(e)) => {
+            let e = fatal(e)?;
+            checks.add("anchor", false, format!("cannot read it: {e}"));
+            Ok(None)
+        }
         Err(e) => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

@@ -145,9 +145,9 @@ fn metadata_listing_and_links() {
 }
 
 #[test]
-fn non_utf8_names_are_a_clear_error() {
-    // openssh-sftp-client serializes paths through serde, which refuses non-UTF-8: sealpush
-    // must say so plainly and keep working.
+fn non_utf8_names_are_a_clear_error_and_the_session_survives() {
+    // openssh-sftp-client serializes and decodes paths as UTF-8: sealpush must say so plainly,
+    // never use a lossy name as if it were real, and keep the session usable.
     let sshd = crate::sshd_or_skip!(shared);
     let _log = sshd.log_on_panic();
     let r = connect(sshd);
@@ -156,11 +156,25 @@ fn non_utf8_names_are_a_clear_error() {
     std::fs::write(&name, b"x").unwrap();
     let e = r.lstat(&name).unwrap_err();
     assert!(e.to_string().contains("not valid UTF-8"), "{e}");
-    assert!(r.lstat(d.path()).unwrap().is_some(), "session must survive");
-    // Listing such a directory breaks the client library's session (it decodes names as
-    // UTF-8); the error must say why rather than "connection lost".
     let e = r.read_dir(d.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("not valid UTF-8") && e.to_string().contains("bad\u{fffd}name"),
+        "{e}"
+    );
+    std::os::unix::fs::symlink(
+        std::ffi::OsStr::from_bytes(b"to\xfe"),
+        d.path().join("link"),
+    )
+    .unwrap();
+    let e = r.read_link(&d.path().join("link")).unwrap_err();
     assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    assert!(
+        r.lstat(d.path()).unwrap().is_some(),
+        "the session must survive"
+    );
+    std::fs::remove_file(&name).unwrap();
+    std::fs::remove_file(d.path().join("link")).unwrap();
+    assert_eq!(r.read_dir(d.path()).unwrap(), Vec::new());
 }
 
 #[test]
