@@ -77,14 +77,7 @@ const BIG_CHUNKS_IN_FLIGHT: usize = 64;
 const CHUNKS_PER_FILE: usize = 16;
 
 /// Operations that create a name (a `Failure` on them usually means the name exists).
-const CREATING: &[&str] = &[
-    "mkdir",
-    "symlink",
-    "hard_link",
-    "rename",
-    "write_new",
-    "put",
-];
+const CREATING: &[&str] = &["mkdir", "symlink", "hard_link", "rename", "create"];
 
 /// The extension whose use would make `Fs::rename` replace an existing target.
 const HIDDEN_EXTENSION: &[u8] = b"posix-rename@openssh.com";
@@ -1296,14 +1289,43 @@ async fn put_one(
     big: &Semaphore,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let op = "put";
-    let mut file = c
+    // O_CREAT|O_EXCL on the server: never through an existing name or a planted symlink.
+    let file = c
         .t(
-            op,
+            "create",
             remote,
             c.sftp.options().write(true).create_new(true).open(remote),
         )
         .await?;
+    match fill(c, remote, file, source, mode, fsync, big, progress).await {
+        Ok(()) => {
+            progress.advance(0, 1);
+            Ok(())
+        }
+        Err(e) => {
+            // The file is ours (exclusive create): do not leave a partial one behind. Best
+            // effort: on a stalled connection this fails at once too.
+            let mut fs = c.sftp.fs();
+            let _ = tokio::time::timeout(c.limit, fs.remove_file(remote)).await;
+            Err(e)
+        }
+    }
+}
+
+/// Writes, sets the mode, fsyncs and closes a freshly created file. Errors are reported with
+/// the step (`write`, `chmod`, `fsync`, `close`) so a bare `Failure` is diagnosed as a write
+/// failure (space, read-only), not as "the name exists".
+#[allow(clippy::too_many_arguments)]
+async fn fill(
+    c: Ctx<'_>,
+    remote: &Path,
+    mut file: openssh_sftp_client::file::File,
+    source: Source<'_>,
+    mode: u32,
+    fsync: bool,
+    big: &Semaphore,
+    progress: &dyn Progress,
+) -> Result<()> {
     let len = source.len();
     let n = len.div_ceil(CHUNK as u64) as usize;
     let depth = n.clamp(1, CHUNKS_PER_FILE);
@@ -1324,12 +1346,13 @@ async fn put_one(
             let clen = (len - at).min(CHUNK as u64) as usize;
             async move {
                 let data = source.chunk(at, clen).map_err(|e| RemoteError::Failed {
-                    op,
+                    op: "write",
                     path: remote.to_path_buf(),
                     reason: format!("reading the local source: {e}"),
                 })?;
                 set_offset(&mut h, at);
-                c.t(op, remote, h.write_all_zero_copy(&mut [data])).await?;
+                c.t("write", remote, h.write_all_zero_copy(&mut [data]))
+                    .await?;
                 progress.advance(clen as u64, 0);
                 Ok::<_, RemoteError>(())
             }
@@ -1338,13 +1361,12 @@ async fn put_one(
         .try_collect::<()>()
         .await?;
     drop(f0);
-    c.t(op, remote, file.set_permissions(perms(mode))).await?;
+    c.t("chmod", remote, file.set_permissions(perms(mode)))
+        .await?;
     if fsync {
-        c.t(op, remote, file.sync_all()).await?;
+        c.t("fsync", remote, file.sync_all()).await?;
     }
-    c.t(op, remote, file.close()).await?;
-    progress.advance(0, 1);
-    Ok(())
+    c.t("close", remote, file.close()).await
 }
 
 /// Where upload bytes come from.

@@ -378,10 +378,10 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
+pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).unwrap();
         let st = Command::new("mount")
             .args([

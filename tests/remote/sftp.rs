@@ -658,3 +658,31 @@ fn kill_9_leaves_no_ssh_behind() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }
+
+#[test]
+fn bare_failures_are_diagnosed_read_only_and_full_filesystems() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let d = scratch();
+    let Some(full) = super::preflight::Tmpfs::mount(&d.path().join("full"), "256k") else {
+        return;
+    };
+    // Fill it, then any create fails for lack of space: the server only says "Failure".
+    let _ = std::fs::write(full.0.join("filler"), vec![0u8; 1 << 20]);
+    let e = r
+        .write_new(&full.0.join("more"), &vec![1u8; 600_000], 0o644, false)
+        .unwrap_err();
+    assert!(e.to_string().contains("no space left"), "{e}");
+    assert!(!full.0.join("more").exists(), "the partial file must be removed");
+    let ro = super::preflight::Tmpfs::mount(&d.path().join("ro"), "1m").unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&ro.0)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = r.mkdir(&ro.0.join("x"), 0o755).unwrap_err();
+    assert!(e.to_string().contains("read-only filesystem"), "{e}");
+    assert!(r.statvfs(&ro.0).unwrap().read_only);
+}
