@@ -674,7 +674,10 @@ fn bare_failures_are_diagnosed_read_only_and_full_filesystems() {
         .write_new(&full.0.join("more"), &vec![1u8; 600_000], 0o644, false)
         .unwrap_err();
     assert!(e.to_string().contains("no space left"), "{e}");
-    assert!(!full.0.join("more").exists(), "the partial file must be removed");
+    assert!(
+        !full.0.join("more").exists(),
+        "the partial file must be removed"
+    );
     let ro = super::preflight::Tmpfs::mount(&d.path().join("ro"), "1m").unwrap();
     let st = Command::new("mount")
         .args(["-o", "remount,ro"])
