@@ -74,8 +74,8 @@ pub enum ManifestError {
     Duplicate { path: String },
     #[error("entry {path:?} has no parent directory entry {parent:?}")]
     MissingParent { path: String, parent: String },
-    #[error("symlink {path:?} has an empty target")]
-    EmptyTarget { path: String },
+    #[error("symlink {path:?} has an empty target or one with a NUL byte")]
+    BadTarget { path: String },
     #[error("manifest line {line}: {reason}")]
     Syntax { line: usize, reason: String },
     #[error("{path}: cannot pack a {kind}")]
@@ -171,7 +171,7 @@ impl Manifest {
             }
             if let EntryKind::Symlink { target } = &e.kind {
                 if target.is_empty() || target.contains(&0) {
-                    return Err(ManifestError::EmptyTarget {
+                    return Err(ManifestError::BadTarget {
                         path: show(&e.path),
                     });
                 }
@@ -593,7 +593,8 @@ fn walk_rec(abs: PathBuf, rel: Vec<u8>) -> Result<Vec<(Vec<u8>, Found)>, Manifes
     for de in fs::read_dir(&abs).map_err(io(&abs))? {
         let de = de.map_err(io(&abs))?;
         let child = de.path();
-        let md = fs::symlink_metadata(&child).map_err(io(&child))?;
+        // lstat relative to the open directory (std uses fstatat on the DIR's fd): no path walk.
+        let md = de.metadata().map_err(io(&child))?;
         let mut r = rel.clone();
         if !r.is_empty() {
             r.push(b'/');
