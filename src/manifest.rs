@@ -623,7 +623,7 @@ fn list_dir(
     };
     let mut subdirs = Vec::new();
     for de in fs::read_dir(abs).map_err(io(abs))? {
-        let de = de.map_err(io(&abs))?;
+        let de = de.map_err(io(abs))?;
         let child = de.path();
         // lstat relative to the open directory (std uses fstatat on the DIR's fd): no path walk.
         let md = de.metadata().map_err(io(&child))?;
