@@ -158,7 +158,7 @@ if [[ " ${WHICH[*]} " == *" large "* ]]; then
     l_scp+=("$T_WALL")
     deploy_timed "$ID" "$WORK/remote/large"
     l_dep+=("$T_WALL"); l_up+=("$(receipt upload_secs)"); l_ver+=("$(receipt verify_secs)")
-    echo "  run $i: scp archive ${l_scp[-1]}s | deploy ${l_dep[-1]}s (upload ${l_up[-1]}s, verify ${l_ver[-1]}s)" >&2
+    echo "  run $i: scp archive ${l_scp[-1]}s | deploy ${l_dep[-1]}s (local check+unpack $(receipt prepare_secs)s, upload ${l_up[-1]}s, verify ${l_ver[-1]}s, total in deploy $(receipt total_secs)s)" >&2
   done
   echo "== large corpus ($(du -sh "$CORPUS/large" | cut -f1), archive $(du -h "$ARCHIVE" | cut -f1))"
   echo "scp of the archive:          $(median "${l_scp[@]}") s"

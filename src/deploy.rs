@@ -10,7 +10,8 @@
 //!    the seed staged `/tmp/o6b-stage/iu-cutter-v0.6/`). The tree comes from the local archive,
 //!    whose sha256 is checked first and which is unpacked with every check of `sealpush
 //!    unpack`; every remote create is exclusive and never follows a symlink; files are
-//!    uploaded many at a time and fsynced where the server offers it;
+//!    uploaded many at a time and fsynced where the server offers it (with `--sync`, one
+//!    `sync -f` before the promote replaces the per-file fsyncs, see below);
 //! 4. verify byte for byte: every staged file read back over the transport and hashed here
 //!    (or, with `--verify host-sha256sum`, `sha256sum -c` on the host), never a size-only check;
 //! 5. `--keep-archive`: the archive uploaded into the work dir, exclusively, verified the same way;
@@ -29,9 +30,13 @@
 //! target exists while the staged tree does not), the tree is complete and was verified before
 //! the rename, so a re-run *finishes*: prove, check, receipt, unlock.
 //!
-//! Durability: SFTP can fsync files but not directories, so the promote's rename is not made
-//! durable by SFTP alone; `--sync` runs `sync -f TARGET` on the host over ssh for hosts where a
-//! power cut right after the deploy matters.
+//! Durability: SFTP can fsync files but not directories, so neither the staged names nor the
+//! promote's rename are made durable by SFTP alone. By default every file is fsynced
+//! (`fsync@openssh.com`). `--sync` runs `sync -f` on the host over ssh twice instead: on the
+//! staging directory before the promote (every staged file and name is on disk before the
+//! rename can make it visible) and on the target after it (the rename). It is both more
+//! durable and, for many small files, much faster: OpenSSH's sftp-server serves one request at
+//! a time, so per-file fsyncs serialise.
 
 pub mod anchor;
 pub mod artifact;
@@ -464,6 +469,7 @@ struct Run<'a> {
     hostname: String,
     started: String,
     t0: Instant,
+    prepare_secs: f64,
     upload_secs: f64,
     verify_secs: f64,
     lock_held: bool,
@@ -508,7 +514,9 @@ pub fn deploy(
         });
     }
     // Reading only: the archive's sha256 and a checked local unpack.
+    let t0 = Instant::now();
     let art = artifact::prepare(&plan.plan, &names, progress)?;
+    let prepare_secs = t0.elapsed().as_secs_f64();
     let hostname = remote.facts().map(|f| f.hostname).unwrap_or_default();
     let mut run = Run {
         remote,
@@ -521,7 +529,8 @@ pub fn deploy(
         art,
         hostname,
         started: rfc3339(unix_now()),
-        t0: Instant::now(),
+        t0,
+        prepare_secs,
         upload_secs: 0.0,
         verify_secs: 0.0,
         lock_held: false,
@@ -961,10 +970,11 @@ impl Run<'_> {
                 batch_bytes += uploads[end].len;
                 end += 1;
             }
-            if let Err(e) =
-                self.remote
-                    .put_new_files(&uploads[batch_start..end], true, self.progress)
-            {
+            if let Err(e) = self.remote.put_new_files(
+                &uploads[batch_start..end],
+                self.per_file_fsync(),
+                self.progress,
+            ) {
                 self.progress.finish();
                 return Err(at("materialise")(e));
             }
@@ -1008,7 +1018,7 @@ impl Run<'_> {
                 len: plan.artifact.archive_size,
                 mode: 0o444,
             }],
-            true,
+            self.per_file_fsync(),
             self.progress,
         );
         self.progress.finish();
@@ -1129,7 +1139,7 @@ impl Run<'_> {
             &rfc3339(unix_now()),
         );
         self.remote
-            .write_new(&path, &text, 0o644, true)
+            .write_new(&path, &text, 0o644, self.per_file_fsync())
             .map_err(at("deploy manifest"))?;
         let want = Digest::of(&text);
         let (got, _) = self
@@ -1149,8 +1159,46 @@ impl Run<'_> {
         self.record(Step::DeployManifest, Phase::Done, want.to_hex())
     }
 
+    /// Per-file `fsync@openssh.com` unless `--sync`: OpenSSH's sftp-server handles requests
+    /// one at a time, so per-file fsyncs serialise (about 1,000 small files/s here, against
+    /// several thousand without), while one `sync -f` before the promote makes every staged
+    /// file and name durable at once (and a second one makes the rename durable).
+    fn per_file_fsync(&self) -> bool {
+        !self.opts.sync
+    }
+
+    /// `sync -f PATH` on the host; a failure is an error (the user asked for durability).
+    fn sync_fs(
+        &mut self,
+        path: &Path,
+        what: &str,
+    ) -> Result<crate::remote::ExecOutput, DeployError> {
+        self.record(Step::Sync, Phase::Intent, what)?;
+        let cmd = format!("sync -f {}", receipt::shell_quote(&path.to_string_lossy()));
+        let out = self.remote.exec(&cmd).map_err(at("sync"))?;
+        if out.status != Some(0) {
+            self.record(Step::Sync, Phase::Failed, out.stderr.clone())?;
+            return Err(DeployError::Remote {
+                step: "sync",
+                source: RemoteError::Failed {
+                    op: "sync -f",
+                    path: path.to_path_buf(),
+                    reason: format!("exit {:?}: {}", out.status, out.stderr.trim()),
+                },
+                note: String::new(),
+            });
+        }
+        self.record(Step::Sync, Phase::Done, what)?;
+        Ok(out)
+    }
+
     /// Step 8.
     fn promote(&mut self) -> Result<(), DeployError> {
+        if self.opts.sync {
+            // Everything staged is on disk before the rename can make it visible.
+            let staging = self.names.staging.clone();
+            self.sync_fs(&staging, "before promote")?;
+        }
         self.record(
             Step::Promote,
             Phase::Intent,
@@ -1215,14 +1263,7 @@ impl Run<'_> {
             }
         }
         let sync = if self.opts.sync {
-            self.record(Step::Sync, Phase::Intent, "")?;
-            let cmd = format!(
-                "sync -f {}",
-                receipt::shell_quote(&target.to_string_lossy())
-            );
-            let out = self.remote.exec(&cmd).map_err(at("sync"))?;
-            self.record(Step::Sync, Phase::Done, format!("exit {:?}", out.status))?;
-            Some(out)
+            Some(self.sync_fs(&target, "after promote")?)
         } else {
             None
         };
@@ -1396,6 +1437,7 @@ impl Run<'_> {
             bytes,
             upload_secs: self.upload_secs,
             verify_secs: self.verify_secs,
+            prepare_secs: self.prepare_secs,
             total_secs: self.t0.elapsed().as_secs_f64(),
             rolled_back: false,
             verdict: Verdict {
