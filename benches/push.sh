@@ -109,10 +109,11 @@ pack() {
 # deploy ID TARGET -> runs preflight (untimed) then the timed deploy; receipt JSON in $WORK/out
 deploy_timed() {
   local id=$1 target=$2
+  shift 2
   rm -rf "$WORK/state"
   "$BIN" -q preflight --host bench --ssh-config "$CFG" --artifact "$id" --store "$WORK/store" \
     --target "$target" --plan-out "$WORK/plan.json" > /dev/null
-  SEALPUSH_STATE_DIR=$WORK/state timed "$BIN" -q deploy "$WORK/plan.json" --json --ssh-config "$CFG"
+  SEALPUSH_STATE_DIR=$WORK/state timed "$BIN" -q deploy "$WORK/plan.json" --json --ssh-config "$CFG" ${DEPLOY_ARGS:-} "$@"
 }
 receipt() { python3 -c "import json,sys; print(json.load(open('$WORK/out'))['$1'])"; }
 clean_remote() { rm -rf "$WORK/remote"; mkdir -p "$WORK/remote"; sync; }
@@ -170,7 +171,7 @@ fi
 if [[ " ${WHICH[*]} " == *" small "* ]]; then
   ID=$(pack "$CORPUS/small" small)
   FILES=$(find "$CORPUS/small" -type f | wc -l)
-  declare -a s_scp s_rs s_dep s_up
+  declare -a s_scp s_rs s_dep s_up s_sdep s_sup
   for i in $(seq "$RUNS_SMALL"); do
     clean_remote
     timed scp -q -r -F "$CFG" "$CORPUS/small" "bench:$WORK/remote/scp-small"
@@ -179,7 +180,10 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
     s_rs+=("$T_WALL")
     deploy_timed "$ID" "$WORK/remote/small"
     s_dep+=("$T_WALL"); s_up+=("$(receipt upload_secs)")
-    echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s)" >&2
+    rm -rf "$WORK/remote/small" "$WORK/remote/.sealpush"
+    deploy_timed "$ID" "$WORK/remote/small" --sync
+    s_sdep+=("$T_WALL"); s_sup+=("$(receipt upload_secs)")
+    echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s) | deploy --sync ${s_sdep[-1]}s (materialise ${s_sup[-1]}s)" >&2
   done
   fps() { python3 -c "print(round($FILES / $1))"; }
   echo "== small corpus ($FILES files)"
@@ -187,4 +191,7 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
   echo "rsync -a:                        $(median "${s_rs[@]}") s  $(fps "$(median "${s_rs[@]}")") files/s"
   echo "sealpush materialise:            $(median "${s_up[@]}") s  $(fps "$(median "${s_up[@]}")") files/s"
   echo "sealpush whole deploy (+verify): $(median "${s_dep[@]}") s  $(fps "$(median "${s_dep[@]}")") files/s"
+  echo "with --sync (no per-file fsync, sync -f before and after the promote):"
+  echo "sealpush materialise:            $(median "${s_sup[@]}") s  $(fps "$(median "${s_sup[@]}")") files/s"
+  echo "sealpush whole deploy (+verify): $(median "${s_sdep[@]}") s  $(fps "$(median "${s_sdep[@]}")") files/s"
 fi
