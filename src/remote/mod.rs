@@ -168,6 +168,17 @@ pub trait Remote: Send + Sync {
     /// sha256 and size of each file, reading the bytes (following symlinks as `fopen` does),
     /// pipelined; results in the order of `paths`.
     fn hash_files(&self, paths: &[PathBuf], progress: &dyn Progress) -> Vec<Result<(Digest, u64)>>;
+    /// [`Remote::hash_files`] with each file's expected size (from a listing just made), which
+    /// lets a transport skip requests (SFTP: no separate end-of-file read when a short read
+    /// returns exactly that size). The result is the same; the default ignores the sizes.
+    fn hash_files_sized(
+        &self,
+        files: &[(PathBuf, u64)],
+        progress: &dyn Progress,
+    ) -> Vec<Result<(Digest, u64)>> {
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        self.hash_files(&paths, progress)
+    }
     /// Creates a directory; fails with `Exists` if the name exists in any form.
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;
     /// Creates a new file with `data` (exclusive create, never through a symlink), sets `mode`,

@@ -378,10 +378,10 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
+pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).unwrap();
         let st = Command::new("mount")
             .args([
@@ -558,4 +558,88 @@ fn recheck_reports_every_drift() {
     assert_eq!(drift.len(), 2, "{drift:?}");
     assert!(drift[0].contains("now exists"), "{drift:?}");
     assert!(drift[1].contains("changed"), "{drift:?}");
+}
+
+#[test]
+fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
+    let sshd = crate::sshd_or_skip!();
+    let scene = Scene::new();
+    let marker = scene.base.parent().unwrap().join("probe-started");
+    let probe = format!("touch '{}'; sleep 30", marker.display());
+    let mut cmd = scene.cli(
+        &sshd,
+        &sshd.config_path(),
+        sshd.alias(),
+        &["--probe", &probe],
+    );
+    let mut child = cmd
+        .cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(t.elapsed().as_secs() < 30, "the probe never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // sealpush now waits on the probe: its ssh children are the sftp channel and the probe.
+    let kids = crate::support::sshd::descendants(child.id());
+    let ssh: Vec<u32> = kids
+        .iter()
+        .copied()
+        .filter(|p| crate::support::sshd::cmdline(*p).starts_with("ssh "))
+        .collect();
+    assert!(
+        ssh.len() >= 2,
+        "expected the sftp and probe ssh children: {:?}",
+        kids.iter()
+            .map(|p| crate::support::sshd::cmdline(*p))
+            .collect::<Vec<_>>()
+    );
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let t = std::time::Instant::now();
+    loop {
+        let alive: Vec<String> = ssh
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !s.contains(") Z"))
+            })
+            .map(|p| crate::support::sshd::cmdline(*p))
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "ssh outlived a killed sealpush: {alive:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn anchor_with_a_non_utf8_name_fails_clearly() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    std::fs::write(
+        scene
+            .anchor()
+            .join(std::ffi::OsStr::from_bytes(b"latin1-\xe9")),
+        b"x",
+    )
+    .unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["anchor"], "{:?}", plan.verdict);
+    assert!(
+        plan.verdict.reasons[0].contains("not valid UTF-8"),
+        "{:?}",
+        plan.verdict
+    );
 }
