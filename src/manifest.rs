@@ -576,49 +576,65 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<(Vec<u8>, Found)>, ManifestError> {
             path: dir.to_path_buf(),
         });
     }
-    let mut out = Vec::new();
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(dir.to_path_buf(), Vec::new())];
-    while let Some((abs, rel)) = stack.pop() {
-        for de in fs::read_dir(&abs).map_err(io(&abs))? {
-            let de = de.map_err(io(&abs))?;
-            let child = de.path();
-            let md = fs::symlink_metadata(&child).map_err(io(&child))?;
-            let mut r = rel.clone();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(de.file_name().as_bytes());
-            let ft = md.file_type();
-            let found = if ft.is_file() {
-                Found::File {
-                    size: md.len(),
-                    executable: md.permissions().mode() & 0o100 != 0,
-                    stamp: Stamp::of(&md),
-                }
-            } else if ft.is_symlink() {
-                let t = fs::read_link(&child).map_err(io(&child))?;
-                Found::Symlink(t.into_os_string().into_encoded_bytes())
-            } else if ft.is_dir() {
-                stack.push((child.clone(), r.clone()));
-                Found::Dir
-            } else {
-                let kind = if ft.is_fifo() {
-                    "fifo"
-                } else if ft.is_socket() {
-                    "socket"
-                } else if ft.is_block_device() {
-                    "block device"
-                } else if ft.is_char_device() {
-                    "character device"
-                } else {
-                    "special file"
-                };
-                return Err(ManifestError::Special { path: child, kind });
-            };
-            out.push((r, found));
-        }
-    }
+    let mut out = walk_rec(dir.to_path_buf(), Vec::new())?;
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// One directory's entries, then its subdirectories' in parallel (rayon): a tree of many small
+/// directories is listed on every core.
+fn walk_rec(abs: PathBuf, rel: Vec<u8>) -> Result<Vec<(Vec<u8>, Found)>, ManifestError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManifestError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    let mut subdirs = Vec::new();
+    for de in fs::read_dir(&abs).map_err(io(&abs))? {
+        let de = de.map_err(io(&abs))?;
+        let child = de.path();
+        let md = fs::symlink_metadata(&child).map_err(io(&child))?;
+        let mut r = rel.clone();
+        if !r.is_empty() {
+            r.push(b'/');
+        }
+        r.extend_from_slice(de.file_name().as_bytes());
+        let ft = md.file_type();
+        let found = if ft.is_file() {
+            Found::File {
+                size: md.len(),
+                executable: md.permissions().mode() & 0o100 != 0,
+                stamp: Stamp::of(&md),
+            }
+        } else if ft.is_symlink() {
+            let t = fs::read_link(&child).map_err(io(&child))?;
+            Found::Symlink(t.into_os_string().into_encoded_bytes())
+        } else if ft.is_dir() {
+            subdirs.push((child.clone(), r.clone()));
+            Found::Dir
+        } else {
+            let kind = if ft.is_fifo() {
+                "fifo"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() {
+                "block device"
+            } else if ft.is_char_device() {
+                "character device"
+            } else {
+                "special file"
+            };
+            return Err(ManifestError::Special { path: child, kind });
+        };
+        out.push((r, found));
+    }
+    let nested = subdirs
+        .into_par_iter()
+        .map(|(a, r)| walk_rec(a, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    for n in nested {
+        out.extend(n);
+    }
     Ok(out)
 }
 

@@ -124,7 +124,6 @@ fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Resu
         .tempfile_in(dir)?;
     let mut src = std::fs::File::open(from)?;
     std::io::copy(&mut src, tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
 }

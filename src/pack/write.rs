@@ -135,10 +135,90 @@ pub fn pack_to_file(
         opts,
         progress,
     )?;
-    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     tmp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
     Ok(packed)
 }
+
+/// Files up to this size are read (and hashed) ahead, in parallel, in batches; larger ones are
+/// streamed by the producer itself so memory stays bounded.
+const SMALL_FILE: u64 = 1 << 20;
+/// A batch closes at this many bytes or files.
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_FILES: usize = 512;
+/// Batches read ahead of the producer (bounds memory to about WINDOW x BATCH_BYTES).
+const WINDOW: usize = 6;
+
+/// Opens a file of the tree for reading without following a symlink or blocking on a fifo that
+/// replaced it.
+fn open_member(path: &Path) -> Result<fs::File, PackError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+/// After reading `size` bytes: the file must be at its end and still be the file the walk saw.
+fn check_unchanged(
+    path: &Path,
+    file: &mut fs::File,
+    size: u64,
+    stamp: &Stamp,
+) -> Result<(), PackError> {
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe).map_err(io_err(path))? != 0 {
+        return Err(PackError::Changed {
+            path: path.to_path_buf(),
+            what: "it grew".into(),
+        });
+    }
+    let md = file.metadata().map_err(io_err(path))?;
+    if !md.is_file() {
+        return Err(PackError::Replaced {
+            path: path.to_path_buf(),
+        });
+    }
+    let now = Stamp::of(&md);
+    if (now.dev, now.ino) != (stamp.dev, stamp.ino) {
+        return Err(PackError::Changed {
+            path: path.to_path_buf(),
+            what: "it was replaced".into(),
+        });
+    }
+    if (now.size, now.mtime, now.ctime) != (size, stamp.mtime, stamp.ctime) {
+        return Err(PackError::Changed {
+            path: path.to_path_buf(),
+            what: "it was written to".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole (small) file, hashing it, and checks it did not change.
+fn read_whole(path: &Path, size: u64, stamp: &Stamp) -> Result<(Vec<u8>, Digest), PackError> {
+    use sha2::Digest as _;
+    let mut file = open_member(path)?;
+    let mut data = vec![0u8; size as usize];
+    let mut got = 0;
+    while got < data.len() {
+        match file.read(&mut data[got..]) {
+            Ok(0) => {
+                return Err(PackError::Changed {
+                    path: path.to_path_buf(),
+                    what: "it shrank".into(),
+                })
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+    }
+    check_unchanged(path, &mut file, size, stamp)?;
+    let digest = Digest(sha2::Sha256::digest(&data).into());
+    Ok((data, digest))
+}
+
+type Prefetched = Vec<Result<(Vec<u8>, Digest), PackError>>;
 
 /// Writes the tar stream into `tx` in manifest order; returns the manifest entries with the
 /// digests of the bytes that were sent.
@@ -151,6 +231,53 @@ fn produce(
     progress: &dyn Progress,
 ) -> Result<Vec<Entry>, PackError> {
     use sha2::Digest as _;
+    // Small files, grouped in manifest order into batches that rayon reads ahead.
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut batch_of: Vec<Option<usize>> = vec![None; found.len()];
+    let mut cur_bytes = 0u64;
+    for (i, (_, f)) in found.iter().enumerate() {
+        if let Found::File { size, .. } = f {
+            if link_to[i].is_none() && *size <= SMALL_FILE {
+                let full = batches
+                    .last()
+                    .map_or(true, |b| cur_bytes >= BATCH_BYTES || b.len() >= BATCH_FILES);
+                if full {
+                    batches.push(Vec::new());
+                    cur_bytes = 0;
+                }
+                batches.last_mut().expect("just pushed").push(i);
+                cur_bytes += size;
+                batch_of[i] = Some(batches.len() - 1);
+            }
+        }
+    }
+    let spawn_batch = |b: usize| -> mpsc::Receiver<Prefetched> {
+        let (btx, brx) = mpsc::sync_channel(1);
+        let jobs: Vec<(PathBuf, u64, Stamp)> = batches[b]
+            .iter()
+            .map(|&i| match &found[i].1 {
+                Found::File { size, stamp, .. } => {
+                    (manifest::join(dir, &found[i].0), *size, *stamp)
+                }
+                _ => unreachable!("batches hold files"),
+            })
+            .collect();
+        rayon::spawn(move || {
+            let out: Prefetched = jobs
+                .iter()
+                .map(|(p, size, stamp)| read_whole(p, *size, stamp))
+                .collect();
+            // The producer may have stopped on an error: nobody to tell.
+            let _ = btx.send(out);
+        });
+        brx
+    };
+    let mut pending: std::collections::VecDeque<mpsc::Receiver<Prefetched>> = Default::default();
+    let mut next_spawn = 0usize;
+    let mut current: std::vec::IntoIter<Result<(Vec<u8>, Digest), PackError>> =
+        Vec::new().into_iter();
+    let mut current_batch: Option<usize> = None;
+
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 64 * 1024);
     let mut entries: Vec<Entry> = Vec::with_capacity(found.len());
     let send = |buf: &mut Vec<u8>| -> Result<(), PackError> {
@@ -187,16 +314,36 @@ fn produce(
                     entries.push(Entry::file(rel.clone(), *size, sha256, *executable));
                     continue;
                 }
-                let path = manifest::join(dir, rel);
-                let mut file = fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
                 let kind = TarKind::File {
                     size: *size,
                     executable: *executable,
                 };
+                if let Some(b) = batch_of[i] {
+                    if current_batch != Some(b) {
+                        while next_spawn < batches.len() && next_spawn <= b + WINDOW {
+                            pending.push_back(spawn_batch(next_spawn));
+                            next_spawn += 1;
+                        }
+                        let rx = pending.pop_front().expect("batch b was spawned");
+                        let got = rx.recv().map_err(|_| {
+                            PackError::Output(io::Error::other("a reader thread died"))
+                        })?;
+                        current = got.into_iter();
+                        current_batch = Some(b);
+                    }
+                    let (data, digest) = current.next().expect("one result per file")?;
+                    layout::write_header(rel, kind, mtime, &mut buf);
+                    buf.extend_from_slice(&data);
+                    layout::pad(*size, &mut buf);
+                    entries.push(Entry::file(rel.clone(), *size, digest, *executable));
+                    progress.advance(*size, 1);
+                    if buf.len() >= CHUNK {
+                        send(&mut buf)?;
+                    }
+                    continue;
+                }
+                let path = manifest::join(dir, rel);
+                let mut file = open_member(&path)?;
                 layout::write_header(rel, kind, mtime, &mut buf);
                 let mut h = sha2::Sha256::new();
                 let mut left = *size;
@@ -214,7 +361,7 @@ fn produce(
                         Err(e) => return Err(io_err(&path)(e)),
                     };
                     buf.truncate(start + n);
-                    if n == 0 && want > 0 {
+                    if n == 0 {
                         // EINTR retries; EOF before the walked size means it shrank.
                         if file.metadata().map_err(io_err(&path))?.len() < *size {
                             return Err(PackError::Changed {
@@ -228,30 +375,7 @@ fn produce(
                     left -= n as u64;
                     progress.advance(n as u64, 0);
                 }
-                let mut probe = [0u8; 1];
-                if file.read(&mut probe).map_err(io_err(&path))? != 0 {
-                    return Err(PackError::Changed {
-                        path,
-                        what: "it grew".into(),
-                    });
-                }
-                let md = file.metadata().map_err(io_err(&path))?;
-                if !md.is_file() {
-                    return Err(PackError::Replaced { path });
-                }
-                let now = Stamp::of(&md);
-                if (now.dev, now.ino) != (stamp.dev, stamp.ino) {
-                    return Err(PackError::Changed {
-                        path,
-                        what: "it was replaced".into(),
-                    });
-                }
-                if (now.size, now.mtime, now.ctime) != (stamp.size, stamp.mtime, stamp.ctime) {
-                    return Err(PackError::Changed {
-                        path,
-                        what: "it was written to".into(),
-                    });
-                }
+                check_unchanged(&path, &mut file, *size, stamp)?;
                 layout::pad(*size, &mut buf);
                 entries.push(Entry::file(
                     rel.clone(),
