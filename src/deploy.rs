@@ -1585,9 +1585,11 @@ impl Run<'_> {
     /// a re-run finishes). When the host is unreachable, say what is left and what to do.
     fn fail(&mut self, err: DeployError) -> DeployError {
         let _ = self.record(Step::Finished, Phase::Failed, err.to_string());
-        let keep_staging = false;
         let mut left = Vec::new();
-        if !self.promoted && !keep_staging {
+        if !self.promoted {
+            // Journalled first like every mutation; a host copy that cannot be written (full
+            // disk, lost connection) must not stop the local record or the cleanup attempt.
+            let _ = self.record(Step::Cleanup, Phase::Intent, "after a failure");
             if let Err(e) = self.remove_staged() {
                 left.push(format!("staging {} ({e})", self.names.staging.display()));
             }
@@ -1595,9 +1597,10 @@ impl Run<'_> {
         if let Err(e) = self.release_lock() {
             left.push(format!("lock {} ({e})", self.names.lock.display()));
         }
-        if left.is_empty() && !self.promoted && !keep_staging {
+        if left.is_empty() && !self.promoted {
             // Nothing of ours is left but bookkeeping: remove it too, so the host is as before.
             self.journal.detach_host();
+            let _ = self.record(Step::Cleanup, Phase::Intent, "host journal and work dirs");
             if self.remove_bookkeeping().is_ok() {
                 let _ = self.record(Step::Reset, Phase::Done, "cleaned up after a failed deploy");
             }
