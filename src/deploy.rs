@@ -478,6 +478,8 @@ struct Run<'a> {
     /// Paths outside the tree this deploy created (including by earlier runs since a reset).
     created: Vec<CreatedPath>,
     deploy_manifest: Option<Digest>,
+    /// Digests read back while the upload ran (read-back mode), by remote path.
+    read_back: Option<std::collections::HashMap<PathBuf, Result<(Digest, u64), RemoteError>>>,
 }
 
 /// Executes a locked plan (see the module docs). Returns the receipt, whose verdict is FAIL
@@ -538,6 +540,7 @@ pub fn deploy(
         resume: String::new(),
         created: Vec::new(),
         deploy_manifest: None,
+        read_back: None,
     };
     run.execute()
 }
@@ -960,29 +963,90 @@ impl Run<'_> {
         self.progress.start("uploading", Some(bytes), Some(files));
         // Batches bound how long a Ctrl-C waits for a safe point; each batch still has many
         // files and requests in flight inside the transport.
+        let mut batches = Vec::new();
         let mut batch_start = 0;
         while batch_start < uploads.len() {
             let mut end = batch_start;
             let mut batch_bytes = 0u64;
             while end < uploads.len()
-                && (end == batch_start || (end - batch_start < 4096 && batch_bytes < 256 << 20))
+                && (end == batch_start || (end - batch_start < 4096 && batch_bytes < 128 << 20))
             {
                 batch_bytes += uploads[end].len;
                 end += 1;
             }
-            if let Err(e) = self.remote.put_new_files(
-                &uploads[batch_start..end],
-                self.per_file_fsync(),
-                self.progress,
-            ) {
-                self.progress.finish();
-                return Err(at("materialise")(e));
-            }
+            batches.push(batch_start..end);
             batch_start = end;
-            if interrupted() {
-                self.progress.finish();
+        }
+        // With read-back verification, each batch is read back while the next one uploads
+        // (a second thread on the same connection): a file is read back only after its upload
+        // (and fsync) completed, exactly as if the steps ran one after the other, but the
+        // transfer and the read-back share the wall time.
+        let overlap = self.opts.verify == VerifyMode::ReadBack;
+        let remote = self.remote;
+        let fsync = self.per_file_fsync();
+        let progress = self.progress;
+        let uploads_ref = &uploads;
+        let result: Result<Vec<Result<(Digest, u64), RemoteError>>, DeployError> =
+            std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::channel::<std::ops::Range<usize>>();
+                let reader = overlap.then(|| {
+                    scope.spawn(move || {
+                        let mut out = Vec::with_capacity(uploads_ref.len());
+                        let mut first = true;
+                        for range in rx {
+                            if first {
+                                journal::wait_point(Step::Verify);
+                                first = false;
+                            }
+                            let paths: Vec<PathBuf> = uploads_ref[range]
+                                .iter()
+                                .map(|f| f.remote.clone())
+                                .collect();
+                            out.extend(remote.hash_files(&paths, &crate::progress::NoProgress));
+                        }
+                        out
+                    })
+                });
+                let mut outcome = Ok(());
+                for range in &batches {
+                    if let Err(e) =
+                        remote.put_new_files(&uploads_ref[range.clone()], fsync, progress)
+                    {
+                        outcome = Err(at("materialise")(e));
+                        break;
+                    }
+                    if overlap {
+                        let _ = tx.send(range.clone());
+                    }
+                    if interrupted() {
+                        outcome = Err(DeployError::Interrupted {
+                            step: Step::Materialise.name(),
+                            state: String::new(),
+                        });
+                        break;
+                    }
+                }
+                drop(tx);
+                let read = reader
+                    .map(|h| h.join().expect("read-back thread"))
+                    .unwrap_or_default();
+                outcome.map(|()| read)
+            });
+        self.progress.finish();
+        match result {
+            Ok(read) => {
+                if overlap {
+                    let mut map = std::collections::HashMap::with_capacity(read.len());
+                    for (f, r) in uploads.iter().zip(read) {
+                        map.insert(f.remote.clone(), r);
+                    }
+                    self.read_back = Some(map);
+                }
+            }
+            Err(DeployError::Interrupted { .. }) => {
                 return self.check_interrupt(Step::Materialise);
             }
+            Err(e) => return Err(e),
         }
         self.progress.finish();
         for (p, k) in &self.art.expected {
@@ -1052,10 +1116,31 @@ impl Run<'_> {
         let mut actual = shape::walk(self.remote, &root).map_err(at("verify"))?;
         match self.opts.verify {
             VerifyMode::ReadBack => {
-                self.progress.start("verifying", Some(bytes), Some(files));
-                let r = shape::hash_shape(self.remote, &root, &mut actual, self.progress);
-                self.progress.finish();
-                r.map_err(at("verify"))?;
+                // Files already read back during the upload take those digests; anything
+                // else (none, normally) is read now.
+                let mut rest = shape::Shape::new();
+                let mut read_back = self.read_back.take().unwrap_or_default();
+                for (p, k) in actual.iter_mut() {
+                    if let Kind::File { size, sha256, .. } = k {
+                        match read_back.remove(&shape::join(&root, p)) {
+                            Some(Ok((d, n))) => {
+                                *size = n;
+                                *sha256 = Some(d);
+                            }
+                            Some(Err(e)) => return Err(at("verify")(e)),
+                            None => {
+                                rest.insert(p.clone(), k.clone());
+                            }
+                        }
+                    }
+                }
+                if !rest.is_empty() {
+                    self.progress.start("verifying", Some(bytes), Some(files));
+                    let r = shape::hash_shape(self.remote, &root, &mut rest, self.progress);
+                    self.progress.finish();
+                    r.map_err(at("verify"))?;
+                    actual.extend(rest);
+                }
             }
             VerifyMode::HostSha256sum => {
                 let list = self
