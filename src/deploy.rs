@@ -456,6 +456,9 @@ pub fn deploy_manifest_field<'a>(text: &'a [u8], key: &str) -> Option<&'a str> {
     })
 }
 
+/// The digest and length of one file as read back over the transport.
+type ReadBack = Result<(Digest, u64), RemoteError>;
+
 /// One run of the deploy engine.
 struct Run<'a> {
     remote: &'a dyn Remote,
@@ -479,7 +482,7 @@ struct Run<'a> {
     created: Vec<CreatedPath>,
     deploy_manifest: Option<Digest>,
     /// Digests read back while the upload ran (read-back mode), by remote path.
-    read_back: Option<std::collections::HashMap<PathBuf, Result<(Digest, u64), RemoteError>>>,
+    read_back: Option<std::collections::HashMap<PathBuf, ReadBack>>,
 }
 
 /// Executes a locked plan (see the module docs). Returns the receipt, whose verdict is FAIL
@@ -986,52 +989,49 @@ impl Run<'_> {
         let fsync = self.per_file_fsync();
         let progress = self.progress;
         let uploads_ref = &uploads;
-        let result: Result<Vec<Result<(Digest, u64), RemoteError>>, DeployError> =
-            std::thread::scope(|scope| {
-                let (tx, rx) = std::sync::mpsc::channel::<std::ops::Range<usize>>();
-                let reader = overlap.then(|| {
-                    scope.spawn(move || {
-                        let mut out = Vec::with_capacity(uploads_ref.len());
-                        let mut first = true;
-                        for range in rx {
-                            if first {
-                                journal::wait_point(Step::Verify);
-                                first = false;
-                            }
-                            let paths: Vec<PathBuf> = uploads_ref[range]
-                                .iter()
-                                .map(|f| f.remote.clone())
-                                .collect();
-                            out.extend(remote.hash_files(&paths, &crate::progress::NoProgress));
+        let result: Result<Vec<ReadBack>, DeployError> = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<std::ops::Range<usize>>();
+            let reader = overlap.then(|| {
+                scope.spawn(move || {
+                    let mut out = Vec::with_capacity(uploads_ref.len());
+                    let mut first = true;
+                    for range in rx {
+                        if first {
+                            journal::wait_point(Step::Verify);
+                            first = false;
                         }
-                        out
-                    })
-                });
-                let mut outcome = Ok(());
-                for range in &batches {
-                    if let Err(e) =
-                        remote.put_new_files(&uploads_ref[range.clone()], fsync, progress)
-                    {
-                        outcome = Err(at("materialise")(e));
-                        break;
+                        let paths: Vec<PathBuf> = uploads_ref[range]
+                            .iter()
+                            .map(|f| f.remote.clone())
+                            .collect();
+                        out.extend(remote.hash_files(&paths, &crate::progress::NoProgress));
                     }
-                    if overlap {
-                        let _ = tx.send(range.clone());
-                    }
-                    if interrupted() {
-                        outcome = Err(DeployError::Interrupted {
-                            step: Step::Materialise.name(),
-                            state: String::new(),
-                        });
-                        break;
-                    }
-                }
-                drop(tx);
-                let read = reader
-                    .map(|h| h.join().expect("read-back thread"))
-                    .unwrap_or_default();
-                outcome.map(|()| read)
+                    out
+                })
             });
+            let mut outcome = Ok(());
+            for range in &batches {
+                if let Err(e) = remote.put_new_files(&uploads_ref[range.clone()], fsync, progress) {
+                    outcome = Err(at("materialise")(e));
+                    break;
+                }
+                if overlap {
+                    let _ = tx.send(range.clone());
+                }
+                if interrupted() {
+                    outcome = Err(DeployError::Interrupted {
+                        step: Step::Materialise.name(),
+                        state: String::new(),
+                    });
+                    break;
+                }
+            }
+            drop(tx);
+            let read = reader
+                .map(|h| h.join().expect("read-back thread"))
+                .unwrap_or_default();
+            outcome.map(|()| read)
+        });
         self.progress.finish();
         match result {
             Ok(read) => {
