@@ -13,7 +13,9 @@
 //!    uploaded many at a time and fsynced where the server offers it (with `--sync`, one
 //!    `sync -f` before the promote replaces the per-file fsyncs, see below);
 //! 4. verify byte for byte: every staged file read back over the transport and hashed here
-//!    (or, with `--verify host-sha256sum`, `sha256sum -c` on the host), never a size-only check;
+//!    (each upload batch is read back while the next one uploads, always after its own upload
+//!    completed), or, with `--verify host-sha256sum`, `sha256sum -c` on the host; never a
+//!    size-only check;
 //! 5. `--keep-archive`: the archive uploaded into the work dir, exclusively, verified the same way;
 //! 6. the staged tree as a whole (walked: names, kinds, exec bits, symlink targets, digests)
 //!    equals the artifact's manifest, nothing missing, nothing extra;
