@@ -2,7 +2,8 @@
 # benches/push.sh: sealpush deploy over loopback SFTP against scp and rsync (issue 5).
 #
 #   1gib   push of a 1 GiB random file packed as an artifact: sealpush's upload (the receipt's
-#          upload_secs: materialise only, no verify) and its whole deploy, against `scp` and
+#          upload_secs: materialise; a single file is one batch, so its read-back runs after it,
+#          not overlapped) and its whole deploy, against `scp` and
 #          `rsync` of the same file: MB/s, client and server CPU seconds.
 #   large  whole deploy (upload, read-back verify, promote, prove) of the `large` corpus's
 #          artifact against `scp` of the archive alone: seconds and ratio (target <= 2.2x).
@@ -163,7 +164,7 @@ if [[ " ${WHICH[*]} " == *" large "* ]]; then
   done
   echo "== large corpus ($(du -sh "$CORPUS/large" | cut -f1), archive $(du -h "$ARCHIVE" | cut -f1))"
   echo "scp of the archive:          $(median "${l_scp[@]}") s"
-  echo "sealpush deploy (whole):     $(median "${l_dep[@]}") s  (upload $(median "${l_up[@]}") s, read-back verify $(median "${l_ver[@]}") s)"
+  echo "sealpush deploy (whole):     $(median "${l_dep[@]}") s  (upload with overlapped read-back $(median "${l_up[@]}") s, rest of verify $(median "${l_ver[@]}") s)"
   echo "deploy/scp ratio: $(python3 -c "print(round($(median "${l_dep[@]}") / $(median "${l_scp[@]}"), 2))")  (target <= 2.2)"
 fi
 
@@ -189,9 +190,9 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
   echo "== small corpus ($FILES files)"
   echo "scp -r:                          $(median "${s_scp[@]}") s  $(fps "$(median "${s_scp[@]}")") files/s"
   echo "rsync -a:                        $(median "${s_rs[@]}") s  $(fps "$(median "${s_rs[@]}")") files/s"
-  echo "sealpush materialise:            $(median "${s_up[@]}") s  $(fps "$(median "${s_up[@]}")") files/s"
+  echo "sealpush materialise (+overlapped read-back): $(median "${s_up[@]}") s  $(fps "$(median "${s_up[@]}")") files/s"
   echo "sealpush whole deploy (+verify): $(median "${s_dep[@]}") s  $(fps "$(median "${s_dep[@]}")") files/s"
   echo "with --sync (no per-file fsync, sync -f before and after the promote):"
-  echo "sealpush materialise:            $(median "${s_sup[@]}") s  $(fps "$(median "${s_sup[@]}")") files/s"
+  echo "sealpush materialise (+overlapped read-back): $(median "${s_sup[@]}") s  $(fps "$(median "${s_sup[@]}")") files/s"
   echo "sealpush whole deploy (+verify): $(median "${s_sdep[@]}") s  $(fps "$(median "${s_sdep[@]}")") files/s"
 fi
