@@ -2,8 +2,8 @@
 # benches/push.sh: sealpush deploy over loopback SFTP against scp and rsync (issue 5).
 #
 #   1gib   push of a 1 GiB random file packed as an artifact: sealpush's upload (the receipt's
-#          upload_secs: materialise; a single file is one batch, so its read-back runs after it,
-#          not overlapped) and its whole deploy, against `scp` and
+#          upload_secs: until the last upload returned; read-back that runs on after it is
+#          verify_secs) and its whole deploy, against `scp` and
 #          `rsync` of the same file: MB/s, client and server CPU seconds.
 #   large  whole deploy (upload, read-back verify, promote, prove) of the `large` corpus's
 #          artifact against `scp` of the archive alone: seconds and ratio (target <= 2.2x).
@@ -164,7 +164,7 @@ if [[ " ${WHICH[*]} " == *" large "* ]]; then
   done
   echo "== large corpus ($(du -sh "$CORPUS/large" | cut -f1), archive $(du -h "$ARCHIVE" | cut -f1))"
   echo "scp of the archive:          $(median "${l_scp[@]}") s"
-  echo "sealpush deploy (whole):     $(median "${l_dep[@]}") s  (upload with overlapped read-back $(median "${l_up[@]}") s, rest of verify $(median "${l_ver[@]}") s)"
+  echo "sealpush deploy (whole):     $(median "${l_dep[@]}") s  (upload, read-back overlapped, $(median "${l_up[@]}") s; read-back after the last upload $(median "${l_ver[@]}") s)"
   echo "deploy/scp ratio: $(python3 -c "print(round($(median "${l_dep[@]}") / $(median "${l_scp[@]}"), 2))")  (target <= 2.2)"
 fi
 

@@ -991,6 +991,8 @@ impl Run<'_> {
         let fsync = self.per_file_fsync();
         let progress = self.progress;
         let uploads_ref = &uploads;
+        // When the last upload returned: the read-back still running after it is verify time.
+        let mut uploaded_at: Option<Instant> = None;
         let result: Result<Vec<ReadBack>, DeployError> = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel::<std::ops::Range<usize>>();
             let reader = overlap.then(|| {
@@ -1029,12 +1031,17 @@ impl Run<'_> {
                 }
             }
             drop(tx);
+            uploaded_at = Some(Instant::now());
             let read = reader
                 .map(|h| h.join().expect("read-back thread"))
                 .unwrap_or_default();
             outcome.map(|()| read)
         });
         self.progress.finish();
+        if let Some(u) = uploaded_at {
+            self.verify_secs += u.elapsed().as_secs_f64();
+            self.upload_secs -= u.elapsed().as_secs_f64();
+        }
         match result {
             Ok(read) => {
                 if overlap {
