@@ -2,7 +2,8 @@
 # benches/push.sh: sealpush deploy over loopback SFTP against scp and rsync (issue 5).
 #
 #   1gib   push of a 1 GiB random file packed as an artifact: sealpush's upload (the receipt's
-#          upload_secs: materialise only, no verify) and its whole deploy, against `scp` and
+#          upload_secs: until the last upload returned; read-back that runs on after it is
+#          verify_secs) and its whole deploy, against `scp` and
 #          `rsync` of the same file: MB/s, client and server CPU seconds.
 #   large  whole deploy (upload, read-back verify, promote, prove) of the `large` corpus's
 #          artifact against `scp` of the archive alone: seconds and ratio (target <= 2.2x).
@@ -109,10 +110,11 @@ pack() {
 # deploy ID TARGET -> runs preflight (untimed) then the timed deploy; receipt JSON in $WORK/out
 deploy_timed() {
   local id=$1 target=$2
+  shift 2
   rm -rf "$WORK/state"
   "$BIN" -q preflight --host bench --ssh-config "$CFG" --artifact "$id" --store "$WORK/store" \
     --target "$target" --plan-out "$WORK/plan.json" > /dev/null
-  SEALPUSH_STATE_DIR=$WORK/state timed "$BIN" -q deploy "$WORK/plan.json" --json --ssh-config "$CFG"
+  SEALPUSH_STATE_DIR=$WORK/state timed "$BIN" -q deploy "$WORK/plan.json" --json --ssh-config "$CFG" ${DEPLOY_ARGS:-} "$@"
 }
 receipt() { python3 -c "import json,sys; print(json.load(open('$WORK/out'))['$1'])"; }
 clean_remote() { rm -rf "$WORK/remote"; mkdir -p "$WORK/remote"; sync; }
@@ -158,11 +160,11 @@ if [[ " ${WHICH[*]} " == *" large "* ]]; then
     l_scp+=("$T_WALL")
     deploy_timed "$ID" "$WORK/remote/large"
     l_dep+=("$T_WALL"); l_up+=("$(receipt upload_secs)"); l_ver+=("$(receipt verify_secs)")
-    echo "  run $i: scp archive ${l_scp[-1]}s | deploy ${l_dep[-1]}s (upload ${l_up[-1]}s, verify ${l_ver[-1]}s)" >&2
+    echo "  run $i: scp archive ${l_scp[-1]}s | deploy ${l_dep[-1]}s (local check+unpack $(receipt prepare_secs)s, upload ${l_up[-1]}s, verify ${l_ver[-1]}s, total in deploy $(receipt total_secs)s)" >&2
   done
   echo "== large corpus ($(du -sh "$CORPUS/large" | cut -f1), archive $(du -h "$ARCHIVE" | cut -f1))"
   echo "scp of the archive:          $(median "${l_scp[@]}") s"
-  echo "sealpush deploy (whole):     $(median "${l_dep[@]}") s  (upload $(median "${l_up[@]}") s, read-back verify $(median "${l_ver[@]}") s)"
+  echo "sealpush deploy (whole):     $(median "${l_dep[@]}") s  (upload, read-back overlapped, $(median "${l_up[@]}") s; read-back after the last upload $(median "${l_ver[@]}") s)"
   echo "deploy/scp ratio: $(python3 -c "print(round($(median "${l_dep[@]}") / $(median "${l_scp[@]}"), 2))")  (target <= 2.2)"
 fi
 
@@ -170,7 +172,7 @@ fi
 if [[ " ${WHICH[*]} " == *" small "* ]]; then
   ID=$(pack "$CORPUS/small" small)
   FILES=$(find "$CORPUS/small" -type f | wc -l)
-  declare -a s_scp s_rs s_dep s_up
+  declare -a s_scp s_rs s_dep s_up s_sdep s_sup
   for i in $(seq "$RUNS_SMALL"); do
     clean_remote
     timed scp -q -r -F "$CFG" "$CORPUS/small" "bench:$WORK/remote/scp-small"
@@ -179,12 +181,18 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
     s_rs+=("$T_WALL")
     deploy_timed "$ID" "$WORK/remote/small"
     s_dep+=("$T_WALL"); s_up+=("$(receipt upload_secs)")
-    echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s)" >&2
+    rm -rf "$WORK/remote/small" "$WORK/remote/.sealpush"
+    deploy_timed "$ID" "$WORK/remote/small" --sync
+    s_sdep+=("$T_WALL"); s_sup+=("$(receipt upload_secs)")
+    echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s) | deploy --sync ${s_sdep[-1]}s (materialise ${s_sup[-1]}s)" >&2
   done
   fps() { python3 -c "print(round($FILES / $1))"; }
   echo "== small corpus ($FILES files)"
   echo "scp -r:                          $(median "${s_scp[@]}") s  $(fps "$(median "${s_scp[@]}")") files/s"
   echo "rsync -a:                        $(median "${s_rs[@]}") s  $(fps "$(median "${s_rs[@]}")") files/s"
-  echo "sealpush materialise:            $(median "${s_up[@]}") s  $(fps "$(median "${s_up[@]}")") files/s"
+  echo "sealpush materialise (+overlapped read-back): $(median "${s_up[@]}") s  $(fps "$(median "${s_up[@]}")") files/s"
   echo "sealpush whole deploy (+verify): $(median "${s_dep[@]}") s  $(fps "$(median "${s_dep[@]}")") files/s"
+  echo "with --sync (no per-file fsync, sync -f before and after the promote):"
+  echo "sealpush materialise (+overlapped read-back): $(median "${s_sup[@]}") s  $(fps "$(median "${s_sup[@]}")") files/s"
+  echo "sealpush whole deploy (+verify): $(median "${s_sdep[@]}") s  $(fps "$(median "${s_sdep[@]}")") files/s"
 fi

@@ -45,7 +45,7 @@ corpus() {   # builds $CORPUS/$1 once; another helper may be building it
     mkdir -p "$CORPUS"
     touch "$CORPUS/.building"
     trap 'rm -f "$CORPUS/.building"' EXIT
-    "$SHARED/bench/make-corpus.sh" "$CORPUS" "$what"
+    "$SHARED/bench/make-corpus.sh" "$CORPUS" "$what" >&2
     rm -f "$CORPUS/.building"
     trap - EXIT
   fi

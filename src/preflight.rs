@@ -459,16 +459,26 @@ pub fn preflight(
 
     // The local artifact is what the plan says it is.
     match crate::store::sha256_file(&req.artifact.path) {
-        Ok((d, n)) => checks.add(
-            "artifact-intact",
-            d == req.artifact.archive_sha256 && n == req.artifact.archive_size,
-            format!(
-                "{}: sha256 {d}, {n} bytes (expected {}, {} bytes)",
-                req.artifact.path.display(),
-                req.artifact.archive_sha256,
-                req.artifact.archive_size
-            ),
-        ),
+        Ok((d, n)) => {
+            let ok = d == req.artifact.archive_sha256 && n == req.artifact.archive_size;
+            checks.add(
+                "artifact-intact",
+                ok,
+                if ok {
+                    format!(
+                        "re-hashed {}: sha256 and size ({n} B) match",
+                        req.artifact.path.display()
+                    )
+                } else {
+                    format!(
+                        "{}: sha256 {d}, {n} B, but the store recorded {}, {} B",
+                        req.artifact.path.display(),
+                        req.artifact.archive_sha256,
+                        req.artifact.archive_size
+                    )
+                },
+            )
+        }
         Err(e) => checks.add("artifact-intact", false, e.to_string()),
     }
 
@@ -755,7 +765,11 @@ fn survey_anchor_checked(
             );
             Ok(Some(a))
         }
-        Err(PreflightError::Remote(e)) => Err(PreflightError::Remote(e)),
+        Err(PreflightError::Remote(e)) => {
+            let e = fatal(e)?;
+            checks.add("anchor", false, format!("cannot read it: {e}"));
+            Ok(None)
+        }
         Err(e) => {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);

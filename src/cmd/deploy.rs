@@ -40,8 +40,11 @@ pub struct Args {
     /// Roll the deploy back automatically when --check fails.
     #[arg(long, requires = "check")]
     pub rollback_on_check_failure: bool,
-    /// Run `sync -f TARGET` on the host after the promote. SFTP can fsync files but not
-    /// directories, so without it the promote's rename may not survive a power cut.
+    /// Make the deploy durable with `sync -f` on the host (over ssh): once on the staging dir
+    /// before the promote, once on the target after it. SFTP can fsync files but not
+    /// directories, so without it the names and the promote's rename may not survive a power
+    /// cut. Replaces the per-file fsyncs (which the single-threaded sftp-server serialises), so
+    /// it is also the faster choice for trees of many small files.
     #[arg(long)]
     pub sync: bool,
     /// Remove a lock left by a deploy that is no longer running (its owner and age are shown

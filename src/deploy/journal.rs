@@ -296,6 +296,14 @@ impl Journal {
     }
 }
 
+/// The `wait-before:<step>:<file>` hook alone, for a point that is not a journal record (the
+/// read-back that runs alongside the upload).
+pub fn wait_point(step: Step) {
+    if std::env::var("SEALPUSH_FAULT").is_ok_and(|v| v.starts_with("wait-before:")) {
+        fault_point(step, Phase::Intent);
+    }
+}
+
 /// `SEALPUSH_FAULT=abort-before:<step>|abort-after:<step>`: SIGKILL ourselves at that point.
 fn fault_point(step: Step, phase: Phase) {
     let Ok(spec) = std::env::var("SEALPUSH_FAULT") else {

@@ -112,6 +112,10 @@ pub struct Receipt {
     /// Seconds spent uploading (tree and archive) and verifying.
     pub upload_secs: f64,
     pub verify_secs: f64,
+    /// Seconds spent checking and unpacking the artifact locally before connecting work began.
+    #[serde(default)]
+    pub prepare_secs: f64,
+    /// Seconds from the start of the command's deploy call to the receipt.
     pub total_secs: f64,
     /// Set by `--rollback-on-check-failure` when the deploy was rolled back.
     pub rolled_back: bool,
@@ -206,6 +210,11 @@ pub fn render_receipt(r: &Receipt) -> String {
         r.files, r.bytes, r.upload_secs
     );
     let _ = writeln!(s, "verify: {} ({:.2}s)", r.verify, r.verify_secs);
+    let _ = writeln!(
+        s,
+        "local_check_and_unpack: {:.2}s; total: {:.2}s",
+        r.prepare_secs, r.total_secs
+    );
     match &r.kept_archive {
         Some(p) => {
             let _ = writeln!(s, "kept_archive: {}", p.display());

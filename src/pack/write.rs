@@ -135,10 +135,84 @@ pub fn pack_to_file(
         opts,
         progress,
     )?;
-    tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
     tmp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
     Ok(packed)
 }
+
+/// Files up to this size are read (and hashed) ahead, in parallel, in batches; larger ones are
+/// streamed by the producer itself so memory stays bounded.
+const SMALL_FILE: u64 = 1 << 20;
+/// A batch closes at this many bytes or files.
+const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_FILES: usize = 512;
+/// Batches read ahead of the producer (bounds memory to about WINDOW x BATCH_BYTES).
+const WINDOW: usize = 6;
+
+/// Opens a file of the tree for reading without following a symlink or blocking on a fifo that
+/// replaced it.
+fn open_member(path: &Path) -> Result<fs::File, PackError> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+/// After reading `size` bytes: the file must still be the file the walk saw, with the size,
+/// mtime and ctime the walk saw. (No probe read for EOF: a file that grew has another size.)
+fn check_unchanged(
+    path: &Path,
+    file: &fs::File,
+    size: u64,
+    stamp: &Stamp,
+) -> Result<(), PackError> {
+    let md = file.metadata().map_err(io_err(path))?;
+    if !md.is_file() {
+        return Err(PackError::Replaced {
+            path: path.to_path_buf(),
+        });
+    }
+    let now = Stamp::of(&md);
+    if (now.dev, now.ino) != (stamp.dev, stamp.ino) {
+        return Err(PackError::Changed {
+            path: path.to_path_buf(),
+            what: "it was replaced".into(),
+        });
+    }
+    if (now.size, now.mtime, now.ctime) != (size, stamp.mtime, stamp.ctime) {
+        return Err(PackError::Changed {
+            path: path.to_path_buf(),
+            what: "it was written to".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a whole (small) file, hashing it, and checks it did not change.
+fn read_whole(path: &Path, size: u64, stamp: &Stamp) -> Result<(Vec<u8>, Digest), PackError> {
+    use sha2::Digest as _;
+    let mut file = open_member(path)?;
+    let mut data = vec![0u8; size as usize];
+    let mut got = 0;
+    while got < data.len() {
+        match file.read(&mut data[got..]) {
+            Ok(0) => {
+                return Err(PackError::Changed {
+                    path: path.to_path_buf(),
+                    what: "it shrank".into(),
+                })
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+    }
+    check_unchanged(path, &file, size, stamp)?;
+    let digest = Digest(sha2::Sha256::digest(&data).into());
+    Ok((data, digest))
+}
+
+type Prefetched = Vec<Result<(Vec<u8>, Digest), PackError>>;
 
 /// Writes the tar stream into `tx` in manifest order; returns the manifest entries with the
 /// digests of the bytes that were sent.
@@ -151,6 +225,53 @@ fn produce(
     progress: &dyn Progress,
 ) -> Result<Vec<Entry>, PackError> {
     use sha2::Digest as _;
+    // Small files, grouped in manifest order into batches that rayon reads ahead.
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut batch_of: Vec<Option<usize>> = vec![None; found.len()];
+    let mut cur_bytes = 0u64;
+    for (i, (_, f)) in found.iter().enumerate() {
+        if let Found::File { size, .. } = f {
+            if link_to[i].is_none() && *size <= SMALL_FILE {
+                let full = batches
+                    .last()
+                    .map_or(true, |b| cur_bytes >= BATCH_BYTES || b.len() >= BATCH_FILES);
+                if full {
+                    batches.push(Vec::new());
+                    cur_bytes = 0;
+                }
+                batches.last_mut().expect("just pushed").push(i);
+                cur_bytes += size;
+                batch_of[i] = Some(batches.len() - 1);
+            }
+        }
+    }
+    let spawn_batch = |b: usize| -> mpsc::Receiver<Prefetched> {
+        let (btx, brx) = mpsc::sync_channel(1);
+        let jobs: Vec<(PathBuf, u64, Stamp)> = batches[b]
+            .iter()
+            .map(|&i| match &found[i].1 {
+                Found::File { size, stamp, .. } => {
+                    (manifest::join(dir, &found[i].0), *size, *stamp)
+                }
+                _ => unreachable!("batches hold files"),
+            })
+            .collect();
+        rayon::spawn(move || {
+            let out: Prefetched = jobs
+                .iter()
+                .map(|(p, size, stamp)| read_whole(p, *size, stamp))
+                .collect();
+            // The producer may have stopped on an error: nobody to tell.
+            let _ = btx.send(out);
+        });
+        brx
+    };
+    let mut pending: std::collections::VecDeque<mpsc::Receiver<Prefetched>> = Default::default();
+    let mut next_spawn = 0usize;
+    let mut current: std::vec::IntoIter<Result<(Vec<u8>, Digest), PackError>> =
+        Vec::new().into_iter();
+    let mut current_batch: Option<usize> = None;
+
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 64 * 1024);
     let mut entries: Vec<Entry> = Vec::with_capacity(found.len());
     let send = |buf: &mut Vec<u8>| -> Result<(), PackError> {
@@ -187,16 +308,36 @@ fn produce(
                     entries.push(Entry::file(rel.clone(), *size, sha256, *executable));
                     continue;
                 }
-                let path = manifest::join(dir, rel);
-                let mut file = fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
                 let kind = TarKind::File {
                     size: *size,
                     executable: *executable,
                 };
+                if let Some(b) = batch_of[i] {
+                    if current_batch != Some(b) {
+                        while next_spawn < batches.len() && next_spawn <= b + WINDOW {
+                            pending.push_back(spawn_batch(next_spawn));
+                            next_spawn += 1;
+                        }
+                        let rx = pending.pop_front().expect("batch b was spawned");
+                        let got = rx.recv().map_err(|_| {
+                            PackError::Output(io::Error::other("a reader thread died"))
+                        })?;
+                        current = got.into_iter();
+                        current_batch = Some(b);
+                    }
+                    let (data, digest) = current.next().expect("one result per file")?;
+                    layout::write_header(rel, kind, mtime, &mut buf);
+                    buf.extend_from_slice(&data);
+                    layout::pad(*size, &mut buf);
+                    entries.push(Entry::file(rel.clone(), *size, digest, *executable));
+                    progress.advance(*size, 1);
+                    if buf.len() >= CHUNK {
+                        send(&mut buf)?;
+                    }
+                    continue;
+                }
+                let path = manifest::join(dir, rel);
+                let mut file = open_member(&path)?;
                 layout::write_header(rel, kind, mtime, &mut buf);
                 let mut h = sha2::Sha256::new();
                 let mut left = *size;
@@ -214,7 +355,7 @@ fn produce(
                         Err(e) => return Err(io_err(&path)(e)),
                     };
                     buf.truncate(start + n);
-                    if n == 0 && want > 0 {
+                    if n == 0 {
                         // EINTR retries; EOF before the walked size means it shrank.
                         if file.metadata().map_err(io_err(&path))?.len() < *size {
                             return Err(PackError::Changed {
@@ -228,30 +369,7 @@ fn produce(
                     left -= n as u64;
                     progress.advance(n as u64, 0);
                 }
-                let mut probe = [0u8; 1];
-                if file.read(&mut probe).map_err(io_err(&path))? != 0 {
-                    return Err(PackError::Changed {
-                        path,
-                        what: "it grew".into(),
-                    });
-                }
-                let md = file.metadata().map_err(io_err(&path))?;
-                if !md.is_file() {
-                    return Err(PackError::Replaced { path });
-                }
-                let now = Stamp::of(&md);
-                if (now.dev, now.ino) != (stamp.dev, stamp.ino) {
-                    return Err(PackError::Changed {
-                        path,
-                        what: "it was replaced".into(),
-                    });
-                }
-                if (now.size, now.mtime, now.ctime) != (stamp.size, stamp.mtime, stamp.ctime) {
-                    return Err(PackError::Changed {
-                        path,
-                        what: "it was written to".into(),
-                    });
-                }
+                check_unchanged(&path, &file, *size, stamp)?;
                 layout::pad(*size, &mut buf);
                 entries.push(Entry::file(
                     rel.clone(),
@@ -291,6 +409,107 @@ impl<W: Write> Write for Tally<W> {
     }
 }
 
+/// Compression threads: `-j`, else all cores; never 0.
+fn workers_for(opts: &PackOptions) -> usize {
+    opts.threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Input bytes per independently compressed gzip block.
+const GZ_BLOCK: usize = 1 << 20;
+
+/// One raw deflate block stream for `data`: byte-aligned by a sync flush (an empty stored
+/// block) unless it is the `last`, which ends the deflate stream (BFINAL).
+fn deflate_block(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    let mut c = Compress::new(Compression::new(level), false);
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = c.total_in() as usize == data.len();
+        let room_left = out.len() < out.capacity();
+        match status {
+            Status::StreamEnd => return Ok(out),
+            // zlib's rule: a flush is complete when it returns with output space to spare.
+            _ if !last && all_in && room_left => return Ok(out),
+            _ => out.reserve(64 * 1024),
+        }
+    }
+}
+
+/// gzip in the manner of `pigz --independent`, with fixed block boundaries so the bytes do not
+/// depend on the thread count: the tar stream is cut into [`GZ_BLOCK`] pieces, each deflated
+/// on its own (no shared dictionary) on one of `workers` threads, and the pieces are
+/// concatenated into one deflate stream in one gzip member. Header: no name, MTIME 0, XFL as
+/// flate2 sets it from the level, OS 255 ("unknown"), so nothing depends on the machine;
+/// deflate by miniz_oxide (pure Rust), so nothing depends on a system zlib.
+fn gzip_parallel<W: Write>(
+    rx: mpsc::Receiver<Vec<u8>>,
+    mut out: W,
+    level: i32,
+    workers: usize,
+) -> Result<W, PackError> {
+    let level = level.clamp(0, 9) as u32;
+    let xfl = match level {
+        9 => 2,
+        0 | 1 => 4,
+        _ => 0,
+    };
+    let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255];
+    out.write_all(&header).map_err(PackError::Output)?;
+    let mut crc = flate2::Crc::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let group = workers * GZ_BLOCK;
+    let mut emit = |blocks: &[&[u8]], last: bool, out: &mut W| -> Result<(), PackError> {
+        let n = blocks.len();
+        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| s.spawn(move || deflate_block(b, level, last && i + 1 == n)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for (b, c) in blocks.iter().zip(compressed) {
+            crc.update(b);
+            out.write_all(&c.map_err(PackError::Compress)?)
+                .map_err(PackError::Output)?;
+        }
+        Ok(())
+    };
+    for chunk in rx {
+        pending.extend_from_slice(&chunk);
+        // Keep at least one byte back: the final block must be compressed as the last one.
+        if pending.len() > group {
+            let blocks: Vec<&[u8]> = pending[..group].chunks(GZ_BLOCK).collect();
+            emit(&blocks, false, &mut out)?;
+            pending.drain(..group);
+        }
+    }
+    let mut blocks: Vec<&[u8]> = pending.chunks(GZ_BLOCK).collect();
+    if blocks.is_empty() {
+        blocks.push(&[]);
+    }
+    emit(&blocks, true, &mut out)?;
+    let mut trailer = [0u8; 8];
+    trailer[..4].copy_from_slice(&crc.sum().to_le_bytes());
+    trailer[4..].copy_from_slice(&crc.amount().to_le_bytes());
+    out.write_all(&trailer).map_err(PackError::Output)?;
+    Ok(out)
+}
+
 /// Compresses the tar stream from `rx` into `out`; returns (sha256, size) of the compressed bytes.
 fn consume<W: Write>(
     rx: mpsc::Receiver<Vec<u8>>,
@@ -309,10 +528,7 @@ fn consume<W: Write>(
                 zstd::stream::Encoder::new(tally, opts.level).map_err(PackError::Compress)?;
             // zstd's multithreaded format depends on whether workers are used at all (0 vs >= 1),
             // never on how many: always >= 1 so the thread count cannot change the bytes.
-            let workers = opts
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .max(1);
+            let workers = workers_for(opts);
             enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))
                 .map_err(PackError::Compress)?;
             enc.include_checksum(true).map_err(PackError::Compress)?;
@@ -323,19 +539,7 @@ fn consume<W: Write>(
             }
             enc.finish().map_err(PackError::Output)?
         }
-        Format::TarGz => {
-            // No file name, mtime 0, OS byte pinned to 255 ("unknown") so the header does not
-            // depend on the machine; miniz_oxide (pure Rust) so the deflate stream does not
-            // depend on a system zlib's version.
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(tally, flate2::Compression::new(opts.level as u32));
-            for chunk in rx {
-                enc.write_all(&chunk).map_err(PackError::Output)?;
-            }
-            enc.finish().map_err(PackError::Output)?
-        }
+        Format::TarGz => gzip_parallel(rx, tally, opts.level, workers_for(opts))?,
     };
     let mut tally = tally;
     tally.flush().map_err(PackError::Output)?;
@@ -384,5 +588,34 @@ mod tests {
         assert_eq!(one, compress(&input, 4));
         assert_ne!(one, compress(&input, 0));
         assert_eq!(zstd::decode_all(&one[..]).unwrap(), input);
+    }
+
+    fn gzip(input: &[u8], workers: usize, level: i32) -> Vec<u8> {
+        let (tx, rx) = mpsc::sync_channel(1000);
+        for c in input.chunks(300_000) {
+            tx.send(c.to_vec()).unwrap();
+        }
+        drop(tx);
+        gzip_parallel(rx, Vec::new(), level, workers).unwrap()
+    }
+
+    /// Block boundaries are fixed, so the thread count never changes the bytes; the result is
+    /// one valid gzip member (checked by flate2's decoder here, by GNU tar in tests/pack).
+    #[test]
+    fn parallel_gzip_is_independent_of_workers_and_decodes() {
+        use std::io::Read as _;
+        for len in [0, 1, GZ_BLOCK, 5 * GZ_BLOCK + 12345] {
+            let input = data(len);
+            for level in [0, 1, 6, 9] {
+                let one = gzip(&input, 1, level);
+                assert_eq!(one, gzip(&input, 2, level), "len {len} level {level}");
+                assert_eq!(one, gzip(&input, 3, level), "len {len} level {level}");
+                let mut back = Vec::new();
+                flate2::read::GzDecoder::new(&one[..])
+                    .read_to_end(&mut back)
+                    .unwrap();
+                assert!(back == input, "len {len} level {level}");
+            }
+        }
     }
 }

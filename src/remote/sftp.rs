@@ -21,13 +21,18 @@
 //!   real reason (read-only filesystem, no space, not a directory, not empty, other filesystem).
 //! - **A rename that never clobbers**: `openssh-sftp-client` sends `posix-rename@openssh.com`
 //!   whenever the server offers it, and that replaces an existing file or empty directory. We hide
-//!   that one extension from the client library (see [`HideExtensions`]), so `Fs::rename` sends
+//!   that one extension from the client library (see [`ServerFilter`]), so `Fs::rename` sends
 //!   the protocol's own SSH_FXP_RENAME, which OpenSSH's sftp-server implements as link()+unlink()
 //!   for a file (refuses any existing name) and as `stat(new)` then `rename` only if absent for a
 //!   directory or symlink. We lstat the target first and verify afterwards. Residual race: a
 //!   name created at the target *between the server's stat and its rename* (microseconds, inside
 //!   sftp-server) is replaced if it is an empty directory; nothing at the SFTP level can close
-//!   that window (there is no renameat2 extension).
+//!   that window (there is no renameat2 extension). A file source has no window (link(2) is
+//!   atomic); a non-directory appearing at the target makes a directory rename fail (ENOTDIR).
+//! - **Names that are not UTF-8**: the client library can neither send nor decode them. Sending
+//!   fails before anything leaves; in answers, [`ServerFilter`] turns them into lossy names that
+//!   `read_dir`/`read_link` refuse with a clear error, so the session survives and no lossy name
+//!   is ever used as a real one.
 //! - **Fast paths** (sftp-notes §3): uploads through `write_all_zero_copy` in 255 KiB chunks with
 //!   many requests and many files in flight; read-back hashing with pipelined chunk reads; never
 //!   the byte-by-byte serializer of `File::write`.
@@ -77,14 +82,7 @@ const BIG_CHUNKS_IN_FLIGHT: usize = 64;
 const CHUNKS_PER_FILE: usize = 16;
 
 /// Operations that create a name (a `Failure` on them usually means the name exists).
-const CREATING: &[&str] = &[
-    "mkdir",
-    "symlink",
-    "hard_link",
-    "rename",
-    "write_new",
-    "put",
-];
+const CREATING: &[&str] = &["mkdir", "symlink", "hard_link", "rename", "create"];
 
 /// The extension whose use would make `Fs::rename` replace an existing target.
 const HIDDEN_EXTENSION: &[u8] = b"posix-rename@openssh.com";
@@ -103,6 +101,7 @@ pub struct SftpRemote {
     stalled: AtomicBool,
     fsync: bool,
     statvfs: bool,
+    filter: Arc<FilterStats>,
 }
 
 impl std::fmt::Debug for SftpRemote {
@@ -230,13 +229,14 @@ impl SftpRemote {
             }
         });
 
+        let filter = Arc::new(FilterStats::default());
         let limit = opts.connect_timeout + Duration::from_secs(5);
         let started = rt.block_on(async {
             tokio::time::timeout(
                 limit,
                 Sftp::new(
                     stdin,
-                    HideExtensions::new(stdout),
+                    ServerFilter::with_stats(stdout, filter.clone()),
                     // Send each request at once: the default 0.5 ms batching delay is paid on
                     // every sequential step (open, read, close) of every small file, and
                     // measured 2x slower for trees of small files here.
@@ -281,6 +281,7 @@ impl SftpRemote {
             stalled: AtomicBool::new(false),
             fsync,
             statvfs,
+            filter,
         })
     }
 
@@ -317,6 +318,26 @@ impl SftpRemote {
         );
         out.sort_by_key(|(i, _)| *i);
         out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// An error if `name` may be a lossy stand-in for a name that is not valid UTF-8 (see
+    /// [`ServerFilter`]).
+    fn check_lossy(&self, op: &'static str, path: &Path, name: &[u8]) -> Result<()> {
+        const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+        if self.filter.lossy_names.load(Ordering::Relaxed) > 0
+            && name.windows(REPLACEMENT.len()).any(|w| w == REPLACEMENT)
+        {
+            return Err(RemoteError::Failed {
+                op,
+                path: path.to_path_buf(),
+                reason: format!(
+                    "holds a name that is not valid UTF-8 ({}), which the SFTP client library \
+                     cannot represent",
+                    String::from_utf8_lossy(name)
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// True while the ssh child carrying the SFTP channel is alive.
@@ -873,26 +894,59 @@ fn keyscan(hostname: &str, port: u16) -> Vec<(String, String)> {
     res
 }
 
-/// Reads the server's first packet (SSH_FXP_VERSION) and renames the `posix-rename@openssh.com`
-/// extension so the client library never uses it (its `Fs::rename` would then replace existing
-/// targets). The name keeps its length, so the packet's framing is untouched; everything after
-/// the first packet passes through unchanged.
-pub struct HideExtensions<R> {
+/// The server-to-client stream, filtered on its way to the client library. Two rewrites, each
+/// keeping the framing valid:
+/// - in the first packet (SSH_FXP_VERSION), the `posix-rename@openssh.com` extension is renamed
+///   (same length) so the library never uses it: its `Fs::rename` would then replace existing
+///   targets;
+/// - in SSH_FXP_NAME answers (readdir, readlink, realpath), a file name that is not valid UTF-8
+///   is replaced by its lossy UTF-8 form (U+FFFD for each bad sequence) and counted in
+///   [`FilterStats`]: the library decodes names as UTF-8 and otherwise drops the whole session.
+///   Callers treat a U+FFFD name as an error when the count is non-zero, so no lossy name is
+///   ever used as if it were real.
+///
+/// Every other packet passes through unchanged (one copy through an internal buffer).
+pub struct ServerFilter<R> {
     inner: R,
-    state: HelloState,
+    inbuf: Vec<u8>,
+    pos: usize,
+    /// Bytes of the current packet still to pass through unchanged.
+    pass: usize,
+    /// A rewritten packet waiting to be delivered.
+    out: Vec<u8>,
+    out_pos: usize,
+    first: bool,
+    stats: Arc<FilterStats>,
 }
 
-enum HelloState {
-    Collecting(Vec<u8>),
-    Draining(Vec<u8>, usize),
-    Passthrough,
+/// What the filter changed.
+#[derive(Debug, Default)]
+pub struct FilterStats {
+    /// Whether the server offered posix-rename (now hidden).
+    pub hid_posix_rename: AtomicBool,
+    /// Names that were not valid UTF-8 and were replaced by a lossy form.
+    pub lossy_names: std::sync::atomic::AtomicU64,
 }
 
-impl<R> HideExtensions<R> {
+const SSH_FXP_NAME: u8 = 104;
+/// Packets larger than this are passed through unparsed.
+const MAX_PARSED_PACKET: usize = 16 << 20;
+
+impl<R> ServerFilter<R> {
     pub fn new(inner: R) -> Self {
-        HideExtensions {
+        ServerFilter::with_stats(inner, Arc::default())
+    }
+
+    pub fn with_stats(inner: R, stats: Arc<FilterStats>) -> Self {
+        ServerFilter {
             inner,
-            state: HelloState::Collecting(Vec::new()),
+            inbuf: Vec::with_capacity(64 * 1024),
+            pos: 0,
+            pass: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            first: true,
+            stats,
         }
     }
 }
@@ -905,15 +959,9 @@ pub fn hide_in_version_packet(packet: &mut [u8]) -> bool {
         return false;
     }
     let mut i = 9;
-    let read_len = |p: &[u8], at: usize| -> Option<usize> {
-        p.get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
     let mut found = false;
     while i < packet.len() {
-        let Some(nlen) = read_len(packet, i) else {
-            break;
-        };
+        let Some(nlen) = be32(packet, i) else { break };
         let name_at = i + 4;
         let Some(name) = packet.get(name_at..name_at + nlen) else {
             break;
@@ -923,7 +971,7 @@ pub fn hide_in_version_packet(packet: &mut [u8]) -> bool {
             found = true;
         }
         let data_at = name_at + nlen;
-        let Some(dlen) = read_len(packet, data_at) else {
+        let Some(dlen) = be32(packet, data_at) else {
             break;
         };
         i = data_at + 4 + dlen;
@@ -931,7 +979,92 @@ pub fn hide_in_version_packet(packet: &mut [u8]) -> bool {
     found
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for HideExtensions<R> {
+fn be32(p: &[u8], at: usize) -> Option<usize> {
+    p.get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Length of an SFTP v3 ATTRS structure starting at `at`.
+fn attrs_len(p: &[u8], at: usize) -> Option<usize> {
+    let flags = be32(p, at)?;
+    let mut i = at + 4;
+    if flags & 0x1 != 0 {
+        i += 8; // size
+    }
+    if flags & 0x2 != 0 {
+        i += 8; // uid, gid
+    }
+    if flags & 0x4 != 0 {
+        i += 4; // permissions
+    }
+    if flags & 0x8 != 0 {
+        i += 8; // atime, mtime
+    }
+    if flags & 0x8000_0000 != 0 {
+        let n = be32(p, i)?;
+        i += 4;
+        for _ in 0..n {
+            for _ in 0..2 {
+                let l = be32(p, i)?;
+                i += 4 + l;
+            }
+        }
+    }
+    (i <= p.len()).then_some(i - at)
+}
+
+/// Replaces file names that are not valid UTF-8 in one SSH_FXP_NAME packet (with its length)
+/// by their lossy form. Returns the rewritten packet and the number of names replaced, or `None`
+/// when nothing needed to change (or the packet does not parse).
+pub fn lossy_names_in_name_packet(packet: &[u8]) -> Option<(Vec<u8>, u64)> {
+    if packet.len() < 13 || packet[4] != SSH_FXP_NAME {
+        return None;
+    }
+    let count = be32(packet, 9)?;
+    // First pass: find whether any name is bad (the common case is none: no copy).
+    let mut i = 13;
+    let mut bad = false;
+    for _ in 0..count {
+        let n = be32(packet, i)?;
+        let name = packet.get(i + 4..i + 4 + n)?;
+        bad |= std::str::from_utf8(name).is_err();
+        i += 4 + n;
+        let l = be32(packet, i)?;
+        i += 4 + l;
+        i += attrs_len(packet, i)?;
+    }
+    if !bad {
+        return None;
+    }
+    let mut out = Vec::with_capacity(packet.len() + 64);
+    out.extend_from_slice(&packet[..13]);
+    let mut i = 13;
+    let mut replaced = 0;
+    for _ in 0..count {
+        let n = be32(packet, i)?;
+        let name = &packet[i + 4..i + 4 + n];
+        match std::str::from_utf8(name) {
+            Ok(_) => out.extend_from_slice(&packet[i..i + 4 + n]),
+            Err(_) => {
+                let lossy = String::from_utf8_lossy(name);
+                out.extend_from_slice(&(lossy.len() as u32).to_be_bytes());
+                out.extend_from_slice(lossy.as_bytes());
+                replaced += 1;
+            }
+        }
+        i += 4 + n;
+        let l = be32(packet, i)?;
+        let a = attrs_len(packet, i + 4 + l)?;
+        out.extend_from_slice(&packet[i..i + 4 + l + a]);
+        i += 4 + l + a;
+    }
+    out.extend_from_slice(&packet[i..]);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Some((out, replaced))
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ServerFilter<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -939,50 +1072,69 @@ impl<R: AsyncRead + Unpin> AsyncRead for HideExtensions<R> {
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         loop {
-            match &mut this.state {
-                HelloState::Passthrough => return Pin::new(&mut this.inner).poll_read(cx, buf),
-                HelloState::Draining(data, pos) => {
-                    let n = (data.len() - *pos).min(buf.remaining());
-                    buf.put_slice(&data[*pos..*pos + n]);
-                    *pos += n;
-                    if *pos == data.len() {
-                        this.state = HelloState::Passthrough;
+            // 1. A rewritten packet first.
+            if this.out_pos < this.out.len() {
+                let n = (this.out.len() - this.out_pos).min(buf.remaining());
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            let avail = this.inbuf.len() - this.pos;
+            // 2. The rest of a pass-through packet.
+            if this.pass > 0 && avail > 0 {
+                let n = this.pass.min(avail).min(buf.remaining());
+                buf.put_slice(&this.inbuf[this.pos..this.pos + n]);
+                this.pos += n;
+                this.pass -= n;
+                return Poll::Ready(Ok(()));
+            }
+            // 3. The next packet's header.
+            if this.pass == 0 && avail >= 5 {
+                let p = &this.inbuf[this.pos..];
+                let total = 4 + be32(p, 0).expect("5 bytes available");
+                let kind = p[4];
+                let parse = (this.first || kind == SSH_FXP_NAME) && total <= MAX_PARSED_PACKET;
+                if !parse {
+                    this.first = false;
+                    this.pass = total;
+                    continue;
+                }
+                if avail >= total {
+                    let mut packet = this.inbuf[this.pos..this.pos + total].to_vec();
+                    this.pos += total;
+                    if this.first {
+                        this.first = false;
+                        if hide_in_version_packet(&mut packet) {
+                            this.stats.hid_posix_rename.store(true, Ordering::Relaxed);
+                        }
+                    } else if let Some((rewritten, n)) = lossy_names_in_name_packet(&packet) {
+                        this.stats.lossy_names.fetch_add(n, Ordering::Relaxed);
+                        packet = rewritten;
                     }
+                    this.out = packet;
+                    this.out_pos = 0;
+                    continue;
+                }
+            }
+            // 4. More input.
+            if this.pos > 0 {
+                this.inbuf.drain(..this.pos);
+                this.pos = 0;
+            }
+            let len = this.inbuf.len();
+            this.inbuf.resize(len + 64 * 1024, 0);
+            let mut rb = ReadBuf::new(&mut this.inbuf[len..]);
+            let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let got = rb.filled().len();
+            this.inbuf.truncate(len + got);
+            ready!(res)?;
+            if got == 0 {
+                // EOF: hand over any partial packet as it is, then EOF.
+                if this.inbuf.is_empty() {
                     return Poll::Ready(Ok(()));
                 }
-                HelloState::Collecting(data) => {
-                    if data.len() >= 4 {
-                        let need =
-                            4 + u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
-                        if need > 256 * 1024 {
-                            // Not a sane hello: pass it through untouched and let the client
-                            // library report it.
-                            let d = std::mem::take(data);
-                            this.state = HelloState::Draining(d, 0);
-                            continue;
-                        }
-                        if data.len() >= need {
-                            hide_in_version_packet(&mut data[..need]);
-                            let d = std::mem::take(data);
-                            this.state = HelloState::Draining(d, 0);
-                            continue;
-                        }
-                    }
-                    let mut tmp = [0u8; 4096];
-                    let mut rb = ReadBuf::new(&mut tmp);
-                    ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
-                    if rb.filled().is_empty() {
-                        // EOF before a whole packet: hand over what there is, then EOF.
-                        let d = std::mem::take(data);
-                        if d.is_empty() {
-                            this.state = HelloState::Passthrough;
-                            return Poll::Ready(Ok(()));
-                        }
-                        this.state = HelloState::Draining(d, 0);
-                        continue;
-                    }
-                    data.extend_from_slice(rb.filled());
-                }
+                this.pass = this.inbuf.len();
+                this.first = false;
             }
         }
     }
@@ -1142,14 +1294,43 @@ async fn put_one(
     big: &Semaphore,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let op = "put";
-    let mut file = c
+    // O_CREAT|O_EXCL on the server: never through an existing name or a planted symlink.
+    let file = c
         .t(
-            op,
+            "create",
             remote,
             c.sftp.options().write(true).create_new(true).open(remote),
         )
         .await?;
+    match fill(c, remote, file, source, mode, fsync, big, progress).await {
+        Ok(()) => {
+            progress.advance(0, 1);
+            Ok(())
+        }
+        Err(e) => {
+            // The file is ours (exclusive create): do not leave a partial one behind. Best
+            // effort: on a stalled connection this fails at once too.
+            let mut fs = c.sftp.fs();
+            let _ = tokio::time::timeout(c.limit, fs.remove_file(remote)).await;
+            Err(e)
+        }
+    }
+}
+
+/// Writes, sets the mode, fsyncs and closes a freshly created file. Errors are reported with
+/// the step (`write`, `chmod`, `fsync`, `close`) so a bare `Failure` is diagnosed as a write
+/// failure (space, read-only), not as "the name exists".
+#[allow(clippy::too_many_arguments)]
+async fn fill(
+    c: Ctx<'_>,
+    remote: &Path,
+    mut file: openssh_sftp_client::file::File,
+    source: Source<'_>,
+    mode: u32,
+    fsync: bool,
+    big: &Semaphore,
+    progress: &dyn Progress,
+) -> Result<()> {
     let len = source.len();
     let n = len.div_ceil(CHUNK as u64) as usize;
     let depth = n.clamp(1, CHUNKS_PER_FILE);
@@ -1170,12 +1351,13 @@ async fn put_one(
             let clen = (len - at).min(CHUNK as u64) as usize;
             async move {
                 let data = source.chunk(at, clen).map_err(|e| RemoteError::Failed {
-                    op,
+                    op: "write",
                     path: remote.to_path_buf(),
                     reason: format!("reading the local source: {e}"),
                 })?;
                 set_offset(&mut h, at);
-                c.t(op, remote, h.write_all_zero_copy(&mut [data])).await?;
+                c.t("write", remote, h.write_all_zero_copy(&mut [data]))
+                    .await?;
                 progress.advance(clen as u64, 0);
                 Ok::<_, RemoteError>(())
             }
@@ -1184,13 +1366,12 @@ async fn put_one(
         .try_collect::<()>()
         .await?;
     drop(f0);
-    c.t(op, remote, file.set_permissions(perms(mode))).await?;
+    c.t("chmod", remote, file.set_permissions(perms(mode)))
+        .await?;
     if fsync {
-        c.t(op, remote, file.sync_all()).await?;
+        c.t("fsync", remote, file.sync_all()).await?;
     }
-    c.t(op, remote, file.close()).await?;
-    progress.advance(0, 1);
-    Ok(())
+    c.t("close", remote, file.close()).await
 }
 
 /// Where upload bytes come from.
@@ -1305,8 +1486,13 @@ impl Remote for SftpRemote {
                     name: e.filename().as_os_str().as_bytes().to_vec(),
                     meta: meta_of(&e.metadata()),
                 })
-                .collect())
+                .collect::<Vec<DirEntry>>())
         });
+        if let Ok(list) = &res {
+            for e in list {
+                self.check_lossy("read_dir", path, &e.name)?;
+            }
+        }
         match res {
             // The client library decodes names as UTF-8 and drops the whole session when one is
             // not. If ssh itself is still running, that is the likely cause: say so.
@@ -1327,10 +1513,12 @@ impl Remote for SftpRemote {
 
     fn read_link(&self, path: &Path) -> Result<PathBuf> {
         let c = self.ctx();
-        self.run("read_link", path, async {
+        let target = self.run("read_link", path, async {
             let mut fs = c.sftp.fs();
             c.t("read_link", path, fs.read_link(path)).await
-        })
+        })?;
+        self.check_lossy("read_link", path, target.as_os_str().as_bytes())?;
+        Ok(target)
     }
 
     fn statvfs(&self, path: &Path) -> Result<FsStats> {
@@ -1635,12 +1823,80 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        let mut r = HideExtensions::new(Trickle(first.clone(), 0));
+        let mut r = ServerFilter::new(Trickle(first.clone(), 0));
         let mut got = Vec::new();
         r.read_to_end(&mut got).await.unwrap();
         let mut expect = version_packet(&[(b"xosix-rename@openssh.com", b"1")]);
         expect.extend_from_slice(&second);
         assert_eq!(got, expect);
+    }
+
+    fn name_packet(names: &[&[u8]]) -> Vec<u8> {
+        let mut body = vec![SSH_FXP_NAME, 0, 0, 0, 7];
+        body.extend_from_slice(&(names.len() as u32).to_be_bytes());
+        for n in names {
+            body.extend_from_slice(&(n.len() as u32).to_be_bytes());
+            body.extend_from_slice(n);
+            body.extend_from_slice(&3u32.to_be_bytes()); // longname
+            body.extend_from_slice(b"-rw");
+            // attrs: size + permissions + an extended pair
+            body.extend_from_slice(&(0x1u32 | 0x4 | 0x8000_0000).to_be_bytes());
+            body.extend_from_slice(&42u64.to_be_bytes());
+            body.extend_from_slice(&0o100644u32.to_be_bytes());
+            body.extend_from_slice(&1u32.to_be_bytes());
+            for s in [&b"k"[..], &b"v"[..]] {
+                body.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                body.extend_from_slice(s);
+            }
+        }
+        let mut p = (body.len() as u32).to_be_bytes().to_vec();
+        p.extend_from_slice(&body);
+        p
+    }
+
+    #[test]
+    fn non_utf8_names_become_lossy_and_framing_stays_valid() {
+        let ok = name_packet(&[b"plain", "caf\u{e9}".as_bytes()]);
+        assert_eq!(lossy_names_in_name_packet(&ok), None);
+        let bad = name_packet(&[b"plain", b"bad\xffname", b"x\xfe\xfdy"]);
+        let (fixed, n) = lossy_names_in_name_packet(&bad).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            fixed,
+            name_packet(&[
+                b"plain",
+                "bad\u{fffd}name".as_bytes(),
+                "x\u{fffd}\u{fffd}y".as_bytes()
+            ])
+        );
+        // Truncated packets are left alone, never a panic.
+        for cut in 5..bad.len() {
+            let _ = lossy_names_in_name_packet(&bad[..cut]);
+        }
+    }
+
+    #[tokio::test]
+    async fn filter_passes_data_through_and_fixes_name_packets() {
+        let mut stream = version_packet(&[(b"posix-rename@openssh.com", b"1")]);
+        let data = {
+            let mut b = vec![103u8, 0, 0, 0, 1, 0, 0, 0, 5];
+            b.extend_from_slice(b"\xff\xfe\x00ab");
+            let mut p = (b.len() as u32).to_be_bytes().to_vec();
+            p.extend_from_slice(&b);
+            p
+        };
+        stream.extend_from_slice(&data);
+        stream.extend_from_slice(&name_packet(&[b"bad\xff"]));
+        let stats = Arc::new(FilterStats::default());
+        let mut r = ServerFilter::with_stats(&stream[..], stats.clone());
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        let mut expect = version_packet(&[(b"xosix-rename@openssh.com", b"1")]);
+        expect.extend_from_slice(&data);
+        expect.extend_from_slice(&name_packet(&["bad\u{fffd}".as_bytes()]));
+        assert_eq!(got, expect);
+        assert!(stats.hid_posix_rename.load(Ordering::Relaxed));
+        assert_eq!(stats.lossy_names.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! as fts does). find's errors become warnings and the walk goes on.
 //!
 //! Two walkers share these rules: [`walk_source`] over any [`TreeSource`] (sequential, for remote
-//! hosts) and [`walk_local`] (parallel over subdirectories with rayon; the output order is
-//! rebuilt from the tree, never from thread timing).
+//! hosts) and [`walk_local`] (parallel over subdirectories with rayon, optionally hashing each
+//! regular file as it is found; the output order is rebuilt from the tree, never from thread
+//! timing). The inode-order rule is applied by the local walkers only: SFTP listings carry no
+//! inode numbers, and the rule can only show in the order of lines that strcoll calls equal.
 
 use std::ffi::{CStr, CString};
 use std::io;

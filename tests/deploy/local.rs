@@ -502,3 +502,33 @@ fn failing_check_with_rollback_on_check_failure_leaves_the_host_as_before() {
     );
     assert_eq!(env.snapshot(), before);
 }
+
+#[test]
+fn kill_during_the_cleanup_of_a_resumed_run_then_rerun_finishes() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    for fault in [
+        "abort-after:materialise",
+        "abort-before:cleanup",
+        "abort-after:cleanup",
+    ] {
+        let out = env
+            .deploy(&plan, &["--clear-stale-lock"])
+            .env("SEALPUSH_FAULT", fault)
+            .output();
+        assert_eq!(out.status.code(), None, "{fault}: {}", stderr(&out));
+        env.assert_absent_or_complete(&anchor);
+        assert!(!env.target.exists(), "{fault}");
+    }
+    let out = env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    assert!(
+        stdout(&out).contains("resume: cleaned up"),
+        "{}",
+        stdout(&out)
+    );
+    env.assert_complete();
+    env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    assert_eq!(env.snapshot(), before);
+}

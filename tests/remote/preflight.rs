@@ -378,10 +378,10 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
 }
 
 /// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
+pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).unwrap();
         let st = Command::new("mount")
             .args([
@@ -620,4 +620,26 @@ fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn anchor_with_a_non_utf8_name_fails_clearly() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    std::fs::write(
+        scene
+            .anchor()
+            .join(std::ffi::OsStr::from_bytes(b"latin1-\xe9")),
+        b"x",
+    )
+    .unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["anchor"], "{:?}", plan.verdict);
+    assert!(
+        plan.verdict.reasons[0].contains("not valid UTF-8"),
+        "{:?}",
+        plan.verdict
+    );
 }

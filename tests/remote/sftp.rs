@@ -145,9 +145,9 @@ fn metadata_listing_and_links() {
 }
 
 #[test]
-fn non_utf8_names_are_a_clear_error() {
-    // openssh-sftp-client serializes paths through serde, which refuses non-UTF-8: sealpush
-    // must say so plainly and keep working.
+fn non_utf8_names_are_a_clear_error_and_the_session_survives() {
+    // openssh-sftp-client serializes and decodes paths as UTF-8: sealpush must say so plainly,
+    // never use a lossy name as if it were real, and keep the session usable.
     let sshd = crate::sshd_or_skip!(shared);
     let _log = sshd.log_on_panic();
     let r = connect(sshd);
@@ -156,11 +156,25 @@ fn non_utf8_names_are_a_clear_error() {
     std::fs::write(&name, b"x").unwrap();
     let e = r.lstat(&name).unwrap_err();
     assert!(e.to_string().contains("not valid UTF-8"), "{e}");
-    assert!(r.lstat(d.path()).unwrap().is_some(), "session must survive");
-    // Listing such a directory breaks the client library's session (it decodes names as
-    // UTF-8); the error must say why rather than "connection lost".
     let e = r.read_dir(d.path()).unwrap_err();
+    assert!(
+        e.to_string().contains("not valid UTF-8") && e.to_string().contains("bad\u{fffd}name"),
+        "{e}"
+    );
+    std::os::unix::fs::symlink(
+        std::ffi::OsStr::from_bytes(b"to\xfe"),
+        d.path().join("link"),
+    )
+    .unwrap();
+    let e = r.read_link(&d.path().join("link")).unwrap_err();
     assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+    assert!(
+        r.lstat(d.path()).unwrap().is_some(),
+        "the session must survive"
+    );
+    std::fs::remove_file(&name).unwrap();
+    std::fs::remove_file(d.path().join("link")).unwrap();
+    assert_eq!(r.read_dir(d.path()).unwrap(), Vec::new());
 }
 
 #[test]
@@ -643,4 +657,35 @@ fn kill_9_leaves_no_ssh_behind() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+#[test]
+fn bare_failures_are_diagnosed_read_only_and_full_filesystems() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let d = scratch();
+    let Some(full) = super::preflight::Tmpfs::mount(&d.path().join("full"), "256k") else {
+        return;
+    };
+    // Fill it, then any create fails for lack of space: the server only says "Failure".
+    let _ = std::fs::write(full.0.join("filler"), vec![0u8; 1 << 20]);
+    let e = r
+        .write_new(&full.0.join("more"), &vec![1u8; 600_000], 0o644, false)
+        .unwrap_err();
+    assert!(e.to_string().contains("no space left"), "{e}");
+    assert!(
+        !full.0.join("more").exists(),
+        "the partial file must be removed"
+    );
+    let ro = super::preflight::Tmpfs::mount(&d.path().join("ro"), "1m").unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&ro.0)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = r.mkdir(&ro.0.join("x"), 0o755).unwrap_err();
+    assert!(e.to_string().contains("read-only filesystem"), "{e}");
+    assert!(r.statvfs(&ro.0).unwrap().read_only);
 }
