@@ -21,13 +21,18 @@
 //!   real reason (read-only filesystem, no space, not a directory, not empty, other filesystem).
 //! - **A rename that never clobbers**: `openssh-sftp-client` sends `posix-rename@openssh.com`
 //!   whenever the server offers it, and that replaces an existing file or empty directory. We hide
-//!   that one extension from the client library (see [`HideExtensions`]), so `Fs::rename` sends
+//!   that one extension from the client library (see [`ServerFilter`]), so `Fs::rename` sends
 //!   the protocol's own SSH_FXP_RENAME, which OpenSSH's sftp-server implements as link()+unlink()
 //!   for a file (refuses any existing name) and as `stat(new)` then `rename` only if absent for a
 //!   directory or symlink. We lstat the target first and verify afterwards. Residual race: a
 //!   name created at the target *between the server's stat and its rename* (microseconds, inside
 //!   sftp-server) is replaced if it is an empty directory; nothing at the SFTP level can close
-//!   that window (there is no renameat2 extension).
+//!   that window (there is no renameat2 extension). A file source has no window (link(2) is
+//!   atomic); a non-directory appearing at the target makes a directory rename fail (ENOTDIR).
+//! - **Names that are not UTF-8**: the client library can neither send nor decode them. Sending
+//!   fails before anything leaves; in answers, [`ServerFilter`] turns them into lossy names that
+//!   `read_dir`/`read_link` refuse with a clear error, so the session survives and no lossy name
+//!   is ever used as a real one.
 //! - **Fast paths** (sftp-notes §3): uploads through `write_all_zero_copy` in 255 KiB chunks with
 //!   many requests and many files in flight; read-back hashing with pipelined chunk reads; never
 //!   the byte-by-byte serializer of `File::write`.
@@ -231,7 +236,7 @@ impl SftpRemote {
                 limit,
                 Sftp::new(
                     stdin,
-                    HideExtensions::with_stats(stdout, filter.clone()),
+                    ServerFilter::with_stats(stdout, filter.clone()),
                     // Send each request at once: the default 0.5 ms batching delay is paid on
                     // every sequential step (open, read, close) of every small file, and
                     // measured 2x slower for trees of small files here.
@@ -316,7 +321,7 @@ impl SftpRemote {
     }
 
     /// An error if `name` may be a lossy stand-in for a name that is not valid UTF-8 (see
-    /// [`HideExtensions`]).
+    /// [`ServerFilter`]).
     fn check_lossy(&self, op: &'static str, path: &Path, name: &[u8]) -> Result<()> {
         const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
         if self.filter.lossy_names.load(Ordering::Relaxed) > 0
@@ -901,7 +906,7 @@ fn keyscan(hostname: &str, port: u16) -> Vec<(String, String)> {
 ///   ever used as if it were real.
 ///
 /// Every other packet passes through unchanged (one copy through an internal buffer).
-pub struct HideExtensions<R> {
+pub struct ServerFilter<R> {
     inner: R,
     inbuf: Vec<u8>,
     pos: usize,
@@ -927,13 +932,13 @@ const SSH_FXP_NAME: u8 = 104;
 /// Packets larger than this are passed through unparsed.
 const MAX_PARSED_PACKET: usize = 16 << 20;
 
-impl<R> HideExtensions<R> {
+impl<R> ServerFilter<R> {
     pub fn new(inner: R) -> Self {
-        HideExtensions::with_stats(inner, Arc::default())
+        ServerFilter::with_stats(inner, Arc::default())
     }
 
     pub fn with_stats(inner: R, stats: Arc<FilterStats>) -> Self {
-        HideExtensions {
+        ServerFilter {
             inner,
             inbuf: Vec::with_capacity(64 * 1024),
             pos: 0,
@@ -1059,7 +1064,7 @@ pub fn lossy_names_in_name_packet(packet: &[u8]) -> Option<(Vec<u8>, u64)> {
     Some((out, replaced))
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for HideExtensions<R> {
+impl<R: AsyncRead + Unpin> AsyncRead for ServerFilter<R> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1818,7 +1823,7 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        let mut r = HideExtensions::new(Trickle(first.clone(), 0));
+        let mut r = ServerFilter::new(Trickle(first.clone(), 0));
         let mut got = Vec::new();
         r.read_to_end(&mut got).await.unwrap();
         let mut expect = version_packet(&[(b"xosix-rename@openssh.com", b"1")]);
@@ -1883,7 +1888,7 @@ mod tests {
         stream.extend_from_slice(&data);
         stream.extend_from_slice(&name_packet(&[b"bad\xff"]));
         let stats = Arc::new(FilterStats::default());
-        let mut r = HideExtensions::with_stats(&stream[..], stats.clone());
+        let mut r = ServerFilter::with_stats(&stream[..], stats.clone());
         let mut got = Vec::new();
         r.read_to_end(&mut got).await.unwrap();
         let mut expect = version_packet(&[(b"xosix-rename@openssh.com", b"1")]);

@@ -57,10 +57,22 @@ fn harness_stop_kills_server_and_connections() {
         .arg(sshd.alias())
         .arg("sleep 60")
         .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Generous: on a loaded machine (the whole suite in parallel on 2 cores) the per-connection
+    // sshd can take seconds to appear.
     let t = std::time::Instant::now();
-    while sshd::descendants(pid).is_empty() && t.elapsed().as_secs() < 10 {
+    // The readiness probe's connection also forks a short-lived child: wait for the session.
+    let session = || {
+        sshd::descendants(pid)
+            .into_iter()
+            .any(|p| sshd::cmdline(p).contains("root@"))
+    };
+    while !session() && t.elapsed().as_secs() < 60 {
+        if let Ok(Some(status)) = conn.try_wait() {
+            panic!("the ssh client exited early ({status})\n{}", sshd.log());
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let kids = sshd::descendants(pid);
