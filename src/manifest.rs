@@ -74,8 +74,8 @@ pub enum ManifestError {
     Duplicate { path: String },
     #[error("entry {path:?} has no parent directory entry {parent:?}")]
     MissingParent { path: String, parent: String },
-    #[error("symlink {path:?} has an empty target")]
-    EmptyTarget { path: String },
+    #[error("symlink {path:?} has an empty target or one with a NUL byte")]
+    BadTarget { path: String },
     #[error("manifest line {line}: {reason}")]
     Syntax { line: usize, reason: String },
     #[error("{path}: cannot pack a {kind}")]
@@ -171,7 +171,7 @@ impl Manifest {
             }
             if let EntryKind::Symlink { target } = &e.kind {
                 if target.is_empty() || target.contains(&0) {
-                    return Err(ManifestError::EmptyTarget {
+                    return Err(ManifestError::BadTarget {
                         path: show(&e.path),
                     });
                 }
@@ -576,25 +576,58 @@ pub(crate) fn walk(dir: &Path) -> Result<Vec<(Vec<u8>, Found)>, ManifestError> {
             path: dir.to_path_buf(),
         });
     }
-    let mut out = walk_rec(dir.to_path_buf(), Vec::new())?;
+    let mut out = walk_rec(dir.to_path_buf(), Vec::new(), 0)?;
     out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
+/// Below this depth subdirectories are listed in parallel; deeper ones with an explicit stack,
+/// so a very deep tree cannot overflow a rayon worker's stack.
+const PARALLEL_DEPTH: usize = 24;
+
 /// One directory's entries, then its subdirectories' in parallel (rayon): a tree of many small
 /// directories is listed on every core.
-fn walk_rec(abs: PathBuf, rel: Vec<u8>) -> Result<Vec<(Vec<u8>, Found)>, ManifestError> {
+fn walk_rec(
+    abs: PathBuf,
+    rel: Vec<u8>,
+    depth: usize,
+) -> Result<Vec<(Vec<u8>, Found)>, ManifestError> {
+    let mut out = Vec::new();
+    if depth >= PARALLEL_DEPTH {
+        let mut stack = vec![(abs, rel)];
+        while let Some((abs, rel)) = stack.pop() {
+            stack.extend(list_dir(&abs, &rel, &mut out)?);
+        }
+        return Ok(out);
+    }
+    let subdirs = list_dir(&abs, &rel, &mut out)?;
+    let nested = subdirs
+        .into_par_iter()
+        .map(|(a, r)| walk_rec(a, r, depth + 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    for n in nested {
+        out.extend(n);
+    }
+    Ok(out)
+}
+
+/// Appends one directory's entries to `out`; returns its subdirectories (absolute, relative).
+fn list_dir(
+    abs: &Path,
+    rel: &[u8],
+    out: &mut Vec<(Vec<u8>, Found)>,
+) -> Result<Vec<(PathBuf, Vec<u8>)>, ManifestError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ManifestError::Io { path, source }
     };
-    let mut out = Vec::new();
     let mut subdirs = Vec::new();
-    for de in fs::read_dir(&abs).map_err(io(&abs))? {
-        let de = de.map_err(io(&abs))?;
+    for de in fs::read_dir(abs).map_err(io(abs))? {
+        let de = de.map_err(io(abs))?;
         let child = de.path();
-        let md = fs::symlink_metadata(&child).map_err(io(&child))?;
-        let mut r = rel.clone();
+        // lstat relative to the open directory (std uses fstatat on the DIR's fd): no path walk.
+        let md = de.metadata().map_err(io(&child))?;
+        let mut r = rel.to_vec();
         if !r.is_empty() {
             r.push(b'/');
         }
@@ -628,14 +661,7 @@ fn walk_rec(abs: PathBuf, rel: Vec<u8>) -> Result<Vec<(Vec<u8>, Found)>, Manifes
         };
         out.push((r, found));
     }
-    let nested = subdirs
-        .into_par_iter()
-        .map(|(a, r)| walk_rec(a, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    for n in nested {
-        out.extend(n);
-    }
-    Ok(out)
+    Ok(subdirs)
 }
 
 /// Joins a relative manifest path onto a directory.

@@ -91,8 +91,9 @@ pub struct PackOptions {
     pub format: Format,
     /// zstd 1..=22 or gzip 0..=9.
     pub level: i32,
-    /// zstd workers (always at least 1: zstd's output is the same for every worker count >= 1
-    /// but differs with 0). `None`: all cores. Does not change the bytes.
+    /// Compression threads: zstd workers (always at least 1: zstd's output is the same for every
+    /// worker count >= 1 but differs with 0), or gzip pieces compressed at once. `None`: all
+    /// cores. Does not change the bytes.
     pub threads: Option<usize>,
     /// mtime of every entry, seconds since the epoch.
     pub mtime: u64,

@@ -250,58 +250,107 @@ pub fn unpack(
         .map_err(io_at(parent))?;
     let root = tmp.path().to_path_buf();
     progress.start("unpacking", expected.map(|m| m.total_bytes()), None);
-    let mut buf = vec![0u8; 256 * 1024];
-    let result = read_checked(archive, |entry, data| {
-        let path = root.join(std::ffi::OsStr::from_bytes(&entry.path));
-        match &entry.kind {
-            CheckedKind::Dir => {
-                fs::DirBuilder::new()
-                    .mode(0o755)
-                    .create(&path)
-                    .map_err(io_at(&path))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
-                    .map_err(io_at(&path))?;
+    let umask = current_umask();
+    // Only chmod when the umask narrowed the mode (saves a syscall per file in the usual case).
+    let narrowed = |mode: u32| umask.map_or(true, |m| mode & !m != mode);
+    // Small files are written by worker threads while this thread decompresses and checks the
+    // next entries; directories are created here, before any entry inside them is handed out.
+    // Hard links wait until every file is written (their targets must be complete).
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 4);
+    let failed: std::sync::Mutex<Option<UnpackError>> = std::sync::Mutex::new(None);
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(PathBuf, Vec<u8>, u32)>(256);
+    let rx = std::sync::Mutex::new(rx);
+    let result = std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((path, data, mode)) = job else { break };
+                if let Err(e) = write_file(&path, &data, mode, narrowed(mode)) {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                }
+            });
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let r = read_checked(archive, |entry, data| {
+            if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Err(e);
             }
-            CheckedKind::File { executable, .. } => {
-                let mode = if *executable { 0o755 } else { 0o644 };
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&path)
-                    .map_err(io_at(&path))?;
-                loop {
-                    let n = match data.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(source) => {
-                            return Err(UnpackError::Corrupt {
+            let path = root.join(std::ffi::OsStr::from_bytes(&entry.path));
+            match &entry.kind {
+                CheckedKind::Dir => {
+                    fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&path)
+                        .map_err(io_at(&path))?;
+                    if narrowed(0o755) {
+                        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                            .map_err(io_at(&path))?;
+                    }
+                }
+                CheckedKind::File { executable, size } => {
+                    let mode = if *executable { 0o755 } else { 0o644 };
+                    if *size <= PARALLEL_FILE {
+                        let mut content = Vec::with_capacity(*size as usize);
+                        data.read_to_end(&mut content)
+                            .map_err(|source| UnpackError::Corrupt {
                                 path: archive.to_path_buf(),
                                 source,
-                            })
-                        }
-                    };
-                    f.write_all(&buf[..n]).map_err(io_at(&path))?;
-                    progress.advance(n as u64, 0);
+                            })?;
+                        progress.advance(content.len() as u64, 1);
+                        tx.send((path, content, mode))
+                            .expect("workers live until the sender is dropped");
+                        return Ok(());
+                    }
+                    let mut f = create_file(&path, mode)?;
+                    loop {
+                        let n = match data.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(source) => {
+                                return Err(UnpackError::Corrupt {
+                                    path: archive.to_path_buf(),
+                                    source,
+                                })
+                            }
+                        };
+                        f.write_all(&buf[..n]).map_err(io_at(&path))?;
+                        progress.advance(n as u64, 0);
+                    }
+                    if narrowed(mode) {
+                        f.set_permissions(fs::Permissions::from_mode(mode))
+                            .map_err(io_at(&path))?;
+                    }
+                    progress.advance(0, 1);
                 }
-                // The umask may have narrowed the mode: set it exactly.
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(io_at(&path))?;
-                progress.advance(0, 1);
+                CheckedKind::Symlink { target } => {
+                    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
+                        .map_err(io_at(&path))?;
+                }
+                CheckedKind::HardLink { target } => {
+                    links.push((root.join(std::ffi::OsStr::from_bytes(target)), path));
+                }
             }
-            CheckedKind::Symlink { target } => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
-                    .map_err(io_at(&path))?;
-            }
-            CheckedKind::HardLink { target } => {
-                let t = root.join(std::ffi::OsStr::from_bytes(target));
-                // linkat without AT_SYMLINK_FOLLOW: links the name itself, a checked regular file.
-                fs::hard_link(&t, &path).map_err(io_at(&path))?;
-            }
+            Ok(())
+        });
+        drop(tx);
+        r
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    let result = result.and_then(|m| {
+        for (target, path) in &links {
+            // linkat without AT_SYMLINK_FOLLOW: links the name itself, a checked regular file.
+            fs::hard_link(target, path).map_err(io_at(path))?;
         }
-        Ok(())
+        Ok(m)
     });
     progress.finish();
     let mut got = result?;
@@ -321,6 +370,38 @@ pub fn unpack(
     // Renamed away: nothing left for the guard to remove.
     let _ = tmp.keep();
     Ok(got)
+}
+
+/// Files up to this size are handed to the writer threads whole.
+const PARALLEL_FILE: u64 = 1 << 20;
+
+/// A new file, created exclusively and never through a symlink.
+fn create_file(path: &Path, mode: u32) -> Result<fs::File, UnpackError> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io_at(path))
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32, chmod: bool) -> Result<(), UnpackError> {
+    let mut f = create_file(path, mode)?;
+    f.write_all(data).map_err(io_at(path))?;
+    if chmod {
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_at(path))?;
+    }
+    Ok(())
+}
+
+/// The process umask, read without changing it (`umask(2)` can only be read by setting it,
+/// which would race with other threads): the `Umask:` line of /proc/self/status (Linux 4.7+).
+fn current_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// `renameat2(RENAME_NOREPLACE)`: fails if `to` exists in any form, even as an empty directory

@@ -158,20 +158,14 @@ fn open_member(path: &Path) -> Result<fs::File, PackError> {
         .map_err(io_err(path))
 }
 
-/// After reading `size` bytes: the file must be at its end and still be the file the walk saw.
+/// After reading `size` bytes: the file must still be the file the walk saw, with the size,
+/// mtime and ctime the walk saw. (No probe read for EOF: a file that grew has another size.)
 fn check_unchanged(
     path: &Path,
-    file: &mut fs::File,
+    file: &fs::File,
     size: u64,
     stamp: &Stamp,
 ) -> Result<(), PackError> {
-    let mut probe = [0u8; 1];
-    if file.read(&mut probe).map_err(io_err(path))? != 0 {
-        return Err(PackError::Changed {
-            path: path.to_path_buf(),
-            what: "it grew".into(),
-        });
-    }
     let md = file.metadata().map_err(io_err(path))?;
     if !md.is_file() {
         return Err(PackError::Replaced {
@@ -213,7 +207,7 @@ fn read_whole(path: &Path, size: u64, stamp: &Stamp) -> Result<(Vec<u8>, Digest)
             Err(e) => return Err(io_err(path)(e)),
         }
     }
-    check_unchanged(path, &mut file, size, stamp)?;
+    check_unchanged(path, &file, size, stamp)?;
     let digest = Digest(sha2::Sha256::digest(&data).into());
     Ok((data, digest))
 }
@@ -375,7 +369,7 @@ fn produce(
                     left -= n as u64;
                     progress.advance(n as u64, 0);
                 }
-                check_unchanged(&path, &mut file, *size, stamp)?;
+                check_unchanged(&path, &file, *size, stamp)?;
                 layout::pad(*size, &mut buf);
                 entries.push(Entry::file(
                     rel.clone(),
@@ -415,6 +409,107 @@ impl<W: Write> Write for Tally<W> {
     }
 }
 
+/// Compression threads: `-j`, else all cores; never 0.
+fn workers_for(opts: &PackOptions) -> usize {
+    opts.threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Input bytes per independently compressed gzip block.
+const GZ_BLOCK: usize = 1 << 20;
+
+/// One raw deflate block stream for `data`: byte-aligned by a sync flush (an empty stored
+/// block) unless it is the `last`, which ends the deflate stream (BFINAL).
+fn deflate_block(data: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    let mut c = Compress::new(Compression::new(level), false);
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let all_in = c.total_in() as usize == data.len();
+        let room_left = out.len() < out.capacity();
+        match status {
+            Status::StreamEnd => return Ok(out),
+            // zlib's rule: a flush is complete when it returns with output space to spare.
+            _ if !last && all_in && room_left => return Ok(out),
+            _ => out.reserve(64 * 1024),
+        }
+    }
+}
+
+/// gzip in the manner of `pigz --independent`, with fixed block boundaries so the bytes do not
+/// depend on the thread count: the tar stream is cut into [`GZ_BLOCK`] pieces, each deflated
+/// on its own (no shared dictionary) on one of `workers` threads, and the pieces are
+/// concatenated into one deflate stream in one gzip member. Header: no name, MTIME 0, XFL as
+/// flate2 sets it from the level, OS 255 ("unknown"), so nothing depends on the machine;
+/// deflate by miniz_oxide (pure Rust), so nothing depends on a system zlib.
+fn gzip_parallel<W: Write>(
+    rx: mpsc::Receiver<Vec<u8>>,
+    mut out: W,
+    level: i32,
+    workers: usize,
+) -> Result<W, PackError> {
+    let level = level.clamp(0, 9) as u32;
+    let xfl = match level {
+        9 => 2,
+        0 | 1 => 4,
+        _ => 0,
+    };
+    let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255];
+    out.write_all(&header).map_err(PackError::Output)?;
+    let mut crc = flate2::Crc::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let group = workers * GZ_BLOCK;
+    let mut emit = |blocks: &[&[u8]], last: bool, out: &mut W| -> Result<(), PackError> {
+        let n = blocks.len();
+        let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = blocks
+                .iter()
+                .enumerate()
+                .map(|(i, b)| s.spawn(move || deflate_block(b, level, last && i + 1 == n)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for (b, c) in blocks.iter().zip(compressed) {
+            crc.update(b);
+            out.write_all(&c.map_err(PackError::Compress)?)
+                .map_err(PackError::Output)?;
+        }
+        Ok(())
+    };
+    for chunk in rx {
+        pending.extend_from_slice(&chunk);
+        // Keep at least one byte back: the final block must be compressed as the last one.
+        if pending.len() > group {
+            let blocks: Vec<&[u8]> = pending[..group].chunks(GZ_BLOCK).collect();
+            emit(&blocks, false, &mut out)?;
+            pending.drain(..group);
+        }
+    }
+    let mut blocks: Vec<&[u8]> = pending.chunks(GZ_BLOCK).collect();
+    if blocks.is_empty() {
+        blocks.push(&[]);
+    }
+    emit(&blocks, true, &mut out)?;
+    let mut trailer = [0u8; 8];
+    trailer[..4].copy_from_slice(&crc.sum().to_le_bytes());
+    trailer[4..].copy_from_slice(&crc.amount().to_le_bytes());
+    out.write_all(&trailer).map_err(PackError::Output)?;
+    Ok(out)
+}
+
 /// Compresses the tar stream from `rx` into `out`; returns (sha256, size) of the compressed bytes.
 fn consume<W: Write>(
     rx: mpsc::Receiver<Vec<u8>>,
@@ -433,10 +528,7 @@ fn consume<W: Write>(
                 zstd::stream::Encoder::new(tally, opts.level).map_err(PackError::Compress)?;
             // zstd's multithreaded format depends on whether workers are used at all (0 vs >= 1),
             // never on how many: always >= 1 so the thread count cannot change the bytes.
-            let workers = opts
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .max(1);
+            let workers = workers_for(opts);
             enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))
                 .map_err(PackError::Compress)?;
             enc.include_checksum(true).map_err(PackError::Compress)?;
@@ -447,19 +539,7 @@ fn consume<W: Write>(
             }
             enc.finish().map_err(PackError::Output)?
         }
-        Format::TarGz => {
-            // No file name, mtime 0, OS byte pinned to 255 ("unknown") so the header does not
-            // depend on the machine; miniz_oxide (pure Rust) so the deflate stream does not
-            // depend on a system zlib's version.
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(tally, flate2::Compression::new(opts.level as u32));
-            for chunk in rx {
-                enc.write_all(&chunk).map_err(PackError::Output)?;
-            }
-            enc.finish().map_err(PackError::Output)?
-        }
+        Format::TarGz => gzip_parallel(rx, tally, opts.level, workers_for(opts))?,
     };
     let mut tally = tally;
     tally.flush().map_err(PackError::Output)?;
@@ -508,5 +588,34 @@ mod tests {
         assert_eq!(one, compress(&input, 4));
         assert_ne!(one, compress(&input, 0));
         assert_eq!(zstd::decode_all(&one[..]).unwrap(), input);
+    }
+
+    fn gzip(input: &[u8], workers: usize, level: i32) -> Vec<u8> {
+        let (tx, rx) = mpsc::sync_channel(1000);
+        for c in input.chunks(300_000) {
+            tx.send(c.to_vec()).unwrap();
+        }
+        drop(tx);
+        gzip_parallel(rx, Vec::new(), level, workers).unwrap()
+    }
+
+    /// Block boundaries are fixed, so the thread count never changes the bytes; the result is
+    /// one valid gzip member (checked by flate2's decoder here, by GNU tar in tests/pack).
+    #[test]
+    fn parallel_gzip_is_independent_of_workers_and_decodes() {
+        use std::io::Read as _;
+        for len in [0, 1, GZ_BLOCK, 5 * GZ_BLOCK + 12345] {
+            let input = data(len);
+            for level in [0, 1, 6, 9] {
+                let one = gzip(&input, 1, level);
+                assert_eq!(one, gzip(&input, 2, level), "len {len} level {level}");
+                assert_eq!(one, gzip(&input, 3, level), "len {len} level {level}");
+                let mut back = Vec::new();
+                flate2::read::GzDecoder::new(&one[..])
+                    .read_to_end(&mut back)
+                    .unwrap();
+                assert!(back == input, "len {len} level {level}");
+            }
+        }
     }
 }

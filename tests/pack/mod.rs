@@ -883,3 +883,37 @@ fn store_resolves_ids_prefixes_names_and_paths() {
     assert!(!gz.archive.exists());
     assert!(a.archive.exists());
 }
+
+#[test]
+fn a_deep_tree_packs_and_unpacks() {
+    // 600 levels: deeper than the parallel walk goes, shallow enough for PATH_MAX.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    sh(
+        &t,
+        "p=$(printf 'd/%.0s' $(seq 600)); mkdir -p \"$p\" && printf deep > \"$p/f\"",
+    );
+    let store = Store::open(Some(&tmp.path().join("store"))).unwrap();
+    let a = store
+        .add_dir(
+            &t,
+            None,
+            &PackOptions::default(),
+            &sealpush::progress::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(a.manifest.entries.len(), 601);
+    assert_eq!(
+        a.meta.recipe_digest.unwrap().to_hex(),
+        real_recipe(tmp.path(), "t")
+    );
+    let m = pack::unpack(
+        &a.archive,
+        &tmp.path().join("u"),
+        Some(&a.manifest),
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(m.identity(), a.manifest.identity());
+}
