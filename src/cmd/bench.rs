@@ -21,11 +21,8 @@ use super::hash::{human_bytes, thousands};
 use super::{CheckFailed, Exit, Globals};
 
 /// Time `sealpush hash` against `find PATH... -type f | sort | xargs sha256sum | sha256sum`.
-///
-/// Both run in this directory with this environment, alternately (recipe, sealpush, recipe,
-/// ...), after one untimed warm-up of each, so both see the same page cache. Every digest must
-/// agree; a disagreement is an error (exit 1), never a footnote.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// Paths to hash, as you would give them to find.
     #[arg(value_name = "PATH", required = true)]
@@ -41,8 +38,22 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Bytes hashed in-process to measure single-core SHA-256 throughput.
-const CEILING_SAMPLE: usize = 512 << 20;
+// The subcommand's one-line about comes from cli.rs; the teaching text lives here.
+const HELP: &str = "\
+Both run in this directory with this environment, alternately (recipe, sealpush, recipe, ...), \
+after one untimed warm-up of each, so both see the same page cache. Every digest must agree; a \
+disagreement is an error (exit 1), never a footnote.
+
+sealpush's side runs in-process (the library call `sealpush hash` makes, without process \
+start-up); the recipe runs under `bash -c` with its four processes, as you would run it. The \
+report ends with this machine's SHA-256 ceiling (single-core throughput measured here, times the \
+threads used) and how close sealpush came to it.
+
+Example:
+  sealpush bench --runs 7 iu-cutter";
+
+/// How long to hash in-memory data to measure single-core SHA-256 throughput.
+const CEILING_SAMPLE: Duration = Duration::from_millis(700);
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let opts = RecipeOptions {

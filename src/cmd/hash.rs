@@ -14,14 +14,8 @@ use sealpush::tree::{self, Collation, RecipeError, RecipeOptions};
 use super::{CheckFailed, Exit, Globals};
 
 /// Tree hash, byte-identical to `find PATH... -type f | sort | xargs sha256sum | sha256sum`.
-///
-/// Run it where you would run the recipe: same working directory, same PATH spelling (`d`,
-/// `./d` and `d/` give different lines, as with find), same locale (LC_ALL, LC_COLLATE, LANG
-/// decide the sort order, exactly as for `sort`). Names the pipeline splits or rewrites are
-/// hashed the way the pipeline hashes them, with a warning. Where the pipeline would abort
-/// (unmatched quote, over-long name), hang (a FIFO) or depend on sha256sum reading a piece of a
-/// name as an option, sealpush prints no digest, names the file and exits 1.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// Paths to walk, spelled as you would give them to find (default: `.`).
     #[arg(value_name = "PATH")]
@@ -37,6 +31,28 @@ pub struct Args {
     #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
 }
+
+// The subcommand's one-line about comes from cli.rs; the teaching text lives here.
+const HELP: &str = "\
+Run it where you would run the recipe: same working directory, same PATH spelling (`d`, `./d` \
+and `d/` give different lines, as with find), same locale (LC_ALL, then LC_COLLATE, then LANG \
+decide the sort order, exactly as for `sort`; `LC_ALL=C` for byte order).
+
+Names the pipeline splits or rewrites (blanks, quotes, backslashes, newlines) are hashed the way \
+the pipeline hashes them, with a warning on stderr; pieces that name nothing are skipped with \
+sha256sum's own complaint, as the pipeline does (exit 0).
+
+Where the pipeline would abort (an unmatched quote, a name over 131,061 bytes), hang (a piece \
+naming a FIFO or device) or depend on sha256sum reading a piece of a name as an option \
+(`a -b`), sealpush prints no digest, names the file and exits 1.
+
+Examples:
+  # the digest `find iu-cutter -type f | sort | xargs sha256sum | sha256sum` prints:
+  sealpush hash iu-cutter
+  # the lines before the last sha256sum, in byte order:
+  LC_ALL=C sealpush hash --lines src
+  # digest, counts and skipped names for scripts, on two threads:
+  sealpush hash --json -j 2 .";
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let opts = RecipeOptions {

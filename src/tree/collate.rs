@@ -253,13 +253,20 @@ mod tests {
         "a_ a0 a/a/a aa/c a-b a.b a/b ab",
     ];
 
+    /// True when en_US.UTF-8 is generated; in CI its absence is a failure, not a skip.
+    fn have_en_us() -> bool {
+        let have = is_installed("en_US.UTF-8");
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(
+            have || !ci,
+            "en_US.UTF-8 must be generated in CI (locale-gen)"
+        );
+        have
+    }
+
     #[test]
     fn en_us_order_matches_gnu_sort_tables() {
-        if !is_installed("en_US.UTF-8") {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "en_US.UTF-8 must be generated in CI"
-            );
+        if !have_en_us() {
             return;
         }
         let en = Collation::Locale("en_US.UTF-8".into());
@@ -273,7 +280,7 @@ mod tests {
 
     #[test]
     fn strxfrm_keys_agree_with_strcoll() {
-        if !is_installed("en_US.UTF-8") {
+        if !have_en_us() {
             return;
         }
         let coll = Collation::Locale("en_US.UTF-8".into()).collator();
@@ -308,7 +315,7 @@ mod tests {
 
     #[test]
     fn invalid_bytes_tie_and_keep_input_order() {
-        if !is_installed("en_US.UTF-8") {
+        if !have_en_us() {
             return;
         }
         let en = Collation::Locale("en_US.UTF-8".into());
@@ -318,6 +325,41 @@ mod tests {
         let mut v: Vec<(Vec<u8>, usize)> = vec![(vec![0xfe], 0), (vec![0xff], 1), (vec![0xc3], 2)];
         sort_by_line(&mut v, &en, |x| x.0.as_slice());
         assert_eq!(v.iter().map(|x| x.1).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn c_utf8_strcoll_is_strcmp_so_memcmp_is_exact() {
+        // The fast path's premise (glibc >= 2.35): in C.UTF-8, strcoll orders every byte string,
+        // invalid UTF-8 included, exactly as strcmp. Checked here with glibc's own strcoll_l.
+        let name = CString::new("C.UTF-8").unwrap();
+        // SAFETY: NUL-terminated name; the locale is freed by Locale's Drop.
+        let loc =
+            unsafe { libc::newlocale(libc::LC_COLLATE_MASK, name.as_ptr(), std::ptr::null_mut()) };
+        assert!(!loc.is_null(), "C.UTF-8 is built into glibc >= 2.35");
+        let coll = Collator {
+            loc: Some(Locale(loc)),
+        };
+        let mut set: Vec<Vec<u8>> = (1u8..=255).map(|b| vec![b]).collect();
+        for s in [
+            "a", "A", "é", "e\u{301}", "ß", "中", "😀", "\u{e000}", "a b", "a-b", "ab",
+        ] {
+            set.push(s.as_bytes().to_vec());
+        }
+        for pair in [
+            [0xc3u8, 0xa9],
+            [0xc3, 0x28],
+            [0xe2, 0x82],
+            [0xf0, 0x9f],
+            [0xed, 0xa0],
+        ] {
+            set.push(pair.to_vec());
+            set.push([&b"x"[..], &pair[..], b"y"].concat());
+        }
+        for a in &set {
+            for b in &set {
+                assert_eq!(coll.compare(a, b), a.cmp(b), "{:?} vs {:?}", a, b);
+            }
+        }
     }
 
     #[test]

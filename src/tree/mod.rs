@@ -23,6 +23,8 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
 use rayon::prelude::*;
 
@@ -33,9 +35,70 @@ pub use hasher::hash_file;
 use crate::digest::Digest;
 use crate::progress::{NoProgress, Progress};
 
-/// Trees with at least this many files report progress; smaller ones finish before a bar
-/// would be worth drawing.
-pub const PROGRESS_MIN_FILES: usize = 2_000;
+/// Trees with at least this many files report progress from the start...
+pub const PROGRESS_MIN_FILES: u64 = 2_000;
+/// ...smaller ones only once this many bytes are hashed (a few large files); tiny trees finish
+/// before a bar would be worth drawing.
+pub const PROGRESS_MIN_BYTES: u64 = 256 << 20;
+
+/// sha256sum cannot open a path of this many bytes or more (ENAMETOOLONG); find lists them.
+const PATH_MAX: usize = libc::PATH_MAX as usize;
+
+/// Forwards the hashing phase to the caller's [`Progress`] only once the work proves large.
+struct Deferred<'a> {
+    inner: &'a dyn Progress,
+    /// Files to hash, when known before hashing starts.
+    items: Option<u64>,
+    bytes_done: AtomicU64,
+    items_done: AtomicU64,
+    started: Once,
+}
+
+impl<'a> Deferred<'a> {
+    fn new(inner: &'a dyn Progress, items: Option<u64>) -> Deferred<'a> {
+        let d = Deferred {
+            inner,
+            items,
+            bytes_done: AtomicU64::new(0),
+            items_done: AtomicU64::new(0),
+            started: Once::new(),
+        };
+        if items.is_some_and(|n| n >= PROGRESS_MIN_FILES) {
+            d.started.call_once(|| inner.start("hashing", None, items));
+        }
+        d
+    }
+}
+
+impl Progress for Deferred<'_> {
+    fn advance(&self, bytes: u64, items: u64) {
+        if self.started.is_completed() {
+            self.inner.advance(bytes, items);
+            return;
+        }
+        let b = self.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let i = self.items_done.fetch_add(items, Ordering::Relaxed) + items;
+        if b >= PROGRESS_MIN_BYTES || (self.items.is_none() && i >= PROGRESS_MIN_FILES) {
+            let mut ran = false;
+            self.started.call_once(|| {
+                ran = true;
+                self.inner.start("hashing", None, self.items);
+                self.inner.advance(b, i);
+            });
+            if !ran {
+                // Another worker started the bar; its snapshot may miss this advance (the
+                // count is cosmetic either way).
+                self.inner.advance(bytes, items);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if self.started.is_completed() {
+            self.inner.finish();
+        }
+    }
+}
 
 /// How to run the recipe.
 #[derive(Clone, Debug)]
@@ -260,8 +323,18 @@ fn local_at(
 ) -> Result<RecipeOutput, RecipeError> {
     in_pool(opts.threads, || {
         let roots = default_roots(roots);
-        let walked = walk::walk_local(base, &roots);
-        run(walked, opts, progress, &Hashing::<LocalSource>::Local(base))
+        // Hash while walking: no second path lookup per file, and the walk overlaps the I/O.
+        let deferred = Deferred::new(progress, None);
+        let walked = walk::walk_local(base, &roots, Some(&deferred));
+        let result = run(
+            walked,
+            opts,
+            &deferred,
+            &Hashing::<LocalSource>::Local(base),
+        );
+        // Also after Break/Refuse: never leave a bar drawn above the error.
+        deferred.finish();
+        result
     })
 }
 
@@ -307,7 +380,11 @@ fn run<S: TreeSource + ?Sized>(
     let walk::WalkOut {
         files: paths,
         mut warnings,
+        hashes,
     } = walked;
+    // Hashes the local walk took on the way, by path index (consumed at most once: a path
+    // without a newline is one line, hence at most one exact token).
+    let mut pre: Vec<Option<io::Result<hasher::Opened>>> = hashes.into_iter().map(Some).collect();
 
     // Stage 2: sort sees find's output split at '\n' (S1); each line remembers its file.
     let mut lines: Vec<(&[u8], u32)> = Vec::with_capacity(paths.len());
@@ -383,20 +460,41 @@ fn run<S: TreeSource + ?Sized>(
         }
     }
 
-    let to_hash: Vec<&[u8]> = tok
-        .tokens
-        .iter()
-        .filter(|t| !sha256sum::is_stdin(&t.bytes))
-        .map(|t| &t.bytes[..])
-        .collect();
-    let quiet = NoProgress;
-    let progress: &dyn Progress = if to_hash.len() >= PROGRESS_MIN_FILES {
-        progress
+    // Which arguments still need reading: all of them for a generic source; for the local
+    // walk, only those it could not hash on the way (pieces and rewrites of names, and paths of
+    // PATH_MAX bytes or more, which sha256sum cannot open: ENAMETOOLONG).
+    let n = tok.tokens.len();
+    let mut results: Vec<Option<io::Result<(Digest, u64)>>> = (0..n).map(|_| None).collect();
+    let mut need: Vec<usize> = Vec::new();
+    for (i, t) in tok.tokens.iter().enumerate() {
+        if sha256sum::is_stdin(&t.bytes) {
+            continue;
+        }
+        let early = if exact[i] && t.bytes.len() < PATH_MAX && !pre.is_empty() {
+            pre[lines[t.line].1 as usize].take()
+        } else {
+            None
+        };
+        match early {
+            Some(Ok(hasher::Opened::Hashed(d, n))) => results[i] = Some(Ok((d, n))),
+            Some(Ok(hasher::Opened::Special(kind))) => {
+                // Became special after find looked (a race): same refusal.
+                return Err(special(&t.bytes, kind, &t.bytes));
+            }
+            Some(Err(e)) => results[i] = Some(Err(e)),
+            None => need.push(i),
+        }
+    }
+    let to_hash: Vec<&[u8]> = need.iter().map(|&i| &tok.tokens[i].bytes[..]).collect();
+    let deferred;
+    let progress: &dyn Progress = if pre.is_empty() {
+        deferred = Deferred::new(progress, Some(to_hash.len() as u64));
+        &deferred
     } else {
-        &quiet
+        // The local walk already reported through the caller's (deferred) progress.
+        progress
     };
-    progress.start("hashing", None, Some(to_hash.len() as u64));
-    let results: Vec<io::Result<(Digest, u64)>> = match hashing {
+    let fresh: Vec<io::Result<(Digest, u64)>> = match hashing {
         Hashing::Source(s) => s.hash_files(&to_hash, progress),
         Hashing::Local(fd) => {
             let raw = hash_local(*fd, &to_hash, progress);
@@ -405,7 +503,6 @@ fn run<S: TreeSource + ?Sized>(
                 out.push(match r {
                     Ok(hasher::Opened::Hashed(d, n)) => Ok((d, n)),
                     Ok(hasher::Opened::Special(kind)) => {
-                        // Became special after find looked (a race): same refusal.
                         progress.finish();
                         return Err(special(name, kind, name));
                     }
@@ -416,23 +513,25 @@ fn run<S: TreeSource + ?Sized>(
         }
     };
     progress.finish();
+    for (i, r) in need.into_iter().zip(fresh) {
+        results[i] = Some(r);
+    }
 
     // The output, in argument order.
-    let mut out = Vec::with_capacity(to_hash.len() * 80);
+    let mut out = Vec::with_capacity(n * 80);
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut skipped = Vec::new();
-    let mut results = results.into_iter();
     if tok.tokens.is_empty() {
         // X7: xargs runs sha256sum once with no arguments; it hashes /dev/null.
         sha256sum::push_line(&mut out, &sha256sum::EMPTY, b"-");
     }
-    for t in &tok.tokens {
+    for (t, r) in tok.tokens.iter().zip(results) {
         if sha256sum::is_stdin(&t.bytes) {
             sha256sum::push_line(&mut out, &sha256sum::EMPTY, b"-");
             files += 1;
             continue;
         }
-        match results.next() {
+        match r {
             Some(Ok((d, n))) => {
                 sha256sum::push_line(&mut out, &d, &t.bytes);
                 files += 1;
@@ -532,6 +631,59 @@ pub fn show(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Default)]
+    struct Record(std::sync::Mutex<Vec<String>>);
+
+    impl Progress for Record {
+        fn start(&self, phase: &str, _b: Option<u64>, items: Option<u64>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {phase} {items:?}"));
+        }
+        fn advance(&self, bytes: u64, items: u64) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("advance {bytes} {items}"));
+        }
+        fn finish(&self) {
+            self.0.lock().unwrap().push("finish".into());
+        }
+    }
+
+    #[test]
+    fn progress_only_for_large_work() {
+        let small = Record::default();
+        let d = Deferred::new(&small, Some(10));
+        d.advance(4096, 1);
+        d.finish();
+        assert!(small.0.lock().unwrap().is_empty());
+
+        let many = Record::default();
+        let d = Deferred::new(&many, Some(PROGRESS_MIN_FILES));
+        d.advance(1, 1);
+        d.finish();
+        assert_eq!(
+            *many.0.lock().unwrap(),
+            ["start hashing Some(2000)", "advance 1 1", "finish"]
+        );
+
+        let big = Record::default();
+        let d = Deferred::new(&big, Some(3));
+        d.advance(PROGRESS_MIN_BYTES - 1, 1);
+        d.advance(2, 1);
+        d.advance(5, 1);
+        d.finish();
+        let want = [
+            "start hashing Some(3)".to_string(),
+            format!("advance {} 2", PROGRESS_MIN_BYTES + 1),
+            "advance 5 1".to_string(),
+            "finish".to_string(),
+        ];
+        assert_eq!(*big.0.lock().unwrap(), want);
+    }
 
     #[test]
     fn show_escapes_controls_and_invalid_bytes() {

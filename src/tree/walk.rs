@@ -9,8 +9,10 @@
 //! as fts does). find's errors become warnings and the walk goes on.
 //!
 //! Two walkers share these rules: [`walk_source`] over any [`TreeSource`] (sequential, for remote
-//! hosts) and [`walk_local`] (parallel over subdirectories with rayon; the output order is
-//! rebuilt from the tree, never from thread timing).
+//! hosts) and [`walk_local`] (parallel over subdirectories with rayon, optionally hashing each
+//! regular file as it is found; the output order is rebuilt from the tree, never from thread
+//! timing). The inode-order rule is applied by the local walkers only: SFTP listings carry no
+//! inode numbers, and the rule can only show in the order of lines that strcoll calls equal.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -18,7 +20,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use rayon::prelude::*;
 
+use super::hasher::{hash_at, Opened};
 use super::{show, FileKind, TreeSource};
+use crate::progress::Progress;
 
 /// gnulib fts: `FTS_INODE_SORT_DIR_ENTRIES_THRESHOLD`.
 pub const INODE_SORT_THRESHOLD: usize = 10_000;
@@ -30,13 +34,45 @@ pub struct WalkOut {
     pub files: Vec<Vec<u8>>,
     /// find's error messages.
     pub warnings: Vec<String>,
+    /// When the local walk hashes as it goes: each file's content, opened relative to its
+    /// directory's descriptor, parallel to `files`. Empty otherwise.
+    pub hashes: Vec<io::Result<Opened>>,
 }
 
 impl WalkOut {
     fn append(&mut self, mut other: WalkOut) {
         self.files.append(&mut other.files);
         self.warnings.append(&mut other.warnings);
+        self.hashes.append(&mut other.hashes);
     }
+
+    fn error(path: &[u8], err: &io::Error) -> WalkOut {
+        WalkOut {
+            warnings: vec![find_error(path, err)],
+            ..WalkOut::default()
+        }
+    }
+
+    fn push_file(&mut self, path: Vec<u8>, hash: Option<io::Result<Opened>>) {
+        self.files.push(path);
+        if let Some(h) = hash {
+            self.hashes.push(h);
+        }
+    }
+}
+
+/// Hashes `name` relative to `dirfd` when the walk hashes as it goes.
+fn hash_entry(
+    dirfd: RawFd,
+    name: &[u8],
+    hashing: Option<&dyn Progress>,
+) -> Option<io::Result<Opened>> {
+    let progress = hashing?;
+    let r = cstring(name).and_then(|c| hash_at(dirfd, &c));
+    if let Ok(Opened::Hashed(_, n)) = &r {
+        progress.advance(*n, 1);
+    }
+    Some(r)
 }
 
 /// `parent` + name, inserting `/` unless `parent` already ends in one (F3).
@@ -233,8 +269,11 @@ fn inode_sort_applies(dir: &OwnedFd) -> bool {
     !matches!(t, 0x0102_1994 | 0x6969 | 0xFF53_4D42)
 }
 
-/// The parallel local walk, relative to `base` (a directory descriptor or `AT_FDCWD`).
-pub fn walk_local(base: RawFd, roots: &[Vec<u8>]) -> WalkOut {
+/// The parallel local walk, relative to `base` (a directory descriptor or `AT_FDCWD`). With
+/// `hashing`, every regular file is also hashed as soon as it is found, opened relative to its
+/// directory (no second path lookup), with progress reported there; [`WalkOut::hashes`] holds
+/// the results.
+pub fn walk_local(base: RawFd, roots: &[Vec<u8>], hashing: Option<&dyn Progress>) -> WalkOut {
     let mut out = WalkOut::default();
     for root in roots {
         let c = match cstring(root) {
@@ -246,9 +285,12 @@ pub fn walk_local(base: RawFd, roots: &[Vec<u8>]) -> WalkOut {
         };
         match stat_kind_at(base, &c, false) {
             Err(e) => out.warnings.push(find_error(root, &e)),
-            Ok(FileKind::File) => out.files.push(root.clone()),
+            Ok(FileKind::File) => {
+                let h = hash_entry(base, root, hashing);
+                out.push_file(root.clone(), h)
+            }
             Ok(FileKind::Dir) => match open_dir_at(base, &c) {
-                Ok(fd) => out.append(walk_fd(fd, root.clone())),
+                Ok(fd) => out.append(walk_fd(fd, root.clone(), 0, hashing)),
                 Err(e) => out.warnings.push(find_error(root, &e)),
             },
             Ok(_) => {}
@@ -257,54 +299,104 @@ pub fn walk_local(base: RawFd, roots: &[Vec<u8>]) -> WalkOut {
     out
 }
 
-enum Item {
-    File(Vec<u8>),
-    Sub(WalkOut),
-}
+/// Below this depth the walk fans out over rayon (recursively); deeper subtrees are walked by
+/// [`walk_deep`] with an explicit stack, so a tree thousands of levels deep (find handles them)
+/// cannot overflow a worker's stack.
+const PARALLEL_DEPTH: usize = 48;
 
-fn walk_fd(fd: OwnedFd, path: Vec<u8>) -> WalkOut {
+fn walk_fd(fd: OwnedFd, path: Vec<u8>, depth: usize, hashing: Option<&dyn Progress>) -> WalkOut {
+    if depth >= PARALLEL_DEPTH {
+        return walk_deep(fd, path, hashing);
+    }
     let entries = match read_entries(&fd) {
         Ok(e) => e,
-        Err(e) => {
-            return WalkOut {
-                files: Vec::new(),
-                warnings: vec![find_error(&path, &e)],
-            }
-        }
+        Err(e) => return WalkOut::error(&path, &e),
     };
-    let visit = |e: &RawEntry| -> Option<Item> {
+    let visit = |e: &RawEntry| -> Option<WalkOut> {
         match e.kind {
-            FileKind::File => Some(Item::File(child_path(&path, &e.name))),
+            FileKind::File => {
+                let mut one = WalkOut::default();
+                let h = hash_entry(fd.as_raw_fd(), &e.name, hashing);
+                one.push_file(child_path(&path, &e.name), h);
+                Some(one)
+            }
             FileKind::Dir => {
                 let child = child_path(&path, &e.name);
-                let sub = match cstring(&e.name).and_then(|c| open_dir_at(fd.as_raw_fd(), &c)) {
-                    Ok(cfd) => walk_fd(cfd, child),
-                    Err(err) => WalkOut {
-                        files: Vec::new(),
-                        warnings: vec![find_error(&child, &err)],
+                Some(
+                    match cstring(&e.name).and_then(|c| open_dir_at(fd.as_raw_fd(), &c)) {
+                        Ok(cfd) => walk_fd(cfd, child, depth + 1, hashing),
+                        Err(err) => WalkOut::error(&child, &err),
                     },
-                };
-                Some(Item::Sub(sub))
+                )
             }
             _ => None,
         }
     };
-    // Leaves (no subdirectories) are walked inline: spawning tasks per file costs more than it
-    // saves. Subdirectories fan out over rayon; collect() keeps entry order.
-    let items: Vec<Item> = if entries.iter().any(|e| e.kind == FileKind::Dir) {
-        entries
-            .par_iter()
-            .with_max_len(64)
-            .filter_map(visit)
-            .collect()
-    } else {
-        entries.iter().filter_map(visit).collect()
-    };
+    // Subdirectories, and files when they are hashed here, fan out over rayon; collect() keeps
+    // entry order. A leaf that is only listed is walked inline: a task per name costs more
+    // than it saves.
+    let items: Vec<WalkOut> =
+        if hashing.is_some() || entries.iter().any(|e| e.kind == FileKind::Dir) {
+            entries
+                .par_iter()
+                .with_max_len(16)
+                .filter_map(visit)
+                .collect()
+        } else {
+            entries.iter().filter_map(visit).collect()
+        };
     let mut out = WalkOut::default();
     for it in items {
-        match it {
-            Item::File(p) => out.files.push(p),
-            Item::Sub(w) => out.append(w),
+        out.append(it);
+    }
+    out
+}
+
+/// The same walk, sequential and iterative: one frame per open directory on an explicit stack.
+/// Each level holds one descriptor (as a recursive openat walk must), so the limit is the
+/// process's descriptor limit, reported as find would report EMFILE, not a crash.
+fn walk_deep(fd: OwnedFd, path: Vec<u8>, hashing: Option<&dyn Progress>) -> WalkOut {
+    struct Frame {
+        fd: OwnedFd,
+        path: Vec<u8>,
+        entries: std::vec::IntoIter<RawEntry>,
+    }
+    let mut out = WalkOut::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    match read_entries(&fd) {
+        Ok(e) => stack.push(Frame {
+            fd,
+            path,
+            entries: e.into_iter(),
+        }),
+        Err(e) => {
+            out.warnings.push(find_error(&path, &e));
+            return out;
+        }
+    }
+    while let Some(top) = stack.last_mut() {
+        let Some(e) = top.entries.next() else {
+            stack.pop();
+            continue;
+        };
+        match e.kind {
+            FileKind::File => {
+                let h = hash_entry(top.fd.as_raw_fd(), &e.name, hashing);
+                out.push_file(child_path(&top.path, &e.name), h);
+            }
+            FileKind::Dir => {
+                let child = child_path(&top.path, &e.name);
+                let opened = cstring(&e.name).and_then(|c| open_dir_at(top.fd.as_raw_fd(), &c));
+                match opened.and_then(|cfd| read_entries(&cfd).map(|list| (cfd, list))) {
+                    Ok((cfd, list)) => stack.push(Frame {
+                        fd: cfd,
+                        path: child,
+                        entries: list.into_iter(),
+                    }),
+                    Err(err) => out.warnings.push(find_error(&child, &err)),
+                }
+            }
+            _ => {}
         }
     }
     out

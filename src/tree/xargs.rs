@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn table_of_tokenizations() {
-        let cases: &[(&[&[u8]], &[&[u8]])] = &[
+        type Case<'a> = (&'a [&'a [u8]], &'a [&'a [u8]]);
+        let cases: &[Case] = &[
             (&[b"d/a"], &[b"d/a"]),
             (&[b"d/a b"], &[b"d/a", b"b"]),
             (&[b"d/a\tb"], &[b"d/a", b"b"]),
