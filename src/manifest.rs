@@ -385,11 +385,6 @@ fn describe(kind: &EntryKind) -> String {
     }
 }
 
-/// Does `name` need sha256sum's escaping?
-fn needs_escape(name: &[u8]) -> bool {
-    name.iter().any(|&b| matches!(b, b'\\' | b'\n' | b'\r'))
-}
-
 /// sha256sum's escaping (coreutils >= 9.0): `\` `\n` `\r` as `\\` `\n` `\r`.
 fn escape_into(name: &[u8], out: &mut Vec<u8>) {
     for &b in name {
@@ -431,20 +426,10 @@ fn unescape(s: &[u8], allow_space_escape: bool) -> Result<Vec<u8>, &'static str>
     Ok(out)
 }
 
-/// One line exactly as `sha256sum` prints it for `name`.
+/// One line exactly as `sha256sum` prints it for `name` (the recipe's own formatter, so the
+/// manifest's file lines and `sealpush hash --lines` can never disagree on escaping).
 fn sha256sum_line(digest: &Digest, name: &[u8], out: &mut Vec<u8>) {
-    let esc = needs_escape(name);
-    if esc {
-        out.push(b'\\');
-    }
-    out.extend_from_slice(digest.to_hex().as_bytes());
-    out.extend_from_slice(b"  ");
-    if esc {
-        escape_into(name, out);
-    } else {
-        out.extend_from_slice(name);
-    }
-    out.push(b'\n');
+    crate::tree::sha256sum::push_line(out, digest, name);
 }
 
 fn encode_entry(e: &Entry, out: &mut Vec<u8>) {

@@ -543,7 +543,9 @@ fn operations(
     work_dir: &Path,
 ) -> (Vec<Operation>, Vec<Operation>) {
     let lock = work_dir.join("lock");
-    let receipt = work_dir.join("receipt.json");
+    // The plan cannot name its own digest; the deploy writes `receipt-<first 16 hex of the plan
+    // digest>.json`, one receipt per plan, so an old receipt never blocks a later deploy.
+    let receipt = work_dir.join("receipt-<plan digest>.json");
     let ops = vec![
         Operation::TakeLock { path: lock.clone() },
         Operation::MakeStaging {
@@ -1454,7 +1456,8 @@ fn describe_op(op: &Operation) -> String {
         Operation::WriteReceipt { path } => format!("write receipt {}", path.display()),
         Operation::ReleaseLock { path } => format!("remove lock {}", path.display()),
         Operation::RemoveTree { path, identity } => format!(
-            "remove {} only if it still matches tree identity {identity}",
+            "remove {} only if it still holds exactly what the deploy created (artifact tree \
+             {identity}, plus DEPLOY-MANIFEST.txt once written; the receipt lists every entry)",
             path.display()
         ),
         Operation::RemoveFile { path, sha256 } => match sha256 {

@@ -11,14 +11,18 @@ use sealpush::manifest::{self, EntryKind};
 
 use super::{Exit, Globals};
 
-/// Content-addressed manifest of a tree: every file (size, sha256, exec bit), symlink (target)
-/// and directory, in bytewise path order, plus the recipe digest
-/// (`cd PARENT && find NAME -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`) on a
-/// trailing `recipe` line. The sha256 of everything before that line is the tree's identity.
-///
-/// Check a tree against a manifest with coreutils alone (from inside the tree):
-///   sed -n 's/^[fx] [0-9]* //p' manifest.txt | sha256sum -c --quiet
+const HELP: &str =
+    "Every file (size, sha256, exec bit), symlink (target) and directory, in bytewise path order, \
+plus the recipe digest (`cd PARENT && find NAME -type f | LC_ALL=C sort | xargs sha256sum | \
+sha256sum`) on a trailing `recipe` line. The sha256 of everything before that line is the \
+tree's identity. The encoding is specified in store-layout.md.
+
+Check a tree against a manifest with coreutils alone, from inside the tree:
+  sed -n 's/^[fx] [0-9]* //p' manifest.txt | sha256sum -c --quiet";
+
+/// Content-addressed manifest of a tree (its format and how to check it: `--help`).
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// The directory to describe, or a tar.zst/tar.gz archive (its checked content; no recipe line).
     #[arg(value_name = "PATH")]

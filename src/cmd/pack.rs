@@ -13,15 +13,22 @@ use sealpush::store::Store;
 
 use super::{Exit, Globals};
 
+const HELP: &str =
+    "The archive's bytes depend only on the tree's content: entries in bytewise path order, \
+mtime fixed (SOURCE_DATE_EPOCH, else 1153704088), owner 0:0 without names, modes 0644/0755 \
+from the exec bit, no atime/ctime, no timestamps or names in the zstd/gzip headers. Symlinks \
+are stored as symlinks, hard links as hard links to their first name; sockets, fifos and \
+devices are refused. A file that changes while it is packed fails the pack. Packing the same \
+tree again stores nothing new. The exact format is in store-layout.md.
+
+Examples:
+  sealpush pack ./iu-cutter-v0.6
+  sealpush pack ./site --format tar.gz --out site.tar.gz
+  SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) sealpush pack ./build --json";
+
 /// Pack a tree into a reproducible tar.zst (default) or tar.gz and add it to the local store.
-///
-/// The archive's bytes depend only on the tree's content: entries in bytewise path order,
-/// mtime fixed (SOURCE_DATE_EPOCH, else 1153704088), owner 0:0 without names, modes 0644/0755
-/// from the exec bit, no atime/ctime, no timestamps or names in the zstd/gzip headers. Symlinks
-/// are stored as symlinks, hard links as hard links to their first name; sockets, fifos and
-/// devices are refused. A file that changes while it is packed fails the pack. Packing the same
-/// tree again stores nothing new.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// The directory to pack.
     #[arg(value_name = "DIR")]

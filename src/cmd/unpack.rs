@@ -9,14 +9,17 @@ use sealpush::store::Store;
 
 use super::{CheckFailed, Exit, Globals};
 
+const HELP: &str =
+    "Every entry is checked before it is written: no absolute paths or `..`, no symlink pointing \
+outside DEST or written through, no hard link outside or to a later entry, no devices or \
+fifos, no setuid/setgid/sticky bits, no duplicates, sizes consistent. Extraction happens in a \
+fresh temporary directory beside DEST, is verified against the artifact's manifest, and is \
+renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when the archive \
+is rejected, corrupt or does not match its manifest.";
+
 /// Safely unpack an artifact into DEST, which must not exist.
-///
-/// Every entry is checked before it is written: no absolute paths or `..`, no symlink pointing
-/// outside DEST or written through, no hard link outside or to a later entry, no devices or
-/// fifos, no setuid/setgid/sticky bits, no duplicates, sizes consistent. Extraction happens in a
-/// fresh temporary directory beside DEST, is verified against the artifact's manifest, and is
-/// renamed to DEST only then; a rejected archive leaves nothing behind.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// A store id, an unambiguous id prefix, an artifact name, or a path to a tar.zst/tar.gz.
     #[arg(value_name = "ARTIFACT")]
