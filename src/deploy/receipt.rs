@@ -249,26 +249,7 @@ pub fn render_receipt(r: &Receipt) -> String {
         }
     }
     let _ = writeln!(s, "4. Anchor");
-    match &r.anchor {
-        Some(a) => {
-            let _ = writeln!(s, "anchor_path: {}", a.path.display());
-            let _ = writeln!(s, "anchor_tree_sha256_before: {}", a.expected);
-            let _ = writeln!(s, "anchor_tree_sha256_after: {}", a.actual);
-            let _ = writeln!(s, "anchor_tree_identity: {}", a.actual_identity);
-            let _ = writeln!(
-                s,
-                "anchor_unchanged: {}",
-                if a.expected == a.actual && a.expected_identity == a.actual_identity {
-                    "YES"
-                } else {
-                    "NO"
-                }
-            );
-        }
-        None => {
-            let _ = writeln!(s, "anchor: none");
-        }
-    }
+    render_anchor(&mut s, r.anchor.as_ref());
     if let Some(c) = &r.check {
         let _ = writeln!(s, "5. Check");
         let _ = writeln!(s, "command: {}", c.output.command);
@@ -319,6 +300,29 @@ pub fn shell_quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The anchor section shared by the receipt and the rollback report: before/after digests and
+/// the verdict on them, in the seed's `key: value` style.
+pub(crate) fn render_anchor(s: &mut String, anchor: Option<&AnchorProof>) {
+    use std::fmt::Write as _;
+    match anchor {
+        Some(a) => {
+            let _ = writeln!(s, "anchor_path: {}", a.path.display());
+            let _ = writeln!(s, "anchor_tree_sha256_before: {}", a.expected);
+            let _ = writeln!(s, "anchor_tree_sha256_after: {}", a.actual);
+            let _ = writeln!(s, "anchor_tree_identity: {}", a.actual_identity);
+            let unchanged = a.expected == a.actual && a.expected_identity == a.actual_identity;
+            let _ = writeln!(
+                s,
+                "anchor_unchanged: {}",
+                if unchanged { "YES" } else { "NO" }
+            );
+        }
+        None => {
+            let _ = writeln!(s, "anchor: none");
+        }
+    }
 }
 
 #[cfg(test)]

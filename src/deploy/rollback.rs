@@ -364,25 +364,7 @@ pub fn render_rollback(r: &RollbackReport) -> String {
         let _ = writeln!(s, "kept: {k}");
     }
     let _ = writeln!(s, "2. Anchor");
-    match &r.anchor {
-        Some(a) => {
-            let _ = writeln!(s, "anchor_path: {}", a.path.display());
-            let _ = writeln!(s, "anchor_tree_sha256_before: {}", a.expected);
-            let _ = writeln!(s, "anchor_tree_sha256_after: {}", a.actual);
-            let _ = writeln!(
-                s,
-                "anchor_unchanged: {}",
-                if a.expected == a.actual && a.expected_identity == a.actual_identity {
-                    "YES"
-                } else {
-                    "NO"
-                }
-            );
-        }
-        None => {
-            let _ = writeln!(s, "anchor: none");
-        }
-    }
+    super::receipt::render_anchor(&mut s, r.anchor.as_ref());
     let _ = writeln!(s, "verdict: {}", if r.complete { "PASS" } else { "FAIL" });
     s
 }
