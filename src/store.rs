@@ -272,18 +272,16 @@ impl Store {
         write_new(&tmp.path().join("meta.json"), &json)?;
         let id = expected_id(&meta);
         let final_dir = self.artifacts_dir().join(&id);
+        let published = StoredArtifact {
+            archive: final_dir.join(archive_name),
+            manifest: packed.manifest,
+            meta,
+            id: Some(id.clone()),
+        };
         match pack::rename_noreplace(tmp.path(), &final_dir) {
             Ok(()) => {
                 let _ = tmp.keep();
-                Ok((
-                    StoredArtifact {
-                        archive: final_dir.join(archive_name),
-                        manifest: packed.manifest,
-                        meta,
-                        id: Some(id),
-                    },
-                    true,
-                ))
+                Ok((published, true))
             }
             Err(UnpackError::Exists { .. }) => {
                 let existing = match self.load(&id) {
@@ -298,23 +296,15 @@ impl Store {
                         fs::remove_dir_all(&final_dir).map_err(io_at(&final_dir))?;
                         pack::rename_noreplace(tmp.path(), &final_dir)?;
                         let _ = tmp.keep();
-                        return Ok((
-                            StoredArtifact {
-                                archive: final_dir.join(archive_name),
-                                manifest: packed.manifest,
-                                meta,
-                                id: Some(id),
-                            },
-                            true,
-                        ));
+                        return Ok((published, true));
                     }
                     Err(e) => return Err(e),
                 };
-                if existing.meta.archive_sha256 != meta.archive_sha256 {
+                if existing.meta.archive_sha256 != published.meta.archive_sha256 {
                     return Err(StoreError::Mismatch {
                         path: existing.archive,
                         what: "stored archive sha256 (packed again with other bytes: run `sealpush store verify`)",
-                        expected: meta.archive_sha256.to_hex(),
+                        expected: published.meta.archive_sha256.to_hex(),
                         actual: existing.meta.archive_sha256.to_hex(),
                     });
                 }
