@@ -2,9 +2,8 @@
 //! journal step. The same faults over a real sshd are in `sshd.rs`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use super::{stderr, stdout, Env, Host};
+use super::{flip_first_byte, stderr, stdout, Env, Host};
 
 /// Steps at which `SEALPUSH_FAULT` kills the process (before the mutation and after it).
 const STEPS: &[&str] = &[
@@ -27,14 +26,6 @@ const STEPS: &[&str] = &[
 
 /// A check that creates a name in the target, as `python3 -m unittest` creates `__pycache__`.
 const CHECK: &str = "mkdir -p made-by-check && echo ran > made-by-check/out";
-
-fn wait_for(path: &Path) {
-    let until = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(Instant::now() < until, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn local_deploy_status_rollback_end_to_end() {
@@ -267,35 +258,12 @@ pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
     let env = Env::new(host.clone());
     let anchor = env.real_recipe(&env.anchor);
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:verify:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let child = env.deploy_paused_at(&plan, &[], "verify");
     // Flip one byte of a staged file, as a faulty disk or another process would.
-    let staged = std::fs::read_dir(&env.parent)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .contains("sealpush-stage")
-        })
-        .unwrap()
-        .join("iu-cutter-v0.6/README.md");
-    let mut data = std::fs::read(&staged).unwrap();
-    data[0] ^= 1;
-    std::fs::write(&staged, data).unwrap();
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let staged = env.staging_dir().unwrap().join("iu-cutter-v0.6/README.md");
+    flip_first_byte(&staged);
+    child.release();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let e = stderr(&out);
     assert!(e.contains("README.md: expected sha256"), "{e}");
@@ -315,21 +283,10 @@ fn target_created_between_checks_and_promote_is_never_clobbered_local() {
 pub fn target_created_between_checks_and_promote_is_never_clobbered(host: Host) {
     let env = Env::new(host.clone());
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:promote:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let child = env.deploy_paused_at(&plan, &[], "promote");
     std::fs::create_dir(&env.target).unwrap();
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.release();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("promote refused"), "{}", stderr(&out));
     // The empty directory someone made is still there, still empty.
@@ -345,19 +302,7 @@ fn two_deploys_of_one_target_cannot_both_run_local() {
 pub fn two_deploys_of_one_target_cannot_both_run(host: Host) {
     let env = Env::new(host.clone());
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let first = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:materialise:{}", gate.display()),
-        )
-        .cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let first = env.deploy_paused_at(&plan, &[], "materialise");
     // A second deploy (another state dir, as from another machine or user) of the same target.
     let other_state = env.tmp.path().join("other-state");
     let second = env
@@ -372,8 +317,8 @@ pub fn two_deploys_of_one_target_cannot_both_run(host: Host) {
         .env("SEALPUSH_STATE_DIR", env.tmp.path().join("third-state"))
         .output();
     assert!(!third.status.success());
-    std::fs::write(&gate, b"").unwrap();
-    let out = first.wait_with_output().unwrap();
+    first.release();
+    let out = first.wait_with_output();
     assert!(out.status.success(), "{}", stderr(&out));
     env.assert_complete();
 }
@@ -455,24 +400,13 @@ fn ctrl_c_stops_at_a_safe_point_and_exits_130() {
     let env = Env::new(Host::Local);
     let anchor = env.real_recipe(&env.anchor);
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:materialise:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let child = env.deploy_paused_at(&plan, &[], "materialise");
     // SAFETY: signalling our own child process.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.release();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     env.assert_absent_or_complete(&anchor);

@@ -193,6 +193,38 @@ impl Env {
             .env("SEALPUSH_FAULT", "")
     }
 
+    /// A deploy held just before `step` by the test-only `SEALPUSH_FAULT=wait-before:` hook,
+    /// returned once it has reached the step; [`Paused::release`] lets it go on.
+    pub fn deploy_paused_at(&self, plan: &Path, extra: &[&str], step: &str) -> Paused {
+        let gate = self.tmp.path().join("gate");
+        let child = self
+            .deploy(plan, extra)
+            .env(
+                "SEALPUSH_FAULT",
+                format!("wait-before:{step}:{}", gate.display()),
+            )
+            .cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&gate.with_extension("reached"));
+        Paused { child, gate }
+    }
+
+    /// The deploy's staging directory beside the target, once it exists.
+    pub fn staging_dir(&self) -> Option<PathBuf> {
+        std::fs::read_dir(&self.parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .contains("sealpush-stage")
+            })
+    }
+
     pub fn deploy(&self, plan: &Path, extra: &[&str]) -> TestCommand {
         let mut args: Vec<std::ffi::OsString> = vec!["deploy".into(), plan.into()];
         args.extend(extra.iter().map(Into::into));
@@ -306,4 +338,42 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Waits (60 s at most) until `path` exists.
+pub fn wait_for(path: &Path) {
+    use std::time::{Duration, Instant};
+    let until = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(Instant::now() < until, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A deploy process held at a step (see [`Env::deploy_paused_at`]).
+pub struct Paused {
+    pub child: std::process::Child,
+    gate: PathBuf,
+}
+
+impl Paused {
+    /// Lets the deploy continue past the step.
+    pub fn release(&self) {
+        std::fs::write(&self.gate, b"").unwrap();
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait_with_output(self) -> std::process::Output {
+        self.child.wait_with_output().unwrap()
+    }
+}
+
+/// Flips one bit of a file's first byte, as a faulty disk or another process would.
+pub fn flip_first_byte(path: &Path) {
+    let mut data = std::fs::read(path).unwrap();
+    data[0] ^= 1;
+    std::fs::write(path, data).unwrap();
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{stderr, stdout, Env, Host};
+use super::{flip_first_byte, stderr, stdout, Env, Host};
 use crate::support::sshd::{descendants, Sshd};
 
 fn ssh_env(sshd: &Sshd) -> Env {
@@ -16,14 +16,6 @@ fn ssh_host(sshd: &Sshd) -> Host {
     Host::Ssh {
         alias: sshd.alias().to_string(),
         config: sshd.config_path(),
-    }
-}
-
-fn wait_for(path: &Path) {
-    let until = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(Instant::now() < until, "{} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -93,21 +85,10 @@ fn connection_cut_mid_deploy_leaves_target_absent_and_rerun_completes() {
     let env = ssh_env(&sshd);
     let anchor = env.real_recipe(&env.anchor);
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:verify:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let child = env.deploy_paused_at(&plan, &[], "verify");
     signal_all(&connections(&sshd), libc::SIGKILL);
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.release();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let e = stderr(&out);
     assert!(e.contains("rerun the same deploy"), "{e}");
@@ -145,32 +126,10 @@ fn connection_cut_mid_upload_leaves_target_absent_and_rerun_completes() {
         .unwrap();
     let plan = env.plan_for(&store_dir, &art);
     let anchor = env.real_recipe(&env.anchor);
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:materialise:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
-    std::fs::write(&gate, b"").unwrap();
+    let child = env.deploy_paused_at(&plan, &[], "materialise");
+    child.release();
     // Wait until bytes are arriving in the staged file, then cut the connection.
-    let staged = |env: &Env| {
-        std::fs::read_dir(&env.parent)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .contains("sealpush-stage")
-            })
-            .map(|p| p.join("iu-cutter-v0.6/blob.bin"))
-    };
+    let staged = |env: &Env| env.staging_dir().map(|p| p.join("iu-cutter-v0.6/blob.bin"));
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let len = staged(&env)
@@ -186,7 +145,7 @@ fn connection_cut_mid_upload_leaves_target_absent_and_rerun_completes() {
     let partial = staged(&env)
         .and_then(|p| std::fs::metadata(p).ok())
         .map_or(0, |m| m.len());
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("materialise"), "{}", stderr(&out));
     assert!(
@@ -211,23 +170,12 @@ fn stalled_server_ends_in_a_clear_error() {
     let _log = sshd.log_on_panic();
     let env = ssh_env(&sshd);
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
     let start = Instant::now();
-    let child = env
-        .deploy(&plan, &["--op-timeout", "3"])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:materialise:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let child = env.deploy_paused_at(&plan, &["--op-timeout", "3"], "materialise");
     let conns = connections(&sshd);
     signal_all(&conns, libc::SIGSTOP);
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.release();
+    let out = child.wait_with_output();
     signal_all(&conns, libc::SIGCONT);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
@@ -278,18 +226,7 @@ fn disk_full_during_upload_leaves_target_absent() {
     let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));
     let anchor = env.real_recipe(&env.anchor);
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &[])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:materialise:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
+    let child = env.deploy_paused_at(&plan, &[], "materialise");
     // Fill the filesystem after the space check, as another writer would.
     let filler = mnt.path().join("filler");
     let _ = std::process::Command::new("dd")
@@ -297,8 +234,8 @@ fn disk_full_during_upload_leaves_target_absent() {
         .arg(format!("of={}", filler.display()))
         .arg("bs=64k")
         .output();
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.release();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("materialise"), "{}", stderr(&out));
     env.assert_absent_or_complete(&anchor);
@@ -409,34 +346,11 @@ fn host_sha256sum_verify_is_recorded_and_catches_a_changed_byte() {
     // A byte flipped between upload and the host's sha256sum -c: refused, nothing promoted.
     let env = ssh_env(sshd);
     let plan = env.plan();
-    let gate = env.tmp.path().join("gate");
-    let child = env
-        .deploy(&plan, &["--verify", "host-sha256sum"])
-        .env(
-            "SEALPUSH_FAULT",
-            format!("wait-before:verify:{}", gate.display()),
-        )
-        .cmd
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&gate.with_extension("reached"));
-    let staged = std::fs::read_dir(&env.parent)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .contains("sealpush-stage")
-        })
-        .unwrap()
-        .join("iu-cutter-v0.6/README.md");
-    let mut data = std::fs::read(&staged).unwrap();
-    data[0] ^= 1;
-    std::fs::write(&staged, data).unwrap();
-    std::fs::write(&gate, b"").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let child = env.deploy_paused_at(&plan, &["--verify", "host-sha256sum"], "verify");
+    let staged = env.staging_dir().unwrap().join("iu-cutter-v0.6/README.md");
+    flip_first_byte(&staged);
+    child.release();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("host sha256sum check"),
