@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::digest::Digest;
 use crate::progress::Progress;
+use crate::tree::sha256sum::escape_into;
 
 /// First line of every encoded manifest; part of the identity, so a future format change
 /// changes every identity rather than silently colliding with this one.
@@ -382,18 +383,6 @@ fn describe(kind: &EntryKind) -> String {
         ),
         EntryKind::Symlink { target } => format!("symlink to {:?}", show(target)),
         EntryKind::Dir => "directory".to_string(),
-    }
-}
-
-/// sha256sum's escaping (coreutils >= 9.0): `\` `\n` `\r` as `\\` `\n` `\r`.
-fn escape_into(name: &[u8], out: &mut Vec<u8>) {
-    for &b in name {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
     }
 }
 

@@ -32,18 +32,23 @@ pub fn push_line(out: &mut Vec<u8>, digest: &Digest, name: &[u8]) {
     out.extend_from_slice(digest.to_hex().as_bytes());
     out.extend_from_slice(b"  ");
     if escape {
-        for &b in name {
-            match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                _ => out.push(b),
-            }
-        }
+        escape_into(name, out);
     } else {
         out.extend_from_slice(name);
     }
     out.push(b'\n');
+}
+
+/// sha256sum's escaping of a name (coreutils >= 9.0): `\` `\n` `\r` as `\\` `\n` `\r`.
+pub fn escape_into(name: &[u8], out: &mut Vec<u8>) {
+    for &b in name {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
 }
 
 /// The reason part of sha256sum's message for a failed argument: strerror without Rust's
