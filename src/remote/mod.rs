@@ -212,6 +212,10 @@ pub struct ConnectOptions {
     pub connect_timeout: std::time::Duration,
     /// Limit for any single remote operation; a stalled server ends in [`RemoteError::Timeout`].
     pub op_timeout: std::time::Duration,
+    /// Keep ssh's cipher order as configured. By default sealpush moves the AES-GCM ciphers
+    /// that the configuration already allows to the front when this CPU has AES instructions
+    /// (see `sftp::prefer_aes_gcm`).
+    pub keep_cipher_order: bool,
 }
 
 impl Default for ConnectOptions {
@@ -221,6 +225,7 @@ impl Default for ConnectOptions {
             accept_new_host_key: false,
             connect_timeout: std::time::Duration::from_secs(15),
             op_timeout: std::time::Duration::from_secs(60),
+            keep_cipher_order: false,
         }
     }
 }

@@ -197,7 +197,13 @@ impl SftpRemote {
             .enable_all()
             .build()
             .map_err(|e| connect_err(format!("cannot start the I/O runtime: {e}")))?;
-        let args = ssh_args(opts);
+        let mut args = ssh_args(opts);
+        if !opts.keep_cipher_order {
+            if let Some(list) = preferred_ciphers(host, opts) {
+                args.push("-o".into());
+                args.push(format!("Ciphers={list}").into());
+            }
+        }
         let stderr = Arc::new(Mutex::new(Vec::new()));
 
         // Spawn on a runtime worker: PR_SET_PDEATHSIG follows the spawning *thread*, and the
@@ -823,8 +829,57 @@ fn explain_ssh_failure(host: &str, opts: &ConnectOptions, stderr: &str) -> Strin
     msg
 }
 
-/// `ssh -G`: the hostname, port and first UserKnownHostsFile ssh would use for `host`.
-fn resolve_with_ssh_g(host: &str, opts: &ConnectOptions) -> Option<(String, u16, String)> {
+/// The cipher list to pass to ssh: the one its configuration gives for `host` (`ssh -G`), with
+/// the AES-GCM ciphers moved to the front, when this CPU has AES and carry-less multiply
+/// instructions. `None` (leave ssh alone) otherwise, or when the list already starts with one.
+///
+/// Why: OpenSSH puts chacha20-poly1305 first because it is fast without AES hardware; with it,
+/// AES-GCM moves bulk data at a fraction of the CPU cost, and on a loopback push (where client
+/// and server share the cores) that was 1.4x scp's default throughput here. The set of
+/// allowed ciphers is exactly the configured one, so a hardened configuration stays hardened;
+/// the server still picks the first cipher of this list that it supports.
+pub fn preferred_ciphers(host: &str, opts: &ConnectOptions) -> Option<String> {
+    if !cpu_has_aes() {
+        return None;
+    }
+    let configured = ssh_g(host, opts)?;
+    let field = configured
+        .lines()
+        .find_map(|l| l.strip_prefix("ciphers "))?;
+    gcm_first(field.trim())
+}
+
+/// `list` (comma-separated) with its `aes*-gcm@openssh.com` entries first, in their order; `None`
+/// when it has none or already starts with one.
+pub fn gcm_first(list: &str) -> Option<String> {
+    let all: Vec<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
+    let is_gcm = |c: &str| c.starts_with("aes") && c.ends_with("-gcm@openssh.com");
+    if all.first().map_or(true, |c| is_gcm(c)) || !all.iter().any(|c| is_gcm(c)) {
+        return None;
+    }
+    let (gcm, rest): (Vec<&str>, Vec<&str>) = all.iter().partition(|c| is_gcm(c));
+    Some([gcm, rest].concat().join(","))
+}
+
+fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// `ssh [-F FILE] -G -- host`: the configuration ssh would use, one `key value` a line.
+fn ssh_g(host: &str, opts: &ConnectOptions) -> Option<String> {
     let mut cmd = std::process::Command::new("ssh");
     if let Some(cfg) = &opts.ssh_config {
         cmd.arg("-F").arg(cfg);
@@ -834,12 +889,17 @@ fn resolve_with_ssh_g(host: &str, opts: &ConnectOptions) -> Option<(String, u16,
         .arg("--")
         .arg(host)
         .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .output()
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ssh -G`: the hostname, port and first UserKnownHostsFile ssh would use for `host`.
+fn resolve_with_ssh_g(host: &str, opts: &ConnectOptions) -> Option<(String, u16, String)> {
+    let text = ssh_g(host, opts)?;
     let field = |k: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' ')))
@@ -1897,6 +1957,56 @@ mod tests {
         assert_eq!(got, expect);
         assert!(stats.hid_posix_rename.load(Ordering::Relaxed));
         assert_eq!(stats.lossy_names.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn gcm_first_reorders_without_changing_the_set() {
+        let default = "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,\
+                       aes128-gcm@openssh.com,aes256-gcm@openssh.com";
+        assert_eq!(
+            gcm_first(default).as_deref(),
+            Some(
+                "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,\
+                 aes128-ctr,aes192-ctr,aes256-ctr"
+            )
+        );
+        // Nothing to gain, or nothing allowed to move: leave ssh's own order.
+        assert_eq!(
+            gcm_first("aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"),
+            None
+        );
+        assert_eq!(gcm_first("chacha20-poly1305@openssh.com,aes256-ctr"), None);
+        assert_eq!(gcm_first(""), None);
+    }
+
+    /// Against the real ssh: the list comes from the user's configuration, and a
+    /// configuration without AES-GCM gets no cipher it did not allow.
+    #[test]
+    fn preferred_ciphers_follow_the_real_ssh_configuration() {
+        if std::process::Command::new("ssh")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "ssh is missing");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("config");
+        let opts = |cfg: &Path| ConnectOptions {
+            ssh_config: Some(cfg.to_path_buf()),
+            ..ConnectOptions::default()
+        };
+        std::fs::write(
+            &cfg,
+            "Host h\n  Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com\n",
+        )
+        .unwrap();
+        let want = cpu_has_aes()
+            .then(|| "aes256-gcm@openssh.com,chacha20-poly1305@openssh.com".to_string());
+        assert_eq!(preferred_ciphers("h", &opts(&cfg)), want);
+        std::fs::write(&cfg, "Host h\n  Ciphers chacha20-poly1305@openssh.com\n").unwrap();
+        assert_eq!(preferred_ciphers("h", &opts(&cfg)), None);
     }
 
     #[test]
