@@ -93,10 +93,10 @@ fn open_decoder(archive: &Path) -> Result<Box<dyn Read>, UnpackError> {
     }
 }
 
-/// Hashes what is read through it.
+/// Counts, and hashes unless told not to, what is read through it.
 struct HashingReader<'a, R> {
     inner: &'a mut R,
-    hash: sha2::Sha256,
+    hash: Option<sha2::Sha256>,
     len: u64,
 }
 
@@ -104,7 +104,9 @@ impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use sha2::Digest as _;
         let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
@@ -119,6 +121,17 @@ impl<R: Read> Read for HashingReader<'_, R> {
 /// keeps memory bounded whatever the file sizes.
 pub fn read_checked(
     archive: &Path,
+    visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
+) -> Result<Manifest, UnpackError> {
+    read_checked_with(archive, None, visit)
+}
+
+/// [`read_checked`], but with `known` given, file contents are not hashed: each file entry takes
+/// the digest `known` has for its path (a zero digest if it has none, which no comparison with
+/// `known` accepts). For callers that verify every byte elsewhere against `known`.
+fn read_checked_with(
+    archive: &Path,
+    known: Option<&Manifest>,
     mut visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
 ) -> Result<Manifest, UnpackError> {
     let corrupt = |source| UnpackError::Corrupt {
@@ -159,13 +172,21 @@ pub fn read_checked(
         };
         let mut r = HashingReader {
             inner: &mut e,
-            hash: sha2::Digest::new(),
+            hash: known.is_none().then(sha2::Digest::new),
             len: 0,
         };
         visit(&checked, &mut r)?;
         // Whatever the visitor left unread still counts (and must be readable).
         io::copy(&mut r, &mut io::sink()).map_err(corrupt)?;
-        let (len, digest) = (r.len, Digest(sha2::Digest::finalize(r.hash).into()));
+        let len = r.len;
+        let digest = match (r.hash, known) {
+            (Some(h), _) => Digest(sha2::Digest::finalize(h).into()),
+            (None, Some(m)) => match m.get(&checked.path).map(|e| &e.kind) {
+                Some(EntryKind::File { sha256, .. }) => *sha256,
+                _ => Digest([0; 32]),
+            },
+            (None, None) => unreachable!("hashing is on without a known manifest"),
+        };
         let kind = match checked.kind {
             CheckedKind::File { size, executable } => {
                 if len != size {
@@ -224,6 +245,29 @@ pub fn unpack(
     expected: Option<&Manifest>,
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
+    unpack_with(archive, dest, expected, true, progress)
+}
+
+/// [`unpack`] against `expected` with every check except the content digests: paths, kinds,
+/// sizes, exec bits and link targets are compared, the bytes are not hashed. Only for a caller
+/// that verifies every file's content against `expected` itself before trusting it (a deploy
+/// reads each file back from the host and compares it with the manifest before the promote).
+pub fn unpack_unhashed(
+    archive: &Path,
+    dest: &Path,
+    expected: &Manifest,
+    progress: &dyn Progress,
+) -> Result<Manifest, UnpackError> {
+    unpack_with(archive, dest, Some(expected), false, progress)
+}
+
+fn unpack_with(
+    archive: &Path,
+    dest: &Path,
+    expected: Option<&Manifest>,
+    hash: bool,
+    progress: &dyn Progress,
+) -> Result<Manifest, UnpackError> {
     match fs::symlink_metadata(dest) {
         Ok(_) => {
             return Err(UnpackError::Exists {
@@ -277,7 +321,8 @@ pub fn unpack(
             });
         }
         let mut buf = vec![0u8; 256 * 1024];
-        let r = read_checked(archive, |entry, data| {
+        let known = if hash { None } else { expected };
+        let r = read_checked_with(archive, known, |entry, data| {
             if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(e);
             }

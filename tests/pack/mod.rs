@@ -917,3 +917,66 @@ fn a_deep_tree_packs_and_unpacks() {
     .unwrap();
     assert_eq!(m.identity(), a.manifest.identity());
 }
+
+/// The deploy's unpack against a trusted manifest checks structure and sizes but leaves content
+/// to the read-back: a manifest that differs in a size is refused, one that differs only in a
+/// digest is not (which is why the deploy must, and does, compare every byte read back from the
+/// host with the manifest; tests/deploy covers that a changed byte stops it).
+#[test]
+fn unhashed_unpack_checks_structure_and_sizes_not_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    build_tree(&t, "022", false, "@5", None);
+    let archive = tmp.path().join("t.tar.zst");
+    let opts = PackOptions::default();
+    fs::create_dir(tmp.path().join("x")).unwrap();
+    let packed = pack::pack_to_file(&t, &archive, &opts, &sealpush::progress::NoProgress).unwrap();
+    let m = packed.manifest;
+    let got = pack::unpack_unhashed(
+        &archive,
+        &tmp.path().join("x/t"),
+        &m,
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(got.identity(), m.identity());
+    assert_eq!(
+        real_recipe(&tmp.path().join("x"), "t"),
+        real_recipe(tmp.path(), "t")
+    );
+
+    let file = |m: &Manifest| {
+        m.entries
+            .iter()
+            .position(|e| matches!(e.kind, manifest::EntryKind::File { size, .. } if size > 0))
+            .unwrap()
+    };
+    let mut other_size = m.clone();
+    let i = file(&other_size);
+    if let manifest::EntryKind::File { size, .. } = &mut other_size.entries[i].kind {
+        *size += 1;
+    }
+    let err = pack::unpack_unhashed(
+        &archive,
+        &tmp.path().join("b"),
+        &other_size,
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    assert!(!tmp.path().join("b").exists());
+
+    let mut other_digest = m.clone();
+    let i = file(&other_digest);
+    if let manifest::EntryKind::File { sha256, .. } = &mut other_digest.entries[i].kind {
+        sha256.0[0] ^= 1;
+    }
+    let got = pack::unpack_unhashed(
+        &archive,
+        &tmp.path().join("c"),
+        &other_digest,
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(got.identity(), other_digest.identity());
+}
