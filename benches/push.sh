@@ -15,9 +15,19 @@
 # ../shared/sftp-notes.md. Client CPU is user+sys of the command and its children (ssh); server
 # CPU is the delta of the sshd listener's cutime+cstime (its per-connection children).
 #
+# Every timed command starts after a `sync` (untimed), so none pays for the writeback of the
+# previous one's data.
+#
+# Ciphers: scp and rsync use ssh's default order (chacha20-poly1305 first); sealpush moves the
+# AES-GCM ciphers the configuration allows to the front when the CPU has AES instructions.
+# SAME_CIPHER=aes128-gcm@openssh.com (or any cipher) writes `Ciphers X` into the client config,
+# so all three use that one cipher: the comparison of the tools alone.
+#
 # usage: benches/push.sh [1gib] [large] [small]      (default: all three)
 # env:   SEALPUSH (binary; default $CARGO_TARGET_DIR/release/sealpush), CORPUS (/tmp/corpus,
-#        built by ../shared/bench/make-corpus.sh), RUNS (3), RUNS_SMALL (2), KEEP=1 keeps $WORK.
+#        built by ../shared/bench/make-corpus.sh), RUNS (3), RUNS_SMALL (2), KEEP=1 keeps $WORK,
+#        REMOTE_DIR (where the "host" writes; default $WORK/remote on /tmp's disk; a tmpfs such
+#        as /dev/shm takes the filesystem out of the comparison), SAME_CIPHER (above).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,8 +45,11 @@ if [ -e "$CORPUS/.building" ]; then echo "corpus $CORPUS is still being built" >
 
 WORK=$(mktemp -d /tmp/sealpush-pushbench-XXXXXX)
 SSHD_PID=
+R=${REMOTE_DIR:+$REMOTE_DIR/sealpush-pushbench-$$}
+R=${R:-$WORK/remote}
 cleanup() {
   [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null || true
+  [ -n "${REMOTE_DIR:-}" ] && rm -rf "$R"
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -78,6 +91,7 @@ Host bench
   GlobalKnownHostsFile /dev/null
   StrictHostKeyChecking yes
   BatchMode yes
+${SAME_CIPHER:+  Ciphers $SAME_CIPHER}
 EOF
 /usr/sbin/sshd -D -f "$WORK/sshd/sshd_config" -E "$WORK/sshd/log" &
 SSHD_PID=$!
@@ -91,6 +105,7 @@ TCK=$(getconf CLK_TCK)
 timed() {
   local s0 s1
   s0=$(server_ticks)
+  sync
   /usr/bin/time -f '%e %U %S' -o "$WORK/time" "$@" > "$WORK/out" 2> "$WORK/err" || {
     echo "command failed: $*" >&2; cat "$WORK/err" >&2; exit 1; }
   sleep 0.3  # let sshd reap the connection's children
@@ -117,10 +132,11 @@ deploy_timed() {
   SEALPUSH_STATE_DIR=$WORK/state timed "$BIN" -q deploy "$WORK/plan.json" --json --ssh-config "$CFG" ${DEPLOY_ARGS:-} "$@"
 }
 receipt() { python3 -c "import json,sys; print(json.load(open('$WORK/out'))['$1'])"; }
-clean_remote() { rm -rf "$WORK/remote"; mkdir -p "$WORK/remote"; sync; }
+clean_remote() { rm -rf "$R"; mkdir -p "$R"; sync; }
 
 echo "sealpush push benchmarks: $("$BIN" --version), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "sshd: OpenSSH $(ssh -V 2>&1 | cut -d' ' -f1), loopback port $PORT; runs alternate; medians"
+echo "host side writes to $R ($(stat -f -c %T "$(dirname "$R")")); ciphers: ${SAME_CIPHER:-as each tool orders them by default}"
 
 # --- 1 GiB ------------------------------------------------------------------------------------
 if [[ " ${WHICH[*]} " == *" 1gib "* ]]; then
@@ -131,11 +147,11 @@ if [[ " ${WHICH[*]} " == *" 1gib "* ]]; then
   declare -a scp_t scp_c scp_s rs_t rs_c rs_s up_t dep_t dep_c dep_s
   for i in $(seq "$RUNS"); do
     clean_remote
-    timed scp -q -F "$CFG" "$WORK/local/big/big.bin" "bench:$WORK/remote/scp.bin"
+    timed scp -q -F "$CFG" "$WORK/local/big/big.bin" "bench:$R/scp.bin"
     scp_t+=("$T_WALL"); scp_c+=("$T_CPU"); scp_s+=("$T_SRV")
-    timed rsync -e "ssh -F $CFG" "$WORK/local/big/big.bin" "bench:$WORK/remote/rsync.bin"
+    timed rsync -e "ssh -F $CFG" "$WORK/local/big/big.bin" "bench:$R/rsync.bin"
     rs_t+=("$T_WALL"); rs_c+=("$T_CPU"); rs_s+=("$T_SRV")
-    deploy_timed "$ID" "$WORK/remote/big"
+    deploy_timed "$ID" "$R/big"
     up_t+=("$(receipt upload_secs)"); dep_t+=("$T_WALL"); dep_c+=("$T_CPU"); dep_s+=("$T_SRV")
     echo "  run $i: scp ${scp_t[-1]}s | rsync ${rs_t[-1]}s | sealpush upload $(receipt upload_secs)s verify $(receipt verify_secs)s deploy ${dep_t[-1]}s" >&2
   done
@@ -156,9 +172,9 @@ if [[ " ${WHICH[*]} " == *" large "* ]]; then
   declare -a l_scp l_dep l_up l_ver
   for i in $(seq "$RUNS"); do
     clean_remote
-    timed scp -q -F "$CFG" "$ARCHIVE" "bench:$WORK/remote/large.tar.zst"
+    timed scp -q -F "$CFG" "$ARCHIVE" "bench:$R/large.tar.zst"
     l_scp+=("$T_WALL")
-    deploy_timed "$ID" "$WORK/remote/large"
+    deploy_timed "$ID" "$R/large"
     l_dep+=("$T_WALL"); l_up+=("$(receipt upload_secs)"); l_ver+=("$(receipt verify_secs)")
     echo "  run $i: scp archive ${l_scp[-1]}s | deploy ${l_dep[-1]}s (local check+unpack $(receipt prepare_secs)s, upload ${l_up[-1]}s, verify ${l_ver[-1]}s, total in deploy $(receipt total_secs)s)" >&2
   done
@@ -175,14 +191,14 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
   declare -a s_scp s_rs s_dep s_up s_sdep s_sup
   for i in $(seq "$RUNS_SMALL"); do
     clean_remote
-    timed scp -q -r -F "$CFG" "$CORPUS/small" "bench:$WORK/remote/scp-small"
+    timed scp -q -r -F "$CFG" "$CORPUS/small" "bench:$R/scp-small"
     s_scp+=("$T_WALL")
-    timed rsync -a -e "ssh -F $CFG" "$CORPUS/small/" "bench:$WORK/remote/rsync-small/"
+    timed rsync -a -e "ssh -F $CFG" "$CORPUS/small/" "bench:$R/rsync-small/"
     s_rs+=("$T_WALL")
-    deploy_timed "$ID" "$WORK/remote/small"
+    deploy_timed "$ID" "$R/small"
     s_dep+=("$T_WALL"); s_up+=("$(receipt upload_secs)")
-    rm -rf "$WORK/remote/small" "$WORK/remote/.sealpush"
-    deploy_timed "$ID" "$WORK/remote/small" --sync
+    rm -rf "$R/small" "$R/.sealpush"
+    deploy_timed "$ID" "$R/small" --sync
     s_sdep+=("$T_WALL"); s_sup+=("$(receipt upload_secs)")
     echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s) | deploy --sync ${s_sdep[-1]}s (materialise ${s_sup[-1]}s)" >&2
   done
