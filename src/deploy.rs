@@ -958,7 +958,11 @@ impl Run<'_> {
                     size, executable, ..
                 } => Some(NewFile {
                     remote: shape::join(&root, p),
-                    local: shape::join(&self.art.tree, p),
+                    local: match &self.art.contents {
+                        artifact::Contents::Unpacked(tree) => shape::join(tree, p),
+                        // Streamed: no local file; only `remote`, `len` and `mode` are used.
+                        artifact::Contents::Archive(_) => PathBuf::new(),
+                    },
                     len: *size,
                     mode: if *executable { 0o755 } else { 0o644 },
                 }),
@@ -991,9 +995,24 @@ impl Run<'_> {
         let fsync = self.per_file_fsync();
         let progress = self.progress;
         let uploads_ref = &uploads;
+        let streamed_from = match &self.art.contents {
+            artifact::Contents::Archive(a) => Some(a.as_path()),
+            artifact::Contents::Unpacked(_) => None,
+        };
+        let manifest = &self.art.manifest;
+        let root_ref = &root;
         // When the last upload returned: the read-back still running after it is verify time.
         let mut uploaded_at: Option<Instant> = None;
+        // The stream's producer: Some(its outcome) once joined.
+        let mut produced: Option<Result<Option<(Digest, u64)>, DeployError>> = None;
+        let produced_ref = &mut produced;
         let result: Result<Vec<ReadBack>, DeployError> = std::thread::scope(|scope| {
+            // Files decompressed from the archive during the upload, when streaming: a small
+            // bound, so memory stays at a few MiB of small files plus pieces of large ones.
+            let (file_tx, mut file_rx) = tokio::sync::mpsc::channel(64);
+            let producer = streamed_from.map(|archive| {
+                scope.spawn(move || artifact::stream_files(archive, manifest, root_ref, file_tx))
+            });
             let (tx, rx) = std::sync::mpsc::channel::<std::ops::Range<usize>>();
             let reader = overlap.then(|| {
                 scope.spawn(move || {
@@ -1015,7 +1034,12 @@ impl Run<'_> {
             });
             let mut outcome = Ok(());
             for range in &batches {
-                if let Err(e) = remote.put_new_files(&uploads_ref[range.clone()], fsync, progress) {
+                let put = if streamed_from.is_some() {
+                    remote.put_streamed(&mut file_rx, range.len(), fsync, progress)
+                } else {
+                    remote.put_new_files(&uploads_ref[range.clone()], fsync, progress)
+                };
+                if let Err(e) = put {
                     outcome = Err(at("materialise")(e));
                     break;
                 }
@@ -1031,6 +1055,9 @@ impl Run<'_> {
                 }
             }
             drop(tx);
+            // Unblocks a producer still sending after an error; then its outcome.
+            drop(file_rx);
+            *produced_ref = producer.map(|h| h.join().expect("archive stream thread"));
             uploaded_at = Some(Instant::now());
             let read = reader
                 .map(|h| h.join().expect("read-back thread"))
@@ -1041,6 +1068,30 @@ impl Run<'_> {
         if let Some(u) = uploaded_at {
             self.verify_secs += u.elapsed().as_secs_f64();
             self.upload_secs -= u.elapsed().as_secs_f64();
+        }
+        // A stream that failed is the cause of whatever the upload then said ("the artifact
+        // stream ended early"); a stream that ended well must have read the plan's archive.
+        match produced {
+            Some(Err(e)) if !matches!(result, Err(DeployError::Interrupted { .. })) => {
+                return Err(e)
+            }
+            Some(Ok(None)) if result.is_ok() => {
+                return Err(DeployError::Artifact {
+                    path: self.sealed.plan.artifact.path.clone(),
+                    reason: "the archive stream stopped before its end".into(),
+                })
+            }
+            Some(Ok(Some((digest, size)))) if result.is_ok() => {
+                let a = &self.sealed.plan.artifact;
+                if digest != a.archive_sha256 || size != a.archive_size {
+                    return Err(DeployError::ArchiveMismatch {
+                        path: a.path.clone(),
+                        expected: a.archive_sha256,
+                        actual: digest,
+                    });
+                }
+            }
+            _ => {}
         }
         match result {
             Ok(read) => {

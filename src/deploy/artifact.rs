@@ -3,6 +3,12 @@
 //! unpack` ([`crate::pack::unpack`]: no absolute or `..` paths, no escaping symlinks, no
 //! devices, ...) into a private temp dir; the unpacked tree's identity must equal the plan's.
 //! Only then is the tree streamed to the host, file by file, from that checked copy.
+//!
+//! For an artifact of the store (its manifest beside the archive, with the plan's identity) the
+//! local copy is skipped: [`stream_files`] decompresses the archive during the upload, checks
+//! every entry as `sealpush unpack` does and against the manifest in order, and hashes the
+//! archive file on the way; the deploy checks that digest before anything is promoted, and
+//! compares every byte read back from the host with the manifest.
 
 use std::path::PathBuf;
 
@@ -10,22 +16,32 @@ use super::shape::{Kind, Shape};
 use super::{DeployError, Names};
 use crate::digest::Digest;
 use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::pack::CheckedKind;
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::remote::{Payload, StreamedFile};
 use crate::tree::{Collation, RecipeOptions};
 
-/// A verified, unpacked artifact.
+/// A checked artifact, ready to be sent.
 pub struct Prepared {
     /// Removed on drop.
-    _tmp: tempfile::TempDir,
-    /// The unpacked tree (`<tmp>/<target name>`, so its recipe spelling matches the target's).
-    pub tree: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub contents: Contents,
     pub manifest: Manifest,
     /// The manifest as a shape.
     pub expected: Shape,
     /// `cd <tmp> && find NAME -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`: the
     /// target's recipe digest once deployed, without DEPLOY-MANIFEST.txt.
     pub recipe_digest: Digest,
+}
+
+/// Where the bytes of a [`Prepared`] artifact come from.
+pub enum Contents {
+    /// The tree unpacked into a private temp dir (`<tmp>/<target name>`, so its recipe spelling
+    /// matches the target's), every check done.
+    Unpacked(PathBuf),
+    /// The archive, read during the upload by [`stream_files`].
+    Archive(PathBuf),
 }
 
 impl Prepared {
@@ -47,6 +63,22 @@ pub fn prepare(
         path: a.path.clone(),
         reason,
     };
+    let stored = stored_manifest(&a.path, &a.tree_identity);
+    if let Some(m) = stored.as_ref().filter(|m| streamable(m)) {
+        if m.get(super::DEPLOY_MANIFEST.as_bytes()).is_none() {
+            if let Some(recipe_digest) =
+                crate::manifest::recipe_from_entries(&names.name, &m.entries)
+            {
+                return Ok(Prepared {
+                    _tmp: None,
+                    contents: Contents::Archive(a.path.clone()),
+                    expected: shape_of(m),
+                    manifest: m.clone(),
+                    recipe_digest,
+                });
+            }
+        }
+    }
     let base = scratch_base(a.unpacked_bytes, a.files);
     sweep_orphans(&base);
     let tmp = tempfile::Builder::new()
@@ -66,7 +98,6 @@ pub fn prepare(
     // structure and sizes but does not hash the content: every byte is compared with this
     // manifest when it is read back from the host (or by sha256sum -c there), before the
     // promote. Hashing it here too cost a second of CPU per 2 GiB on the critical path.
-    let stored = stored_manifest(&a.path, &a.tree_identity);
     let (digest, manifest) = std::thread::scope(|s| {
         let hasher = s.spawn(|| crate::tree::hash_file(&a.path));
         let manifest = match &stored {
@@ -113,9 +144,9 @@ pub fn prepare(
         }
     };
     Ok(Prepared {
-        _tmp: tmp,
+        _tmp: Some(tmp),
         expected: shape_of(&manifest),
-        tree,
+        contents: Contents::Unpacked(tree),
         manifest,
         recipe_digest,
     })
@@ -127,6 +158,156 @@ fn stored_manifest(archive: &std::path::Path, identity: &Digest) -> Option<Manif
     Manifest::decode(&bytes)
         .ok()
         .filter(|m| m.identity() == *identity)
+}
+
+/// Whether [`stream_files`] can send this tree: a hard link's content is its target's, which
+/// the stream has already passed, so a tree where two non-empty files share their content (as
+/// every hard link does) goes through the unpacked copy instead.
+fn streamable(m: &Manifest) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    m.entries.iter().all(|e| match &e.kind {
+        EntryKind::File { size, sha256, .. } if *size > 0 => seen.insert((*size, *sha256)),
+        _ => true,
+    })
+}
+
+/// Files up to this size travel whole; larger ones in pieces, so memory stays bounded.
+const WHOLE: u64 = crate::remote::STREAM_PIECE as u64;
+
+/// Sends every file of `archive` (the artifact whose manifest is `manifest`) into `files`, as
+/// a new file under `root`, in archive order. Every entry is checked as `sealpush unpack`
+/// checks it, and must be the manifest's next entry (same path, kind, size, exec bit, link
+/// target); contents are not hashed here (the deploy compares what it reads back from the host
+/// with the manifest). Returns the sha256 and size of the archive file, read once for both;
+/// `None` when the receiving side hung up first (its own error is the one to report).
+pub fn stream_files(
+    archive: &std::path::Path,
+    manifest: &Manifest,
+    root: &std::path::Path,
+    files: tokio::sync::mpsc::Sender<StreamedFile>,
+) -> Result<Option<(Digest, u64)>, DeployError> {
+    let hung_up = std::cell::Cell::new(false);
+    let bad = |reason: String| DeployError::Artifact {
+        path: archive.to_path_buf(),
+        reason,
+    };
+    let stopped = || {
+        hung_up.set(true);
+        crate::pack::UnpackError::Io {
+            path: archive.to_path_buf(),
+            source: std::io::Error::other("the upload stopped"),
+        }
+    };
+    let mut next = manifest.entries.iter();
+    let streamed = crate::pack::read_checked_streaming(archive, manifest, |entry, data| {
+        let want = next.next();
+        // Ok(None): not a file; Ok(Some((size, exec))): a file to send; Err: not the manifest's.
+        let file = match (&entry.kind, want.map(|w| &w.kind)) {
+            _ if want.map_or(true, |w| w.path != entry.path) => Err(()),
+            (CheckedKind::Dir, Some(EntryKind::Dir)) => Ok(None),
+            (CheckedKind::Symlink { target }, Some(EntryKind::Symlink { target: t }))
+                if target == t =>
+            {
+                Ok(None)
+            }
+            (
+                CheckedKind::File { size, executable },
+                Some(EntryKind::File {
+                    size: s,
+                    executable: x,
+                    ..
+                }),
+            ) if size == s && executable == x => Ok(Some((*size, *executable))),
+            // Only an empty file can be a hard link here (see `streamable`).
+            (
+                CheckedKind::HardLink { .. },
+                Some(EntryKind::File {
+                    size: 0,
+                    executable,
+                    ..
+                }),
+            ) => Ok(Some((0, *executable))),
+            _ => Err(()),
+        };
+        let Ok(file) = file else {
+            return Err(crate::pack::UnpackError::Mismatch {
+                path: archive.to_path_buf(),
+                detail: format!(
+                    "entry {:?} is not the manifest's next entry ({})",
+                    crate::manifest::show(&entry.path),
+                    want.map_or("none left".into(), |w| format!(
+                        "{:?}",
+                        crate::manifest::show(&w.path)
+                    ))
+                ),
+            });
+        };
+        let Some((len, executable)) = file else {
+            return Ok(());
+        };
+        let remote = super::shape::join(root, &entry.path);
+        let mode = if executable { 0o755 } else { 0o644 };
+        if len <= WHOLE {
+            let mut buf = Vec::with_capacity(len as usize);
+            data.read_to_end(&mut buf)
+                .map_err(|source| crate::pack::UnpackError::Corrupt {
+                    path: archive.to_path_buf(),
+                    source,
+                })?;
+            let data = Payload::Whole(buf.into());
+            return files
+                .blocking_send(StreamedFile {
+                    remote,
+                    len,
+                    mode,
+                    data,
+                })
+                .map_err(|_| stopped());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        files
+            .blocking_send(StreamedFile {
+                remote,
+                len,
+                mode,
+                data: Payload::Pieces(rx),
+            })
+            .map_err(|_| stopped())?;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(crate::remote::STREAM_PIECE as u64) as usize;
+            let mut piece = vec![0u8; want];
+            data.read_exact(&mut piece)
+                .map_err(|source| crate::pack::UnpackError::Corrupt {
+                    path: archive.to_path_buf(),
+                    source,
+                })?;
+            tx.blocking_send(piece.into()).map_err(|_| stopped())?;
+            left -= want as u64;
+        }
+        Ok(())
+    });
+    if streamed.is_err() && hung_up.get() {
+        return Ok(None);
+    }
+    let (got, digest, size) = streamed.map_err(|e| {
+        // "corrupt or truncated archive: <decoder's words>", without repeating the path.
+        let text = e.to_string();
+        let mut reason = text
+            .strip_prefix(&format!("{}: ", archive.display()))
+            .unwrap_or(&text)
+            .to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            reason.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        bad(reason)
+    })?;
+    if next.next().is_some() || got.identity() != manifest.identity() {
+        return Err(bad("the archive's entries differ from its manifest".into()));
+    }
+    Ok(Some((digest, size)))
 }
 
 /// Prefix of the private unpack dirs: `sealpush-unpack-<pid>-<random>`.

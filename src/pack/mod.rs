@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use check::{CheckedEntry, CheckedKind};
-pub use unpack::{derive_manifest, read_checked, unpack, unpack_unhashed, UnpackError};
+pub use unpack::{
+    derive_manifest, read_checked, read_checked_streaming, unpack, unpack_unhashed, UnpackError,
+};
 pub use write::{pack_dir, pack_to_file, PackError, Packed};
 
 /// The fixed mtime of every entry when `SOURCE_DATE_EPOCH` is not set: 2006-07-24T01:21:28Z.

@@ -69,13 +69,37 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     }
 }
 
+/// sha256 and length of every byte read from the archive file, shared with the caller while the
+/// decoder owns the reader.
+type ArchiveTally = std::sync::Arc<std::sync::Mutex<(sha2::Sha256, u64)>>;
+
+/// The archive file, tallied when asked.
+struct Tallied {
+    file: fs::File,
+    tally: Option<ArchiveTally>,
+}
+
+impl Read for Tallied {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.file.read(buf)?;
+        if let Some(t) = &self.tally {
+            let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+            t.0.update(&buf[..n]);
+            t.1 += n as u64;
+        }
+        Ok(n)
+    }
+}
+
 /// Opens `archive` and returns a decompressing reader, format chosen by magic bytes.
-fn open_decoder(archive: &Path) -> Result<Box<dyn Read>, UnpackError> {
+fn open_decoder(archive: &Path, tally: Option<ArchiveTally>) -> Result<Box<dyn Read>, UnpackError> {
     let open = |source| UnpackError::Open {
         path: archive.to_path_buf(),
         source,
     };
-    let mut f = BufReader::with_capacity(1 << 20, fs::File::open(archive).map_err(open)?);
+    let file = fs::File::open(archive).map_err(open)?;
+    let mut f = BufReader::with_capacity(1 << 20, Tallied { file, tally });
     let head = {
         use io::BufRead;
         f.fill_buf().map_err(open)?.to_vec()
@@ -132,13 +156,37 @@ pub fn read_checked(
 fn read_checked_with(
     archive: &Path,
     known: Option<&Manifest>,
+    visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
+) -> Result<Manifest, UnpackError> {
+    read_checked_tallied(archive, known, None, visit)
+}
+
+/// [`read_checked`] against a known manifest (contents not hashed, as in [`unpack_unhashed`]),
+/// also returning the sha256 and size of the archive file itself, computed from the very bytes
+/// that were decompressed: one read of the file serves both the archive check and the entries.
+pub fn read_checked_streaming(
+    archive: &Path,
+    known: &Manifest,
+    visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
+) -> Result<(Manifest, Digest, u64), UnpackError> {
+    use sha2::Digest as _;
+    let tally: ArchiveTally = Default::default();
+    let m = read_checked_tallied(archive, Some(known), Some(tally.clone()), visit)?;
+    let (h, n) = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok((m, Digest(h.finalize().into()), n))
+}
+
+fn read_checked_tallied(
+    archive: &Path,
+    known: Option<&Manifest>,
+    tally: Option<ArchiveTally>,
     mut visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
 ) -> Result<Manifest, UnpackError> {
     let corrupt = |source| UnpackError::Corrupt {
         path: archive.to_path_buf(),
         source,
     };
-    let mut ar = tar::Archive::new(open_decoder(archive)?);
+    let mut ar = tar::Archive::new(open_decoder(archive, tally)?);
     let mut checker = Checker::new();
     let mut entries: Vec<Entry> = Vec::new();
     // Index by path of the files seen, for hard links.

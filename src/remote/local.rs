@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::{
-    DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, RemoteError, Result,
+    DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Payload, RemoteError,
+    Result, StreamedFile, STREAM_ENDED,
 };
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -335,6 +336,52 @@ impl super::Remote for LocalRemote {
             progress.advance(0, 1);
             Ok(())
         })
+    }
+
+    fn put_streamed(
+        &self,
+        files: &mut tokio::sync::mpsc::Receiver<StreamedFile>,
+        count: usize,
+        fsync: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        for _ in 0..count {
+            let f = files.blocking_recv().ok_or_else(|| RemoteError::Failed {
+                op: "put",
+                path: PathBuf::new(),
+                reason: STREAM_ENDED.into(),
+            })?;
+            require_absolute("put", &f.remote)?;
+            let mut dst = create_exclusive(&f.remote, f.mode)?;
+            let mut n = 0u64;
+            let mut put = |b: &[u8]| {
+                dst.write_all(b)
+                    .map_err(|e| io_err("write", &f.remote, e))?;
+                n += b.len() as u64;
+                progress.advance(b.len() as u64, 0);
+                Ok::<_, RemoteError>(())
+            };
+            match f.data {
+                Payload::Whole(b) => put(&b)?,
+                Payload::Pieces(mut rx) => {
+                    while let Some(b) = rx.blocking_recv() {
+                        put(&b)?;
+                    }
+                }
+            }
+            if n != f.len {
+                return Err(RemoteError::Failed {
+                    op: "put",
+                    path: f.remote.clone(),
+                    reason: format!("{STREAM_ENDED}: {n} of {} bytes", f.len),
+                });
+            }
+            if fsync {
+                dst.sync_all().map_err(|e| io_err("fsync", &f.remote, e))?;
+            }
+            progress.advance(0, 1);
+        }
+        Ok(())
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {

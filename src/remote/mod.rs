@@ -109,6 +109,35 @@ pub struct NewFile {
     pub mode: u32,
 }
 
+/// One file for [`Remote::put_streamed`]: its bytes come from a producer (a deploy decompressing
+/// its archive) rather than from a local file.
+#[derive(Debug)]
+pub struct StreamedFile {
+    /// Absolute remote path; must not exist (exclusive create).
+    pub remote: PathBuf,
+    /// Size the content must have; fewer bytes (a producer that stopped) is an error.
+    pub len: u64,
+    /// Permission bits to set on the remote file (0o644 or 0o755).
+    pub mode: u32,
+    pub data: Payload,
+}
+
+/// The content of a [`StreamedFile`].
+#[derive(Debug)]
+pub enum Payload {
+    /// All of it at once (small files).
+    Whole(bytes::Bytes),
+    /// In order, in pieces of at most [`STREAM_PIECE`] bytes (large files, so memory stays
+    /// bounded); the producer drops the sender at the end, or early when it fails.
+    Pieces(tokio::sync::mpsc::Receiver<bytes::Bytes>),
+}
+
+/// Why a streamed upload stopped short: the producer ended (its own error tells the cause).
+pub const STREAM_ENDED: &str = "the artifact stream ended early";
+
+/// Largest piece of a [`Payload::Pieces`]: one SFTP write request.
+pub const STREAM_PIECE: usize = 261_120;
+
 /// Errors from remote operations. Each carries the operation and path it is about; `Failed`
 /// carries the cause that sealpush diagnosed when the server only said "Failure".
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +215,16 @@ pub trait Remote: Send + Sync {
     fn write_new(&self, path: &Path, data: &[u8], mode: u32, fsync: bool) -> Result<()>;
     /// Uploads many files, each by exclusive create, many in flight. Parents must exist.
     fn put_new_files(&self, files: &[NewFile], fsync: bool, progress: &dyn Progress) -> Result<()>;
+    /// Uploads the next `count` files received from `files`, as [`Remote::put_new_files`] does.
+    /// The channel closing before `count` files, or a file's pieces ending short of its
+    /// length, is an error (the producer's own error says why).
+    fn put_streamed(
+        &self,
+        files: &mut tokio::sync::mpsc::Receiver<StreamedFile>,
+        count: usize,
+        fsync: bool,
+        progress: &dyn Progress,
+    ) -> Result<()>;
     /// Creates a symlink at `link` pointing to `target`; fails if `link` exists.
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
     /// Creates a hard link `link` to the existing file `existing`; fails if `link` exists.

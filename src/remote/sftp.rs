@@ -61,8 +61,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 use super::{
-    ConnectOptions, DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Remote,
-    RemoteError, Result,
+    ConnectOptions, DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Payload,
+    Remote, RemoteError, Result, StreamedFile, STREAM_ENDED,
 };
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -1348,7 +1348,7 @@ async fn hash_one(
 async fn put_one(
     c: Ctx<'_>,
     remote: &Path,
-    source: Source<'_>,
+    source: Body<'_>,
     mode: u32,
     fsync: bool,
     big: &Semaphore,
@@ -1362,7 +1362,13 @@ async fn put_one(
             c.sftp.options().write(true).create_new(true).open(remote),
         )
         .await?;
-    match fill(c, remote, file, source, mode, fsync, big, progress).await {
+    let filled = match source {
+        Body::Source(s) => fill(c, remote, file, s, mode, fsync, big, progress).await,
+        Body::Pieces(len, rx) => {
+            fill_pieces(c, remote, file, len, rx, mode, fsync, big, progress).await
+        }
+    };
+    match filled {
         Ok(()) => {
             progress.advance(0, 1);
             Ok(())
@@ -1384,7 +1390,7 @@ async fn put_one(
 async fn fill(
     c: Ctx<'_>,
     remote: &Path,
-    mut file: openssh_sftp_client::file::File,
+    file: openssh_sftp_client::file::File,
     source: Source<'_>,
     mode: u32,
     fsync: bool,
@@ -1404,6 +1410,7 @@ async fn fill(
         None
     };
     let f0 = file.clone();
+    let source = &source;
     stream::iter(0..n)
         .map(|i| {
             let mut h = f0.clone();
@@ -1426,6 +1433,17 @@ async fn fill(
         .try_collect::<()>()
         .await?;
     drop(f0);
+    finish_file(c, remote, file, mode, fsync).await
+}
+
+/// Sets the mode of a fully written file, fsyncs it when asked, closes it.
+async fn finish_file(
+    c: Ctx<'_>,
+    remote: &Path,
+    mut file: openssh_sftp_client::file::File,
+    mode: u32,
+    fsync: bool,
+) -> Result<()> {
     c.t("chmod", remote, file.set_permissions(perms(mode)))
         .await?;
     if fsync {
@@ -1434,11 +1452,84 @@ async fn fill(
     c.t("close", remote, file.close()).await
 }
 
-/// Where upload bytes come from.
-#[derive(Clone, Copy)]
+/// [`fill`] from pieces that arrive in order ([`Payload::Pieces`]): each piece is one write
+/// request at its offset, up to [`CHUNKS_PER_FILE`] in flight.
+#[allow(clippy::too_many_arguments)]
+async fn fill_pieces(
+    c: Ctx<'_>,
+    remote: &Path,
+    file: openssh_sftp_client::file::File,
+    len: u64,
+    pieces: tokio::sync::mpsc::Receiver<Bytes>,
+    mode: u32,
+    fsync: bool,
+    big: &Semaphore,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let depth = (len.div_ceil(CHUNK as u64) as usize).clamp(1, CHUNKS_PER_FILE);
+    let _permits = big
+        .acquire_many(depth as u32)
+        .await
+        .expect("semaphore never closed");
+    let f0 = file.clone();
+    let mut at = 0u64;
+    let arriving = stream::unfold(
+        pieces,
+        |mut rx| async move { rx.recv().await.map(|b| (b, rx)) },
+    );
+    arriving
+        .map(|data: Bytes| {
+            let mut h = f0.clone();
+            let off = at;
+            at += data.len() as u64;
+            async move {
+                if data.len() > CHUNK || off + data.len() as u64 > len {
+                    return Err(RemoteError::Failed {
+                        op: "write",
+                        path: remote.to_path_buf(),
+                        reason: format!(
+                            "the artifact stream sent more than the {len} bytes expected"
+                        ),
+                    });
+                }
+                let n = data.len() as u64;
+                set_offset(&mut h, off);
+                c.t("write", remote, h.write_all_zero_copy(&mut [data]))
+                    .await?;
+                progress.advance(n, 0);
+                Ok::<_, RemoteError>(n)
+            }
+        })
+        .buffer_unordered(depth)
+        .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+        .await
+        .and_then(|written| {
+            if written == len {
+                Ok(())
+            } else {
+                Err(RemoteError::Failed {
+                    op: "write",
+                    path: remote.to_path_buf(),
+                    reason: format!("{STREAM_ENDED}: {written} of {len} bytes"),
+                })
+            }
+        })?;
+    drop(f0);
+    finish_file(c, remote, file, mode, fsync).await
+}
+
+/// What a new file is filled from.
+enum Body<'a> {
+    Source(Source<'a>),
+    /// Expected length, pieces in order.
+    Pieces(u64, tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+/// Where upload bytes come from, read at any offset.
 enum Source<'a> {
     Memory(&'a [u8]),
     Local(&'a std::fs::File, u64),
+    Bytes(Bytes),
 }
 
 impl Source<'_> {
@@ -1446,11 +1537,13 @@ impl Source<'_> {
         match self {
             Source::Memory(d) => d.len() as u64,
             Source::Local(_, n) => *n,
+            Source::Bytes(b) => b.len() as u64,
         }
     }
     fn chunk(&self, at: u64, len: usize) -> std::io::Result<Bytes> {
         match self {
             Source::Memory(d) => Ok(Bytes::copy_from_slice(&d[at as usize..at as usize + len])),
+            Source::Bytes(b) => Ok(b.slice(at as usize..at as usize + len)),
             Source::Local(f, _) => {
                 let mut buf = vec![0u8; len];
                 f.read_exact_at(&mut buf, at)?;
@@ -1641,7 +1734,7 @@ impl Remote for SftpRemote {
             put_one(
                 c,
                 path,
-                Source::Memory(data),
+                Body::Source(Source::Memory(data)),
                 mode,
                 fsync,
                 &big,
@@ -1683,13 +1776,67 @@ impl Remote for SftpRemote {
                         put_one(
                             c,
                             &nf.remote,
-                            Source::Local(&local, nf.len),
+                            Body::Source(Source::Local(&local, nf.len)),
                             nf.mode,
                             fsync,
                             big,
                             progress,
                         )
                         .await
+                    }
+                })
+                .buffer_unordered(FILES_IN_FLIGHT)
+                .try_collect::<()>(),
+        )
+    }
+
+    fn put_streamed(
+        &self,
+        files: &mut tokio::sync::mpsc::Receiver<StreamedFile>,
+        count: usize,
+        fsync: bool,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let c = self.ctx();
+        let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
+        let fsync = fsync && self.fsync;
+        let arriving = stream::unfold((files, count), |(rx, left)| async move {
+            if left == 0 {
+                return None;
+            }
+            let next = rx.recv().await;
+            Some((next, (rx, left - 1)))
+        });
+        // Each request is bounded by op_timeout inside `put_one`; waiting for the producer is
+        // not (it is local work).
+        self.rt.block_on(
+            arriving
+                .map(|next| {
+                    let big = &big;
+                    async move {
+                        let f = next.ok_or_else(|| RemoteError::Failed {
+                            op: "put",
+                            path: PathBuf::new(),
+                            reason: STREAM_ENDED.into(),
+                        })?;
+                        let body = match f.data {
+                            Payload::Whole(b) if b.len() as u64 == f.len => {
+                                Body::Source(Source::Bytes(b))
+                            }
+                            Payload::Whole(b) => {
+                                return Err(RemoteError::Failed {
+                                    op: "put",
+                                    path: f.remote,
+                                    reason: format!(
+                                        "{STREAM_ENDED}: {} of {} bytes",
+                                        b.len(),
+                                        f.len
+                                    ),
+                                })
+                            }
+                            Payload::Pieces(rx) => Body::Pieces(f.len, rx),
+                        };
+                        put_one(c, &f.remote, body, f.mode, fsync, big, progress).await
                     }
                 })
                 .buffer_unordered(FILES_IN_FLIGHT)

@@ -1,7 +1,7 @@
 //! The deploy engine's logic over the local transport (`--host local`): fast, no server, every
 //! journal step. The same faults over a real sshd are in `sshd.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{flip_first_byte, stderr, stdout, Env, Host};
 
@@ -465,4 +465,74 @@ fn kill_during_the_cleanup_of_a_resumed_run_then_rerun_finishes() {
     env.assert_complete();
     env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
     assert_eq!(env.snapshot(), before);
+}
+
+/// A tree with a large file (sent in pieces) and small ones, packed into its own store.
+fn mixed_artifact(env: &Env, hard_link: bool) -> (PathBuf, sealpush::store::StoredArtifact) {
+    let src = env.tmp.path().join("mixed/payload");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let mut big = vec![0u8; 3 << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut big).unwrap();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("sub/f{i}.txt")), format!("file {i}\n")).unwrap();
+    }
+    if hard_link {
+        std::fs::hard_link(src.join("big.bin"), src.join("sub/big-again.bin")).unwrap();
+    }
+    let store_dir = env.tmp.path().join("mixed-store");
+    let store = sealpush::store::Store::open(Some(&store_dir)).unwrap();
+    let mut opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
+    opts.level = 1;
+    let art = store
+        .add_dir(&src, None, &opts, &sealpush::progress::NoProgress)
+        .unwrap();
+    (store_dir, art)
+}
+
+#[test]
+fn corrupted_stored_archive_stops_the_deploy_before_the_promote_local() {
+    corrupted_stored_archive_stops_the_deploy_before_the_promote(Host::Local);
+}
+
+/// The deploy streams a store artifact straight from its archive: a byte that rotted in the
+/// archive after the preflight (which re-hashed it) is caught by the stream's own checks (zstd's
+/// checksum, the archive sha256), and the target never appears.
+pub fn corrupted_stored_archive_stops_the_deploy_before_the_promote(host: Host) {
+    let env = Env::new(host);
+    let anchor = env.real_recipe(&env.anchor);
+    let (store, art) = mixed_artifact(&env, false);
+    let plan = env.plan_for(&store, &art);
+    // In the middle of the big file's stored (incompressible) bytes.
+    let archive = art.archive.clone();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&archive, &bytes).unwrap();
+    let out = env.deploy(&plan, &[]).output();
+    let e = stderr(&out);
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{e}");
+    assert!(
+        e.contains(&format!("artifact {}: corrupt", archive.display()))
+            || e.contains(&format!("artifact {}: expected sha256", archive.display())),
+        "{e}"
+    );
+    assert!(!env.target.exists());
+    env.assert_absent_or_complete(&anchor);
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
+/// Hard links cannot be streamed (a link's bytes are its target's, already passed): such a tree
+/// goes through the checked local copy and arrives complete, the link as a file of its own.
+#[test]
+fn tree_with_hard_links_deploys_through_the_unpacked_copy() {
+    let env = Env::new(Host::Local);
+    let (store, art) = mixed_artifact(&env, true);
+    let plan = env.plan_for(&store, &art);
+    env.deploy(&plan, &[]).ok();
+    let a = std::fs::read(env.target.join("big.bin")).unwrap();
+    let b = std::fs::read(env.target.join("sub/big-again.bin")).unwrap();
+    assert_eq!(a.len(), 3 << 20);
+    assert_eq!(a, b);
+    env.assert_audit();
 }

@@ -368,3 +368,10 @@ fn host_sha256sum_verify_is_recorded_and_catches_a_changed_byte() {
     assert_eq!(receipt["verdict"]["pass"], true);
     env.assert_complete();
 }
+
+#[test]
+fn corrupted_stored_archive_stops_the_deploy_before_the_promote_over_sftp() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    super::local::corrupted_stored_archive_stops_the_deploy_before_the_promote(ssh_host(sshd));
+}
