@@ -192,20 +192,19 @@ fn check_unchanged(
 fn read_whole(path: &Path, size: u64, stamp: &Stamp) -> Result<(Vec<u8>, Digest), PackError> {
     use sha2::Digest as _;
     let mut file = open_member(path)?;
-    let mut data = vec![0u8; size as usize];
-    let mut got = 0;
-    while got < data.len() {
-        match file.read(&mut data[got..]) {
-            Ok(0) => {
-                return Err(PackError::Changed {
-                    path: path.to_path_buf(),
-                    what: "it shrank".into(),
-                })
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err(path)(e)),
-        }
+    // Read into spare capacity (no zeroing of the buffer first: 850 MB of memset on the small
+    // corpus), at most `size` bytes (no end-of-file probe: a file that grew has a new size,
+    // which `check_unchanged` sees).
+    let mut data = Vec::with_capacity(size as usize);
+    (&mut file)
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(io_err(path))?;
+    if (data.len() as u64) < size {
+        return Err(PackError::Changed {
+            path: path.to_path_buf(),
+            what: "it shrank".into(),
+        });
     }
     check_unchanged(path, &file, size, stamp)?;
     let digest = Digest(sha2::Sha256::digest(&data).into());
