@@ -276,12 +276,27 @@ pub fn stream_files(
         let mut left = len;
         while left > 0 {
             let want = left.min(crate::remote::STREAM_PIECE as u64) as usize;
-            let mut piece = vec![0u8; want];
-            data.read_exact(&mut piece)
+            // Into spare capacity: no zeroing of bytes about to be overwritten.
+            let mut piece = Vec::with_capacity(want);
+            use std::io::Read as _;
+            let got = <&mut dyn std::io::Read as std::io::Read>::take(&mut *data, want as u64)
+                .read_to_end(&mut piece)
                 .map_err(|source| crate::pack::UnpackError::Corrupt {
                     path: archive.to_path_buf(),
                     source,
                 })?;
+            if got < want {
+                return Err(crate::pack::UnpackError::Corrupt {
+                    path: archive.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "entry {:?} is truncated",
+                            crate::manifest::show(&entry.path)
+                        ),
+                    ),
+                });
+            }
             tx.blocking_send(piece.into()).map_err(|_| stopped())?;
             left -= want as u64;
         }

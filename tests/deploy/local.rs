@@ -471,8 +471,7 @@ fn kill_during_the_cleanup_of_a_resumed_run_then_rerun_finishes() {
 fn mixed_artifact(env: &Env, hard_link: bool) -> (PathBuf, sealpush::store::StoredArtifact) {
     let src = env.tmp.path().join("mixed/payload");
     std::fs::create_dir_all(src.join("sub")).unwrap();
-    let mut big = vec![0u8; 3 << 20];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut big).unwrap();
+    let big = super::random_bytes(3 << 20);
     std::fs::write(src.join("big.bin"), &big).unwrap();
     for i in 0..20 {
         std::fs::write(src.join(format!("sub/f{i}.txt")), format!("file {i}\n")).unwrap();
@@ -480,14 +479,7 @@ fn mixed_artifact(env: &Env, hard_link: bool) -> (PathBuf, sealpush::store::Stor
     if hard_link {
         std::fs::hard_link(src.join("big.bin"), src.join("sub/big-again.bin")).unwrap();
     }
-    let store_dir = env.tmp.path().join("mixed-store");
-    let store = sealpush::store::Store::open(Some(&store_dir)).unwrap();
-    let mut opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
-    opts.level = 1;
-    let art = store
-        .add_dir(&src, None, &opts, &sealpush::progress::NoProgress)
-        .unwrap();
-    (store_dir, art)
+    env.store_tree(&src, "mixed-store")
 }
 
 #[test]

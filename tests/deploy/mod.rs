@@ -140,6 +140,16 @@ impl Env {
         self.plan_for(store.path(), art)
     }
 
+    /// Packs `src` (level 1: these trees are random bytes) into a new store `<tmp>/<name>`.
+    pub fn store_tree(&self, src: &Path, name: &str) -> (PathBuf, StoredArtifact) {
+        let store_dir = self.tmp.path().join(name);
+        let store = Store::open(Some(&store_dir)).unwrap();
+        let mut opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
+        opts.level = 1;
+        let art = store.add_dir(src, None, &opts, &NoProgress).unwrap();
+        (store_dir, art)
+    }
+
     /// The plan for deploying `art` (from the store at `store`) to `self.target`.
     pub fn plan_for(&self, store: &Path, art: &StoredArtifact) -> PathBuf {
         let path = self.tmp.path().join("plan.json");
@@ -338,6 +348,14 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `n` bytes from /dev/urandom.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut data = vec![0u8; n];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
+        .unwrap();
+    data
 }
 
 /// Waits (60 s at most) until `path` exists.

@@ -112,18 +112,8 @@ fn connection_cut_mid_upload_leaves_target_absent_and_rerun_completes() {
     // An artifact big enough that the upload is still running when the connection dies.
     let src = env.tmp.path().join("big/payload");
     std::fs::create_dir_all(&src).unwrap();
-    let mut data = vec![0u8; 32 << 20];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut data)
-        .unwrap();
-    std::fs::write(src.join("blob.bin"), &data).unwrap();
-    drop(data);
-    let store_dir = env.tmp.path().join("big-store");
-    let store = sealpush::store::Store::open(Some(&store_dir)).unwrap();
-    let mut opts = sealpush::pack::PackOptions::new(sealpush::pack::Format::TarZst);
-    opts.level = 1;
-    let art = store
-        .add_dir(&src, None, &opts, &sealpush::progress::NoProgress)
-        .unwrap();
+    std::fs::write(src.join("blob.bin"), super::random_bytes(32 << 20)).unwrap();
+    let (store_dir, art) = env.store_tree(&src, "big-store");
     let plan = env.plan_for(&store_dir, &art);
     let anchor = env.real_recipe(&env.anchor);
     let child = env.deploy_paused_at(&plan, &[], "materialise");
