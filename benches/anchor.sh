@@ -30,44 +30,9 @@ SSHD_PID=
 cleanup() { [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 
-# --- private sshd (same recipe as tests/support/sshd.rs) ---------------------------------------
-mkdir -p "$W/sshd" "$W/client" /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$W/sshd/host_ed25519"
-ssh-keygen -q -t ed25519 -N '' -f "$W/client/id_ed25519"
-cp "$W/client/id_ed25519.pub" "$W/sshd/authorized_keys"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$W/sshd/sshd_config" <<EOF
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $W/sshd/host_ed25519
-PidFile none
-AuthorizedKeysFile $W/sshd/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-MaxSessions 64
-MaxStartups 64:30:100
-UseDNS no
-EOF
-echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$W/sshd/host_ed25519.pub")" > "$W/client/known_hosts"
-cat > "$W/client/config" <<EOF
-Host bench
-  HostName 127.0.0.1
-  Port $PORT
-  User root
-  IdentityFile $W/client/id_ed25519
-  IdentitiesOnly yes
-  UserKnownHostsFile $W/client/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  BatchMode yes
-EOF
-/usr/sbin/sshd -D -f "$W/sshd/sshd_config" -E "$W/sshd/log" &
-SSHD_PID=$!
-for _ in $(seq 100); do ssh -F "$W/client/config" bench true 2>/dev/null && break; sleep 0.1; done
+# --- private sshd ----------------------------------------------------------------------------
+. "$HERE/benches/bench-sshd.sh"
+start_bench_sshd "$W"
 
 # A small artifact so preflight has something to plan; its target never exists.
 "$BIN" -q pack "$HERE/fixtures/iu-cutter-v0.6" --store "$W/store" --name bench-artifact >/dev/null
@@ -76,11 +41,11 @@ now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 recipe() {  # prints the digest
-  ssh -F "$W/client/config" bench "cd '$CORPUS' && find '$1' -type f | LC_ALL=C sort | xargs sha256sum | sha256sum" | cut -c1-64
+  ssh -F "$CFG" bench "cd '$CORPUS' && find '$1' -type f | LC_ALL=C sort | xargs sha256sum | sha256sum" | cut -c1-64
 }
 sealpush_anchor() {  # prints the digest
   local out
-  out=$("$BIN" -q preflight --host bench --ssh-config "$W/client/config" --store "$W/store" \
+  out=$("$BIN" -q preflight --host bench --ssh-config "$CFG" --store "$W/store" \
         --artifact bench-artifact --target "$CORPUS/.sealpush-bench-absent" --anchor "$CORPUS/$1" \
         --op-timeout 300 || true)
   printf '%s\n' "$out" | sed -n 's/^anchor_tree_sha256: //p'

@@ -54,49 +54,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --- private sshd -----------------------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$WORK"/{sshd,client,remote,local,state} /run/sshd
-chmod 700 "$WORK"/{sshd,client}
-ssh-keygen -q -t ed25519 -N '' -f "$WORK/sshd/host_ed25519"
-ssh-keygen -q -t ed25519 -N '' -f "$WORK/client/id_ed25519"
-cp "$WORK/client/id_ed25519.pub" "$WORK/sshd/authorized_keys"
-echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$WORK/sshd/host_ed25519.pub")" > "$WORK/client/known_hosts"
-cat > "$WORK/sshd/sshd_config" <<EOF
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $WORK/sshd/host_ed25519
-PidFile $WORK/sshd/sshd.pid
-AuthorizedKeysFile $WORK/sshd/authorized_keys
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-MaxSessions 64
-MaxStartups 64:30:100
-LogLevel ERROR
-EOF
-CFG=$WORK/client/config
-cat > "$CFG" <<EOF
-Host bench
-  HostName 127.0.0.1
-  Port $PORT
-  User root
-  IdentityFile $WORK/client/id_ed25519
-  IdentitiesOnly yes
-  UserKnownHostsFile $WORK/client/known_hosts
-  GlobalKnownHostsFile /dev/null
-  StrictHostKeyChecking yes
-  BatchMode yes
-${SAME_CIPHER:+  Ciphers $SAME_CIPHER}
-EOF
-/usr/sbin/sshd -D -f "$WORK/sshd/sshd_config" -E "$WORK/sshd/log" &
-SSHD_PID=$!
-for _ in $(seq 100); do ssh -F "$CFG" bench true 2>/dev/null && break; sleep 0.1; done
-ssh -F "$CFG" bench true
+# --- private sshd ----------------------------------------------------------------------------
+mkdir -p "$WORK"/{remote,local,state}
+. "$ROOT/benches/bench-sshd.sh"
+start_bench_sshd "$WORK"
 
 # --- helpers ----------------------------------------------------------------------------------
 server_ticks() { awk '{print $16 + $17}' "/proc/$SSHD_PID/stat"; }
