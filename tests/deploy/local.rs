@@ -69,19 +69,8 @@ fn local_deploy_status_rollback_end_to_end() {
         .env("X", "")
         .output();
     assert!(!st.status.success(), "status needs a target value");
-    let target = env.target.to_str().unwrap().to_string();
-    let st = env
-        .sealpush(["status", "--host", "local", "--target", &target])
-        .ok();
-    assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
     // rollback from the plan: the host is exactly as before.
-    let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
-    assert!(
-        stdout(&rb).contains("anchor_unchanged: YES"),
-        "{}",
-        stdout(&rb)
-    );
-    assert_eq!(env.snapshot(), before);
+    env.status_passes_then_rollback_restores(&plan, &before);
     // Rolled back: the plan can be deployed again.
     env.deploy(&plan, &[]).ok();
     env.assert_complete();

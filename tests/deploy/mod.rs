@@ -192,6 +192,34 @@ impl Env {
         }
     }
 
+    /// `sealpush status` of the target passes, then `sealpush rollback PLAN` re-proves the
+    /// anchor and leaves the host exactly as `before`.
+    pub fn status_passes_then_rollback_restores(
+        &self,
+        plan: &Path,
+        before: &BTreeMap<PathBuf, String>,
+    ) {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "status".into(),
+            "--host".into(),
+            self.destination().into(),
+            "--target".into(),
+            self.target.clone().into(),
+        ];
+        if let Host::Ssh { config, .. } = &self.host {
+            args.extend(["--ssh-config".into(), config.clone().into()]);
+        }
+        let st = self.sealpush(args).ok();
+        assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
+        let rb = self.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+        assert!(
+            stdout(&rb).contains("anchor_unchanged: YES"),
+            "{}",
+            stdout(&rb)
+        );
+        assert_eq!(&self.snapshot(), before, "host not exactly as before");
+    }
+
     /// `sealpush ARGS` with this env's state dir.
     pub fn sealpush<I, S>(&self, args: I) -> TestCommand
     where

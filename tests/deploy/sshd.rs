@@ -55,27 +55,7 @@ fn seed_scenario_side_by_side_with_unittest_check_then_rollback() {
     // Independently: the real recipe over ssh, sha256sum -c on the host.
     assert_eq!(env.real_recipe(&env.anchor), anchor);
     env.assert_complete();
-    let target = env.target.to_str().unwrap().to_string();
-    let cfg = sshd.config_path();
-    let st = env
-        .sealpush([
-            "status".as_ref(),
-            "--host".as_ref(),
-            sshd.alias().as_ref(),
-            "--target".as_ref(),
-            target.as_ref(),
-            "--ssh-config".as_ref(),
-            cfg.as_os_str(),
-        ])
-        .ok();
-    assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
-    let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
-    assert!(
-        stdout(&rb).contains("anchor_unchanged: YES"),
-        "{}",
-        stdout(&rb)
-    );
-    assert_eq!(env.snapshot(), before, "host not exactly as before");
+    env.status_passes_then_rollback_restores(&plan, &before);
 }
 
 #[test]
