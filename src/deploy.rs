@@ -1023,11 +1023,13 @@ impl Run<'_> {
                             journal::wait_point(Step::Verify);
                             first = false;
                         }
-                        let paths: Vec<PathBuf> = uploads_ref[range]
+                        // The plan's size as the hint: a file of exactly that size costs no
+                        // end-of-file request; any other size is read on to its end.
+                        let files: Vec<(PathBuf, u64)> = uploads_ref[range]
                             .iter()
-                            .map(|f| f.remote.clone())
+                            .map(|f| (f.remote.clone(), f.len))
                             .collect();
-                        out.extend(remote.hash_files(&paths, &crate::progress::NoProgress));
+                        out.extend(remote.hash_files_sized(&files, &crate::progress::NoProgress));
                     }
                     out
                 })
@@ -1173,7 +1175,22 @@ impl Run<'_> {
         let (files, bytes) = self.art.totals();
         self.record(Step::Verify, Phase::Intent, self.opts.verify.name())?;
         let root = self.names.staged_tree.clone();
-        let mut actual = shape::walk(self.remote, &root).map_err(at("verify"))?;
+        let (mut actual, odd) = shape::walk_deployed(self.remote, &root).map_err(at("verify"))?;
+        if !odd.is_empty() {
+            return Err(DeployError::TreeMismatch {
+                path: root,
+                differences: odd
+                    .iter()
+                    .take(10)
+                    .map(|(p, m)| {
+                        format!(
+                            "{}: mode {m:04o}, expected 0644 or 0755",
+                            String::from_utf8_lossy(p)
+                        )
+                    })
+                    .collect(),
+            });
+        }
         match self.opts.verify {
             VerifyMode::ReadBack => {
                 // Files already read back during the upload take those digests; anything
@@ -1183,9 +1200,18 @@ impl Run<'_> {
                 for (p, k) in actual.iter_mut() {
                     if let Kind::File { size, sha256, .. } = k {
                         match read_back.remove(&shape::join(&root, p)) {
-                            Some(Ok((d, n))) => {
-                                *size = n;
-                                *sha256 = Some(d);
+                            Some(Ok((d, n))) if n == *size => *sha256 = Some(d),
+                            // Listed at one size, read back at another: the file changed
+                            // on the host between the two.
+                            Some(Ok((_, n))) => {
+                                return Err(DeployError::TreeMismatch {
+                                    path: root.clone(),
+                                    differences: vec![format!(
+                                        "{}: listed with {} bytes, {n} bytes read back",
+                                        String::from_utf8_lossy(p),
+                                        *size
+                                    )],
+                                })
                             }
                             Some(Err(e)) => return Err(at("verify")(e)),
                             None => {

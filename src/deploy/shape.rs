@@ -56,6 +56,29 @@ fn kind_of(meta: &Meta) -> Kind {
 /// Walks `root` on the host (lstat view; never follows a symlink), reading symlink targets.
 /// File digests are left `None`; see [`hash_shape`].
 pub fn walk(remote: &dyn Remote, root: &Path) -> Result<Shape, RemoteError> {
+    walk_inner(remote, root, &mut |_, _| {})
+}
+
+/// Relative paths of files with a mode a deploy never gives, and that mode.
+pub type OddModes = Vec<(Vec<u8>, u32)>;
+
+/// [`walk`], and every file whose permission bits are not exactly 0644 or 0755 (the only modes
+/// a deploy gives), with its mode: the exec-bit comparison alone would not see a 0664.
+pub fn walk_deployed(remote: &dyn Remote, root: &Path) -> Result<(Shape, OddModes), RemoteError> {
+    let mut odd = Vec::new();
+    let shape = walk_inner(remote, root, &mut |rel, meta| {
+        if meta.kind == FileKind::File && meta.mode != 0o644 && meta.mode != 0o755 {
+            odd.push((rel.to_vec(), meta.mode));
+        }
+    })?;
+    Ok((shape, odd))
+}
+
+fn walk_inner(
+    remote: &dyn Remote,
+    root: &Path,
+    seen: &mut dyn FnMut(&[u8], &Meta),
+) -> Result<Shape, RemoteError> {
     let mut shape = Shape::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
@@ -66,6 +89,7 @@ pub fn walk(remote: &dyn Remote, root: &Path) -> Result<Shape, RemoteError> {
                 child.push(b'/');
             }
             child.extend_from_slice(&e.name);
+            seen(&child, &e.meta);
             let mut k = kind_of(&e.meta);
             match &mut k {
                 Kind::Dir => stack.push(child.clone()),
@@ -92,13 +116,17 @@ pub fn hash_shape(
     shape: &mut Shape,
     progress: &dyn crate::progress::Progress,
 ) -> Result<(), RemoteError> {
-    let rels: Vec<Vec<u8>> = shape
+    let rels: Vec<(Vec<u8>, u64)> = shape
         .iter()
-        .filter(|(_, k)| matches!(k, Kind::File { .. }))
-        .map(|(p, _)| p.clone())
+        .filter_map(|(p, k)| match k {
+            Kind::File { size, .. } => Some((p.clone(), *size)),
+            _ => None,
+        })
         .collect();
-    let paths: Vec<PathBuf> = rels.iter().map(|r| join(root, r)).collect();
-    let results = remote.hash_files(&paths, progress);
+    // The walk's sizes are hints: a file still of that size needs no end-of-file request.
+    let files: Vec<(PathBuf, u64)> = rels.iter().map(|(r, n)| (join(root, r), *n)).collect();
+    let results = remote.hash_files_sized(&files, progress);
+    let rels = rels.into_iter().map(|(r, _)| r);
     for (rel, res) in rels.into_iter().zip(results) {
         let (digest, n) = res?;
         if let Some(Kind::File { size, sha256, .. }) = shape.get_mut(&rel) {

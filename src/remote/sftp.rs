@@ -45,7 +45,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -102,7 +102,13 @@ pub struct SftpRemote {
     fsync: bool,
     statvfs: bool,
     filter: Arc<FilterStats>,
+    /// The mode an exclusive create without attributes gives here (the server's umask, or a
+    /// default ACL), learned from the first file: [`CREATE_MODE_KNOWN`] | mode, 0 until then.
+    create_mode: AtomicU32,
 }
+
+/// Marks [`SftpRemote::create_mode`] as learned.
+const CREATE_MODE_KNOWN: u32 = 1 << 16;
 
 impl std::fmt::Debug for SftpRemote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -285,6 +291,7 @@ impl SftpRemote {
             child: Mutex::new(Some(child)),
             stderr,
             stalled: AtomicBool::new(false),
+            create_mode: AtomicU32::new(0),
             fsync,
             statvfs,
             filter,
@@ -454,6 +461,7 @@ impl SftpRemote {
             statvfs: self.statvfs,
             limit: self.opts.op_timeout,
             stalled: &self.stalled,
+            create_mode: &self.create_mode,
         }
     }
 }
@@ -484,6 +492,7 @@ struct Ctx<'a> {
     statvfs: bool,
     limit: Duration,
     stalled: &'a AtomicBool,
+    create_mode: &'a AtomicU32,
 }
 
 impl Ctx<'_> {
@@ -1437,6 +1446,11 @@ async fn fill(
 }
 
 /// Sets the mode of a fully written file, fsyncs it when asked, closes it.
+///
+/// The chmod is skipped when the server is known to create files with `mode` already: one
+/// request fewer per file, which is a fifth of a small file's cost. That is learned once per
+/// connection with an lstat of the first file (the sftp-server's umask is fixed for its life);
+/// the deploy's verify re-checks every file's mode from the listing.
 async fn finish_file(
     c: Ctx<'_>,
     remote: &Path,
@@ -1444,8 +1458,19 @@ async fn finish_file(
     mode: u32,
     fsync: bool,
 ) -> Result<()> {
-    c.t("chmod", remote, file.set_permissions(perms(mode)))
-        .await?;
+    let mut created = c.create_mode.load(Ordering::Relaxed);
+    if created == 0 {
+        // An lstat of the name: the handle is write-only, and the name is ours (exclusive).
+        let m = c
+            .t("chmod", remote, c.sftp.fs().symlink_metadata(remote))
+            .await?;
+        created = CREATE_MODE_KNOWN | meta_of(&m).mode;
+        c.create_mode.store(created, Ordering::Relaxed);
+    }
+    if created != CREATE_MODE_KNOWN | (mode & 0o7777) {
+        c.t("chmod", remote, file.set_permissions(perms(mode)))
+            .await?;
+    }
     if fsync {
         c.t("fsync", remote, file.sync_all()).await?;
     }

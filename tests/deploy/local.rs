@@ -265,6 +265,35 @@ pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
 }
 
 #[test]
+fn mode_changed_between_upload_and_verify_stops_the_deploy_local() {
+    mode_changed_between_upload_and_verify_stops_the_deploy(Host::Local);
+}
+
+/// The exec-bit comparison alone would accept a group-writable file; the verify checks every
+/// staged file's exact mode (SFTP uploads skip the chmod when the server already creates files
+/// with the right mode, so this check is what guarantees it).
+pub fn mode_changed_between_upload_and_verify_stops_the_deploy(host: Host) {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    let child = env.deploy_paused_at(&plan, &[], "verify");
+    let staged = env.staging_dir().unwrap().join("iu-cutter-v0.6/README.md");
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o664)).unwrap();
+    child.release();
+    let out = child.wait_with_output();
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("README.md: mode 0664, expected 0644 or 0755"),
+        "{e}"
+    );
+    assert!(!env.target.exists());
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+}
+
+#[test]
 fn target_created_between_checks_and_promote_is_never_clobbered_local() {
     target_created_between_checks_and_promote_is_never_clobbered(Host::Local);
 }

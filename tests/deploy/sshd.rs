@@ -2,7 +2,7 @@
 //! end to end, and the faults that need a real server (connection cut, stalled server, full
 //! disk, external kill -9 at a random time).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{flip_first_byte, stderr, stdout, Env, Host};
@@ -303,10 +303,62 @@ mod sftp {
     over_sftp!(
         drift_after_preflight_stops_before_writing_anything,
         byte_changed_between_upload_and_read_back_stops_the_deploy,
+        mode_changed_between_upload_and_verify_stops_the_deploy,
         target_created_between_checks_and_promote_is_never_clobbered,
         two_deploys_of_one_target_cannot_both_run,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
+}
+
+#[test]
+fn modes_are_exact_whatever_the_servers_umask() {
+    // sealpush learns the mode the server gives a new file and chmods only when it differs:
+    // under umask 002 new files come out 0664, so every file still needs its chmod.
+    use std::os::unix::fs::PermissionsExt;
+    for umask in ["002", "077"] {
+        let sshd = Sshd::start_with_sftp(&format!("-u {umask}"));
+        let _log = sshd.log_on_panic();
+        let env = ssh_env(&sshd);
+        let plan = env.plan();
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        let src = crate::support::fixtures().join("iu-cutter-v0.6");
+        let mut checked = 0;
+        for e in walkdir(&env.target) {
+            let m = std::fs::symlink_metadata(&e).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            let rel = e.strip_prefix(&env.target).unwrap();
+            if m.is_dir() {
+                assert_eq!(mode, 0o755, "umask {umask}: {}", rel.display());
+            } else if m.is_file() && rel != Path::new("DEPLOY-MANIFEST.txt") {
+                let exec = std::fs::metadata(src.join(rel))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o100;
+                let want = if exec != 0 { 0o755 } else { 0o644 };
+                assert_eq!(mode, want, "umask {umask}: {}", rel.display());
+                checked += 1;
+            }
+        }
+        assert!(checked > 5, "only {checked} files checked");
+    }
+}
+
+/// Every path under `root` (not following symlinks), root excluded.
+fn walkdir(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]

@@ -190,6 +190,16 @@ impl Sshd {
 
     /// `None` (after a loud message) when sshd is missing outside CI.
     pub fn try_start() -> Option<Sshd> {
+        Sshd::try_start_with_sftp("")
+    }
+
+    /// A private server whose sftp subsystem runs as `internal-sftp {args}` (for example
+    /// `-u 002`, a umask that makes new files group-writable).
+    pub fn start_with_sftp(args: &str) -> Sshd {
+        Sshd::try_start_with_sftp(args).expect("sshd is not installed")
+    }
+
+    fn try_start_with_sftp(sftp_args: &str) -> Option<Sshd> {
         if !available() {
             return None;
         }
@@ -198,7 +208,7 @@ impl Sshd {
             .tempdir()
             .expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let (child, port) = launch(&dir);
+        let (child, port) = launch(&dir, sftp_args);
         Some(Sshd {
             dir,
             _tmp: Some(tmp),
@@ -230,7 +240,7 @@ impl Sshd {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let d = dir.clone();
                 std::thread::spawn(move || {
-                    tx.send(launch(&d)).unwrap();
+                    tx.send(launch(&d, "")).unwrap();
                     loop {
                         std::thread::park();
                     }
@@ -461,7 +471,7 @@ fn client_config(
 
 /// Writes keys and configs under `dir`, starts sshd on a free port (retrying on a collision),
 /// and waits until it answers.
-fn launch(dir: &Path) -> (Child, u16) {
+fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
     let sshd_dir = dir.join("sshd");
     let client_dir = dir.join("client");
     // 0755 so the unprivileged test user can read its authorized_keys (sshd reads it as the user).
@@ -492,7 +502,7 @@ fn launch(dir: &Path) -> (Child, u16) {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\n\
              AuthorizedKeysFile {ak}/%u\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-             Subsystem sftp internal-sftp\nMaxSessions 64\nMaxStartups 64:30:100\nLogLevel VERBOSE\n\
+             Subsystem sftp internal-sftp {sftp_args}\nMaxSessions 64\nMaxStartups 64:30:100\nLogLevel VERBOSE\n\
              UseDNS no\nPrintMotd no\nX11Forwarding no\nAllowTcpForwarding no\nClientAliveInterval 0\n",
             hk = host_key.display(),
             ak = sshd_dir.join("authorized_keys").display(),
