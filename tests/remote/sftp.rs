@@ -690,3 +690,15 @@ fn bare_failures_are_diagnosed_read_only_and_full_filesystems() {
     assert!(e.to_string().contains("read-only filesystem"), "{e}");
     assert!(r.statvfs(&ro.0).unwrap().read_only);
 }
+
+#[test]
+fn a_remote_outlives_the_thread_that_connected_it() {
+    // ssh is killed (PR_SET_PDEATHSIG) when the thread that spawned it ends: that must be a
+    // thread of the SftpRemote's own, not the caller's.
+    let sshd = crate::sshd_or_skip!(shared);
+    let d = scratch();
+    let r = std::thread::scope(|s| s.spawn(|| connect(sshd)).join().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let m = r.lstat(d.path()).unwrap().expect("scratch dir listed");
+    assert_eq!(m.kind, FileKind::Dir);
+}
