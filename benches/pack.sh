@@ -13,7 +13,7 @@
 #   unpack  : sealpush unpack ARCHIVE DEST  vs  tar -xf ARCHIVE -C DEST   (small, the tar.zst)
 #
 # sealpush's side includes everything `pack` does: hashing every file into the manifest, the
-# recipe digest, writing into a fresh store and fsyncing the archive. Its unpack includes the
+# recipe digest and writing into a fresh store (not fsynced, like the GNU pipeline). Its unpack includes the
 # entry checks and verifying the extracted content against the manifest.
 #
 # Env: SEALPUSH (binary; default $CARGO_TARGET_DIR/release/sealpush or target/release/sealpush),

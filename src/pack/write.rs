@@ -188,10 +188,61 @@ fn check_unchanged(
     Ok(())
 }
 
+/// [`open_member`] by name inside an open directory: no path walk from the root per file
+/// (100,000 small files spent a tenth of the pack's kernel time looking up their paths).
+fn open_member_at(dir: &fs::File, name: &[u8], path: &Path) -> Result<fs::File, PackError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = std::ffi::CString::new(name).map_err(|e| io_err(path)(io::Error::other(e)))?;
+    // SAFETY: a valid directory fd and a NUL-terminated name; the new fd is owned by the File.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io_err(path)(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { fs::File::from_raw_fd(fd) })
+}
+
+/// The directory last opened by a reader, reused while its files follow each other (they do:
+/// manifest order keeps a directory's files together).
+#[derive(Default)]
+struct DirCache {
+    dir: Option<(PathBuf, fs::File)>,
+}
+
+impl DirCache {
+    fn open(&mut self, path: &Path) -> Result<fs::File, PackError> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return open_member(path);
+        };
+        if self.dir.as_ref().map(|(p, _)| p.as_path()) != Some(parent) {
+            let d = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(parent)
+                .map_err(io_err(parent))?;
+            self.dir = Some((parent.to_path_buf(), d));
+        }
+        let (_, d) = self.dir.as_ref().expect("just set");
+        use std::os::unix::ffi::OsStrExt;
+        open_member_at(d, name.as_bytes(), path)
+    }
+}
+
 /// Reads a whole (small) file, hashing it, and checks it did not change.
-fn read_whole(path: &Path, size: u64, stamp: &Stamp) -> Result<(Vec<u8>, Digest), PackError> {
+fn read_whole(
+    dirs: &mut DirCache,
+    path: &Path,
+    size: u64,
+    stamp: &Stamp,
+) -> Result<(Vec<u8>, Digest), PackError> {
     use sha2::Digest as _;
-    let mut file = open_member(path)?;
+    let mut file = dirs.open(path)?;
     // Read into spare capacity (no zeroing of the buffer first: 850 MB of memset on the small
     // corpus), at most `size` bytes (no end-of-file probe: a file that grew has a new size,
     // which `check_unchanged` sees).
@@ -256,9 +307,10 @@ fn produce(
             })
             .collect();
         rayon::spawn(move || {
+            let mut dirs = DirCache::default();
             let out: Prefetched = jobs
                 .iter()
-                .map(|(p, size, stamp)| read_whole(p, *size, stamp))
+                .map(|(p, size, stamp)| read_whole(&mut dirs, p, *size, stamp))
                 .collect();
             // The producer may have stopped on an error: nobody to tell.
             let _ = btx.send(out);
