@@ -953,9 +953,11 @@ pub fn survey_anchor(
     let mut level = vec![Vec::<u8>::new()];
     let mut specials = Vec::new();
     while !level.is_empty() {
-        let listed = par_map(&level, |rel| {
-            remote.read_dir(&anchor.join(OsStr::from_bytes(rel)))
-        });
+        let paths: Vec<PathBuf> = level
+            .iter()
+            .map(|rel| anchor.join(OsStr::from_bytes(rel)))
+            .collect();
+        let listed = remote.read_dirs(&paths);
         let mut next = Vec::new();
         for (rel, list) in level.iter().zip(listed) {
             let list = list?;
@@ -1048,35 +1050,6 @@ pub fn survey_anchor(
         bytes: out.bytes,
     };
     Ok((anchor, manifest))
-}
-
-/// `f` over `items` on up to 16 threads (blocking remote calls overlap), results in order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    const THREADS: usize = 16;
-    if items.len() <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let n = items.len().min(THREADS);
-    let f = &f;
-    let mut parts: Vec<Vec<(usize, R)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|t| {
-                s.spawn(move || {
-                    (t..items.len())
-                        .step_by(n)
-                        .map(|i| (i, f(&items[i])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("listing thread panicked"))
-            .collect()
-    });
-    let mut all: Vec<(usize, R)> = parts.drain(..).flatten().collect();
-    all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, r)| r).collect()
 }
 
 fn join_rel(a: &[u8], b: &[u8]) -> Vec<u8> {

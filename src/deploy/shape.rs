@@ -80,30 +80,36 @@ fn walk_inner(
     seen: &mut dyn FnMut(&[u8], &Meta),
 ) -> Result<Shape, RemoteError> {
     let mut shape = Shape::new();
-    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = join(root, &rel);
-        for e in remote.read_dir(&dir)? {
-            let mut child = rel.clone();
-            if !child.is_empty() {
-                child.push(b'/');
-            }
-            child.extend_from_slice(&e.name);
-            seen(&child, &e.meta);
-            let mut k = kind_of(&e.meta);
-            match &mut k {
-                Kind::Dir => stack.push(child.clone()),
-                Kind::Symlink { target } => {
-                    *target = remote
-                        .read_link(&join(root, &child))?
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec();
+    // Breadth-first, one level at a time, so the transport can list a level's directories
+    // concurrently.
+    let mut level: Vec<Vec<u8>> = vec![Vec::new()];
+    while !level.is_empty() {
+        let paths: Vec<PathBuf> = level.iter().map(|rel| join(root, rel)).collect();
+        let mut next = Vec::new();
+        for (rel, listed) in level.iter().zip(remote.read_dirs(&paths)) {
+            for e in listed? {
+                let mut child = rel.clone();
+                if !child.is_empty() {
+                    child.push(b'/');
                 }
-                _ => {}
+                child.extend_from_slice(&e.name);
+                seen(&child, &e.meta);
+                let mut k = kind_of(&e.meta);
+                match &mut k {
+                    Kind::Dir => next.push(child.clone()),
+                    Kind::Symlink { target } => {
+                        *target = remote
+                            .read_link(&join(root, &child))?
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec();
+                    }
+                    _ => {}
+                }
+                shape.insert(child, k);
             }
-            shape.insert(child, k);
         }
+        level = next;
     }
     Ok(shape)
 }

@@ -75,6 +75,8 @@ const FILES_IN_FLIGHT: usize = 64;
 /// Files in flight while hashing: reading many small files is latency-bound (open, read, close
 /// are sequential per file), and 256 measured about twice as fast as 64 on 100,000 small files.
 const HASH_FILES_IN_FLIGHT: usize = 256;
+/// Directories listed concurrently by `read_dirs`.
+const DIRS_IN_FLIGHT: usize = 32;
 /// Chunk requests in flight for the large-file phase of bulk operations, shared by all files:
 /// bounds memory to about 16 MiB however many large files there are.
 const BIG_CHUNKS_IN_FLIGHT: usize = 64;
@@ -377,6 +379,31 @@ impl SftpRemote {
     }
 
     /// True while the ssh child carrying the SFTP channel is alive.
+    /// A listing's names checked for lossy stand-ins, and a broken session explained.
+    fn checked_listing(&self, path: &Path, res: Result<Vec<DirEntry>>) -> Result<Vec<DirEntry>> {
+        if let Ok(list) = &res {
+            for e in list {
+                self.check_lossy("read_dir", path, &e.name)?;
+            }
+        }
+        match res {
+            // The client library decodes names as UTF-8 and drops the whole session when one is
+            // not. If ssh itself is still running, that is the likely cause: say so.
+            Err(RemoteError::Disconnected { .. }) if self.ssh_running() => {
+                Err(RemoteError::Failed {
+                    op: "read_dir",
+                    path: path.to_path_buf(),
+                    reason:
+                        "the SFTP session broke while listing this directory; the likely cause is \
+                         a name that is not valid UTF-8, which the SFTP client library cannot \
+                         decode (the session is unusable now)"
+                            .into(),
+                })
+            }
+            other => other,
+        }
+    }
+
     fn ssh_running(&self) -> bool {
         self.child
             .lock()
@@ -1232,6 +1259,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for ServerFilter<R> {
     }
 }
 
+/// The entries of one directory (without `.` and `..`), each request under the op timeout.
+async fn list_dir(c: Ctx<'_>, path: &Path) -> Result<Vec<DirEntry>> {
+    let mut fs = c.sftp.fs();
+    let dir = c.t("read_dir", path, fs.open_dir(path)).await?;
+    let entries: Vec<_> = c
+        .t("read_dir", path, dir.read_dir().try_collect::<Vec<_>>())
+        .await?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| !matches!(e.filename().as_os_str().as_bytes(), b"." | b".."))
+        .map(|e| DirEntry {
+            name: e.filename().as_os_str().as_bytes().to_vec(),
+            meta: meta_of(&e.metadata()),
+        })
+        .collect())
+}
+
 /// Reads a whole file (sequentially; short files only) of at most `limit` bytes.
 async fn read_small(c: Ctx<'_>, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let mut f = c.t("read", path, c.sftp.open(path)).await?;
@@ -1674,42 +1718,30 @@ impl Remote for SftpRemote {
 
     fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>> {
         let c = self.ctx();
-        let res = self.run("read_dir", path, async {
-            let mut fs = c.sftp.fs();
-            let dir = c.t("read_dir", path, fs.open_dir(path)).await?;
-            let entries: Vec<_> = c
-                .t("read_dir", path, dir.read_dir().try_collect::<Vec<_>>())
-                .await?;
-            Ok(entries
-                .into_iter()
-                .filter(|e| !matches!(e.filename().as_os_str().as_bytes(), b"." | b".."))
-                .map(|e| DirEntry {
-                    name: e.filename().as_os_str().as_bytes().to_vec(),
-                    meta: meta_of(&e.metadata()),
-                })
-                .collect::<Vec<DirEntry>>())
-        });
-        if let Ok(list) = &res {
-            for e in list {
-                self.check_lossy("read_dir", path, &e.name)?;
-            }
+        let res = self.run("read_dir", path, list_dir(c, path));
+        self.checked_listing(path, res)
+    }
+
+    fn read_dirs(&self, paths: &[PathBuf]) -> Vec<Result<Vec<DirEntry>>> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return paths
+                .iter()
+                .map(|p| Err(self.stalled_error("read_dir", p)))
+                .collect();
         }
-        match res {
-            // The client library decodes names as UTF-8 and drops the whole session when one is
-            // not. If ssh itself is still running, that is the likely cause: say so.
-            Err(RemoteError::Disconnected { .. }) if self.ssh_running() => {
-                Err(RemoteError::Failed {
-                    op: "read_dir",
-                    path: path.to_path_buf(),
-                    reason:
-                        "the SFTP session broke while listing this directory; the likely cause is \
-                         a name that is not valid UTF-8, which the SFTP client library cannot \
-                         decode (the session is unusable now)"
-                            .into(),
-                })
-            }
-            other => other,
-        }
+        let c = self.ctx();
+        // No overall timeout: each request is bounded by op_timeout inside `list_dir`.
+        let listed: Vec<Result<Vec<DirEntry>>> = self.rt.block_on(
+            stream::iter(paths)
+                .map(|p| list_dir(c, p))
+                .buffered(DIRS_IN_FLIGHT)
+                .collect(),
+        );
+        paths
+            .iter()
+            .zip(listed)
+            .map(|(p, res)| self.checked_listing(p, res))
+            .collect()
     }
 
     fn read_link(&self, path: &Path) -> Result<PathBuf> {

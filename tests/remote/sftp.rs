@@ -702,3 +702,43 @@ fn a_remote_outlives_the_thread_that_connected_it() {
     let m = r.lstat(d.path()).unwrap().expect("scratch dir listed");
     assert_eq!(m.kind, FileKind::Dir);
 }
+
+#[test]
+fn read_dirs_lists_concurrently_in_order_with_errors_in_place() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let r = connect(sshd);
+    let d = scratch();
+    let mut paths = Vec::new();
+    for i in 0..40 {
+        let dir = d.path().join(format!("d{i:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for j in 0..i {
+            std::fs::write(dir.join(format!("f{j}")), b"x").unwrap();
+        }
+        paths.push(dir);
+    }
+    paths.insert(7, d.path().join("missing"));
+    let listed = r.read_dirs(&paths);
+    assert_eq!(listed.len(), paths.len());
+    for (p, res) in paths.iter().zip(&listed) {
+        if p.ends_with("missing") {
+            assert!(matches!(res, Err(RemoteError::NotFound { .. })), "{res:?}");
+            continue;
+        }
+        let mut names: Vec<String> = res
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8(e.name.clone()).unwrap())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        want.sort();
+        assert_eq!(names, want, "{}", p.display());
+    }
+    // The session is still usable after the failed listing.
+    assert!(r.lstat(d.path()).unwrap().is_some());
+}
