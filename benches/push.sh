@@ -8,7 +8,9 @@
 #   large  whole deploy (upload, read-back verify, promote, prove) of the `large` corpus's
 #          artifact against `scp` of the archive alone: seconds and ratio (target <= 2.2x).
 #   small  deploy of the `small` corpus (100,000 files) against `scp -r` and `rsync -a` of the
-#          same tree: files/s.
+#          same tree: files/s, three ways: the default (read-back overlapped with the upload),
+#          --sync, and --verify host-sha256sum, whose materialise is the upload alone (what
+#          scp -r and rsync -a do; the ratio against rsync is printed).
 #
 # Runs are alternated (scp, rsync, sealpush, scp, ...) and medians are printed. Release build
 # only; the sshd is private (a temp dir, a free port, strict known_hosts), as in
@@ -149,7 +151,7 @@ fi
 if [[ " ${WHICH[*]} " == *" small "* ]]; then
   ID=$(pack "$CORPUS/small" small)
   FILES=$(find "$CORPUS/small" -type f | wc -l)
-  declare -a s_scp s_rs s_dep s_up s_sdep s_sup
+  declare -a s_scp s_rs s_dep s_up s_sdep s_sup s_hdep s_hup
   for i in $(seq "$RUNS_SMALL"); do
     clean_remote
     timed scp -q -r -F "$CFG" "$CORPUS/small" "bench:$R/scp-small"
@@ -161,7 +163,10 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
     rm -rf "$R/small" "$R/.sealpush"
     deploy_timed "$ID" "$R/small" --sync
     s_sdep+=("$T_WALL"); s_sup+=("$(receipt upload_secs)")
-    echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s) | deploy --sync ${s_sdep[-1]}s (materialise ${s_sup[-1]}s)" >&2
+    rm -rf "$R/small" "$R/.sealpush"
+    deploy_timed "$ID" "$R/small" --verify host-sha256sum
+    s_hdep+=("$T_WALL"); s_hup+=("$(receipt upload_secs)")
+    echo "  run $i: scp -r ${s_scp[-1]}s | rsync -a ${s_rs[-1]}s | deploy ${s_dep[-1]}s (materialise ${s_up[-1]}s) | deploy --sync ${s_sdep[-1]}s (materialise ${s_sup[-1]}s) | deploy --verify host-sha256sum ${s_hdep[-1]}s (materialise ${s_hup[-1]}s)" >&2
   done
   fps() { python3 -c "print(round($FILES / $1))"; }
   echo "== small corpus ($FILES files)"
@@ -172,4 +177,8 @@ if [[ " ${WHICH[*]} " == *" small "* ]]; then
   echo "with --sync (no per-file fsync, sync -f before and after the promote):"
   echo "sealpush materialise (+overlapped read-back): $(median "${s_sup[@]}") s  $(fps "$(median "${s_sup[@]}")") files/s"
   echo "sealpush whole deploy (+verify): $(median "${s_sdep[@]}") s  $(fps "$(median "${s_sdep[@]}")") files/s"
+  echo "with --verify host-sha256sum (the materialise is the upload alone, each file fsynced):"
+  echo "sealpush materialise (upload only): $(median "${s_hup[@]}") s  $(fps "$(median "${s_hup[@]}")") files/s"
+  echo "sealpush whole deploy (+sha256sum -c on the host): $(median "${s_hdep[@]}") s  $(fps "$(median "${s_hdep[@]}")") files/s"
+  echo "materialise (upload only) / rsync -a time: $(python3 -c "print(round($(median "${s_hup[@]}") / $(median "${s_rs[@]}"), 2))")  (target < 1)"
 fi
