@@ -940,12 +940,21 @@ impl Run<'_> {
         if !dirs.is_empty() {
             self.progress
                 .start("directories", None, Some(dirs.len() as u64));
+            // One depth at a time, parents first; the directories of one depth are created
+            // concurrently.
+            let mut levels: Vec<Vec<PathBuf>> = Vec::new();
             for d in &dirs {
-                // BTreeMap order puts a parent before its children.
+                let depth = d.iter().filter(|&&b| b == b'/').count();
+                if levels.len() <= depth {
+                    levels.resize(depth + 1, Vec::new());
+                }
+                levels[depth].push(shape::join(&root, d));
+            }
+            for level in &levels {
                 self.remote
-                    .mkdir(&shape::join(&root, d), 0o755)
+                    .mkdirs(level, 0o755)
                     .map_err(at("materialise"))?;
-                self.progress.advance(0, 1);
+                self.progress.advance(0, level.len() as u64);
             }
             self.progress.finish();
         }

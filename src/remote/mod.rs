@@ -215,6 +215,12 @@ pub trait Remote: Send + Sync {
     }
     /// Creates a directory; fails with `Exists` if the name exists in any form.
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;
+    /// [`Remote::mkdir`] of each path. None may lie inside another (callers pass one level of a
+    /// tree at a time), so a transport with round trips creates them concurrently. Returns the
+    /// first error in the order of `paths`.
+    fn mkdirs(&self, paths: &[PathBuf], mode: u32) -> Result<()> {
+        paths.iter().try_for_each(|p| self.mkdir(p, mode))
+    }
     /// Creates a new file with `data` (exclusive create, never through a symlink), sets `mode`,
     /// and fsyncs it when `fsync` and the server can.
     fn write_new(&self, path: &Path, data: &[u8], mode: u32, fsync: bool) -> Result<()>;

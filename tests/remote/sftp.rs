@@ -742,3 +742,28 @@ fn read_dirs_lists_concurrently_in_order_with_errors_in_place() {
     // The session is still usable after the failed listing.
     assert!(r.lstat(d.path()).unwrap().is_some());
 }
+
+#[test]
+fn mkdirs_creates_a_level_concurrently_and_never_through_a_planted_name() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let r = connect(sshd);
+    let d = scratch();
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let mut paths: Vec<PathBuf> = (0..50).map(|i| d.path().join(format!("d{i:02}"))).collect();
+    // A symlink planted at one of the names: refused as existing, never followed.
+    std::os::unix::fs::symlink(&elsewhere, &paths[20]).unwrap();
+    let e = r.mkdirs(&paths, 0o755).unwrap_err();
+    assert!(
+        matches!(e, RemoteError::Exists { ref path, .. } if path == &paths[20]),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // Every other name of the level was created, with exactly the mode asked for.
+    paths.remove(20);
+    for p in &paths {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        assert!(m.is_dir(), "{}", p.display());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755, "{}", p.display());
+    }
+}
