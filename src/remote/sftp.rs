@@ -2205,6 +2205,64 @@ mod tests {
         assert_eq!(stats.lossy_names.load(Ordering::Relaxed), 1);
     }
 
+    /// Returns at most `self.2` bytes per read, cycling the cap, so packet boundaries land
+    /// anywhere inside a read.
+    struct Chunky(Vec<u8>, usize, usize);
+    impl AsyncRead for Chunky {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.2 = self.2 % 97 + 13;
+            let n = (self.0.len() - self.1).min(self.2).min(buf.remaining());
+            let at = self.1;
+            buf.put_slice(&self.0[at..at + n]);
+            self.1 += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn filter_output_is_the_same_whatever_the_read_sizes() {
+        // Whatever the split of the input and the caller's buffer sizes, the bytes out are the
+        // whole-stream result.
+        let data = |len: usize, seed: u8| {
+            let mut b = vec![103u8, 0, 0, 0, seed];
+            b.extend_from_slice(&(len as u32).to_be_bytes());
+            b.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+            let mut p = (b.len() as u32).to_be_bytes().to_vec();
+            p.extend_from_slice(&b);
+            p
+        };
+        let mut stream = version_packet(&[(b"posix-rename@openssh.com", b"1")]);
+        for (i, len) in [70_000usize, 3, 0, 200_000, 17].into_iter().enumerate() {
+            stream.extend_from_slice(&data(len, i as u8));
+            stream.extend_from_slice(&name_packet(&[b"ok", b"bad\xff"]));
+        }
+        let mut whole = Vec::new();
+        ServerFilter::new(&stream[..])
+            .read_to_end(&mut whole)
+            .await
+            .unwrap();
+        for caller in [1usize, 5, 4096, 1 << 20] {
+            let mut r = ServerFilter::new(Chunky(stream.clone(), 0, 0));
+            let mut got = Vec::new();
+            let mut b = vec![0u8; caller];
+            loop {
+                let n = r.read(&mut b).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&b[..n]);
+            }
+            assert_eq!(got.len(), whole.len(), "caller reads of {caller}");
+            assert!(got == whole, "caller reads of {caller}");
+        }
+        // And the name packets were fixed, the data untouched.
+        assert_eq!(whole.len(), stream.len() + 5 * 2);
+    }
+
     #[test]
     fn gcm_first_reorders_without_changing_the_set() {
         let default = "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,\
