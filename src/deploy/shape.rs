@@ -132,8 +132,7 @@ pub fn hash_shape(
     // The walk's sizes are hints: a file still of that size needs no end-of-file request.
     let files: Vec<(PathBuf, u64)> = rels.iter().map(|(r, n)| (join(root, r), *n)).collect();
     let results = remote.hash_files_sized(&files, progress);
-    let rels = rels.into_iter().map(|(r, _)| r);
-    for (rel, res) in rels.into_iter().zip(results) {
+    for ((rel, _), res) in rels.into_iter().zip(results) {
         let (digest, n) = res?;
         if let Some(Kind::File { size, sha256, .. }) = shape.get_mut(&rel) {
             // A size that differs from the walk's is recorded as read, so the comparison

@@ -190,7 +190,7 @@ pub trait Remote: Send + Sync {
     /// Entries of a directory in the server's readdir order, without `.` and `..`.
     fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>>;
     /// [`Remote::read_dir`] of each path, results in the order of `paths`; a transport with
-    /// round trips lists them concurrently (SFTP: 1,111 directories in 0.2 s instead of 1 s).
+    /// round trips lists them concurrently (SFTP: a walk of 1,111 directories in 0.45 s instead of 1.0 s).
     fn read_dirs(&self, paths: &[PathBuf]) -> Vec<Result<Vec<DirEntry>>> {
         paths.iter().map(|p| self.read_dir(p)).collect()
     }

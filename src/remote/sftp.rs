@@ -380,7 +380,6 @@ impl SftpRemote {
         Ok(())
     }
 
-    /// True while the ssh child carrying the SFTP channel is alive.
     /// A listing's names checked for lossy stand-ins, and a broken session explained.
     fn checked_listing(&self, path: &Path, res: Result<Vec<DirEntry>>) -> Result<Vec<DirEntry>> {
         if let Ok(list) = &res {
@@ -406,6 +405,7 @@ impl SftpRemote {
         }
     }
 
+    /// True while the ssh child carrying the SFTP channel is alive.
     fn ssh_running(&self) -> bool {
         self.child
             .lock()
