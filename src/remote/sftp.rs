@@ -2111,27 +2111,49 @@ mod tests {
         hide_in_version_packet(&mut short);
     }
 
+    /// A reader that returns at most the next of `sizes` bytes per read (cycling), so packet
+    /// boundaries land anywhere inside a read.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        reads: usize,
+    }
+
+    impl Trickle {
+        fn new(data: Vec<u8>, sizes: &[usize]) -> Trickle {
+            Trickle {
+                data,
+                at: 0,
+                sizes: sizes.to_vec(),
+                reads: 0,
+            }
+        }
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let cap = self.sizes[self.reads % self.sizes.len()];
+            self.reads += 1;
+            let n = (self.data.len() - self.at).min(cap).min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
     #[tokio::test]
     async fn filter_rewrites_only_the_first_packet_across_split_reads() {
         let mut first = version_packet(&[(b"posix-rename@openssh.com", b"1")]);
         let second = version_packet(&[(b"posix-rename@openssh.com", b"1")]); // later: untouched
         first.extend_from_slice(&second);
         // A reader that returns 3 bytes at a time.
-        struct Trickle(Vec<u8>, usize);
-        impl AsyncRead for Trickle {
-            fn poll_read(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-                buf: &mut ReadBuf<'_>,
-            ) -> Poll<std::io::Result<()>> {
-                let n = (self.0.len() - self.1).min(3).min(buf.remaining());
-                let at = self.1;
-                buf.put_slice(&self.0[at..at + n]);
-                self.1 += n;
-                Poll::Ready(Ok(()))
-            }
-        }
-        let mut r = ServerFilter::new(Trickle(first.clone(), 0));
+        let mut r = ServerFilter::new(Trickle::new(first.clone(), &[3]));
         let mut got = Vec::new();
         r.read_to_end(&mut got).await.unwrap();
         let mut expect = version_packet(&[(b"xosix-rename@openssh.com", b"1")]);
@@ -2207,24 +2229,6 @@ mod tests {
         assert_eq!(stats.lossy_names.load(Ordering::Relaxed), 1);
     }
 
-    /// Returns at most `self.2` bytes per read, cycling the cap, so packet boundaries land
-    /// anywhere inside a read.
-    struct Chunky(Vec<u8>, usize, usize);
-    impl AsyncRead for Chunky {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            self.2 = self.2 % 97 + 13;
-            let n = (self.0.len() - self.1).min(self.2).min(buf.remaining());
-            let at = self.1;
-            buf.put_slice(&self.0[at..at + n]);
-            self.1 += n;
-            Poll::Ready(Ok(()))
-        }
-    }
-
     #[tokio::test]
     async fn filter_output_is_the_same_whatever_the_read_sizes() {
         // Whatever the split of the input and the caller's buffer sizes, the bytes out are the
@@ -2248,7 +2252,7 @@ mod tests {
             .await
             .unwrap();
         for caller in [1usize, 5, 4096, 1 << 20] {
-            let mut r = ServerFilter::new(Chunky(stream.clone(), 0, 0));
+            let mut r = ServerFilter::new(Trickle::new(stream.clone(), &[13, 40, 97, 1, 64, 109]));
             let mut got = Vec::new();
             let mut b = vec![0u8; caller];
             loop {
