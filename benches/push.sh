@@ -71,7 +71,9 @@ timed() {
   sync
   /usr/bin/time -f '%e %U %S' -o "$WORK/time" "$@" > "$WORK/out" 2> "$WORK/err" || {
     echo "command failed: $*" >&2; cat "$WORK/err" >&2; exit 1; }
-  sleep 0.3  # let sshd reap the connection's children
+  # A connection's CPU reaches the listener's cutime only once sshd has reaped its process:
+  # wait until the listener has no children left (up to 5 s).
+  for _ in $(seq 50); do pgrep -P "$SSHD_PID" >/dev/null || break; sleep 0.1; done
   s1=$(server_ticks)
   read -r T_WALL tu ts < "$WORK/time"
   T_CPU=$(python3 -c "print(round($tu + $ts, 2))")
