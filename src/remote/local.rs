@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use super::{
     DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Payload, RemoteError,
-    Result, StreamedFile, STREAM_ENDED,
+    Result, StreamedFiles, STREAM_ENDED,
 };
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -340,7 +340,7 @@ impl super::Remote for LocalRemote {
 
     fn put_streamed(
         &self,
-        files: &mut tokio::sync::mpsc::Receiver<StreamedFile>,
+        files: &mut StreamedFiles,
         count: usize,
         fsync: bool,
         progress: &dyn Progress,

@@ -109,6 +109,9 @@ pub struct NewFile {
     pub mode: u32,
 }
 
+/// The receiving end of a stream of files to upload ([`Remote::put_streamed`]).
+pub type StreamedFiles = tokio::sync::mpsc::Receiver<StreamedFile>;
+
 /// One file for [`Remote::put_streamed`]: its bytes come from a producer (a deploy decompressing
 /// its archive) rather than from a local file.
 #[derive(Debug)]
@@ -231,7 +234,7 @@ pub trait Remote: Send + Sync {
     /// length, is an error (the producer's own error says why).
     fn put_streamed(
         &self,
-        files: &mut tokio::sync::mpsc::Receiver<StreamedFile>,
+        files: &mut StreamedFiles,
         count: usize,
         fsync: bool,
         progress: &dyn Progress,

@@ -62,7 +62,7 @@ use tokio::sync::Semaphore;
 
 use super::{
     ConnectOptions, DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Payload,
-    Remote, RemoteError, Result, StreamedFile, STREAM_ENDED,
+    Remote, RemoteError, Result, StreamedFiles, STREAM_ENDED,
 };
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -1893,7 +1893,7 @@ impl Remote for SftpRemote {
 
     fn put_streamed(
         &self,
-        files: &mut tokio::sync::mpsc::Receiver<StreamedFile>,
+        files: &mut StreamedFiles,
         count: usize,
         fsync: bool,
         progress: &dyn Progress,
