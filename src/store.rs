@@ -320,6 +320,14 @@ impl Store {
         load_dir(&self.artifacts_dir().join(id), Some(id.to_string()))
     }
 
+    /// The name recorded in an artifact's meta.json, if it can be read.
+    fn meta_name(&self, id: &str) -> Option<String> {
+        let bytes = fs::read(self.artifacts_dir().join(id).join("meta.json")).ok()?;
+        serde_json::from_slice::<ArtifactMeta>(&bytes)
+            .ok()
+            .map(|m| m.name)
+    }
+
     /// Every store id, sorted.
     pub fn ids(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.artifacts_dir();
@@ -388,10 +396,23 @@ impl Store {
         if !by_prefix.is_empty() {
             return pick(by_prefix);
         }
-        let by_name: Vec<&String> = ids
+        // Names are in meta.json: read only that (a full load decodes and hashes the manifest,
+        // which for a tree of 100,000 files costs more than the lookup is worth).
+        let mut by_name: Vec<&String> = ids
             .iter()
-            .filter(|id| self.load(id).is_ok_and(|a| a.meta.name == reference))
+            .filter(|id| self.meta_name(id).as_deref() == Some(reference))
             .collect();
+        if by_name.len() > 1 {
+            // Of several with that name, a broken one is not a candidate (unless all are).
+            let loadable: Vec<&String> = by_name
+                .iter()
+                .copied()
+                .filter(|id| self.load(id).is_ok())
+                .collect();
+            if !loadable.is_empty() {
+                by_name = loadable;
+            }
+        }
         if !by_name.is_empty() {
             return pick(by_name);
         }

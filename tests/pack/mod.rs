@@ -852,6 +852,20 @@ fn store_resolves_ids_prefixes_names_and_paths() {
         .unwrap_err()
         .to_string()
         .contains("ambiguous"));
+    // By name, a broken namesake is no candidate; two broken ones are still ambiguous.
+    let gz_manifest = gz.archive.parent().unwrap().join("manifest.txt");
+    let a_manifest = a.archive.parent().unwrap().join("manifest.txt");
+    let (gz_good, a_good) = (
+        fs::read(&gz_manifest).unwrap(),
+        fs::read(&a_manifest).unwrap(),
+    );
+    fs::write(&gz_manifest, b"garbage\n").unwrap();
+    assert_eq!(store.resolve("iu-cutter-v0.6").unwrap(), a);
+    fs::write(&a_manifest, b"garbage\n").unwrap();
+    let err = store.resolve("iu-cutter-v0.6").unwrap_err().to_string();
+    assert!(err.contains("ambiguous"), "{err}");
+    fs::write(&gz_manifest, gz_good).unwrap();
+    fs::write(&a_manifest, &a_good).unwrap();
     assert!(store
         .resolve("nope")
         .unwrap_err()
@@ -882,6 +896,14 @@ fn store_resolves_ids_prefixes_names_and_paths() {
     assert!(!leftover.exists());
     assert!(!gz.archive.exists());
     assert!(a.archive.exists());
+    // A name held only by a broken artifact says why it cannot be used, not "no match".
+    fs::write(&a_manifest, b"garbage\n").unwrap();
+    let err = format!(
+        "{:#}",
+        anyhow::Error::from(store.resolve("iu-cutter-v0.6").unwrap_err())
+    );
+    assert!(err.contains("manifest"), "{err}");
+    assert!(!err.contains("no artifact matches"), "{err}");
 }
 
 #[test]
