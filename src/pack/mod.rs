@@ -11,6 +11,7 @@ pub mod layout;
 mod unpack;
 pub(crate) use unpack::rename_noreplace;
 mod write;
+mod zstd_writer;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ use crate::manifest::{self, Entry, EntryKind, Found, Manifest, ManifestError, St
 use crate::progress::Progress;
 
 use super::layout::{self, TarKind};
+use super::zstd_writer::ZstdWriter;
 use super::{io_err, Format, PackOptions};
 
 /// Why packing failed. No archive is left behind in any case.
@@ -575,16 +576,11 @@ fn consume<W: Write>(
     };
     let tally = match opts.format {
         Format::TarZst => {
-            let mut enc =
-                zstd::stream::Encoder::new(tally, opts.level).map_err(PackError::Compress)?;
             // zstd's multithreaded format depends on whether workers are used at all (0 vs >= 1),
-            // never on how many: always >= 1 so the thread count cannot change the bytes.
-            let workers = workers_for(opts);
-            enc.multithread(u32::try_from(workers).unwrap_or(u32::MAX))
-                .map_err(PackError::Compress)?;
-            enc.include_checksum(true).map_err(PackError::Compress)?;
-            enc.include_contentsize(false)
-                .map_err(PackError::Compress)?;
+            // never on how many: ZstdWriter uses >= 1 so the thread count cannot change the bytes.
+            let workers = u32::try_from(workers_for(opts)).unwrap_or(u32::MAX);
+            let mut enc =
+                ZstdWriter::new(tally, opts.level, workers).map_err(PackError::Compress)?;
             for chunk in rx {
                 enc.write_all(&chunk).map_err(PackError::Output)?;
             }
@@ -618,11 +614,21 @@ mod tests {
             .collect()
     }
 
-    fn compress(input: &[u8], workers: u32) -> Vec<u8> {
+    /// The zstd crate's encoder with libzstd's defaults (pre-splitter on); `workers` 0 means
+    /// single-threaded mode.
+    fn compress_default(input: &[u8], workers: u32) -> Vec<u8> {
         let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
         enc.multithread(workers).unwrap();
         enc.include_checksum(true).unwrap();
         enc.include_contentsize(false).unwrap();
+        for c in input.chunks(CHUNK) {
+            enc.write_all(c).unwrap();
+        }
+        enc.finish().unwrap()
+    }
+
+    fn compress(input: &[u8], workers: u32) -> Vec<u8> {
+        let mut enc = ZstdWriter::new(Vec::new(), 3, workers).unwrap();
         for c in input.chunks(CHUNK) {
             enc.write_all(c).unwrap();
         }
@@ -634,11 +640,42 @@ mod tests {
     #[test]
     fn zstd_output_depends_on_workers_only_through_zero() {
         let input = data(24 << 20);
-        let one = compress(&input, 1);
-        assert_eq!(one, compress(&input, 2));
-        assert_eq!(one, compress(&input, 4));
-        assert_ne!(one, compress(&input, 0));
+        let one = compress_default(&input, 1);
+        assert_eq!(one, compress_default(&input, 2));
+        assert_eq!(one, compress_default(&input, 4));
+        assert_ne!(one, compress_default(&input, 0));
         assert_eq!(zstd::decode_all(&one[..]).unwrap(), input);
+    }
+
+    /// ZstdWriter: the same bytes for any worker count (it never uses 0), a frame any decoder
+    /// reads back, and the pre-splitter really off: its output differs from libzstd's default
+    /// (if the parameter were ignored the two would be equal).
+    #[test]
+    fn zstd_writer_is_independent_of_workers_and_turns_the_splitter_off() {
+        // Content whose statistics change every few KiB (text-like, then binary-like), as in
+        // a tar of many small files: where the pre-splitter finds places to cut blocks.
+        let mut input = Vec::new();
+        let noise = data(24 << 20);
+        let (mut at, mut text) = (0, true);
+        while at + 90_000 < noise.len() {
+            let len = 7_000 + (noise[at] as usize) * 300;
+            let seg = &noise[at..at + len];
+            if text {
+                input.extend(seg.iter().map(|b| b'a' + b % 26));
+            } else {
+                input.extend(seg.iter().map(|b| 0x80 | (b & 0x0f)));
+            }
+            text = !text;
+            at += len;
+        }
+        let one = compress(&input, 1);
+        assert!(one == compress(&input, 2));
+        assert!(one == compress(&input, 4));
+        assert!(one == compress(&input, 0));
+        assert!(zstd::decode_all(&one[..]).unwrap() == input);
+        let default = compress_default(&input, 1);
+        assert!(one != default, "the pre-splitter setting changed nothing");
+        assert_eq!(zstd::decode_all(&compress(&[], 2)[..]).unwrap(), b"");
     }
 
     fn gzip(input: &[u8], workers: usize, level: i32) -> Vec<u8> {
