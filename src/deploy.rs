@@ -1237,7 +1237,9 @@ impl Run<'_> {
                     actual.extend(rest);
                 }
             }
-            VerifyMode::HostSha256sum => {
+            // A tree without regular files has nothing for sha256sum to check (and `-c` of an
+            // empty list fails); its directories and symlinks are checked below either way.
+            VerifyMode::HostSha256sum if files > 0 => {
                 let list = self
                     .names
                     .journal_dir
@@ -1245,11 +1247,7 @@ impl Run<'_> {
                 self.remote
                     .write_new(&list, &self.art.manifest.sha256sum_lines(b""), 0o600, false)
                     .map_err(at("verify"))?;
-                let cmd = format!(
-                    "cd {} && sha256sum --strict --quiet -c {}",
-                    receipt::shell_quote(&root.to_string_lossy()),
-                    receipt::shell_quote(&list.to_string_lossy())
-                );
+                let cmd = host_check_command(&root, &list, files);
                 let out = self.remote.exec(&cmd).map_err(at("verify"))?;
                 if out.status != Some(0) {
                     let mut text = out.stdout.clone();
@@ -1261,6 +1259,7 @@ impl Run<'_> {
                     });
                 }
             }
+            VerifyMode::HostSha256sum => {}
         }
         self.verify_secs += t.elapsed().as_secs_f64();
         let diffs = shape::compare(&self.art.expected, &actual);
@@ -1847,4 +1846,120 @@ pub fn write_local_atomic(path: &Path, data: &[u8]) -> Result<(), DeployError> {
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+/// Most parts [`host_check_command`] cuts the list into, whatever the host's CPU count.
+const HOST_CHECK_MAX_PARTS: u32 = 64;
+
+/// The shell command of `--verify host-sha256sum`: `sha256sum -c` of `list` (of `files` >= 1
+/// lines, paths relative to `root`), cut into one part per CPU of the host (`nproc`, at most
+/// [`HOST_CHECK_MAX_PARTS`]) checked in parallel, so a many-core host is not held to one core.
+/// Every part has at least one line (`-c` of an empty list fails). Exit status 0 only when
+/// every part passed; the parts are removed, the list stays beside the journal. POSIX sh and
+/// GNU coreutils (`nproc`, `split`), which `sha256sum --strict` already required.
+pub fn host_check_command(root: &Path, list: &Path, files: u64) -> String {
+    let q = |s: &str| receipt::shell_quote(s);
+    let list_s = list.to_string_lossy();
+    // Parts are `<list>-part-aa.txt` ...: names rollback recognises as verify lists, should an
+    // interrupted check leave any behind.
+    let part = q(&format!(
+        "{}-part-",
+        list_s.strip_suffix(".txt").unwrap_or(&list_s)
+    ));
+    format!(
+        "cd {root} || exit 2; \
+         n=$(nproc 2>/dev/null || echo 1); [ \"$n\" -gt {max} ] && n={max}; \
+         k=$(( ({files} + n - 1) / n )); \
+         split -l \"$k\" --additional-suffix=.txt {list} {part} || exit 2; \
+         pids=; for p in {part}*; do sha256sum --strict --quiet -c \"$p\" & pids=\"$pids $!\"; done; \
+         rc=0; for p in $pids; do wait \"$p\" || rc=1; done; \
+         rm -f {part}*; exit $rc",
+        root = q(&root.to_string_lossy()),
+        list = q(&list_s),
+        max = HOST_CHECK_MAX_PARTS,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is
+    /// what coreutils' nproc honours); returns the exit status and what is left beside the list.
+    fn run_check(root: &Path, lines: &[u8], files: u64, cpus: u32) -> (i32, Vec<String>) {
+        let journal = root.parent().unwrap().join("journal");
+        std::fs::create_dir_all(&journal).unwrap();
+        let list = journal.join("sha256sums-1.txt");
+        std::fs::write(&list, lines).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(host_check_command(root, &list, files))
+            .env("OMP_NUM_THREADS", cpus.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        std::fs::remove_dir_all(&journal).unwrap();
+        (status.code().unwrap_or(-1), left)
+    }
+
+    /// The list comes from the real `sha256sum` (GNU coreutils), the check runs the real
+    /// `sh`, `nproc`, `split` and `sha256sum -c`: a good tree passes with any number of parts
+    /// (more CPUs than files too), one changed or missing file fails the whole check, and only
+    /// the list is left behind.
+    #[test]
+    fn host_check_runs_in_parts_and_any_failing_part_fails_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree dir");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let mut names = Vec::new();
+        for i in 0..7 {
+            let name = if i % 2 == 0 {
+                format!("f{i}")
+            } else {
+                format!("sub/g {i}")
+            };
+            std::fs::write(root.join(&name), format!("content {i}\n")).unwrap();
+            names.push(name);
+        }
+        let listed = std::process::Command::new("sha256sum")
+            .args(&names)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(listed.status.success());
+        let lines = listed.stdout;
+        for cpus in [1, 2, 3, 7, 16] {
+            let (rc, left) = run_check(&root, &lines, 7, cpus);
+            assert_eq!(rc, 0, "{cpus} cpus");
+            assert_eq!(left, ["sha256sums-1.txt"], "{cpus} cpus");
+        }
+        // Parts are named as rollback recognises verify lists, should one be left behind.
+        let cmd = host_check_command(&root, Path::new("/j/sha256sums-1.txt"), 7);
+        assert!(cmd.contains("/j/sha256sums-1-part-"), "{cmd}");
+        let one_line: Vec<u8> = lines
+            .split_inclusive(|&b| b == b'\n')
+            .next()
+            .unwrap()
+            .to_vec();
+        assert_eq!(run_check(&root, &one_line, 1, 4).0, 0);
+        for cpus in [1, 2, 3, 7] {
+            std::fs::write(root.join("sub/g 5"), "changed\n").unwrap();
+            let (rc, left) = run_check(&root, &lines, 7, cpus);
+            assert_ne!(rc, 0, "{cpus} cpus: a changed file passed");
+            assert_eq!(left, ["sha256sums-1.txt"]);
+            std::fs::remove_file(root.join("sub/g 5")).unwrap();
+            assert_ne!(
+                run_check(&root, &lines, 7, cpus).0,
+                0,
+                "{cpus} cpus: a missing file passed"
+            );
+            std::fs::write(root.join("sub/g 5"), "content 5\n").unwrap();
+        }
+    }
 }

@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(long)]
     pub keep_archive: bool,
     /// How staged files are verified: `read-back` reads every byte back over SFTP and hashes it
-    /// here; `host-sha256sum` runs `sha256sum -c` on the host over ssh (faster, trusts the host).
+    /// here; `host-sha256sum` runs `sha256sum -c` on the host over ssh, on all its CPUs (faster,
+    /// trusts the host).
     #[arg(long, default_value = "read-back", value_name = "MODE")]
     pub verify: VerifyMode,
     /// Command run over ssh in the deployed target after the promote (gate G5), e.g.

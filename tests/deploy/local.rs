@@ -546,3 +546,26 @@ fn tree_with_hard_links_deploys_through_the_unpacked_copy() {
     assert_eq!(a, b);
     env.assert_audit();
 }
+
+/// `--verify host-sha256sum` of a tree with no regular file: nothing for `sha256sum -c` to
+/// check (which fails on an empty list), so the deploy passes on the shape check alone.
+#[test]
+fn host_sha256sum_verify_of_a_tree_without_files_passes() {
+    let env = Env::new(Host::Local);
+    let src = env.tmp.path().join("nofiles/payload");
+    std::fs::create_dir_all(src.join("empty/deeper")).unwrap();
+    std::os::unix::fs::symlink("empty", src.join("link")).unwrap();
+    let (store, art) = env.store_tree(&src, "nofiles-store");
+    let plan = env.plan_for(&store, &art);
+    let out = env
+        .deploy(&plan, &["--verify", "host-sha256sum", "--json"])
+        .ok();
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["verify"], "host-sha256sum");
+    assert_eq!(receipt["verdict"]["pass"], true);
+    assert!(env.target.join("empty/deeper").is_dir());
+    assert_eq!(
+        std::fs::read_link(env.target.join("link")).unwrap(),
+        Path::new("empty")
+    );
+}
