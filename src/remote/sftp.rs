@@ -2246,6 +2246,16 @@ mod tests {
             stream.extend_from_slice(&data(len, i as u8));
             stream.extend_from_slice(&name_packet(&[b"ok", b"bad\xff"]));
         }
+        // A listing of several hundred KiB, larger than one read from the pipe, parsed whole.
+        let long: Vec<Vec<u8>> = (0..3000)
+            .map(|i| format!("{i:0>200}").into_bytes())
+            .collect();
+        let mut names: Vec<&[u8]> = long.iter().map(|n| n.as_slice()).collect();
+        names.push(b"bad\xff");
+        let big = name_packet(&names);
+        assert!(big.len() > 512 * 1024);
+        stream.extend_from_slice(&big);
+        stream.extend_from_slice(&data(10, 9));
         let mut whole = Vec::new();
         ServerFilter::new(&stream[..])
             .read_to_end(&mut whole)
@@ -2266,7 +2276,8 @@ mod tests {
             assert!(got == whole, "caller reads of {caller}");
         }
         // And the name packets were fixed, the data untouched.
-        assert_eq!(whole.len(), stream.len() + 5 * 2);
+        assert_eq!(whole.len(), stream.len() + 6 * 2);
+        assert!(whole.ends_with(&data(10, 9)));
     }
 
     #[test]
