@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::digest::Digest;
-use crate::manifest::{Entry, Manifest, RecipeRecord};
+use crate::manifest::{Entry, EntryKind, Manifest, RecipeRecord};
 use crate::plan::{Anchor, ArtifactRef, Check, HostRef, Operation, Plan, Verdict, PLAN_FORMAT};
 use crate::progress::Progress;
 use crate::remote::{FileKind, FsStats, Meta, Remote, RemoteError};
@@ -785,6 +785,9 @@ fn survey_anchor_checked(
     }
 }
 
+/// A directory's entries as the recipe's walk sees them: names and lstat kinds.
+type Listing = Vec<(Vec<u8>, FileKind)>;
+
 /// A remote directory tree as a [`TreeSource`]: relative paths resolve against `cwd` (the
 /// recipe's `cd PARENT`); errors carry the errno sha256sum would have seen (ENOENT, EACCES,
 /// EISDIR). Listings, kinds and file digests gathered by a previous walk can be pre-loaded so
@@ -792,7 +795,7 @@ fn survey_anchor_checked(
 pub struct RemoteSource<'a> {
     remote: &'a dyn Remote,
     cwd: PathBuf,
-    dirs: HashMap<Vec<u8>, Vec<(Vec<u8>, FileKind)>>,
+    dirs: HashMap<Vec<u8>, Listing>,
     kinds: HashMap<Vec<u8>, FileKind>,
     hashes: Mutex<HashMap<Vec<u8>, (Digest, u64)>>,
     /// The first connection-level error (timeout, disconnect): the recipe sees EIO, the caller
@@ -939,12 +942,10 @@ pub fn survey_anchor(
         .unwrap_or(OsStr::new(""))
         .as_bytes()
         .to_vec();
-    let mut src = RemoteSource::new(remote, parent);
     let root = remote.lstat(anchor)?.ok_or_else(|| RemoteError::NotFound {
         op: "lstat",
         path: anchor.to_path_buf(),
     })?;
-    src.kinds.insert(name.clone(), root.kind);
 
     // Walk: breadth-first, one level at a time, the directories of a level listed
     // concurrently (each listing is a few round trips; 1,110 directories took 2.8 s one by one).
@@ -952,6 +953,8 @@ pub fn survey_anchor(
     let mut files: Vec<(Vec<u8>, u64, bool)> = Vec::new(); // (rel to anchor, size, exec)
     let mut level = vec![Vec::<u8>::new()];
     let mut specials = Vec::new();
+    // Each directory's listing (relative path, names and kinds), for the recipe's emulation.
+    let mut listings: Vec<(Vec<u8>, Listing)> = Vec::new();
     while !level.is_empty() {
         let paths: Vec<PathBuf> = level
             .iter()
@@ -964,7 +967,6 @@ pub fn survey_anchor(
             let mut kinds = Vec::with_capacity(list.len());
             for e in list {
                 let child = join_rel(rel, &e.name);
-                src.kinds.insert(join_rel(&name, &child), e.meta.kind);
                 kinds.push((e.name.clone(), e.meta.kind));
                 match e.meta.kind {
                     FileKind::Dir => {
@@ -979,7 +981,7 @@ pub fn survey_anchor(
                     _ => specials.push(child),
                 }
             }
-            src.dirs.insert(join_rel(&name, rel), kinds);
+            listings.push((rel.clone(), kinds));
         }
         level = next;
     }
@@ -993,33 +995,11 @@ pub fn survey_anchor(
         .collect();
     let digests = remote.hash_files_sized(&sized, progress);
     progress.finish();
-    {
-        let mut cache = src.hashes.lock().unwrap_or_else(|p| p.into_inner());
-        for ((rel, _, exec), r) in files.iter().zip(digests) {
-            let (d, n) = r?;
-            cache.insert(join_rel(&name, rel), (d, n));
-            entries.push(Entry::file(rel.clone(), n, d, *exec));
-        }
+    for ((rel, _, exec), r) in files.into_iter().zip(digests) {
+        let (d, n) = r?;
+        entries.push(Entry::file(rel, n, d, exec));
     }
 
-    // The recipe over the cached walk (C locale: the seed's pipeline under LC_ALL=C).
-    let opts = RecipeOptions {
-        threads: Some(1),
-        collation: Collation::c(),
-    };
-    let out = crate::tree::recipe_with(
-        &src,
-        std::slice::from_ref(&name),
-        &opts,
-        &crate::progress::NoProgress,
-    );
-    if let Some(e) = src.take_fatal() {
-        return Err(PreflightError::Remote(e));
-    }
-    let out = out.map_err(|source| PreflightError::Recipe {
-        path: anchor.to_path_buf(),
-        source,
-    })?;
     if !specials.is_empty() {
         // find -type f skips them, so the recipe is unaffected; the manifest cannot hold them.
         return Err(PreflightError::Manifest {
@@ -1030,24 +1010,64 @@ pub fn survey_anchor(
             },
         });
     }
-    let manifest = Manifest::from_entries(
-        entries,
-        Some(RecipeRecord {
-            digest: out.digest,
-            locale: "C".into(),
-        }),
-    )
-    .map_err(|source| PreflightError::Manifest {
-        path: anchor.to_path_buf(),
-        source,
-    })?;
+    let mut manifest =
+        Manifest::from_entries(entries, None).map_err(|source| PreflightError::Manifest {
+            path: anchor.to_path_buf(),
+            source,
+        })?;
+    // The recipe digest (C locale: the seed's pipeline under LC_ALL=C). When every path is
+    // plain it follows from the manifest alone; otherwise the pipeline's emulation runs over
+    // the cached walk, quirks and all.
+    let (digest, files, bytes) =
+        match crate::manifest::recipe_from_entries(&name, &manifest.entries) {
+            Some(d) => (d, manifest.file_count(), manifest.total_bytes()),
+            None => {
+                // The walk and the digests as the emulation's source (paths from the parent).
+                let mut src = RemoteSource::new(remote, parent);
+                src.kinds.insert(name.clone(), root.kind);
+                for (rel, kinds) in listings {
+                    for (n, k) in &kinds {
+                        src.kinds.insert(join_rel(&name, &join_rel(&rel, n)), *k);
+                    }
+                    src.dirs.insert(join_rel(&name, &rel), kinds);
+                }
+                let cache = src.hashes.get_mut().unwrap_or_else(|p| p.into_inner());
+                for e in &manifest.entries {
+                    if let EntryKind::File { size, sha256, .. } = &e.kind {
+                        cache.insert(join_rel(&name, &e.path), (*sha256, *size));
+                    }
+                }
+                let opts = RecipeOptions {
+                    threads: Some(1),
+                    collation: Collation::c(),
+                };
+                let out = crate::tree::recipe_with(
+                    &src,
+                    std::slice::from_ref(&name),
+                    &opts,
+                    &crate::progress::NoProgress,
+                );
+                if let Some(e) = src.take_fatal() {
+                    return Err(PreflightError::Remote(e));
+                }
+                let out = out.map_err(|source| PreflightError::Recipe {
+                    path: anchor.to_path_buf(),
+                    source,
+                })?;
+                (out.digest, out.files, out.bytes)
+            }
+        };
+    manifest.recipe = Some(RecipeRecord {
+        digest,
+        locale: "C".into(),
+    });
     let anchor = Anchor {
         path: anchor.to_path_buf(),
-        recipe_digest: out.digest,
+        recipe_digest: digest,
         recipe_locale: "C".into(),
         tree_identity: manifest.identity(),
-        files: out.files,
-        bytes: out.bytes,
+        files,
+        bytes,
     };
     Ok((anchor, manifest))
 }
