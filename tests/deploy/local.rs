@@ -557,12 +557,7 @@ fn host_sha256sum_verify_of_a_tree_without_files_passes() {
     std::os::unix::fs::symlink("empty", src.join("link")).unwrap();
     let (store, art) = env.store_tree(&src, "nofiles-store");
     let plan = env.plan_for(&store, &art);
-    let out = env
-        .deploy(&plan, &["--verify", "host-sha256sum", "--json"])
-        .ok();
-    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(receipt["verify"], "host-sha256sum");
-    assert_eq!(receipt["verdict"]["pass"], true);
+    env.deploy_host_checked(&plan);
     assert!(env.target.join("empty/deeper").is_dir());
     assert_eq!(
         std::fs::read_link(env.target.join("link")).unwrap(),

@@ -263,6 +263,17 @@ impl Env {
             })
     }
 
+    /// Deploys `plan` with `--verify host-sha256sum`: it passes, and the receipt says which
+    /// verify ran.
+    pub fn deploy_host_checked(&self, plan: &Path) {
+        let out = self
+            .deploy(plan, &["--verify", "host-sha256sum", "--json"])
+            .ok();
+        let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(receipt["verify"], "host-sha256sum");
+        assert_eq!(receipt["verdict"]["pass"], true);
+    }
+
     pub fn deploy(&self, plan: &Path, extra: &[&str]) -> TestCommand {
         let mut args: Vec<std::ffi::OsString> = vec!["deploy".into(), plan.into()];
         args.extend(extra.iter().map(Into::into));

@@ -382,12 +382,7 @@ fn host_sha256sum_verify_is_recorded_and_catches_a_changed_byte() {
     assert!(!env.target.exists());
     assert_eq!(env.leftovers(), Vec::<String>::new());
     // And a clean run records the mode in the receipt.
-    let out = env
-        .deploy(&plan, &["--verify", "host-sha256sum", "--json"])
-        .ok();
-    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(receipt["verify"], "host-sha256sum");
-    assert_eq!(receipt["verdict"]["pass"], true);
+    env.deploy_host_checked(&plan);
     env.assert_complete();
 }
 
