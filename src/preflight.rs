@@ -9,8 +9,9 @@
 //!   check holds, and lists every reason otherwise (warnings are listed on PASS too).
 //! - The anchor's digest is the seed's recipe, `cd PARENT && find NAME -type f | sort | xargs
 //!   sha256sum | sha256sum` in the C locale, computed by sealpush's own recipe
-//!   ([`crate::tree::recipe_with`]) over the transport ([`RemoteSource`]); its manifest comes
-//!   from the same walk, every file read once.
+//!   ([`crate::tree::recipe_with`]) over the transport ([`RemoteSource`]), or straight from the
+//!   manifest when no path has a byte the pipeline treats specially; the manifest comes from
+//!   the same walk, every file read once.
 //! - The plan holds the ordered operations and their rollback before any write; [`recheck`]
 //!   re-runs the live checks for the deploy's step 1 and reports every drift.
 
@@ -929,8 +930,9 @@ impl TreeSource for RemoteSource<'_> {
 
 /// The anchor's recipe digest (C locale) and manifest, reading every file once: one walk over
 /// the transport gives the listing, kinds, modes and symlink targets; one pipelined
-/// [`Remote::hash_files`] gives the digests; the recipe then runs on those (see
-/// [`RemoteSource`]).
+/// [`Remote::hash_files`] gives the digests. The digest then follows from the manifest when
+/// every path is plain ([`crate::manifest::recipe_from_entries`]); otherwise the recipe's
+/// emulation runs on the walk and digests (see [`RemoteSource`]).
 pub fn survey_anchor(
     remote: &dyn Remote,
     anchor: &Path,
