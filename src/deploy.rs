@@ -1857,7 +1857,7 @@ const HOST_CHECK_MAX_PARTS: u32 = 64;
 /// Every part has at least one line (`-c` of an empty list fails). Exit status 0 only when
 /// every part passed; the parts are removed, the list stays beside the journal. POSIX sh and
 /// GNU coreutils (`nproc`, `split`), which `sha256sum --strict` already required.
-pub fn host_check_command(root: &Path, list: &Path, files: u64) -> String {
+fn host_check_command(root: &Path, list: &Path, files: u64) -> String {
     let q = |s: &str| receipt::shell_quote(s);
     let list_s = list.to_string_lossy();
     // Parts are `<list>-part-aa.txt` ...: names rollback recognises as verify lists, should an
