@@ -11,7 +11,7 @@
 //!
 //! The `zstd` crate's safe layer (`zstd-safe`) maps only the experimental parameters it knows,
 //! and hides its context's pointer, so this module drives the context through `zstd-sys`,
-//! which that crate re-exports. The unsafe code is the four calls below, each on a context
+//! which that crate re-exports. The unsafe code is the few calls below, each on a context
 //! this type owns.
 
 use std::io::{self, Write};
@@ -19,9 +19,8 @@ use std::ptr::NonNull;
 
 use zstd::zstd_safe::zstd_sys as sys;
 
-/// `ZSTD_c_blockSplitterLevel` (`ZSTD_c_experimentalParam20` in zstd.h, 1.5.7): 1 means no
+/// `ZSTD_c_blockSplitterLevel` (`ZSTD_c_experimentalParam20`, zstd 1.5.7) at 1: no
 /// pre-splitting.
-const BLOCK_SPLITTER_LEVEL: i32 = 1017;
 const NO_PRE_SPLITTING: i32 = 1;
 
 /// Compressed bytes are handed to the inner writer in pieces of at most this size.
@@ -73,20 +72,17 @@ impl<W: Write> ZstdWriter<W> {
             out: vec![0; OUT_CHUNK],
         };
         use sys::ZSTD_cParameter as P;
-        // ZSTD_cParameter is a C enum: the experimental value is only reachable by its number.
-        // SAFETY: 1017 is ZSTD_c_experimentalParam20 in the bundled zstd.h, a declared
-        // enumerator of ZSTD_cParameter.
-        let splitter: P = unsafe { std::mem::transmute::<i32, P>(BLOCK_SPLITTER_LEVEL) };
-        for (param, value) in [
-            (P::ZSTD_c_compressionLevel, level),
-            (P::ZSTD_c_nbWorkers, workers.max(1) as i32),
-            (P::ZSTD_c_checksumFlag, 1),
-            (P::ZSTD_c_contentSizeFlag, 0),
-            (splitter, NO_PRE_SPLITTING),
-        ] {
-            // SAFETY: the context is valid; parameters are checked by zstd, errors returned.
-            check(unsafe { sys::ZSTD_CCtx_setParameter(w.cctx.0.as_ptr(), param, value) })?;
-        }
+        let set = |param: P, value: i32| {
+            // SAFETY: the context is valid; zstd checks the parameter and value.
+            check(unsafe { sys::ZSTD_CCtx_setParameter(w.cctx.0.as_ptr(), param, value) })
+        };
+        set(P::ZSTD_c_compressionLevel, level)?;
+        set(P::ZSTD_c_nbWorkers, workers.max(1) as i32)?;
+        set(P::ZSTD_c_checksumFlag, 1)?;
+        set(P::ZSTD_c_contentSizeFlag, 0)?;
+        // zstd.h names it ZSTD_c_blockSplitterLevel. A libzstd older than 1.5.7 (a build
+        // against the system's, say) rejects it, and has no pre-splitter to turn off.
+        let _ = set(P::ZSTD_c_experimentalParam20, NO_PRE_SPLITTING);
         Ok(w)
     }
 
