@@ -301,6 +301,13 @@ impl Store {
                     Err(e) => return Err(e),
                 };
                 if existing.meta.archive_sha256 != published.meta.archive_sha256 {
+                    // Another sealpush may write other bytes for the same tree (0.2.0 turned
+                    // zstd's pre-splitter off): the stored artifact holds the same tree and
+                    // manifest, and is kept. The same version writing other bytes is a broken
+                    // promise of reproducibility, or a damaged store: an error.
+                    if existing.meta.tool_version != published.meta.tool_version {
+                        return Ok((existing, false));
+                    }
                     return Err(StoreError::Mismatch {
                         path: existing.archive,
                         what: "stored archive sha256 (packed again with other bytes: run `sealpush store verify`)",

@@ -109,8 +109,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         }
     }
     stdout.flush()?;
+    let stored_by = if !added && m.tool_version != sealpush::TOOL_VERSION {
+        format!(" (packed by {}, kept)", m.tool_version)
+    } else {
+        String::new()
+    };
     globals.note(format_args!(
-        "{} {} files ({} bytes) into {} bytes of {} in {:.2}s",
+        "{}{stored_by} {} files ({} bytes) into {} bytes of {} in {:.2}s",
         if added { "packed" } else { "already stored:" },
         m.files,
         m.unpacked_bytes,

@@ -906,6 +906,64 @@ fn store_resolves_ids_prefixes_names_and_paths() {
     assert!(!err.contains("no artifact matches"), "{err}");
 }
 
+/// Packing a tree the store already holds keeps the stored artifact. Stored by another
+/// sealpush version with other archive bytes (versions may write other bytes for a tree), it
+/// is still kept and the pack says by whom; the same version with other bytes is an error.
+#[test]
+fn packing_a_stored_tree_again_keeps_it_unless_the_same_version_made_other_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store_dir = tmp.path().join("store");
+    let store = Store::open(Some(&store_dir)).unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let pack = || {
+        store.add_dir_reporting(
+            &fixture,
+            None,
+            &PackOptions::default(),
+            &sealpush::progress::NoProgress,
+        )
+    };
+    let (a, added) = pack().unwrap();
+    assert!(added);
+    assert_eq!(a.meta.tool_version, sealpush::TOOL_VERSION);
+    let (again, added) = pack().unwrap();
+    assert!(!added);
+    assert_eq!(again, a);
+
+    // The stored record now says other bytes (a digest no sealpush wrote: only its difference
+    // matters), from this very version: refused.
+    let meta_path = a.archive.parent().unwrap().join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    meta["archive_sha256"] = serde_json::json!("ab".repeat(32));
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let err = pack().unwrap_err().to_string();
+    assert!(err.contains("packed again with other bytes"), "{err}");
+
+    // From another version: kept, and the CLI says by whom.
+    meta["tool_version"] = serde_json::json!("sealpush 0.1.0");
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let (kept, added) = pack().unwrap();
+    assert!(!added);
+    assert_eq!(kept.meta.tool_version, "sealpush 0.1.0");
+    assert_eq!(kept.manifest, a.manifest);
+    let out = TestCommand::sealpush(
+        tmp.path(),
+        [
+            "pack".as_ref(),
+            fixture.as_os_str(),
+            "--store".as_ref(),
+            store_dir.as_os_str(),
+        ],
+    )
+    .ok();
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("already stored: (packed by sealpush 0.1.0, kept)"),
+        "{note}"
+    );
+}
+
 #[test]
 fn a_deep_tree_packs_and_unpacks() {
     // 600 levels: deeper than the parallel walk goes, shallow enough for PATH_MAX.
