@@ -1887,7 +1887,7 @@ mod tests {
     /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is
     /// what coreutils' nproc honours); returns the exit status and what is left beside the list.
     fn run_check(root: &Path, lines: &[u8], files: u64, cpus: u32) -> (i32, Vec<String>) {
-        let journal = root.parent().unwrap().join("journal");
+        let journal = root.parent().unwrap().join("the host's journal");
         std::fs::create_dir_all(&journal).unwrap();
         let list = journal.join("sha256sums-1.txt");
         std::fs::write(&list, lines).unwrap();
