@@ -157,7 +157,11 @@ pub enum RemoteError {
         path: PathBuf,
         reason: String,
     },
-    #[error("{op} {}: no answer within {secs}s (the connection may be stalled)", path.display())]
+    #[error(
+        "{op} {}: no answer within {secs}s (the connection may be stalled, or the operation needs \
+         longer: --op-timeout sets the limit)",
+        path.display()
+    )]
     Timeout {
         op: &'static str,
         path: PathBuf,

@@ -461,7 +461,7 @@ impl SftpRemote {
             }
             Ok(None) => Err(RemoteError::Timeout {
                 op: "exec",
-                path: PathBuf::from(command),
+                path: PathBuf::from(command_label(command)),
                 secs: limit.as_secs(),
             }),
             Err(e) => Err(RemoteError::Failed {
@@ -1013,6 +1013,17 @@ fn keyscan(hostname: &str, port: u16) -> Vec<(String, String)> {
     // ed25519 first: it is what a current ssh negotiates.
     res.sort_by_key(|(fp, _)| !fp.starts_with("ED25519"));
     res
+}
+
+/// A command as errors name it: its first line, cut at 60 characters (sealpush's own commands
+/// are whole shell scripts).
+fn command_label(command: &str) -> String {
+    let line = command.lines().next().unwrap_or("");
+    let mut label: String = line.chars().take(60).collect();
+    if label.len() < command.len() {
+        label.push('…');
+    }
+    label
 }
 
 /// The server-to-client stream, filtered on its way to the client library. Two rewrites, each
@@ -2278,6 +2289,18 @@ mod tests {
         // And the name packets were fixed, the data untouched.
         assert_eq!(whole.len(), stream.len() + 6 * 2);
         assert!(whole.ends_with(&data(10, 9)));
+    }
+
+    #[test]
+    fn a_command_is_named_by_its_start() {
+        assert_eq!(command_label("sync -f /srv"), "sync -f /srv");
+        assert_eq!(command_label("cd /x || exit 2;\nmore"), "cd /x || exit 2;…");
+        let long = "x".repeat(100);
+        assert_eq!(command_label(&long), format!("{}…", "x".repeat(60)));
+        assert_eq!(
+            command_label("é".repeat(61).as_str()),
+            format!("{}…", "é".repeat(60))
+        );
     }
 
     #[test]

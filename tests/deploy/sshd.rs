@@ -153,6 +153,7 @@ fn stalled_server_ends_in_a_clear_error() {
         "{}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains("--op-timeout"), "{}", stderr(&out));
     assert!(start.elapsed() < Duration::from_secs(60));
     assert!(!env.target.exists());
     // The server is back: the same deploy cleans up and completes.
