@@ -54,7 +54,7 @@ use std::time::Instant;
 use crate::digest::Digest;
 use crate::plan::{canonical_bytes, SealedPlan, Verdict};
 use crate::progress::Progress;
-use crate::remote::{FileKind, NewFile, Remote, RemoteError};
+use crate::remote::{ExecOutput, FileKind, NewFile, Remote, RemoteError};
 
 pub use journal::{Phase, Step};
 pub use receipt::{render_receipt, Receipt};
@@ -1521,10 +1521,30 @@ impl Run<'_> {
                     "cd {} && {cmd}",
                     receipt::shell_quote(&target.to_string_lossy())
                 );
-                let mut out = self.remote.exec(&full).map_err(at("check"))?;
+                // A check still running at --op-timeout has not passed: it is recorded as a
+                // failed check (its ssh is stopped), so --rollback-on-check-failure acts on it.
+                // Were the connection stalled instead, the steps that follow would say so.
+                let (mut out, timed_out) = match self.remote.exec(&full) {
+                    Err(RemoteError::Timeout { secs, .. }) => (
+                        ExecOutput {
+                            command: full.clone(),
+                            status: None,
+                            stdout: String::new(),
+                            stderr: format!(
+                                "sealpush: no result within {secs}s (--op-timeout); stopped"
+                            ),
+                        },
+                        Some(secs),
+                    ),
+                    r => (r.map_err(at("check"))?, None),
+                };
                 out.command = cmd.clone();
                 let passed = out.status == Some(0);
-                if !passed {
+                if let Some(secs) = timed_out {
+                    reasons.push(format!(
+                        "check `{cmd}` did not finish within {secs}s (--op-timeout)"
+                    ));
+                } else if !passed {
                     reasons.push(format!(
                         "check `{cmd}` failed with exit {}",
                         out.status.map_or("signal".into(), |s| s.to_string())
