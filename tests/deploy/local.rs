@@ -434,25 +434,11 @@ fn ctrl_c_stops_at_a_safe_point_and_exits_130() {
 
 #[test]
 fn failing_check_with_rollback_on_check_failure_leaves_the_host_as_before() {
-    let env = Env::new(Host::Local);
-    let before = env.snapshot();
-    let plan = env.plan();
-    let out = env
-        .deploy(
-            &plan,
-            &[
-                "--check",
-                "touch made-by-check && exit 3",
-                "--rollback-on-check-failure",
-            ],
-        )
-        .expect_code(1);
-    let r = stdout(&out);
-    assert!(
-        r.contains("exit: 3") && r.contains("rolled_back: YES") && r.ends_with("verdict: FAIL\n"),
-        "{r}"
+    Env::new(Host::Local).check_fails_and_rolls_back(
+        "touch made-by-check && exit 3",
+        &[],
+        "exit: 3",
     );
-    assert_eq!(env.snapshot(), before);
 }
 
 #[test]

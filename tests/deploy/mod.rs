@@ -263,6 +263,23 @@ impl Env {
             })
     }
 
+    /// Deploys the v0.6 plan with `--check CHECK --rollback-on-check-failure` and `extra`: the
+    /// check fails, the report shows `expect` and the rollback, the verdict is FAIL, and the
+    /// host is exactly as before.
+    pub fn check_fails_and_rolls_back(&self, check: &str, extra: &[&str], expect: &str) {
+        let before = self.snapshot();
+        let plan = self.plan();
+        let mut args = vec!["--check", check, "--rollback-on-check-failure"];
+        args.extend_from_slice(extra);
+        let out = self.deploy(&plan, &args).expect_code(1);
+        let r = stdout(&out);
+        assert!(
+            r.contains(expect) && r.contains("rolled_back: YES") && r.ends_with("verdict: FAIL\n"),
+            "{r}"
+        );
+        assert_eq!(self.snapshot(), before);
+    }
+
     /// Deploys `plan` with `--verify host-sha256sum`: it passes, and the receipt says which
     /// verify ran.
     pub fn deploy_host_checked(&self, plan: &Path) {
