@@ -1527,7 +1527,7 @@ impl Run<'_> {
                 let (mut out, timed_out) = match self.remote.exec(&full) {
                     Err(RemoteError::Timeout { secs, .. }) => (
                         ExecOutput {
-                            command: full.clone(),
+                            command: String::new(), // set below, as for a finished check
                             status: None,
                             stdout: String::new(),
                             stderr: format!(
