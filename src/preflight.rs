@@ -22,6 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::deploy::shape::{self, Kind};
 use crate::digest::Digest;
 use crate::manifest::{Entry, EntryKind, Manifest, RecipeRecord};
 use crate::plan::{Anchor, ArtifactRef, Check, HostRef, Operation, Plan, Verdict, PLAN_FORMAT};
@@ -949,58 +950,55 @@ pub fn survey_anchor(
         path: anchor.to_path_buf(),
     })?;
 
-    // Walk: breadth-first, one level at a time, the directories of a level listed
-    // concurrently (each listing is a few round trips; 1,110 directories took 2.8 s one by one).
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut files: Vec<(Vec<u8>, u64, bool)> = Vec::new(); // (rel to anchor, size, exec)
-    let mut level = vec![Vec::<u8>::new()];
-    let mut specials = Vec::new();
-    // Each directory's listing (relative path, names and kinds), for the recipe's emulation.
-    let mut listings: Vec<(Vec<u8>, Listing)> = Vec::new();
-    while !level.is_empty() {
-        let paths: Vec<PathBuf> = level
-            .iter()
-            .map(|rel| anchor.join(OsStr::from_bytes(rel)))
-            .collect();
-        let listed = remote.read_dirs(&paths);
-        let mut next = Vec::new();
-        for (rel, list) in level.iter().zip(listed) {
-            let list = list?;
-            let mut kinds = Vec::with_capacity(list.len());
-            for e in list {
-                let child = join_rel(rel, &e.name);
-                kinds.push((e.name.clone(), e.meta.kind));
-                match e.meta.kind {
-                    FileKind::Dir => {
-                        entries.push(Entry::dir(child.clone()));
-                        next.push(child);
-                    }
-                    FileKind::File => files.push((child, e.meta.size, e.meta.mode & 0o100 != 0)),
-                    FileKind::Symlink => {
-                        let t = remote.read_link(&anchor.join(OsStr::from_bytes(&child)))?;
-                        entries.push(Entry::symlink(child, t.as_os_str().as_bytes().to_vec()));
-                    }
-                    _ => specials.push(child),
-                }
-            }
-            listings.push((rel.clone(), kinds));
+    // One walk (a level's directories listed concurrently) gives kinds, sizes, exec bits and
+    // symlink targets; each directory's listing is also kept, in readdir order, for the
+    // recipe's emulation.
+    let mut listings: HashMap<Vec<u8>, Listing> = HashMap::from([(Vec::new(), Vec::new())]);
+    let mut shape = shape::walk_seen(remote, anchor, &mut |rel, meta| {
+        let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&[][..], rel),
+        };
+        listings
+            .entry(dir.to_vec())
+            .or_default()
+            .push((base.to_vec(), meta.kind));
+        if meta.kind == FileKind::Dir {
+            listings.entry(rel.to_vec()).or_default();
         }
-        level = next;
-    }
+    })?;
 
     // Hash every regular file once, pipelined.
-    let total: u64 = files.iter().map(|f| f.1).sum();
-    progress.start("hashing anchor", Some(total), Some(files.len() as u64));
-    let sized: Vec<(PathBuf, u64)> = files
-        .iter()
-        .map(|f| (anchor.join(OsStr::from_bytes(&f.0)), f.1))
-        .collect();
-    let digests = remote.hash_files_sized(&sized, progress);
+    let (files, total) = shape.values().fold((0u64, 0u64), |(n, b), k| match k {
+        Kind::File { size, .. } => (n + 1, b + size),
+        _ => (n, b),
+    });
+    progress.start("hashing anchor", Some(total), Some(files));
+    let hashed = shape::hash_shape(remote, anchor, &mut shape, progress);
     progress.finish();
-    for ((rel, _, exec), r) in files.into_iter().zip(digests) {
-        let (d, n) = r?;
-        entries.push(Entry::file(rel, n, d, exec));
-    }
+    hashed?;
+    let mut specials = Vec::new();
+    let entries: Vec<Entry> = shape
+        .into_iter()
+        .filter_map(|(rel, k)| match k {
+            Kind::Dir => Some(Entry::dir(rel)),
+            Kind::Symlink { target } => Some(Entry::symlink(rel, target)),
+            Kind::File {
+                size,
+                sha256,
+                executable,
+            } => Some(Entry::file(
+                rel,
+                size,
+                sha256.expect("hash_shape fills every file"),
+                executable,
+            )),
+            Kind::Other(_) => {
+                specials.push(rel);
+                None
+            }
+        })
+        .collect();
 
     if !specials.is_empty() {
         // find -type f skips them, so the recipe is unaffected; the manifest cannot hold them.

@@ -56,7 +56,7 @@ fn kind_of(meta: &Meta) -> Kind {
 /// Walks `root` on the host (lstat view; never follows a symlink), reading symlink targets.
 /// File digests are left `None`; see [`hash_shape`].
 pub fn walk(remote: &dyn Remote, root: &Path) -> Result<Shape, RemoteError> {
-    walk_inner(remote, root, &mut |_, _| {})
+    walk_seen(remote, root, &mut |_, _| {})
 }
 
 /// Relative paths of files with a mode a deploy never gives, and that mode.
@@ -66,7 +66,7 @@ pub type OddModes = Vec<(Vec<u8>, u32)>;
 /// a deploy gives), with its mode: the exec-bit comparison alone would not see a 0664.
 pub fn walk_deployed(remote: &dyn Remote, root: &Path) -> Result<(Shape, OddModes), RemoteError> {
     let mut odd = Vec::new();
-    let shape = walk_inner(remote, root, &mut |rel, meta| {
+    let shape = walk_seen(remote, root, &mut |rel, meta| {
         if meta.kind == FileKind::File && meta.mode != 0o644 && meta.mode != 0o755 {
             odd.push((rel.to_vec(), meta.mode));
         }
@@ -74,7 +74,10 @@ pub fn walk_deployed(remote: &dyn Remote, root: &Path) -> Result<(Shape, OddMode
     Ok((shape, odd))
 }
 
-fn walk_inner(
+/// [`walk`], showing `seen` every entry (its relative path and metadata) as it is listed: the
+/// entries of one directory together, in the server's readdir order, a parent's before its
+/// children's.
+pub fn walk_seen(
     remote: &dyn Remote,
     root: &Path,
     seen: &mut dyn FnMut(&[u8], &Meta),
