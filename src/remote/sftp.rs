@@ -555,23 +555,20 @@ impl Ctx<'_> {
         path: &Path,
         fut: impl Future<Output = Result<T, SftpError>>,
     ) -> Result<T> {
+        let timeout = || RemoteError::Timeout {
+            op,
+            path: path.to_path_buf(),
+            secs: self.limit.as_secs(),
+        };
         if self.stalled.load(Ordering::Relaxed) {
-            return Err(RemoteError::Timeout {
-                op,
-                path: path.to_path_buf(),
-                secs: self.limit.as_secs(),
-            });
+            return Err(timeout());
         }
         match tokio::time::timeout(self.limit, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map(op, path, e).await),
             Err(_) => {
                 self.stalled.store(true, Ordering::Relaxed);
-                Err(RemoteError::Timeout {
-                    op,
-                    path: path.to_path_buf(),
-                    secs: self.limit.as_secs(),
-                })
+                Err(timeout())
             }
         }
     }
@@ -1750,14 +1747,9 @@ impl Remote for SftpRemote {
     }
 
     fn read_dirs(&self, paths: &[PathBuf]) -> Vec<Result<Vec<DirEntry>>> {
-        if self.stalled.load(Ordering::Relaxed) {
-            return paths
-                .iter()
-                .map(|p| Err(self.stalled_error("read_dir", p)))
-                .collect();
-        }
         let c = self.ctx();
-        // No overall timeout: each request is bounded by op_timeout inside `list_dir`.
+        // No overall timeout: each request is bounded by op_timeout inside `list_dir` (and
+        // fails at once on a connection already found stalled).
         let listed: Vec<Result<Vec<DirEntry>>> = self.rt.block_on(
             stream::iter(paths)
                 .map(|p| list_dir(c, p))
@@ -1822,13 +1814,9 @@ impl Remote for SftpRemote {
     }
 
     fn mkdirs(&self, paths: &[PathBuf], mode: u32) -> Result<()> {
-        if let Some(p) = paths.first() {
-            if self.stalled.load(Ordering::Relaxed) {
-                return Err(self.stalled_error("mkdir", p));
-            }
-        }
         let c = self.ctx();
-        // No overall timeout: each request is bounded by op_timeout inside `make_dir`.
+        // No overall timeout: each request is bounded by op_timeout inside `make_dir` (and
+        // fails at once on a connection already found stalled).
         let made: Vec<Result<()>> = self.rt.block_on(
             stream::iter(paths)
                 .map(|p| make_dir(c, p, mode))
