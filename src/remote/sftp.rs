@@ -1499,6 +1499,24 @@ async fn fill(
 ) -> Result<()> {
     let len = source.len();
     let n = len.div_ceil(CHUNK as u64) as usize;
+    if n <= 1 {
+        // One write request at most: it goes out with the chmod and fsync (see finish_file).
+        let data = match n {
+            0 => None,
+            _ => Some(
+                source
+                    .chunk(0, len as usize)
+                    .map_err(|e| RemoteError::Failed {
+                        op: "write",
+                        path: remote.to_path_buf(),
+                        reason: format!("reading the local source: {e}"),
+                    })?,
+            ),
+        };
+        finish_file(c, remote, file, data, mode, fsync).await?;
+        progress.advance(len, 0);
+        return Ok(());
+    }
     let depth = n.clamp(1, CHUNKS_PER_FILE);
     let _permits = if n > 1 {
         Some(
@@ -1533,19 +1551,28 @@ async fn fill(
         .try_collect::<()>()
         .await?;
     drop(f0);
-    finish_file(c, remote, file, mode, fsync).await
+    finish_file(c, remote, file, None, mode, fsync).await
 }
 
-/// Sets the mode of a fully written file, fsyncs it when asked, closes it.
+/// Writes `whole` (the whole content, at most one write request) to a new file when given,
+/// sets its mode, fsyncs it when asked, closes it.
+///
+/// The write, chmod and fsync are queued back to back and answered together: sftp-server
+/// handles a channel's requests in the order they arrive, so the fsync covers the write. After
+/// a successful fsync the close is sent by dropping the handle, without waiting for its answer:
+/// the data is already on disk, and the verify re-reads it. Without fsync the close is awaited,
+/// because then it is the last place a write error can surface. A small file costs one round
+/// trip after its open instead of three.
 ///
 /// The chmod is skipped when the server is known to create files with `mode` already: one
-/// request fewer per file, which is a fifth of a small file's cost. That is learned once per
-/// connection with an lstat of the first file (the sftp-server's umask is fixed for its life);
-/// the deploy's verify re-checks every file's mode from the listing.
+/// request fewer per file. That is learned once per connection with an lstat of the first file
+/// (the sftp-server's umask is fixed for its life); the deploy's verify re-checks every file's
+/// mode from the listing.
 async fn finish_file(
     c: Ctx<'_>,
     remote: &Path,
     mut file: openssh_sftp_client::file::File,
+    whole: Option<Bytes>,
     mode: u32,
     fsync: bool,
 ) -> Result<()> {
@@ -1558,14 +1585,67 @@ async fn finish_file(
         created = CREATE_MODE_KNOWN | meta_of(&m).mode;
         c.create_mode.store(created, Ordering::Relaxed);
     }
-    if created != CREATE_MODE_KNOWN | (mode & 0o7777) {
-        c.t("chmod", remote, file.set_permissions(perms(mode)))
+    let chmod = created != CREATE_MODE_KNOWN | (mode & 0o7777);
+    let (mut w, mut m) = (file.clone(), file.clone());
+    let write = async {
+        match whole {
+            // One request; a server with a smaller write limit takes a part (see below).
+            Some(data) => {
+                let n = c
+                    .t(
+                        "write",
+                        remote,
+                        w.write_zero_copy(std::slice::from_ref(&data)),
+                    )
+                    .await?;
+                Ok(data.slice(n..))
+            }
+            None => Ok(Bytes::new()),
+        }
+    };
+    let chmod = async {
+        if chmod {
+            c.t("chmod", remote, m.set_permissions(perms(mode))).await?;
+        }
+        Ok(())
+    };
+    let sync = async {
+        if fsync {
+            c.t("fsync", remote, file.sync_all()).await?;
+        }
+        Ok(())
+    };
+    let (written, (moded, synced)) = in_order(write, in_order(chmod, sync)).await;
+    drop(m);
+    let rest = written?;
+    moded?;
+    synced?;
+    if !rest.is_empty() {
+        // The fsync above did not cover this part: write it, then fsync again.
+        c.t("write", remote, w.write_all_zero_copy(&mut [rest]))
             .await?;
+        if fsync {
+            c.t("fsync", remote, file.sync_all()).await?;
+        }
     }
+    drop(w);
     if fsync {
-        c.t("fsync", remote, file.sync_all()).await?;
+        drop(file);
+        return Ok(());
     }
     c.t("close", remote, file.close()).await
+}
+
+/// Runs `first` and `then` together, `first`'s request queued before any of `then`'s: the
+/// client library queues a request when its future is first polled, so `first` is polled once
+/// before `then` starts.
+async fn in_order<A: Future, B: Future>(first: A, then: B) -> (A::Output, B::Output) {
+    let mut first = std::pin::pin!(first);
+    let early = std::future::poll_fn(|cx| Poll::Ready(first.as_mut().poll(cx))).await;
+    match early {
+        Poll::Ready(a) => (a, then.await),
+        Poll::Pending => futures_util::future::join(first, then).await,
+    }
 }
 
 /// [`fill`] from pieces that arrive in order ([`Payload::Pieces`]): each piece is one write
@@ -1631,7 +1711,7 @@ async fn fill_pieces(
             }
         })?;
     drop(f0);
-    finish_file(c, remote, file, mode, fsync).await
+    finish_file(c, remote, file, None, mode, fsync).await
 }
 
 /// What a new file is filled from.
