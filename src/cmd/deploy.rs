@@ -36,7 +36,7 @@ pub struct Args {
     /// Command run over ssh in the deployed target after the promote (gate G5), e.g.
     /// `python3 -m unittest discover -s tests -p 'test_*.py'`; its output and status go into
     /// the receipt, and a failure makes the verdict FAIL. A check still running at
-    /// --op-timeout counts as failed.
+    /// --op-timeout counts as failed, and is stopped on the host (TERM, then KILL 5 s later).
     #[arg(long, value_name = "CMD")]
     pub check: Option<String>,
     /// Roll the deploy back automatically when --check fails.

@@ -67,6 +67,23 @@ use super::{
 use crate::digest::Digest;
 use crate::progress::Progress;
 
+/// How a remote command runs (`sh -c WRAPPER sealpush COMMAND`): so that it cannot outlive
+/// sealpush. sshd gives each session a process group of its own; a watchdog in that group waits
+/// for the end of the channel's stdin, which sealpush holds open while it waits. When sealpush
+/// kills its ssh (the command ran past its time limit) or dies, the channel closes, and the
+/// watchdog sends TERM to the group, then KILL 5 s later. A command that ends stops the
+/// watchdog first, so what it started on purpose is left alone. The command's own stdin is
+/// /dev/null, as before; fd 3 carries the channel to the watchdog because a background job's
+/// stdin is /dev/null in a shell without job control.
+const EXEC_WRAPPER: &str = r#"exec 3<&0 </dev/null
+{ cat <&3 >/dev/null 2>&1; trap '' TERM; kill -TERM 0; sleep 5; kill -KILL 0; } >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+sh -c "$1"
+s=$?
+kill "$w" 2>/dev/null
+exit "$s""#;
+
 /// Bytes per read/write request: OpenSSH's `limits@openssh.com` maximum (256 KiB - 1 KiB).
 /// Smaller chunks doubled server CPU in the study (sftp-notes §4).
 const CHUNK: usize = 261_120;
@@ -422,17 +439,27 @@ impl SftpRemote {
     /// Runs a shell command with an explicit time limit (for long checks such as a test suite);
     /// [`Remote::exec`] uses `op_timeout`.
     pub fn exec_with_timeout(&self, command: &str, limit: Duration) -> Result<ExecOutput> {
+        let wrapper = shell_quote(EXEC_WRAPPER);
         let quoted = shell_quote(command);
-        let mut cmd = ssh_command(
+        let cmd = ssh_command(
             &self.ssh_args,
             &self.host,
-            &[OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&quoted)],
+            &[
+                OsStr::new("sh"),
+                OsStr::new("-c"),
+                OsStr::new(&wrapper),
+                OsStr::new("sealpush"),
+                OsStr::new(&quoted),
+            ],
         );
-        cmd.stdin(Stdio::null());
+        // stdin stays piped (ssh_command) and open until the command ends: its end is what
+        // tells the wrapper on the host that sealpush gave up.
         let out = self.rt.block_on(async move {
-            let child = tokio::spawn(async move { cmd.spawn() })
+            let mut cmd = cmd;
+            let mut child = tokio::spawn(async move { cmd.spawn() })
                 .await
                 .map_err(std::io::Error::other)??;
+            let _channel_open = child.stdin.take();
             match tokio::time::timeout(limit, child.wait_with_output()).await {
                 Ok(r) => r.map(Some),
                 // Dropping the future drops the child, and kill_on_drop kills it.
