@@ -1749,15 +1749,12 @@ impl Run<'_> {
                         .map(|(p, k)| (p.clone(), matches!(k, Kind::Dir)))
                         .collect();
                     names.push((DEPLOY_MANIFEST.as_bytes().to_vec(), false));
-                    names.sort();
-                    // Children before parents.
-                    for (p, is_dir) in names.iter().rev() {
-                        let path = shape::join(&root, p);
-                        let res = if *is_dir {
-                            r.remove_dir(&path)
-                        } else {
-                            r.remove_file(&path)
-                        };
+                    let entries: Vec<(PathBuf, bool)> = names
+                        .iter()
+                        .map(|(p, is_dir)| (shape::join(&root, p), *is_dir))
+                        .collect();
+                    // What was never created is not found: fine. Anything else stops here.
+                    for res in r.remove_all(&entries, &crate::progress::NoProgress) {
                         match res {
                             Ok(()) => {}
                             Err(e) if gone(&e) => {}

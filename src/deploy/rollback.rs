@@ -250,6 +250,9 @@ pub fn rollback(
             }
         };
     if let Some(actual) = &actual {
+        // Everything the deploy created and that is still of its kind, then the target itself
+        // (the shallowest directory, so removed last).
+        let mut doomed: Vec<(PathBuf, bool)> = Vec::new();
         for (p, k) in expected.iter().rev() {
             let path = shape::join(&target, p);
             let Some(now) = actual.get(p) else {
@@ -263,19 +266,7 @@ pub fn rollback(
                     .push(format!("{} (replaced by someone else)", path.display()));
                 continue;
             }
-            match k {
-                Kind::Dir => match remote.remove_dir(&path) {
-                    Ok(()) => report.removed += 1,
-                    Err(e) if e.is_not_found() => report.already_gone += 1,
-                    Err(_) => report.kept.push(format!(
-                        "{} (holds names the deploy did not create)",
-                        path.display()
-                    )),
-                },
-                _ => {
-                    gone_ok(remote.remove_file(&path), &mut report)?;
-                }
-            }
+            doomed.push((path, matches!(k, Kind::Dir)));
         }
         for p in &extras {
             report.kept.push(format!(
@@ -283,13 +274,27 @@ pub fn rollback(
                 shape::join(&target, p).display()
             ));
         }
-        match remote.remove_dir(&target) {
-            Ok(()) => report.removed += 1,
-            Err(e) if e.is_not_found() => report.already_gone += 1,
-            Err(_) => report.kept.push(format!(
-                "{} (holds names the deploy did not create)",
-                target.display()
-            )),
+        doomed.push((target.clone(), true));
+        progress.start("removing", None, Some(doomed.len() as u64));
+        let results = remote.remove_all(&doomed, progress);
+        progress.finish();
+        let mut failed = None;
+        for ((path, dir), r) in doomed.iter().zip(results) {
+            match r {
+                Ok(()) => report.removed += 1,
+                Err(e) if e.is_not_found() => report.already_gone += 1,
+                // Not empty: it holds names someone else put there, which stay.
+                Err(_) if *dir => report.kept.push(format!(
+                    "{} (holds names the deploy did not create)",
+                    path.display()
+                )),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(at("rollback")(e));
         }
     }
     if let (Some(p), Some(ok)) = (&receipt.kept_archive, archive_ok) {

@@ -767,3 +767,78 @@ fn mkdirs_creates_a_level_concurrently_and_never_through_a_planted_name() {
         assert_eq!(m.permissions().mode() & 0o7777, 0o755, "{}", p.display());
     }
 }
+
+#[test]
+fn remove_all_removes_children_first_concurrently_and_reports_each_entry() {
+    let sshd = crate::sshd_or_skip!(shared);
+    remove_all_contract(&connect(sshd));
+}
+
+#[test]
+fn remove_all_contract_holds_for_the_local_transport() {
+    remove_all_contract(&sealpush::remote::local::LocalRemote::new());
+}
+
+/// Entries given parents first (the transport must order them), results in input order: a
+/// missing one is NotFound, a directory holding a name nobody listed stays (with that name),
+/// a symlink goes without its target being touched.
+fn remove_all_contract(r: &dyn Remote) {
+    let d = scratch();
+    let root = d.path().join("tree");
+    let outside = d.path().join("outside.txt");
+    std::fs::write(&outside, b"not ours").unwrap();
+    let mut entries: Vec<(PathBuf, bool)> = Vec::new();
+    let mut dir = root.clone();
+    for depth in 0..4 {
+        std::fs::create_dir(&dir).unwrap();
+        entries.push((dir.clone(), true));
+        for i in 0..30 {
+            let f = dir.join(format!("f{depth}-{i}"));
+            std::fs::write(&f, b"x").unwrap();
+            entries.push((f, false));
+        }
+        dir = dir.join(format!("d{depth}"));
+    }
+    let link = root.join("link");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    entries.push((link, false));
+    let keep = root.join("keep");
+    std::fs::create_dir(&keep).unwrap();
+    std::fs::write(keep.join("foreign"), b"someone else's").unwrap();
+    entries.push((keep.clone(), true));
+    let missing = root.join("missing");
+    entries.insert(5, (missing.clone(), false));
+
+    let results = r.remove_all(&entries, &NoProgress);
+    assert_eq!(results.len(), entries.len());
+    for ((p, _), res) in entries.iter().zip(&results) {
+        if p == &missing {
+            assert!(res.as_ref().is_err_and(|e| e.is_not_found()), "{res:?}");
+        } else if p == &keep || p == &root {
+            // Not empty: `keep` holds a foreign name, and so the root holds `keep`.
+            assert!(res.is_err(), "{} removed: {res:?}", p.display());
+        } else {
+            assert!(res.is_ok(), "{}: {res:?}", p.display());
+        }
+    }
+    let left: Vec<PathBuf> = walk(&root);
+    assert_eq!(left, vec![keep.clone(), keep.join("foreign")]);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not ours");
+}
+
+/// Every path under `root`, sorted.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
