@@ -1120,17 +1120,22 @@ impl Run<'_> {
             Err(e) => return Err(e),
         }
         self.progress.finish();
-        for (p, k) in &self.art.expected {
-            if let Kind::Symlink { target } = k {
-                use std::os::unix::ffi::OsStrExt;
-                self.remote
-                    .symlink(
-                        Path::new(std::ffi::OsStr::from_bytes(target)),
-                        &shape::join(&root, p),
-                    )
-                    .map_err(at("materialise"))?;
-            }
-        }
+        let links: Vec<(PathBuf, PathBuf)> = self
+            .art
+            .expected
+            .iter()
+            .filter_map(|(p, k)| match k {
+                Kind::Symlink { target } => {
+                    use std::os::unix::ffi::OsStrExt;
+                    Some((
+                        PathBuf::from(std::ffi::OsStr::from_bytes(target)),
+                        shape::join(&root, p),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        self.remote.symlinks(&links).map_err(at("materialise"))?;
         self.upload_secs += t.elapsed().as_secs_f64();
         self.record(Step::Materialise, Phase::Done, "")
     }

@@ -245,6 +245,19 @@ pub trait Remote: Send + Sync {
     ) -> Result<()>;
     /// Creates a symlink at `link` pointing to `target`; fails if `link` exists.
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    /// [`Remote::symlink`] of each `(target, link)`, all attempted; returns the first error in
+    /// the order of `links`. A transport with round trips creates them concurrently.
+    fn symlinks(&self, links: &[(PathBuf, PathBuf)]) -> Result<()> {
+        let mut first = Ok(());
+        for (target, link) in links {
+            if let Err(e) = self.symlink(target, link) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
     /// Creates a hard link `link` to the existing file `existing`; fails if `link` exists.
     fn hard_link(&self, existing: &Path, link: &Path) -> Result<()>;
     /// Renames `from` to `to`, failing (never replacing) if `to` exists in any form,

@@ -2059,6 +2059,21 @@ impl Remote for SftpRemote {
         })
     }
 
+    fn symlinks(&self, links: &[(PathBuf, PathBuf)]) -> Result<()> {
+        let c = self.ctx();
+        // Each request is bounded by op_timeout inside `c.t`.
+        let made: Vec<Result<()>> = self.rt.block_on(
+            stream::iter(links)
+                .map(|(target, link)| async move {
+                    let mut fs = c.sftp.fs();
+                    c.t("symlink", link, fs.symlink(target, link)).await
+                })
+                .buffered(FILES_IN_FLIGHT)
+                .collect(),
+        );
+        made.into_iter().collect()
+    }
+
     fn hard_link(&self, existing: &Path, link: &Path) -> Result<()> {
         let c = self.ctx();
         self.run("hard_link", link, async {

@@ -842,3 +842,35 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+#[test]
+fn symlinks_are_created_concurrently_and_never_over_an_existing_name() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let r = connect(sshd);
+    let d = scratch();
+    let planted = d.path().join("l17");
+    std::fs::write(&planted, b"was here first").unwrap();
+    let links: Vec<(PathBuf, PathBuf)> = (0..60)
+        .map(|i| {
+            (
+                PathBuf::from(format!("../t/{i}")),
+                d.path().join(format!("l{i:02}")),
+            )
+        })
+        .collect();
+    let e = r.symlinks(&links).unwrap_err();
+    assert!(
+        matches!(e, RemoteError::Exists { ref path, .. } if path == &planted),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read(&planted).unwrap(), b"was here first");
+    // Every other link was made, pointing exactly where asked.
+    for (target, link) in links.iter().filter(|(_, l)| l != &planted) {
+        assert_eq!(
+            &std::fs::read_link(link).unwrap(),
+            target,
+            "{}",
+            link.display()
+        );
+    }
+}
