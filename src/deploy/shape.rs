@@ -89,6 +89,7 @@ pub fn walk_seen(
     while !level.is_empty() {
         let paths: Vec<PathBuf> = level.iter().map(|rel| join(root, rel)).collect();
         let mut next = Vec::new();
+        let mut links = Vec::new();
         for (rel, listed) in level.iter().zip(remote.read_dirs(&paths)) {
             for e in listed? {
                 let mut child = rel.clone();
@@ -97,19 +98,20 @@ pub fn walk_seen(
                 }
                 child.extend_from_slice(&e.name);
                 seen(&child, &e.meta);
-                let mut k = kind_of(&e.meta);
-                match &mut k {
+                let k = kind_of(&e.meta);
+                match &k {
                     Kind::Dir => next.push(child.clone()),
-                    Kind::Symlink { target } => {
-                        *target = remote
-                            .read_link(&join(root, &child))?
-                            .as_os_str()
-                            .as_bytes()
-                            .to_vec();
-                    }
+                    Kind::Symlink { .. } => links.push(child.clone()),
                     _ => {}
                 }
                 shape.insert(child, k);
+            }
+        }
+        // The level's symlink targets, read concurrently; the first error in order stops.
+        let link_paths: Vec<PathBuf> = links.iter().map(|rel| join(root, rel)).collect();
+        for (rel, read) in links.iter().zip(remote.read_links(&link_paths)) {
+            if let Some(Kind::Symlink { target }) = shape.get_mut(rel) {
+                *target = read?.as_os_str().as_bytes().to_vec();
             }
         }
         level = next;

@@ -203,6 +203,11 @@ pub trait Remote: Send + Sync {
     }
     /// Target of a symlink, raw.
     fn read_link(&self, path: &Path) -> Result<PathBuf>;
+    /// [`Remote::read_link`] of each path, results in the order of `paths`; a transport with
+    /// round trips reads them concurrently.
+    fn read_links(&self, paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
+        paths.iter().map(|p| self.read_link(p)).collect()
+    }
     fn statvfs(&self, path: &Path) -> Result<FsStats>;
     /// Reads a whole file of at most `limit` bytes (journals, receipts, manifests).
     fn read_file(&self, path: &Path, limit: u64) -> Result<Vec<u8>>;

@@ -1880,6 +1880,29 @@ impl Remote for SftpRemote {
         Ok(target)
     }
 
+    fn read_links(&self, paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
+        let c = self.ctx();
+        // Each request is bounded by op_timeout inside `c.t`.
+        let read: Vec<Result<PathBuf>> = self.rt.block_on(
+            stream::iter(paths)
+                .map(|p| async move {
+                    let mut fs = c.sftp.fs();
+                    c.t("read_link", p, fs.read_link(p)).await
+                })
+                .buffered(FILES_IN_FLIGHT)
+                .collect(),
+        );
+        paths
+            .iter()
+            .zip(read)
+            .map(|(p, res)| {
+                let target = res?;
+                self.check_lossy("read_link", p, target.as_os_str().as_bytes())?;
+                Ok(target)
+            })
+            .collect()
+    }
+
     fn statvfs(&self, path: &Path) -> Result<FsStats> {
         let c = self.ctx();
         self.run("statvfs", path, async {

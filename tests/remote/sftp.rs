@@ -874,3 +874,29 @@ fn symlinks_are_created_concurrently_and_never_over_an_existing_name() {
         );
     }
 }
+
+#[test]
+fn read_links_reads_concurrently_in_order_with_errors_in_place() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let r = connect(sshd);
+    let d = scratch();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for i in 0..100 {
+        let link = d.path().join(format!("l{i:03}"));
+        // Targets of every length class, dangling or not: read raw, never followed.
+        std::os::unix::fs::symlink(format!("{}/x{i}", "../t".repeat(i % 7)), &link).unwrap();
+        paths.push(link);
+    }
+    paths.insert(30, d.path().join("missing"));
+    let read = r.read_links(&paths);
+    assert_eq!(read.len(), paths.len());
+    for (p, res) in paths.iter().zip(&read) {
+        if p.ends_with("missing") {
+            assert!(res.as_ref().is_err_and(|e| e.is_not_found()), "{res:?}");
+        } else {
+            assert_eq!(res.as_ref().unwrap(), &std::fs::read_link(p).unwrap());
+        }
+    }
+    // The session is still usable after the failed read.
+    assert!(r.lstat(d.path()).unwrap().is_some());
+}
