@@ -980,14 +980,19 @@ impl Run<'_> {
             .collect();
         self.progress.start("uploading", Some(bytes), Some(files));
         // Batches bound how long a Ctrl-C waits for a safe point; each batch still has many
-        // files and requests in flight inside the transport.
+        // files and requests in flight inside the transport. The read-back of a batch overlaps
+        // the upload of the next, so a tree of a few thousand files is cut into about 8
+        // batches (at least 256 files each), not uploaded as one and read back after it: over a
+        // link with 20 ms of round trip that was a second of read-back after the upload.
+        let batch_files = (uploads.len() / 8).clamp(256, 4096);
         let mut batches = Vec::new();
         let mut batch_start = 0;
         while batch_start < uploads.len() {
             let mut end = batch_start;
             let mut batch_bytes = 0u64;
             while end < uploads.len()
-                && (end == batch_start || (end - batch_start < 4096 && batch_bytes < 128 << 20))
+                && (end == batch_start
+                    || (end - batch_start < batch_files && batch_bytes < 128 << 20))
             {
                 batch_bytes += uploads[end].len;
                 end += 1;
