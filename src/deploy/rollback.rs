@@ -126,23 +126,26 @@ pub fn remove_journal_dir(remote: &dyn Remote, dir: &Path) -> Result<(), DeployE
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(at("remove journal")(e)),
     };
-    for e in entries {
-        let n = &e.name;
-        let record = n.len() > 7 && n[..6].iter().all(u8::is_ascii_digit) && n[6] == b'-';
-        let list = n.starts_with(b"sha256sums-") && n.ends_with(b".txt");
-        if e.meta.kind == FileKind::File && (record || list) {
-            match remote.remove_file(&shape::join(dir, n)) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(at("remove journal")(e)),
-            }
+    let mut doomed: Vec<(PathBuf, bool)> = entries
+        .iter()
+        .filter(|e| {
+            let n = &e.name;
+            let record = n.len() > 7 && n[..6].iter().all(u8::is_ascii_digit) && n[6] == b'-';
+            let list = n.starts_with(b"sha256sums-") && n.ends_with(b".txt");
+            e.meta.kind == FileKind::File && (record || list)
+        })
+        .map(|e| (shape::join(dir, &e.name), false))
+        .collect();
+    doomed.push((dir.to_path_buf(), true));
+    // The files' results first, the directory's last: the first error in that order.
+    for r in remote.remove_all(&doomed, &crate::progress::NoProgress) {
+        match r {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(at("remove journal")(e)),
         }
     }
-    match remote.remove_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(at("remove journal")(e)),
-    }
+    Ok(())
 }
 
 /// Removes what the deploy of `receipt` created (see the module docs).
