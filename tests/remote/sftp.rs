@@ -900,3 +900,28 @@ fn read_links_reads_concurrently_in_order_with_errors_in_place() {
     // The session is still usable after the failed read.
     assert!(r.lstat(d.path()).unwrap().is_some());
 }
+
+#[test]
+fn files_in_flight_follow_the_round_trip() {
+    let sshd = crate::sshd_or_skip!(shared);
+    assert_eq!(connect(sshd).files_in_flight(), 64, "loopback is near");
+    // The same host through a ProxyCommand that holds every chunk 5 ms each way.
+    let d = scratch();
+    let config = d.path().join("config");
+    let proxy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/delay.py");
+    let text = std::fs::read_to_string(sshd.config_path()).unwrap();
+    let line = format!(
+        "Host {}\n  ProxyCommand python3 {} 127.0.0.1 {} 5",
+        sshd.alias(),
+        proxy.display(),
+        sshd.port()
+    );
+    let far = text.replacen(&format!("Host {}", sshd.alias()), &line, 1);
+    assert_ne!(far, text, "the alias's Host line is in the config");
+    std::fs::write(&config, far).unwrap();
+    let r = SftpRemote::connect(sshd.alias(), &opts(&config))
+        .unwrap_or_else(|e| panic!("connect through the delaying proxy: {e}"));
+    assert_eq!(r.files_in_flight(), 256, "10 ms of round trip is far");
+    // And it works: a listing through the proxy.
+    assert!(r.lstat(d.path()).unwrap().is_some());
+}
