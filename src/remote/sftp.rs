@@ -2168,8 +2168,17 @@ impl Remote for SftpRemote {
         let c = self.ctx();
         self.run("rename", to, async {
             let mut fs = c.sftp.fs();
-            // 1. The target must not exist in any form (lstat: a dangling symlink counts).
-            match c.t("rename", to, fs.symlink_metadata(to)).await {
+            // Existence probes are `lstat` ops: their expected "no such file" needs no
+            // diagnosis of which component is missing (a round trip per component).
+            let (mut fs_to, mut fs_from) = (c.sftp.fs(), c.sftp.fs());
+            // 1. The target must not exist in any form (lstat: a dangling symlink counts); the
+            //    source's kind, for step 3. Both at once.
+            let (target, source) = futures_util::future::join(
+                c.t("lstat", to, fs_to.symlink_metadata(to)),
+                c.t("rename", from, fs_from.symlink_metadata(from)),
+            )
+            .await;
+            match target {
                 Ok(_) => {
                     return Err(RemoteError::Exists {
                         op: "rename",
@@ -2179,10 +2188,7 @@ impl Remote for SftpRemote {
                 Err(RemoteError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
-            let before = c
-                .t("rename", from, fs.symlink_metadata(from))
-                .await
-                .map(|m| kind_of(&m))?;
+            let before = source.map(|m| kind_of(&m))?;
             // 2. Legacy SSH_FXP_RENAME (posix-rename is hidden): refuses an existing target.
             if let Err(e) = c.t("rename", to, fs.rename(from, to)).await {
                 if let RemoteError::Failed { .. } = e {
@@ -2208,14 +2214,13 @@ impl Remote for SftpRemote {
                 return Err(e);
             }
             // 3. Verify: the source is gone and the target is what the source was.
-            let gone = matches!(
-                c.t("rename", from, fs.symlink_metadata(from)).await,
-                Err(RemoteError::NotFound { .. })
-            );
-            let now = c
-                .t("rename", to, fs.symlink_metadata(to))
-                .await
-                .map(|m| kind_of(&m));
+            let (source, target) = futures_util::future::join(
+                c.t("lstat", from, fs_from.symlink_metadata(from)),
+                c.t("rename", to, fs_to.symlink_metadata(to)),
+            )
+            .await;
+            let gone = matches!(source, Err(RemoteError::NotFound { .. }));
+            let now = target.map(|m| kind_of(&m));
             if !gone || now.as_ref().ok() != Some(&before) {
                 return Err(RemoteError::Failed {
                     op: "rename",
