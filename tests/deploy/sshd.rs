@@ -2,11 +2,12 @@
 //! end to end, and the faults that need a real server (connection cut, stalled server, full
 //! disk, external kill -9 at a random time).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{flip_first_byte, stderr, stdout, Env, Host};
 use crate::support::sshd::{descendants, Sshd};
+use crate::support::walkdir;
 
 fn ssh_env(sshd: &Sshd) -> Env {
     Env::new(ssh_host(sshd))
@@ -344,22 +345,6 @@ fn modes_are_exact_whatever_the_servers_umask() {
         }
         assert!(checked > 5, "only {checked} files checked");
     }
-}
-
-/// Every path under `root` (not following symlinks), root excluded.
-fn walkdir(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

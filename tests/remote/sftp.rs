@@ -821,26 +821,9 @@ fn remove_all_contract(r: &dyn Remote) {
             assert!(res.is_ok(), "{}: {res:?}", p.display());
         }
     }
-    let left: Vec<PathBuf> = walk(&root);
+    let left: Vec<PathBuf> = crate::support::walkdir(&root);
     assert_eq!(left, vec![keep.clone(), keep.join("foreign")]);
     assert_eq!(std::fs::read(&outside).unwrap(), b"not ours");
-}
-
-/// Every path under `root`, sorted.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
