@@ -32,11 +32,22 @@ use crate::progress::Progress;
 
 /// This machine's filesystem as a [`Remote`](super::Remote).
 #[derive(Debug, Default, Clone)]
-pub struct LocalRemote;
+pub struct LocalRemote {
+    /// How long [`Remote::exec`](super::Remote::exec) lets a command run; `None`: no limit.
+    exec_limit: Option<std::time::Duration>,
+}
 
 impl LocalRemote {
     pub fn new() -> LocalRemote {
-        LocalRemote
+        LocalRemote::default()
+    }
+
+    /// A local transport whose commands (`--check`, ...) are stopped after `limit`, as over SFTP
+    /// (`--op-timeout`).
+    pub fn with_exec_limit(limit: std::time::Duration) -> LocalRemote {
+        LocalRemote {
+            exec_limit: Some(limit),
+        }
     }
 }
 
@@ -442,18 +453,76 @@ impl super::Remote for LocalRemote {
         fs::remove_dir(path).map_err(|e| io_err("remove_dir", path, e))
     }
 
+    /// `sh -c COMMAND` in a process group of its own. Past the limit the group gets TERM, then
+    /// KILL once the shell is gone or 5 s later, as the SFTP transport's wrapper does on a host.
     fn exec(&self, command: &str) -> Result<ExecOutput> {
-        let out = std::process::Command::new("sh")
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        use std::time::{Duration, Instant};
+        let spawn_err = |e| io_err("exec", Path::new("/bin/sh"), e);
+        let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(command)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| io_err("exec", Path::new("/bin/sh"), e))?;
-        Ok(ExecOutput {
-            command: command.to_string(),
-            status: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(spawn_err)?;
+        // Drained on threads, so a chatty command never blocks on a full pipe.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut v);
+                }
+                v
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let deadline = self.exec_limit.map(|d| Instant::now() + d);
+        loop {
+            if let Some(status) = child.try_wait().map_err(spawn_err)? {
+                let text = |h: std::thread::JoinHandle<Vec<u8>>| {
+                    String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
+                };
+                return Ok(ExecOutput {
+                    command: command.to_string(),
+                    status: status.code(),
+                    stdout: text(out),
+                    stderr: text(err),
+                });
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let group = -(child.id() as libc::pid_t);
+        // SAFETY: kill(2) on our own child's process group; no memory is involved.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let grace = Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; whatever ignored TERM goes now.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = child.wait();
+        Err(RemoteError::Timeout {
+            op: "exec",
+            path: PathBuf::from(super::sftp::command_label(command)),
+            secs: self.exec_limit.map_or(0, |d| d.as_secs()),
         })
     }
 }

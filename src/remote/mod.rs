@@ -352,7 +352,9 @@ impl Default for ConnectOptions {
 /// destination (alias from `~/.ssh/config`, `user@host`, `ssh://user@host:port`).
 pub fn connect(host: &str, opts: &ConnectOptions) -> Result<Box<dyn Remote>> {
     if host == "local" || host == "local:" {
-        Ok(Box::new(local::LocalRemote::new()))
+        Ok(Box::new(local::LocalRemote::with_exec_limit(
+            opts.op_timeout,
+        )))
     } else {
         Ok(Box::new(sftp::SftpRemote::connect(host, opts)?))
     }

@@ -1063,7 +1063,7 @@ fn keyscan(hostname: &str, port: u16) -> Vec<(String, String)> {
 
 /// A command as errors name it: its first line, cut at 60 characters (sealpush's own commands
 /// are whole shell scripts).
-fn command_label(command: &str) -> String {
+pub(crate) fn command_label(command: &str) -> String {
     let line = command.lines().next().unwrap_or("");
     let mut label: String = line.chars().take(60).collect();
     if label.len() < command.len() {

@@ -550,3 +550,44 @@ fn host_sha256sum_verify_of_a_tree_without_files_passes() {
         Path::new("empty")
     );
 }
+
+#[test]
+fn check_still_running_at_the_op_timeout_is_stopped_local() {
+    check_still_running_at_the_op_timeout_is_stopped(Host::Local);
+}
+
+/// A check that outlives --op-timeout fails, is rolled back, and does not run on: over SFTP the
+/// wrapper on the host stops it, locally the transport stops its process group.
+pub fn check_still_running_at_the_op_timeout_is_stopped(host: Host) {
+    let env = Env::new(host);
+    // The check leaves its pid outside the host tree (the snapshot must not change), then
+    // hangs; the sleep ignores TERM, so only the final KILL ends it.
+    let pidfile = env.tmp.path().join("check.pid");
+    let check = format!("echo $$ > {}; trap '' TERM; sleep 30", pidfile.display());
+    env.check_fails_and_rolls_back(
+        &check,
+        &["--op-timeout", "3"],
+        "did not finish within 3s (--op-timeout)",
+    );
+    // The host is this machine: the command's shell must be gone (or a zombie) soon after
+    // sealpush gave up, not 30 s later. TERM, then KILL after 5 s at most.
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !gone(pid) && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(gone(pid), "the check (pid {pid}) still runs on the host");
+}

@@ -383,35 +383,5 @@ fn corrupted_stored_archive_stops_the_deploy_before_the_promote_over_sftp() {
 fn check_still_running_at_the_op_timeout_fails_rolls_back_and_is_killed_on_the_host() {
     let sshd = crate::sshd_or_skip!(shared);
     let _log = sshd.log_on_panic();
-    let env = ssh_env(sshd);
-    // The check leaves its pid outside the host tree (the snapshot must not change), then
-    // hangs; the sleep ignores TERM, so only the wrapper's KILL ends it.
-    let pidfile = env.tmp.path().join("check.pid");
-    let check = format!("echo $$ > {}; trap '' TERM; sleep 30", pidfile.display());
-    env.check_fails_and_rolls_back(
-        &check,
-        &["--op-timeout", "3"],
-        "did not finish within 3s (--op-timeout)",
-    );
-    // The sshd runs on this machine: the command's shell must be gone (or a zombie) soon
-    // after sealpush gave up, not 30 s later. TERM, then KILL after 5 s.
-    let pid: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let gone = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-    };
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !gone(pid) && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(gone(pid), "the check (pid {pid}) still runs on the host");
+    super::local::check_still_running_at_the_op_timeout_is_stopped(ssh_host(sshd));
 }
