@@ -274,49 +274,57 @@ pub trait Remote: Send + Sync {
     fn remove_dir(&self, path: &Path) -> Result<()>;
     /// Removes each entry (`true`: an empty directory, `false`: a file or symlink, never
     /// followed); results in the order of `entries`. Everything is attempted, in
-    /// [`removal_groups`] order: files and symlinks first, then directories deepest first, so a
+    /// [`remove_in_groups`] order: files and symlinks first, then directories deepest first, so a
     /// directory whose listed contents are gone is empty by its turn. A transport with round
     /// trips removes each group concurrently (SFTP: a rollback of 100,000 files is not 100,000
     /// round trips one after the other).
     fn remove_all(&self, entries: &[(PathBuf, bool)], progress: &dyn Progress) -> Vec<Result<()>> {
-        let mut out: Vec<Option<Result<()>>> = entries.iter().map(|_| None).collect();
-        for group in removal_groups(entries) {
-            for i in group {
-                let (path, dir) = &entries[i];
-                out[i] = Some(if *dir {
-                    self.remove_dir(path)
-                } else {
-                    self.remove_file(path)
-                });
-                progress.advance(0, 1);
-            }
-        }
-        out.into_iter()
-            .map(|r| r.expect("every entry is in a group"))
-            .collect()
+        remove_in_groups(entries, |group| {
+            group
+                .iter()
+                .map(|&i| {
+                    let (path, dir) = &entries[i];
+                    let r = if *dir {
+                        self.remove_dir(path)
+                    } else {
+                        self.remove_file(path)
+                    };
+                    progress.advance(0, 1);
+                    r
+                })
+                .collect()
+        })
     }
     /// Runs a shell command on the host (only where the user asked for one).
     fn exec(&self, command: &str) -> Result<ExecOutput>;
 }
 
-/// Indexes of `entries` (path, is a directory) in the groups [`Remote::remove_all`] removes
-/// one after the other: all non-directories, then the directories of each depth, deepest
-/// first. Within a group no entry contains another, so its removals may run in any order.
-pub fn removal_groups(entries: &[(PathBuf, bool)]) -> Vec<Vec<usize>> {
+/// Runs `remove_group` on the groups [`Remote::remove_all`] removes one after the other (all
+/// non-directories, then the directories of each depth, deepest first; within a group no entry
+/// contains another, so its removals may run in any order, or at once) and returns the results
+/// in the order of `entries`. `remove_group` gets indexes into `entries` and answers in their
+/// order.
+pub fn remove_in_groups(
+    entries: &[(PathBuf, bool)],
+    mut remove_group: impl FnMut(&[usize]) -> Vec<Result<()>>,
+) -> Vec<Result<()>> {
     let depth = |i: usize| entries[i].0.components().count();
-    let mut groups = Vec::new();
     let files: Vec<usize> = (0..entries.len()).filter(|&i| !entries[i].1).collect();
-    if !files.is_empty() {
-        groups.push(files);
-    }
     let mut dirs: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].1).collect();
     // Stable: the directories of one depth keep their order.
     dirs.sort_by_key(|&i| std::cmp::Reverse(depth(i)));
-    groups.extend(
-        dirs.chunk_by(|&a, &b| depth(a) == depth(b))
-            .map(<[usize]>::to_vec),
-    );
-    groups
+    let mut out: Vec<Option<Result<()>>> = entries.iter().map(|_| None).collect();
+    let groups = std::iter::once(files.as_slice())
+        .chain(dirs.chunk_by(|&a, &b| depth(a) == depth(b)))
+        .filter(|g| !g.is_empty());
+    for group in groups {
+        for (&i, r) in group.iter().zip(remove_group(group)) {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter()
+        .map(|r| r.expect("every entry is in a group, answered"))
+        .collect()
 }
 
 /// How to reach a host.

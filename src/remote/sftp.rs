@@ -2257,13 +2257,12 @@ impl Remote for SftpRemote {
 
     fn remove_all(&self, entries: &[(PathBuf, bool)], progress: &dyn Progress) -> Vec<Result<()>> {
         let c = self.ctx();
-        let mut out: Vec<Option<Result<()>>> = entries.iter().map(|_| None).collect();
-        for group in super::removal_groups(entries) {
+        super::remove_in_groups(entries, |group| {
             // Each request is bounded by op_timeout inside `c.t` (and fails at once on a
             // connection already found stalled).
-            let done: Vec<(usize, Result<()>)> = self.rt.block_on(
+            self.rt.block_on(
                 stream::iter(group)
-                    .map(|i| async move {
+                    .map(|&i| async move {
                         let (path, dir) = &entries[i];
                         let mut fs = c.sftp.fs();
                         let r = if *dir {
@@ -2272,18 +2271,12 @@ impl Remote for SftpRemote {
                             c.t("remove_file", path, fs.remove_file(path)).await
                         };
                         progress.advance(0, 1);
-                        (i, r)
+                        r
                     })
-                    .buffer_unordered(c.in_flight)
+                    .buffered(c.in_flight)
                     .collect(),
-            );
-            for (i, r) in done {
-                out[i] = Some(r);
-            }
-        }
-        out.into_iter()
-            .map(|r| r.expect("every entry is in a group"))
-            .collect()
+            )
+        })
     }
 
     fn exec(&self, command: &str) -> Result<ExecOutput> {
