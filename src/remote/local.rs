@@ -470,27 +470,15 @@ impl super::Remote for LocalRemote {
             .spawn()
             .map_err(spawn_err)?;
         // Drained on threads, so a chatty command never blocks on a full pipe.
-        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
             std::thread::spawn(move || {
                 let mut v = Vec::new();
-                if let Some(mut p) = pipe {
-                    let _ = p.read_to_end(&mut v);
-                }
+                let _ = pipe.read_to_end(&mut v);
                 v
             })
-        };
-        let out = drain(
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
-        let err = drain(
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        );
+        }
+        let out = drain(child.stdout.take().expect("piped stdout"));
+        let err = drain(child.stderr.take().expect("piped stderr"));
         let deadline = self.exec_limit.map(|d| Instant::now() + d);
         loop {
             if let Some(status) = child.try_wait().map_err(spawn_err)? {
