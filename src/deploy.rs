@@ -1680,7 +1680,7 @@ impl Run<'_> {
         write_local_atomic(&self.state.receipt_path(), json.as_bytes())?;
         self.record(Step::Receipt, Phase::Done, "")?;
         self.release_lock()?;
-        self.journal.detach_host();
+        self.journal.detach_host(self.remote)?;
         self.record(Step::Finished, Phase::Done, "")?;
         if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
         {
@@ -1806,7 +1806,8 @@ impl Run<'_> {
         }
         if left.is_empty() && !self.promoted {
             // Nothing of ours is left but bookkeeping: remove it too, so the host is as before.
-            self.journal.detach_host();
+            // A record that cannot be written must not stop the cleanup (as above).
+            let _ = self.journal.detach_host(self.remote);
             let _ = self.record(Step::Cleanup, Phase::Intent, "host journal and work dirs");
             if self.remove_bookkeeping().is_ok() {
                 let _ = self.record(Step::Reset, Phase::Done, "cleaned up after a failed deploy");

@@ -8,7 +8,10 @@
 //! - on the host, `<work_dir>/journal-<plan digest, 16 hex>/NNNNNN-<step>-<phase>`: one small,
 //!   exclusively created file per record (appending over SFTP is not atomic; a new name is), so
 //!   someone looking at the host sees what the deploy was doing. Written only while the lock is
-//!   held (before that, the work dir may not exist yet).
+//!   held (before that, the work dir may not exist yet). An intent or failure record is on the
+//!   host before the next step runs; a done record goes with the next record written there (or
+//!   when the host journal is detached), in the same round trips, since it only reports what
+//!   already happened.
 //!
 //! Test hook: `SEALPUSH_FAULT=abort-before:<step>` or `abort-after:<step>` makes the process kill
 //! itself with SIGKILL right after the intent record of `<step>` is durable (before the
@@ -216,6 +219,8 @@ pub struct Journal {
     run: String,
     seq: u64,
     host_dir: Option<PathBuf>,
+    /// Done records not yet written on the host (name, line): see the module docs.
+    host_pending: Vec<(PathBuf, Vec<u8>)>,
     pub history: History,
 }
 
@@ -238,6 +243,7 @@ impl Journal {
             run: format!("{}@{}", std::process::id(), unix_now()),
             seq,
             host_dir: None,
+            host_pending: Vec::new(),
             history: history_of(&records),
         })
     }
@@ -252,8 +258,26 @@ impl Journal {
         self.host_dir = Some(dir);
     }
 
-    pub fn detach_host(&mut self) {
+    /// Stops writing on the host, after writing the records still pending there.
+    pub fn detach_host(&mut self, remote: &dyn Remote) -> Result<(), DeployError> {
         self.host_dir = None;
+        self.flush_host(remote, None)
+    }
+
+    /// Writes the pending done records and `then`, concurrently; fsynced, like the data: the
+    /// host copy survives a crash of the host too.
+    fn flush_host(
+        &mut self,
+        remote: &dyn Remote,
+        then: Option<(PathBuf, Vec<u8>)>,
+    ) -> Result<(), DeployError> {
+        let mut records = std::mem::take(&mut self.host_pending);
+        records.extend(then);
+        if records.is_empty() {
+            return Ok(());
+        }
+        remote.write_new_all(&records, 0o600, true)?;
+        Ok(())
     }
 
     /// Writes one record, locally first (fsync), then on the host; then honours the fault hook.
@@ -289,9 +313,11 @@ impl Journal {
                 Phase::Failed => "failed",
             };
             let name = format!("{:06}-{}-{}", rec.seq, step.name(), phase_name);
-            // fsync'd, like the data: the host copy survives a crash of the host too. (It also
-            // saves a round trip: after an fsync the close is not awaited.)
-            remote.write_new(&dir.join(name), &line, 0o600, true)?;
+            let record = (dir.join(name), line);
+            match phase {
+                Phase::Done => self.host_pending.push(record),
+                Phase::Intent | Phase::Failed => self.flush_host(remote, Some(record))?,
+            }
         }
         fault_point(step, phase);
         Ok(())
@@ -392,6 +418,56 @@ mod tests {
         assert!(!h.done(Step::Staging));
         assert!(h.intended(Step::Lock));
         assert!(!h.done(Step::Lock));
+    }
+
+    #[test]
+    fn a_done_record_reaches_the_host_with_the_next_record_or_at_detach() {
+        let d = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&d.path().join("state"), &Digest([7; 32])).unwrap();
+        let host = d.path().join("host");
+        fs::create_dir(&host).unwrap();
+        let remote = crate::remote::local::LocalRemote::new();
+        let mut j = Journal::open(&state).unwrap();
+        j.attach_host(host.clone());
+        let on_host = || {
+            let mut v: Vec<String> = fs::read_dir(&host)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        j.record(&remote, Step::Staging, Phase::Intent, "").unwrap();
+        assert_eq!(on_host(), ["000001-staging-intent"]);
+        j.record(&remote, Step::Staging, Phase::Done, "").unwrap();
+        assert_eq!(on_host(), ["000001-staging-intent"], "done waits");
+        j.record(&remote, Step::Promote, Phase::Intent, "").unwrap();
+        let both = [
+            "000001-staging-intent",
+            "000002-staging-done",
+            "000003-promote-intent",
+        ];
+        assert_eq!(on_host(), both);
+        j.record(&remote, Step::Promote, Phase::Done, "").unwrap();
+        j.detach_host(&remote).unwrap();
+        assert_eq!(on_host().last().unwrap(), "000004-promote-done");
+        // Locally, every record was written at once, in order.
+        let local: Vec<u64> = read_records(&state.journal_path())
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(local, [1, 2, 3, 4]);
+        assert_eq!(
+            fs::read(host.join("000002-staging-done")).unwrap(),
+            fs::read_to_string(state.journal_path())
+                .unwrap()
+                .lines()
+                .nth(1)
+                .map(|l| format!("{l}\n"))
+                .unwrap()
+                .as_bytes()
+        );
     }
 
     #[test]

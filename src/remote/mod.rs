@@ -236,6 +236,14 @@ pub trait Remote: Send + Sync {
     /// Creates a new file with `data` (exclusive create, never through a symlink), sets `mode`,
     /// and fsyncs it when `fsync` and the server can.
     fn write_new(&self, path: &Path, data: &[u8], mode: u32, fsync: bool) -> Result<()>;
+    /// [`Remote::write_new`] of each `(path, data)`, all with `mode`; the first error ends it. A
+    /// transport with round trips writes them concurrently (a handful of small records in the
+    /// round trips of one).
+    fn write_new_all(&self, files: &[(PathBuf, Vec<u8>)], mode: u32, fsync: bool) -> Result<()> {
+        files
+            .iter()
+            .try_for_each(|(path, data)| self.write_new(path, data, mode, fsync))
+    }
     /// Uploads many files, each by exclusive create, many in flight. Parents must exist.
     fn put_new_files(&self, files: &[NewFile], fsync: bool, progress: &dyn Progress) -> Result<()>;
     /// Uploads the next `count` files received from `files`, as [`Remote::put_new_files`] does.

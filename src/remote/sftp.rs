@@ -2036,6 +2036,28 @@ impl Remote for SftpRemote {
         .map_err(|e| rename_op(e, "write_new"))
     }
 
+    fn write_new_all(&self, files: &[(PathBuf, Vec<u8>)], mode: u32, fsync: bool) -> Result<()> {
+        let c = self.ctx();
+        let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
+        let fsync = fsync && self.fsync;
+        // Each request is bounded by op_timeout inside `put_one`.
+        self.rt
+            .block_on(
+                stream::iter(files)
+                    .map(|(path, data)| {
+                        let big = &big;
+                        async move {
+                            let body = Body::Source(Source::Memory(data));
+                            let progress = &crate::progress::NoProgress;
+                            put_one(c, path, body, mode, fsync, big, progress).await
+                        }
+                    })
+                    .buffer_unordered(c.in_flight)
+                    .try_collect::<()>(),
+            )
+            .map_err(|e| rename_op(e, "write_new"))
+    }
+
     fn put_new_files(&self, files: &[NewFile], fsync: bool, progress: &dyn Progress) -> Result<()> {
         let c = self.ctx();
         let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);

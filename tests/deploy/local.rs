@@ -42,6 +42,7 @@ fn local_deploy_status_rollback_end_to_end() {
     );
     assert!(report.contains("anchor_unchanged: YES"), "{report}");
     env.assert_complete();
+    env.assert_host_journal_complete();
     assert_eq!(env.real_recipe(&env.anchor), anchor);
     // The tree's modes: directories 0755 (staging was 0700, the tree inside it was not).
     use std::os::unix::fs::MetadataExt;

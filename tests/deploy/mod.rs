@@ -386,6 +386,66 @@ impl Env {
         assert_eq!(recorded, &got[..64], "DEPLOY-MANIFEST.txt recipe_sha256");
     }
 
+    /// After a finished deploy: the host journal holds, byte for byte, every local journal
+    /// record from its first one on the host through `unlock done` (done records reach the host
+    /// late, with the next record, but none may be lost), and nothing else.
+    pub fn assert_host_journal_complete(&self) {
+        let local = std::fs::read_dir(self.state.join("deploys"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join("journal.jsonl"))
+            .next()
+            .expect("a local journal");
+        let lines: Vec<(String, String)> = std::fs::read_to_string(&local)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                let name = format!(
+                    "{:06}-{}-{}",
+                    r["seq"].as_u64().unwrap(),
+                    r["step"].as_str().unwrap(),
+                    r["phase"].as_str().unwrap()
+                );
+                (name, format!("{l}\n"))
+            })
+            .collect();
+        let work = self
+            .parent
+            .join(".sealpush")
+            .join(self.target.file_name().unwrap());
+        let dir = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("journal-")
+            })
+            .expect("a host journal");
+        let mut host: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        host.sort();
+        let first = lines
+            .iter()
+            .position(|(n, _)| Some(n) == host.first().map(|(n, _)| n))
+            .expect("the host's first record is a local one");
+        let last = lines
+            .iter()
+            .position(|(n, _)| n.ends_with("-unlock-done"))
+            .expect("unlock done");
+        let want = &lines[first..=last];
+        let names = |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&host), names(want), "host journal records");
+        assert_eq!(host, want, "host journal contents");
+    }
+
     /// Names beside the target that a deploy may leave: staging dirs and the work dir.
     pub fn leftovers(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.parent)

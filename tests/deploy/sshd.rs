@@ -56,6 +56,7 @@ fn seed_scenario_side_by_side_with_unittest_check_then_rollback() {
     // Independently: the real recipe over ssh, sha256sum -c on the host.
     assert_eq!(env.real_recipe(&env.anchor), anchor);
     env.assert_complete();
+    env.assert_host_journal_complete();
     env.status_passes_then_rollback_restores(&plan, &before);
 }
 
