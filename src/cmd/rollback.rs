@@ -44,24 +44,32 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         .unwrap_or_else(deploy::default_local_state);
     let value: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not JSON", args.file.display()))?;
-    let receipt: Receipt = if value.get("plan_digest").is_some() {
-        Receipt::from_json(&text)
+    // With a plan, the receipt may have to be read from the host: that connection is kept for
+    // the rollback when the receipt names the same host (it does unless the receipt was edited).
+    let (receipt, opened) = if value.get("plan_digest").is_some() {
+        let receipt = Receipt::from_json(&text)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("receipt {}", args.file.display()))?
+            .with_context(|| format!("receipt {}", args.file.display()))?;
+        (receipt, None)
     } else {
         let plan = super::deploy::read_plan(&args.file)?;
         let host = args
             .host
             .clone()
             .unwrap_or_else(|| plan.plan.host.destination.clone());
-        let remote = super::deploy::connect(&host, plan.plan.host.ssh_config.as_ref(), &args.ssh)?;
-        deploy::find_receipt(remote.as_ref(), &plan, &local_state)?
+        let config = plan.plan.host.ssh_config.clone();
+        let remote = super::deploy::connect(&host, config.as_ref(), &args.ssh)?;
+        let receipt = deploy::find_receipt(remote.as_ref(), &plan, &local_state)?;
+        (receipt, Some((host, config, remote)))
     };
     let host = args
         .host
         .clone()
         .unwrap_or_else(|| receipt.host.destination.clone());
-    let remote = super::deploy::connect(&host, receipt.host.ssh_config.as_ref(), &args.ssh)?;
+    let remote = match opened {
+        Some((h, config, remote)) if h == host && config == receipt.host.ssh_config => remote,
+        _ => super::deploy::connect(&host, receipt.host.ssh_config.as_ref(), &args.ssh)?,
+    };
     globals.note(format!(
         "rolling back {}:{}",
         host,

@@ -386,3 +386,25 @@ fn check_still_running_at_the_op_timeout_fails_rolls_back_and_is_killed_on_the_h
     let _log = sshd.log_on_panic();
     super::local::check_still_running_at_the_op_timeout_is_stopped(ssh_host(sshd));
 }
+
+#[test]
+fn rollback_of_a_plan_connects_once() {
+    // A private server: its log counts only this test's connections.
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let n = logins();
+    let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    assert!(
+        stdout(&rb).contains("anchor_unchanged: YES"),
+        "{}",
+        stdout(&rb)
+    );
+    // The connection that looked for the receipt is the one the rollback used.
+    assert_eq!(logins(), n + 1, "{}", sshd.log());
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
