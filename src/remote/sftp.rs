@@ -103,8 +103,11 @@ const FILES_IN_FLIGHT_FAR: usize = 256;
 /// VPS 10 ms or more; the margin keeps a busy machine's loopback (the shortest of three probes)
 /// near, and a far window on a near host would only cost a little memory and CPU.
 const FAR: Duration = Duration::from_millis(5);
-/// Directories listed (`read_dirs`) or created (`mkdirs`) concurrently.
-const DIRS_IN_FLIGHT: usize = 32;
+/// Directories listed (`read_dirs`) or created (`mkdirs`) concurrently on a near host. A far
+/// host gets the far file window: a walk or a staging tree goes one level at a time, and each
+/// wave of a level costs its round trips (a listing three: open, entries, end), so a level of
+/// 200 directories took 7 waves with 32.
+const DIRS_IN_FLIGHT_NEAR: usize = 32;
 /// Chunk requests in flight for the large-file phase of bulk operations, shared by all files:
 /// bounds memory to about 16 MiB however many large files there are.
 const BIG_CHUNKS_IN_FLIGHT: usize = 64;
@@ -452,6 +455,11 @@ impl SftpRemote {
         self.in_flight
     }
 
+    /// Directories listed or created at once: more when the host's round trip is long.
+    pub fn dirs_in_flight(&self) -> usize {
+        self.ctx().dirs_in_flight()
+    }
+
     /// True when the server offers `fsync@openssh.com`.
     pub fn supports_fsync(&self) -> bool {
         self.fsync
@@ -599,6 +607,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn dirs_in_flight(&self) -> usize {
+        if self.in_flight >= FILES_IN_FLIGHT_FAR {
+            self.in_flight
+        } else {
+            DIRS_IN_FLIGHT_NEAR
+        }
+    }
+
     /// One request under the op timeout (for the bulk paths, where each request is bounded).
     async fn t<T>(
         &self,
@@ -1921,7 +1937,7 @@ impl Remote for SftpRemote {
         let listed: Vec<Result<Vec<DirEntry>>> = self.rt.block_on(
             stream::iter(paths)
                 .map(|p| list_dir(c, p))
-                .buffered(DIRS_IN_FLIGHT)
+                .buffered(c.dirs_in_flight())
                 .collect(),
         );
         paths
@@ -2011,7 +2027,7 @@ impl Remote for SftpRemote {
         let made: Vec<Result<()>> = self.rt.block_on(
             stream::iter(paths)
                 .map(|p| make_dir(c, p, mode))
-                .buffered(DIRS_IN_FLIGHT)
+                .buffered(c.dirs_in_flight())
                 .collect(),
         );
         made.into_iter().collect()

@@ -887,7 +887,9 @@ fn read_links_reads_concurrently_in_order_with_errors_in_place() {
 #[test]
 fn files_in_flight_follow_the_round_trip() {
     let sshd = crate::sshd_or_skip!(shared);
-    assert_eq!(connect(sshd).files_in_flight(), 64, "loopback is near");
+    let near = connect(sshd);
+    assert_eq!(near.files_in_flight(), 64, "loopback is near");
+    assert_eq!(near.dirs_in_flight(), 32);
     // The same host through a ProxyCommand that holds every chunk 5 ms each way.
     let d = scratch();
     let config = d.path().join("config");
@@ -905,6 +907,17 @@ fn files_in_flight_follow_the_round_trip() {
     let r = SftpRemote::connect(sshd.alias(), &opts(&config))
         .unwrap_or_else(|e| panic!("connect through the delaying proxy: {e}"));
     assert_eq!(r.files_in_flight(), 256, "10 ms of round trip is far");
-    // And it works: a listing through the proxy.
-    assert!(r.lstat(d.path()).unwrap().is_some());
+    assert_eq!(r.dirs_in_flight(), 256);
+    // And it works: a level of 300 directories created and listed through the proxy.
+    let dirs: Vec<PathBuf> = (0..300)
+        .map(|i| d.path().join(format!("d{i:03}")))
+        .collect();
+    r.mkdirs(&dirs, 0o755).unwrap();
+    for (p, listed) in dirs.iter().zip(r.read_dirs(&dirs)) {
+        assert_eq!(listed.unwrap(), vec![], "{}", p.display());
+        assert_eq!(
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+    }
 }
