@@ -87,18 +87,27 @@ exit "$s""#;
 /// Bytes per read/write request: OpenSSH's `limits@openssh.com` maximum (256 KiB - 1 KiB).
 /// Smaller chunks doubled server CPU in the study (sftp-notes §4).
 const CHUNK: usize = 261_120;
-/// Files in flight for bulk operations (upload, hashing, removal, links) on a host whose round
-/// trip is under [`FAR`]. Each small file costs two round trips one after the other (open, then
-/// the rest), so this bounds throughput only when round trips are long; near, the CPU does.
+/// Files in flight for bulk operations (upload, hashing; removal and links too when near) on a
+/// host whose round trip is under [`FAR`]. Each small file costs two round trips one after the
+/// other (open, then the rest), so this bounds throughput only when round trips are long; near,
+/// the CPU does.
 /// On loopback 64 is the sweet spot (sftp-notes: 10k small files; session 3: the anchor survey
 /// 2% and the overlapped read-back 5% faster than 256 with the current-thread runtime, 16 and 32
 /// clearly slower).
 const FILES_IN_FLIGHT_NEAR: usize = 64;
 /// Files in flight when the round trip is [`FAR`] or more. Through a proxy adding 10 ms each way,
 /// a 2,000-file deploy took 4.2 s instead of 5.2 s (the upload phase 0.87 s instead of 1.68 s,
-/// about rsync's 0.8 s) and its rollback 2.0 s instead of 3.6 s; 1,024 was no better. Memory:
+/// about rsync's 0.8 s) and its rollback 2.0 s instead of 3.6 s. 1,024 was no better for the
+/// upload: the same with its 256-file batches, twice as slow with 1,024-file batches (less of
+/// the read-back overlaps). Memory:
 /// at most 256 small files (255 KiB each) in flight.
 const FILES_IN_FLIGHT_FAR: usize = 256;
+/// Requests that open no handle (remove, symlink, readlink) in flight on a far host: each costs
+/// the server one system call and the wire a few dozen bytes, so the window can be wider than
+/// for files, whose handles count against the server's open-file limit. Rolling back 2,000
+/// files through a 20 ms round trip (`benches/wan.sh`) took 1.37 s instead of 1.52 s with 256.
+/// Near, the file window is used.
+const NAMES_IN_FLIGHT_FAR: usize = 1024;
 /// The round trip from which a host counts as far. A LAN is about 0.2-0.5 ms and a link to a
 /// VPS 10 ms or more; the margin keeps a busy machine's loopback (the shortest of three probes)
 /// near, and a far window on a near host would only cost a little memory and CPU.
@@ -607,6 +616,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn names_in_flight(&self) -> usize {
+        if self.in_flight >= FILES_IN_FLIGHT_FAR {
+            NAMES_IN_FLIGHT_FAR
+        } else {
+            self.in_flight
+        }
+    }
+
     fn dirs_in_flight(&self) -> usize {
         if self.in_flight >= FILES_IN_FLIGHT_FAR {
             self.in_flight
@@ -1966,7 +1983,7 @@ impl Remote for SftpRemote {
                     let mut fs = c.sftp.fs();
                     c.t("read_link", p, fs.read_link(p)).await
                 })
-                .buffered(c.in_flight)
+                .buffered(c.names_in_flight())
                 .collect(),
         );
         paths
@@ -2190,7 +2207,7 @@ impl Remote for SftpRemote {
                     let mut fs = c.sftp.fs();
                     c.t("symlink", link, fs.symlink(target, link)).await
                 })
-                .buffered(c.in_flight)
+                .buffered(c.names_in_flight())
                 .collect(),
         );
         made.into_iter().collect()
@@ -2311,7 +2328,7 @@ impl Remote for SftpRemote {
                         progress.advance(0, 1);
                         r
                     })
-                    .buffered(c.in_flight)
+                    .buffered(c.names_in_flight())
                     .collect(),
             )
         })

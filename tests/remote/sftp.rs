@@ -920,4 +920,10 @@ fn files_in_flight_follow_the_round_trip() {
             0o755
         );
     }
+    // Removed again with the far window for requests without a handle.
+    let entries: Vec<(PathBuf, bool)> = dirs.iter().map(|p| (p.clone(), true)).collect();
+    for res in r.remove_all(&entries, &NoProgress) {
+        res.unwrap();
+    }
+    assert_eq!(crate::support::walkdir(d.path()), vec![config]);
 }
