@@ -1194,7 +1194,8 @@ impl Run<'_> {
         let (files, bytes) = self.art.totals();
         self.record(Step::Verify, Phase::Intent, self.opts.verify.name())?;
         let root = self.names.staged_tree.clone();
-        let (mut actual, odd) = shape::walk_deployed(self.remote, &root).map_err(at("verify"))?;
+        let (mut actual, odd) =
+            shape::walk_deployed(self.remote, &root, &self.art.expected).map_err(at("verify"))?;
         if !odd.is_empty() {
             return Err(DeployError::TreeMismatch {
                 path: root,
@@ -1484,7 +1485,8 @@ impl Run<'_> {
         // The bytes were read back before the promote and a rename does not touch them; the
         // prove checks the promoted tree's shape (names, kinds, sizes, exec bits, symlink
         // targets) and re-reads the deploy manifest. `sealpush status` re-reads everything.
-        let actual = shape::walk(self.remote, &target).map_err(at("prove"))?;
+        let actual =
+            shape::walk_expecting(self.remote, &target, &self.art.expected).map_err(at("prove"))?;
         let dm_path = target.join(DEPLOY_MANIFEST);
         let dm_text = self
             .remote
@@ -1565,7 +1567,8 @@ impl Run<'_> {
                 // What the check created in the target (`__pycache__`, test output) was created
                 // by this deploy too: it goes into the receipt so rollback removes it, and
                 // nothing else.
-                let mut after = shape::walk(self.remote, &target).map_err(at("check"))?;
+                let mut after =
+                    shape::walk_expecting(self.remote, &target, &expected).map_err(at("check"))?;
                 after.retain(|p, _| !expected.contains_key(p));
                 shape::hash_shape(self.remote, &target, &mut after, self.progress)
                     .map_err(at("check"))?;

@@ -954,7 +954,7 @@ pub fn survey_anchor(
     // symlink targets; each directory's listing is also kept, in readdir order, for the
     // recipe's emulation.
     let mut listings: HashMap<Vec<u8>, Listing> = HashMap::from([(Vec::new(), Vec::new())]);
-    let mut shape = shape::walk_seen(remote, anchor, &mut |rel, meta| {
+    let mut shape = shape::walk_seen(remote, anchor, None, &mut |rel, meta| {
         let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
             Some(i) => (&rel[..i], &rel[i + 1..]),
             None => (&[][..], rel),

@@ -187,7 +187,8 @@ pub fn rollback(
             None
         }
         Some(_) => {
-            let mut s = shape::walk(remote, &target).map_err(at("rollback"))?;
+            let mut s =
+                shape::walk_expecting(remote, &target, &expected).map_err(at("rollback"))?;
             progress.start("checking", None, Some(s.len() as u64));
             let r = shape::hash_shape(remote, &target, &mut s, progress);
             progress.finish();
@@ -528,7 +529,7 @@ pub fn status(
             }
         }
     }
-    let mut actual = shape::walk(remote, target).map_err(at("status"))?;
+    let mut actual = shape::walk_expecting(remote, target, &expected).map_err(at("status"))?;
     let files = actual
         .values()
         .filter(|k| matches!(k, Kind::File { .. }))

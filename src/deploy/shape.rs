@@ -56,17 +56,31 @@ fn kind_of(meta: &Meta) -> Kind {
 /// Walks `root` on the host (lstat view; never follows a symlink), reading symlink targets.
 /// File digests are left `None`; see [`hash_shape`].
 pub fn walk(remote: &dyn Remote, root: &Path) -> Result<Shape, RemoteError> {
-    walk_seen(remote, root, &mut |_, _| {})
+    walk_seen(remote, root, None, &mut |_, _| {})
+}
+
+/// [`walk`] of a tree expected to be `expected`: the same result, in fewer round trips when
+/// the tree is as expected (see [`walk_seen`]).
+pub fn walk_expecting(
+    remote: &dyn Remote,
+    root: &Path,
+    expected: &Shape,
+) -> Result<Shape, RemoteError> {
+    walk_seen(remote, root, Some(expected), &mut |_, _| {})
 }
 
 /// Relative paths of files with a mode a deploy never gives, and that mode.
 pub type OddModes = Vec<(Vec<u8>, u32)>;
 
-/// [`walk`], and every file whose permission bits are not exactly 0644 or 0755 (the only modes
-/// a deploy gives), with its mode: the exec-bit comparison alone would not see a 0664.
-pub fn walk_deployed(remote: &dyn Remote, root: &Path) -> Result<(Shape, OddModes), RemoteError> {
+/// [`walk_expecting`], and every file whose permission bits are not exactly 0644 or 0755 (the
+/// only modes a deploy gives), with its mode: the exec-bit comparison alone would not see a 0664.
+pub fn walk_deployed(
+    remote: &dyn Remote,
+    root: &Path,
+    expected: &Shape,
+) -> Result<(Shape, OddModes), RemoteError> {
     let mut odd = Vec::new();
-    let shape = walk_seen(remote, root, &mut |rel, meta| {
+    let shape = walk_seen(remote, root, Some(expected), &mut |rel, meta| {
         if meta.kind == FileKind::File && meta.mode != 0o644 && meta.mode != 0o755 {
             odd.push((rel.to_vec(), meta.mode));
         }
@@ -77,21 +91,58 @@ pub fn walk_deployed(remote: &dyn Remote, root: &Path) -> Result<(Shape, OddMode
 /// [`walk`], showing `seen` every entry (its relative path and metadata) as it is listed: the
 /// entries of one directory together, in the server's readdir order, a parent's before its
 /// children's.
+///
+/// With `expected`, the root and every directory `expected` holds are listed first, all at
+/// once: over a link with round trips a deep tree then costs one wave of listings, not one per
+/// level. The walk itself is unchanged: it goes level by level over what its listings show, and
+/// uses an early listing only for a directory its parent's listing shows as one. Others are
+/// listed when reached, and an early listing that failed is made again then, so an error is
+/// reported as the plain walk reports it. (An expected directory that is now a symlink is
+/// listed early through the link, and that listing is dropped unused.)
 pub fn walk_seen(
     remote: &dyn Remote,
     root: &Path,
+    expected: Option<&Shape>,
     seen: &mut dyn FnMut(&[u8], &Meta),
 ) -> Result<Shape, RemoteError> {
+    let mut early: std::collections::HashMap<Vec<u8>, Vec<crate::remote::DirEntry>> =
+        Default::default();
+    if let Some(expected) = expected {
+        let dirs: Vec<Vec<u8>> = std::iter::once(Vec::new())
+            .chain(
+                expected
+                    .iter()
+                    .filter(|(_, k)| **k == Kind::Dir)
+                    .map(|(p, _)| p.clone()),
+            )
+            .collect();
+        let paths: Vec<PathBuf> = dirs.iter().map(|rel| join(root, rel)).collect();
+        for (rel, listed) in dirs.into_iter().zip(remote.read_dirs(&paths)) {
+            if let Ok(entries) = listed {
+                early.insert(rel, entries);
+            }
+        }
+    }
     let mut shape = Shape::new();
     // Breadth-first, one level at a time, so the transport can list a level's directories
     // concurrently.
     let mut level: Vec<Vec<u8>> = vec![Vec::new()];
     while !level.is_empty() {
-        let paths: Vec<PathBuf> = level.iter().map(|rel| join(root, rel)).collect();
+        let late: Vec<&Vec<u8>> = level
+            .iter()
+            .filter(|rel| !early.contains_key(*rel))
+            .collect();
+        let paths: Vec<PathBuf> = late.iter().map(|rel| join(root, rel)).collect();
+        let mut late: std::collections::HashMap<&Vec<u8>, _> =
+            late.into_iter().zip(remote.read_dirs(&paths)).collect();
         let mut next = Vec::new();
         let mut links = Vec::new();
-        for (rel, listed) in level.iter().zip(remote.read_dirs(&paths)) {
-            for e in listed? {
+        for rel in &level {
+            let listed = match early.remove(rel) {
+                Some(entries) => entries,
+                None => late.remove(rel).expect("listed late")?,
+            };
+            for e in listed {
                 let mut child = rel.clone();
                 if !child.is_empty() {
                     child.push(b'/');
@@ -319,6 +370,154 @@ pub fn parse_sha256sum_lines(text: &[u8]) -> Vec<(Vec<u8>, Digest)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Progress;
+    use crate::remote::local::LocalRemote;
+    use crate::remote::{DirEntry, ExecOutput, FsStats, HostFacts, NewFile, StreamedFiles};
+    use std::sync::Mutex;
+
+    /// The local transport, recording the non-empty `read_dirs` calls (each one wave of
+    /// round trips over SFTP).
+    #[derive(Default)]
+    struct Waves {
+        inner: LocalRemote,
+        waves: Mutex<Vec<usize>>,
+    }
+
+    type R<T> = crate::remote::Result<T>;
+
+    impl Remote for Waves {
+        fn read_dirs(&self, paths: &[PathBuf]) -> Vec<R<Vec<DirEntry>>> {
+            if !paths.is_empty() {
+                self.waves.lock().unwrap().push(paths.len());
+            }
+            self.inner.read_dirs(paths)
+        }
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn transport(&self) -> &'static str {
+            self.inner.transport()
+        }
+        fn facts(&self) -> R<HostFacts> {
+            self.inner.facts()
+        }
+        fn lstat(&self, p: &Path) -> R<Option<Meta>> {
+            self.inner.lstat(p)
+        }
+        fn stat(&self, p: &Path) -> R<Option<Meta>> {
+            self.inner.stat(p)
+        }
+        fn read_dir(&self, p: &Path) -> R<Vec<DirEntry>> {
+            self.inner.read_dir(p)
+        }
+        fn read_link(&self, p: &Path) -> R<PathBuf> {
+            self.inner.read_link(p)
+        }
+        fn statvfs(&self, p: &Path) -> R<FsStats> {
+            self.inner.statvfs(p)
+        }
+        fn read_file(&self, p: &Path, limit: u64) -> R<Vec<u8>> {
+            self.inner.read_file(p, limit)
+        }
+        fn hash_files(&self, p: &[PathBuf], g: &dyn Progress) -> Vec<R<(Digest, u64)>> {
+            self.inner.hash_files(p, g)
+        }
+        fn mkdir(&self, p: &Path, mode: u32) -> R<()> {
+            self.inner.mkdir(p, mode)
+        }
+        fn write_new(&self, p: &Path, data: &[u8], mode: u32, fsync: bool) -> R<()> {
+            self.inner.write_new(p, data, mode, fsync)
+        }
+        fn put_new_files(&self, f: &[NewFile], fsync: bool, g: &dyn Progress) -> R<()> {
+            self.inner.put_new_files(f, fsync, g)
+        }
+        fn put_streamed(
+            &self,
+            f: &mut StreamedFiles,
+            n: usize,
+            fsync: bool,
+            g: &dyn Progress,
+        ) -> R<()> {
+            self.inner.put_streamed(f, n, fsync, g)
+        }
+        fn symlink(&self, target: &Path, link: &Path) -> R<()> {
+            self.inner.symlink(target, link)
+        }
+        fn hard_link(&self, existing: &Path, link: &Path) -> R<()> {
+            self.inner.hard_link(existing, link)
+        }
+        fn rename_noreplace(&self, from: &Path, to: &Path) -> R<()> {
+            self.inner.rename_noreplace(from, to)
+        }
+        fn remove_file(&self, p: &Path) -> R<()> {
+            self.inner.remove_file(p)
+        }
+        fn remove_dir(&self, p: &Path) -> R<()> {
+            self.inner.remove_dir(p)
+        }
+        fn exec(&self, command: &str) -> R<ExecOutput> {
+            self.inner.exec(command)
+        }
+    }
+
+    /// a/b/c/d with a file in each, and a symlink at the top.
+    fn deep_tree(root: &Path) {
+        let mut d = root.to_path_buf();
+        for name in ["a", "b", "c", "d"] {
+            d.push(name);
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("f"), name).unwrap();
+        }
+        std::os::unix::fs::symlink("a/f", root.join("l")).unwrap();
+    }
+
+    #[test]
+    fn a_tree_as_expected_is_listed_in_one_wave() {
+        let t = tempfile::tempdir().unwrap();
+        deep_tree(t.path());
+        let r = Waves::default();
+        let plain = walk(&r, t.path()).unwrap();
+        assert_eq!(*r.waves.lock().unwrap(), [1, 1, 1, 1, 1], "one wave per level");
+        r.waves.lock().unwrap().clear();
+        assert_eq!(walk_expecting(&r, t.path(), &plain).unwrap(), plain);
+        assert_eq!(*r.waves.lock().unwrap(), [5], "the root and a, b, c, d at once");
+    }
+
+    #[test]
+    fn walk_expecting_finds_what_walk_finds_whatever_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        deep_tree(t.path());
+        let r = Waves::default();
+        let expected = walk(&r, t.path()).unwrap();
+        let root = t.path();
+        // An expected directory replaced by a symlink to a directory elsewhere (its early
+        // listing goes through the link and must not be used), another by a file, one gone,
+        // and an unexpected directory with contents.
+        std::fs::rename(root.join("a/b/c"), root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("a/b/c")).unwrap();
+        std::fs::remove_dir_all(root.join("moved")).unwrap();
+        std::fs::remove_file(root.join("a/b/f")).unwrap();
+        std::fs::create_dir_all(root.join("new/deeper")).unwrap();
+        std::fs::write(root.join("new/deeper/g"), b"g").unwrap();
+        let plain = walk(&r, root).unwrap();
+        assert_eq!(walk_expecting(&r, root, &expected).unwrap(), plain);
+        assert_eq!(
+            plain.get(b"a/b/c".as_slice()),
+            Some(&Kind::Symlink {
+                target: outside.path().as_os_str().as_bytes().to_vec()
+            })
+        );
+        assert!(!plain.keys().any(|k| k.ends_with(b"secret")));
+        assert!(plain.contains_key(b"new/deeper/g".as_slice()));
+        // The top expected directory replaced by a file.
+        std::fs::remove_dir_all(root.join("a")).unwrap();
+        std::fs::write(root.join("a"), b"now a file").unwrap();
+        let plain = walk(&r, root).unwrap();
+        assert_eq!(walk_expecting(&r, root, &expected).unwrap(), plain);
+        assert!(matches!(plain.get(b"a".as_slice()), Some(Kind::File { .. })));
+    }
 
     fn file(data: &[u8]) -> Kind {
         Kind::File {
