@@ -128,19 +128,19 @@ pub fn walk_seen(
     // concurrently.
     let mut level: Vec<Vec<u8>> = vec![Vec::new()];
     while !level.is_empty() {
-        let late: Vec<&Vec<u8>> = level
+        // The level's directories without an early listing, listed now, in level order.
+        let paths: Vec<PathBuf> = level
             .iter()
             .filter(|rel| !early.contains_key(*rel))
+            .map(|rel| join(root, rel))
             .collect();
-        let paths: Vec<PathBuf> = late.iter().map(|rel| join(root, rel)).collect();
-        let mut late: std::collections::HashMap<&Vec<u8>, _> =
-            late.into_iter().zip(remote.read_dirs(&paths)).collect();
+        let mut late = remote.read_dirs(&paths).into_iter();
         let mut next = Vec::new();
         let mut links = Vec::new();
         for rel in &level {
             let listed = match early.remove(rel) {
                 Some(entries) => entries,
-                None => late.remove(rel).expect("listed late")?,
+                None => late.next().expect("a listing for each late directory")?,
             };
             for e in listed {
                 let mut child = rel.clone();
@@ -477,10 +477,18 @@ mod tests {
         deep_tree(t.path());
         let r = Waves::default();
         let plain = walk(&r, t.path()).unwrap();
-        assert_eq!(*r.waves.lock().unwrap(), [1, 1, 1, 1, 1], "one wave per level");
+        assert_eq!(
+            *r.waves.lock().unwrap(),
+            [1, 1, 1, 1, 1],
+            "one wave per level"
+        );
         r.waves.lock().unwrap().clear();
         assert_eq!(walk_expecting(&r, t.path(), &plain).unwrap(), plain);
-        assert_eq!(*r.waves.lock().unwrap(), [5], "the root and a, b, c, d at once");
+        assert_eq!(
+            *r.waves.lock().unwrap(),
+            [5],
+            "the root and a, b, c, d at once"
+        );
     }
 
     #[test]
@@ -516,7 +524,10 @@ mod tests {
         std::fs::write(root.join("a"), b"now a file").unwrap();
         let plain = walk(&r, root).unwrap();
         assert_eq!(walk_expecting(&r, root, &expected).unwrap(), plain);
-        assert!(matches!(plain.get(b"a".as_slice()), Some(Kind::File { .. })));
+        assert!(matches!(
+            plain.get(b"a".as_slice()),
+            Some(Kind::File { .. })
+        ));
     }
 
     fn file(data: &[u8]) -> Kind {
