@@ -252,15 +252,7 @@ impl Env {
 
     /// The deploy's staging directory beside the target, once it exists.
     pub fn staging_dir(&self) -> Option<PathBuf> {
-        std::fs::read_dir(&self.parent)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .contains("sealpush-stage")
-            })
+        entry_containing(&self.parent, "sealpush-stage")
     }
 
     /// Deploys the v0.6 plan with `--check CHECK --rollback-on-check-failure` and `extra`: the
@@ -413,16 +405,7 @@ impl Env {
             .parent
             .join(".sealpush")
             .join(self.target.file_name().unwrap());
-        let dir = std::fs::read_dir(&work)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("journal-")
-            })
-            .expect("a host journal");
+        let dir = entry_containing(&work, "journal-").expect("a host journal");
         let mut host: Vec<(String, String)> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| {
@@ -456,6 +439,14 @@ impl Env {
         v.sort();
         v
     }
+}
+
+/// The first entry of `dir` whose name contains `part`.
+fn entry_containing(dir: &Path, part: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().contains(part))
 }
 
 pub fn stderr(o: &Output) -> String {
