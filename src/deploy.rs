@@ -607,14 +607,19 @@ impl Run<'_> {
         let plan = &self.sealed.plan;
         let r = self.remote;
         let mut out = Vec::new();
-        if let Some(m) = r.lstat(&self.names.target).map_err(at("recheck"))? {
+        // Both names at once: neither lookup depends on the other.
+        let [target, staging]: [_; 2] = r
+            .lstats(&[self.names.target.clone(), self.names.staging.clone()])
+            .try_into()
+            .expect("one result per path");
+        if let Some(m) = target.map_err(at("recheck"))? {
             out.push(format!(
                 "target {} now exists as {} (it was absent at preflight)",
                 self.names.target.display(),
                 kind_name(m.kind)
             ));
         }
-        match r.lstat(&self.names.staging).map_err(at("recheck"))? {
+        match staging.map_err(at("recheck"))? {
             None => {}
             Some(m) if m.kind == FileKind::Dir && prior.done(Step::Staging) => {}
             Some(m) => out.push(format!(
@@ -623,7 +628,8 @@ impl Run<'_> {
                 kind_name(m.kind)
             )),
         }
-        match r.statvfs(&self.names.parent) {
+        let parent_fs = r.statvfs(&self.names.parent);
+        match &parent_fs {
             Ok(st) => {
                 if st.fsid != plan.target_fs.fsid {
                     out.push(format!(
@@ -653,7 +659,12 @@ impl Run<'_> {
             )),
         }
         if let Some(sp) = self.names.staging.parent() {
-            if let Ok(st) = r.statvfs(sp) {
+            // Beside the target (the default), the staging parent is the target's parent.
+            let staging_fs = match &parent_fs {
+                Ok(st) if sp == self.names.parent => Ok(st.clone()),
+                _ => r.statvfs(sp),
+            };
+            if let Ok(st) = staging_fs {
                 if st.fsid != plan.target_fs.fsid {
                     out.push(format!(
                         "staging parent {} is not on the target's filesystem (id {:#x}, target {:#x}): the promote would not be an atomic rename",

@@ -194,6 +194,11 @@ pub trait Remote: Send + Sync {
     fn lstat(&self, path: &Path) -> Result<Option<Meta>>;
     /// stat (follows symlinks); `Ok(None)` when the name (or its target) does not exist.
     fn stat(&self, path: &Path) -> Result<Option<Meta>>;
+    /// [`Remote::lstat`] of each path, results in the order of `paths`; a transport with round
+    /// trips asks for them all at once.
+    fn lstats(&self, paths: &[PathBuf]) -> Vec<Result<Option<Meta>>> {
+        paths.iter().map(|p| self.lstat(p)).collect()
+    }
     /// Entries of a directory in the server's readdir order, without `.` and `..`.
     fn read_dir(&self, path: &Path) -> Result<Vec<DirEntry>>;
     /// [`Remote::read_dir`] of each path, results in the order of `paths`; a transport with

@@ -1367,6 +1367,16 @@ async fn make_dir(c: Ctx<'_>, path: &Path, mode: u32) -> Result<()> {
         .await
 }
 
+/// lstat of one name; `None` when it does not exist.
+async fn lstat_one(c: Ctx<'_>, path: &Path) -> Result<Option<Meta>> {
+    let mut fs = c.sftp.fs();
+    match c.t("lstat", path, fs.symlink_metadata(path)).await {
+        Ok(m) => Ok(Some(meta_of(&m))),
+        Err(RemoteError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The entries of one directory (without `.` and `..`), each request under the op timeout.
 async fn list_dir(c: Ctx<'_>, path: &Path) -> Result<Vec<DirEntry>> {
     let mut fs = c.sftp.fs();
@@ -1918,15 +1928,18 @@ impl Remote for SftpRemote {
     }
 
     fn lstat(&self, path: &Path) -> Result<Option<Meta>> {
+        self.run("lstat", path, lstat_one(self.ctx(), path))
+    }
+
+    fn lstats(&self, paths: &[PathBuf]) -> Vec<Result<Option<Meta>>> {
         let c = self.ctx();
-        self.run("lstat", path, async {
-            let mut fs = c.sftp.fs();
-            match c.t("lstat", path, fs.symlink_metadata(path)).await {
-                Ok(m) => Ok(Some(meta_of(&m))),
-                Err(RemoteError::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
+        // Each request is bounded by op_timeout inside `c.t`.
+        self.rt.block_on(
+            stream::iter(paths)
+                .map(|p| lstat_one(c, p))
+                .buffered(c.names_in_flight())
+                .collect(),
+        )
     }
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>> {

@@ -885,6 +885,33 @@ fn read_links_reads_concurrently_in_order_with_errors_in_place() {
 }
 
 #[test]
+fn lstats_answer_in_order_with_absent_names_as_none() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let r = connect(sshd);
+    let d = scratch();
+    std::fs::write(d.path().join("f"), b"12345").unwrap();
+    std::fs::create_dir(d.path().join("d")).unwrap();
+    std::os::unix::fs::symlink("f", d.path().join("l")).unwrap();
+    let names = ["f", "missing", "d", "l"];
+    let paths: Vec<PathBuf> = names.iter().map(|n| d.path().join(n)).collect();
+    let got = r.lstats(&paths);
+    assert_eq!(got.len(), names.len());
+    // The server is this machine: each answer is what lstat(2) says here.
+    for (p, m) in paths.iter().zip(got) {
+        let m = m.unwrap();
+        match std::fs::symlink_metadata(p) {
+            Err(_) => assert_eq!(m, None, "{}", p.display()),
+            Ok(local) => {
+                let m = m.unwrap_or_else(|| panic!("{} exists", p.display()));
+                assert_eq!(m.size, local.len(), "{}", p.display());
+                assert_eq!(m.kind == FileKind::Symlink, local.is_symlink());
+                assert_eq!(m.kind == FileKind::Dir, local.is_dir());
+            }
+        }
+    }
+}
+
+#[test]
 fn files_in_flight_follow_the_round_trip() {
     let sshd = crate::sshd_or_skip!(shared);
     let near = connect(sshd);
