@@ -1355,16 +1355,38 @@ impl<R: AsyncRead + Unpin> AsyncRead for ServerFilter<R> {
 
 /// Creates one directory (exclusive: fails if the name exists in any form) with exactly `mode`.
 async fn make_dir(c: Ctx<'_>, path: &Path, mode: u32) -> Result<()> {
-    let mut fs = c.sftp.fs();
-    c.t(
-        "mkdir",
-        path,
-        fs.dir_builder().permissions(perms(mode)).create(path),
+    let (mut fs, mut look) = (c.sftp.fs(), c.sftp.fs());
+    // The mkdir and an lstat of the name in one round trip: the server answers a channel's
+    // requests in order, so the lstat sees what the mkdir made (and is ignored if it failed).
+    let (made, seen) = in_order(
+        c.t(
+            "mkdir",
+            path,
+            fs.dir_builder().permissions(perms(mode)).create(path),
+        ),
+        c.t("lstat", path, look.symlink_metadata(path)),
     )
-    .await?;
-    // The server applies its umask to the requested mode; set it exactly.
-    c.t("mkdir", path, fs.set_permissions(path, perms(mode)))
-        .await
+    .await;
+    made?;
+    let seen = meta_of(&seen?);
+    if seen.kind != FileKind::Dir {
+        // Replaced between the two requests; a chmod by name would follow a symlink.
+        return Err(RemoteError::Failed {
+            op: "mkdir",
+            path: path.to_path_buf(),
+            reason: format!(
+                "replaced by a {} right after it was created",
+                format!("{:?}", seen.kind).to_lowercase()
+            ),
+        });
+    }
+    // The server applied its umask (or a default ACL) to the requested mode: set it exactly,
+    // which costs a round trip only when that changed it.
+    if seen.mode != mode & 0o7777 {
+        c.t("mkdir", path, fs.set_permissions(path, perms(mode)))
+            .await?;
+    }
+    Ok(())
 }
 
 /// lstat of one name; `None` when it does not exist.
