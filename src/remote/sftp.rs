@@ -1710,16 +1710,22 @@ async fn finish_file(
     mode: u32,
     fsync: bool,
 ) -> Result<()> {
-    let mut created = c.create_mode.load(Ordering::Relaxed);
-    if created == 0 {
-        // An lstat of the name: the handle is write-only, and the name is ours (exclusive).
-        let m = c
-            .t("chmod", remote, c.sftp.fs().symlink_metadata(remote))
-            .await?;
-        created = CREATE_MODE_KNOWN | meta_of(&m).mode;
-        c.create_mode.store(created, Ordering::Relaxed);
-    }
-    let chmod = created != CREATE_MODE_KNOWN | (mode & 0o7777);
+    let created = c.create_mode.load(Ordering::Relaxed);
+    // Until the mode a create gives here is known, every file is chmodded, and an lstat of the
+    // name (the handle is write-only; the name is ours, exclusive) goes first to learn it: in
+    // the same round trip as the rest, since the server answers in order.
+    let learn = created == 0;
+    let chmod = learn || created != CREATE_MODE_KNOWN | (mode & 0o7777);
+    let look = async {
+        if learn {
+            let m = c
+                .t("chmod", remote, c.sftp.fs().symlink_metadata(remote))
+                .await?;
+            let learned = CREATE_MODE_KNOWN | meta_of(&m).mode;
+            c.create_mode.store(learned, Ordering::Relaxed);
+        }
+        Ok::<_, RemoteError>(())
+    };
     let (mut w, mut m) = (file.clone(), file.clone());
     let write = async {
         match whole {
@@ -1749,8 +1755,10 @@ async fn finish_file(
         }
         Ok(())
     };
-    let (written, (moded, synced)) = in_order(write, in_order(chmod, sync)).await;
+    let (looked, (written, (moded, synced))) =
+        in_order(look, in_order(write, in_order(chmod, sync))).await;
     drop(m);
+    looked?;
     let rest = written?;
     moded?;
     synced?;
