@@ -266,6 +266,30 @@ pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
 }
 
 #[test]
+fn deploy_manifest_changed_before_the_prove_fails_it_local() {
+    deploy_manifest_changed_before_the_prove_fails_it(Host::Local);
+}
+
+/// The prove re-reads DEPLOY-MANIFEST.txt after the promote: a byte changed since this run wrote
+/// it makes the verdict FAIL, whatever the transport reads it with.
+pub fn deploy_manifest_changed_before_the_prove_fails_it(host: Host) {
+    let env = Env::new(host.clone());
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let child = env.deploy_paused_at(&plan, &[], "prove");
+    flip_first_byte(&env.target.join("DEPLOY-MANIFEST.txt"));
+    child.release();
+    let out = child.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains("DEPLOY-MANIFEST.txt changed after it was written"),
+        "{all}"
+    );
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+}
+
+#[test]
 fn mode_changed_between_upload_and_verify_stops_the_deploy_local() {
     mode_changed_between_upload_and_verify_stops_the_deploy(Host::Local);
 }

@@ -306,6 +306,7 @@ mod sftp {
     over_sftp!(
         drift_after_preflight_stops_before_writing_anything,
         byte_changed_between_upload_and_read_back_stops_the_deploy,
+        deploy_manifest_changed_before_the_prove_fails_it,
         mode_changed_between_upload_and_verify_stops_the_deploy,
         target_created_between_checks_and_promote_is_never_clobbered,
         two_deploys_of_one_target_cannot_both_run,
