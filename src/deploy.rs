@@ -477,7 +477,8 @@ struct Run<'a> {
     prepare_secs: f64,
     upload_secs: f64,
     verify_secs: f64,
-    lock_held: bool,
+    /// The digest and size of the lock this run wrote, while it holds it.
+    held_lock: Option<(Digest, u64)>,
     promoted: bool,
     resume: String,
     /// Paths outside the tree this deploy created (including by earlier runs since a reset).
@@ -540,7 +541,7 @@ pub fn deploy(
         prepare_secs,
         upload_secs: 0.0,
         verify_secs: 0.0,
-        lock_held: false,
+        held_lock: None,
         promoted: false,
         resume: String::new(),
         created: Vec::new(),
@@ -798,25 +799,33 @@ impl Run<'_> {
             }
             Err(e) => return Err(at("lock")(e)),
         }
-        self.lock_held = true;
+        self.held_lock = Some((Digest::of(&bytes), bytes.len() as u64));
         self.record(Step::Lock, Phase::Done, "")?;
         // The host copy of the journal lives beside the lock, written only while it is held.
-        match self
-            .remote
-            .lstat(&self.names.journal_dir)
-            .map_err(at("journal"))?
-        {
-            Some(m) if m.kind == FileKind::Dir => {}
-            Some(m) => {
-                return Err(DeployError::Foreign {
-                    path: self.names.journal_dir.clone(),
-                    kind: kind_name(m.kind),
-                })
-            }
-            None => self
+        // Named by the plan, it exists only when an earlier run of this plan made it: create
+        // first, and look only then.
+        match self.remote.mkdir(&self.names.journal_dir, 0o700) {
+            Ok(()) => {}
+            Err(RemoteError::Exists { .. }) => match self
                 .remote
-                .mkdir(&self.names.journal_dir, 0o700)
-                .map_err(at("journal"))?,
+                .lstat(&self.names.journal_dir)
+                .map_err(at("journal"))?
+            {
+                Some(m) if m.kind == FileKind::Dir => {}
+                Some(m) => {
+                    return Err(DeployError::Foreign {
+                        path: self.names.journal_dir.clone(),
+                        kind: kind_name(m.kind),
+                    })
+                }
+                None => {
+                    return Err(at("journal")(RemoteError::NotFound {
+                        op: "lstat",
+                        path: self.names.journal_dir.clone(),
+                    }))
+                }
+            },
+            Err(e) => return Err(at("journal")(e)),
         }
         self.note_created(self.names.journal_dir.clone(), CreatedKind::Dir, None);
         self.journal.attach_host(self.names.journal_dir.clone());
@@ -1742,23 +1751,27 @@ impl Run<'_> {
     }
 
     fn release_lock(&mut self) -> Result<(), DeployError> {
-        if !self.lock_held {
+        let Some((digest, size)) = self.held_lock else {
             return Ok(());
-        }
+        };
         self.record(Step::Unlock, Phase::Intent, "")?;
-        // Only our own lock: a cleared-and-retaken lock belongs to someone else now.
+        // Only our own lock, byte for byte: a cleared-and-retaken lock belongs to someone else
+        // now. (Hashed with its size as the hint: no end-of-file request.)
         let ours = self
             .remote
-            .read_file(&self.names.lock, 64 * 1024)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
-            .is_some_and(|i| i.pid == std::process::id() && i.owner_host == local_hostname());
+            .hash_files_sized(
+                &[(self.names.lock.clone(), size)],
+                &crate::progress::NoProgress,
+            )
+            .pop()
+            .and_then(|r| r.ok())
+            == Some((digest, size));
         if ours {
             self.remote
                 .remove_file(&self.names.lock)
                 .map_err(at("unlock"))?;
         }
-        self.lock_held = false;
+        self.held_lock = None;
         self.record(
             Step::Unlock,
             Phase::Done,

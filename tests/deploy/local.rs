@@ -266,6 +266,36 @@ pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
 }
 
 #[test]
+fn a_lock_retaken_by_someone_else_is_left_to_them_local() {
+    a_lock_retaken_by_someone_else_is_left_to_them(Host::Local);
+}
+
+/// Between the unlock's intent and the removal, the lock is cleared and taken by another
+/// deploy: the finishing deploy leaves it alone (its bytes are not the ones this run wrote).
+pub fn a_lock_retaken_by_someone_else_is_left_to_them(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    let child = env.deploy_paused_at(&plan, &[], "unlock");
+    let lock = env.parent.join(".sealpush/iu-cutter-v0.6/lock");
+    let theirs = std::fs::read(&lock)
+        .unwrap()
+        .iter()
+        .map(|&b| if b == b'1' { b'2' } else { b })
+        .collect::<Vec<u8>>();
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::write(&lock, &theirs).unwrap();
+    child.release();
+    let out = child.wait_with_output();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.assert_complete();
+    assert_eq!(
+        std::fs::read(&lock).unwrap(),
+        theirs,
+        "their lock is untouched"
+    );
+}
+
+#[test]
 fn deploy_manifest_changed_before_the_prove_fails_it_local() {
     deploy_manifest_changed_before_the_prove_fails_it(Host::Local);
 }

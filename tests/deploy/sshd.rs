@@ -305,6 +305,7 @@ mod sftp {
     use super::ssh_host;
     over_sftp!(
         drift_after_preflight_stops_before_writing_anything,
+        a_lock_retaken_by_someone_else_is_left_to_them,
         byte_changed_between_upload_and_read_back_stops_the_deploy,
         deploy_manifest_changed_before_the_prove_fails_it,
         mode_changed_between_upload_and_verify_stops_the_deploy,
