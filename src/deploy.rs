@@ -1353,11 +1353,7 @@ impl Run<'_> {
             .map_err(at("deploy manifest"))?;
         let want = Digest::of(&text);
         // Its size as the hint: no end-of-file request when the file is exactly that long.
-        let (got, _) = self
-            .remote
-            .hash_files_sized(&[(path.clone(), text.len() as u64)], self.progress)
-            .pop()
-            .expect("one result")
+        let (got, _) = hash_sized(self.remote, &path, text.len() as u64, self.progress)
             .map_err(at("deploy manifest"))?;
         if got != want {
             return Err(DeployError::DigestMismatch {
@@ -1517,12 +1513,9 @@ impl Run<'_> {
             // Written by this run: its digest is all the prove needs, read with the listed size
             // as the hint (no end-of-file request; a large one in pipelined chunks).
             (Some(want), Some(size)) => {
-                let (digest, n) = self
-                    .remote
-                    .hash_files_sized(&[(dm_path.clone(), size)], &crate::progress::NoProgress)
-                    .pop()
-                    .expect("one result per file")
-                    .map_err(at("prove"))?;
+                let (digest, n) =
+                    hash_sized(self.remote, &dm_path, size, &crate::progress::NoProgress)
+                        .map_err(at("prove"))?;
                 if digest != want {
                     reasons.push(changed());
                 }
@@ -1757,15 +1750,13 @@ impl Run<'_> {
         self.record(Step::Unlock, Phase::Intent, "")?;
         // Only our own lock, byte for byte: a cleared-and-retaken lock belongs to someone else
         // now. (Hashed with its size as the hint: no end-of-file request.)
-        let ours = self
-            .remote
-            .hash_files_sized(
-                &[(self.names.lock.clone(), size)],
-                &crate::progress::NoProgress,
-            )
-            .pop()
-            .and_then(|r| r.ok())
-            == Some((digest, size));
+        let ours = hash_sized(
+            self.remote,
+            &self.names.lock,
+            size,
+            &crate::progress::NoProgress,
+        )
+        .is_ok_and(|got| got == (digest, size));
         if ours {
             self.remote
                 .remove_file(&self.names.lock)
@@ -1956,6 +1947,20 @@ fn host_check_command(root: &Path, list: &Path, files: u64) -> String {
         list = q(&list_s),
         max = HOST_CHECK_MAX_PARTS,
     )
+}
+
+/// sha256 and size of one file, read with its expected `size` as the hint (no end-of-file
+/// request when it is exactly that long; a large one in pipelined chunks).
+fn hash_sized(
+    remote: &dyn Remote,
+    path: &Path,
+    size: u64,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(Digest, u64), RemoteError> {
+    remote
+        .hash_files_sized(&[(path.to_path_buf(), size)], progress)
+        .pop()
+        .expect("one result per file")
 }
 
 #[cfg(test)]
