@@ -360,14 +360,19 @@ pub fn preflight(
     let (staging, stage_fs) = match &req.staging {
         None => {
             let s = parent.join(&stage_name);
-            checks.add(
-                "staging-same-filesystem",
-                parent_ok,
+            let why = if parent_ok {
                 format!(
                     "staging {} is beside the target, in the same directory, so the promote is one atomic rename",
                     s.display()
-                ),
-            );
+                )
+            } else {
+                format!(
+                    "staging {} would be beside the target, but {} is not a usable directory (see parent-directory)",
+                    s.display(),
+                    parent.display()
+                )
+            };
+            checks.add("staging-same-filesystem", parent_ok, why);
             (s, target_fs.clone())
         }
         Some(dir) => {

@@ -353,6 +353,21 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
         .iter()
         .any(|w| w.starts_with("warning:") && w.contains("iu-cutter-v0.6.tar.gz")));
 
+    // A parent that does not exist: two reasons, neither claiming what could not be checked.
+    let mut req = scene.request(&r);
+    req.target = scene.base.join("no-such-dir/iu-cutter-v0.6");
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["parent-directory", "staging-same-filesystem"]
+    );
+    assert!(plan.verdict.reasons[0].contains("does not exist"));
+    assert!(
+        plan.verdict.reasons[1].contains("is not a usable directory"),
+        "{:?}",
+        plan.verdict
+    );
+
     // A symlink among the target's components.
     let via = scene.base.parent().unwrap().join("via-link");
     std::os::unix::fs::symlink(&scene.base, &via).unwrap();
