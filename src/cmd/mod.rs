@@ -107,6 +107,11 @@ pub struct SshArgs {
     /// never changes, only their order.
     #[arg(long)]
     pub keep_cipher_order: bool,
+    /// Largest payload of one SFTP read or write request, in bytes. The default is the
+    /// server's own limit (255 KiB for OpenSSH); lower it for a server or proxy that fails on
+    /// large packets, as `sftp -B` does.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(512..))]
+    pub sftp_request_size: Option<u32>,
 }
 
 impl SshArgs {
@@ -117,6 +122,7 @@ impl SshArgs {
             connect_timeout: Duration::from_secs(self.connect_timeout),
             op_timeout: Duration::from_secs(self.op_timeout),
             keep_cipher_order: self.keep_cipher_order,
+            max_request: self.sftp_request_size,
         }
     }
 }

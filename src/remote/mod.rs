@@ -355,6 +355,10 @@ pub struct ConnectOptions {
     /// that the configuration already allows to the front when this CPU has AES instructions
     /// (see `sftp::prefer_aes_gcm`).
     pub keep_cipher_order: bool,
+    /// Largest payload of one SFTP read or write request, below the server's own limit
+    /// (`None`: the server's limit, 255 KiB for OpenSSH). For servers or proxies that fail on
+    /// large packets, as `sftp -B` is.
+    pub max_request: Option<u32>,
 }
 
 impl Default for ConnectOptions {
@@ -365,6 +369,7 @@ impl Default for ConnectOptions {
             connect_timeout: std::time::Duration::from_secs(15),
             op_timeout: std::time::Duration::from_secs(60),
             keep_cipher_order: false,
+            max_request: None,
         }
     }
 }

@@ -582,6 +582,10 @@ impl SftpRemote {
             stalled: &self.stalled,
             create_mode: &self.create_mode,
             in_flight: self.in_flight,
+            chunk: self
+                .opts
+                .max_request
+                .map_or(CHUNK, |n| (n as usize).min(CHUNK)),
         }
     }
 }
@@ -615,6 +619,10 @@ struct Ctx<'a> {
     create_mode: &'a AtomicU32,
     /// Files in flight for bulk operations ([`SftpRemote::in_flight`]).
     in_flight: usize,
+    /// Most bytes one read or write request carries: [`CHUNK`], or the user's smaller cap
+    /// ([`ConnectOptions::max_request`]). The client library splits further at the server's
+    /// own limit.
+    chunk: usize,
 }
 
 impl Ctx<'_> {
@@ -1426,7 +1434,7 @@ async fn read_small(c: Ctx<'_>, path: &Path, limit: u64) -> Result<Vec<u8>> {
         let off = out.len() as u64;
         set_offset(&mut f, off);
         match c
-            .t("read", path, f.read(CHUNK as u32, BytesMut::new()))
+            .t("read", path, f.read(c.chunk as u32, BytesMut::new()))
             .await?
         {
             None => break,
@@ -1505,9 +1513,10 @@ async fn hash_one(
     let mut f = file.clone();
     // Size the buffer by the hint: a 255 KiB allocation per small file costs more than the
     // hashing (large allocations are mmap'd and unmapped each time).
-    let cap = hint.map_or(CHUNK, |n| (n as usize).saturating_add(1).min(CHUNK));
+    let chunk = c.chunk;
+    let cap = hint.map_or(chunk, |n| (n as usize).saturating_add(1).min(chunk));
     let first = c
-        .t(op, path, f.read(CHUNK as u32, BytesMut::with_capacity(cap)))
+        .t(op, path, f.read(chunk as u32, BytesMut::with_capacity(cap)))
         .await?;
     if let Some(b) = &first {
         hasher.update(b);
@@ -1519,18 +1528,18 @@ async fn hash_one(
     // end. Skip the end-of-file request (the close is sent by dropping the handle, without
     // waiting). Anything else (no hint, another size, a full chunk) reads on until EOF.
     if let (Some(b), Some(n)) = (&first, hint) {
-        if b.len() < CHUNK && b.len() as u64 == n {
+        if b.len() < chunk && b.len() as u64 == n {
             drop(f);
             drop(file);
             progress.advance(0, 1);
             return Ok((Digest(hasher.finalize().into()), off));
         }
     }
-    if first.as_ref().is_some_and(|b| b.len() == CHUNK) {
+    if first.as_ref().is_some_and(|b| b.len() == chunk) {
         let mut g = file.clone();
         let size = c.t(op, path, g.metadata()).await?.len().unwrap_or(0);
         if size > off {
-            let n = ((size - off) as usize).div_ceil(CHUNK);
+            let n = ((size - off) as usize).div_ceil(chunk);
             let depth = n.min(CHUNKS_PER_FILE);
             let _permits = big
                 .acquire_many(depth as u32)
@@ -1540,8 +1549,8 @@ async fn hash_one(
             let mut chunks = stream::iter(0..n)
                 .map(|i| {
                     let mut h = file.clone();
-                    let at = start + (i * CHUNK) as u64;
-                    let len = ((size - at) as usize).min(CHUNK);
+                    let at = start + (i * chunk) as u64;
+                    let len = ((size - at) as usize).min(chunk);
                     async move {
                         set_offset(&mut h, at);
                         let got = c
@@ -1574,7 +1583,7 @@ async fn hash_one(
                 .t(
                     op,
                     path,
-                    h.read(CHUNK as u32, BytesMut::with_capacity(CHUNK)),
+                    h.read(chunk as u32, BytesMut::with_capacity(chunk)),
                 )
                 .await?
             {
@@ -1691,9 +1700,7 @@ async fn fill(
                     path: remote.to_path_buf(),
                     reason: format!("reading the local source: {e}"),
                 })?;
-                set_offset(&mut h, at);
-                c.t("write", remote, h.write_all_zero_copy(&mut [data]))
-                    .await?;
+                write_at(c, remote, &mut h, at, data).await?;
                 progress.advance(clen as u64, 0);
                 Ok::<_, RemoteError>(())
             }
@@ -1744,17 +1751,14 @@ async fn finish_file(
         Ok::<_, RemoteError>(())
     };
     let (mut w, mut m) = (file.clone(), file.clone());
+    let whole_len = whole.as_ref().map_or(0, |d| d.len() as u64);
     let write = async {
         match whole {
-            // One request; a server with a smaller write limit takes a part (see below).
+            // One request; a server with a smaller write limit (or the user's cap) takes a
+            // part (see below).
             Some(data) => {
-                let n = c
-                    .t(
-                        "write",
-                        remote,
-                        w.write_zero_copy(std::slice::from_ref(&data)),
-                    )
-                    .await?;
+                let first = data.slice(..data.len().min(c.chunk));
+                let n = c.t("write", remote, w.write_zero_copy(&[first])).await?;
                 Ok(data.slice(n..))
             }
             None => Ok(Bytes::new()),
@@ -1781,8 +1785,8 @@ async fn finish_file(
     synced?;
     if !rest.is_empty() {
         // The fsync above did not cover this part: write it, then fsync again.
-        c.t("write", remote, w.write_all_zero_copy(&mut [rest]))
-            .await?;
+        let at = whole_len - rest.len() as u64;
+        write_at(c, remote, &mut w, at, rest).await?;
         if fsync {
             c.t("fsync", remote, file.sync_all()).await?;
         }
@@ -1793,6 +1797,30 @@ async fn finish_file(
         return Ok(());
     }
     c.t("close", remote, file.close()).await
+}
+
+/// Writes all of `data` at offset `at`, in requests of at most [`Ctx::chunk`] bytes, one after
+/// another (the client library splits further at the server's own limit).
+async fn write_at(
+    c: Ctx<'_>,
+    remote: &Path,
+    h: &mut openssh_sftp_client::file::File,
+    at: u64,
+    data: Bytes,
+) -> Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let end = (done + c.chunk).min(data.len());
+        set_offset(h, at + done as u64);
+        c.t(
+            "write",
+            remote,
+            h.write_all_zero_copy(&mut [data.slice(done..end)]),
+        )
+        .await?;
+        done = end;
+    }
+    Ok(())
 }
 
 /// Runs `first` and `then` together, `first`'s request queued before any of `then`'s: the
@@ -1848,9 +1876,7 @@ async fn fill_pieces(
                     });
                 }
                 let n = data.len() as u64;
-                set_offset(&mut h, off);
-                c.t("write", remote, h.write_all_zero_copy(&mut [data]))
-                    .await?;
+                write_at(c, remote, &mut h, off, data).await?;
                 progress.advance(n, 0);
                 Ok::<_, RemoteError>(n)
             }

@@ -152,6 +152,11 @@ impl Env {
 
     /// The plan for deploying `art` (from the store at `store`) to `self.target`.
     pub fn plan_for(&self, store: &Path, art: &StoredArtifact) -> PathBuf {
+        self.plan_with(store, art, &[])
+    }
+
+    /// [`Env::plan_for`] with `extra` preflight arguments.
+    pub fn plan_with(&self, store: &Path, art: &StoredArtifact, extra: &[&str]) -> PathBuf {
         let path = self.tmp.path().join("plan.json");
         let mut args: Vec<std::ffi::OsString> = vec![
             "preflight".into(),
@@ -172,6 +177,7 @@ impl Env {
             args.push("--ssh-config".into());
             args.push(config.into());
         }
+        args.extend(extra.iter().map(Into::into));
         let out = self.sealpush(args).ok();
         // Independent check of what preflight recorded: the real recipe on the host.
         let plan: serde_json::Value =

@@ -20,7 +20,7 @@ pub fn opts(config: &Path) -> ConnectOptions {
         accept_new_host_key: false,
         connect_timeout: Duration::from_secs(10),
         op_timeout: Duration::from_secs(20),
-        keep_cipher_order: false,
+        ..ConnectOptions::default()
     }
 }
 
