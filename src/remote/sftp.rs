@@ -1495,10 +1495,41 @@ fn set_offset(f: &mut openssh_sftp_client::file::File, at: u64) {
     let _ = Pin::new(f).start_seek(SeekFrom::Start(at));
 }
 
-/// sha256 and size of one file, reading it to EOF. Small files: open, read, read (EOF), close.
-/// Larger ones: after the first full chunk, fstat gives the size and the remaining chunks are
-/// read with up to [`CHUNKS_PER_FILE`] requests in flight (permits from `big`), then reading
-/// continues until EOF in case the file grew.
+/// What the first read of a file tells about the rest of it.
+#[derive(Debug, PartialEq, Eq)]
+enum AfterFirst {
+    /// The whole file: nothing more to read.
+    Whole,
+    /// More to come: fstat for the size, read the rest in pieces of this many bytes, many at
+    /// once, then on to EOF.
+    Pieces(usize),
+    /// Read on, one request at a time, until EOF.
+    Tail,
+}
+
+/// Decides from the first read (`asked` bytes asked, `got` returned; `hint` the size just
+/// listed, if known) how to read the rest:
+/// - short, and exactly the listed size: the whole file. OpenSSH's sftp-server answers a read
+///   with one read(2), which is short on a regular file only at its end;
+/// - full: the file may go on, in pieces of that size;
+/// - short, but the file was listed larger: the server answers at most `got` bytes (its own
+///   limit is below ours; 20 KiB is common without the limits extension), so the rest comes in
+///   pieces of `got` bytes, many at once, rather than one request per round trip;
+/// - anything else (EOF, no hint): read on until EOF.
+fn after_first(asked: usize, got: usize, hint: Option<u64>) -> AfterFirst {
+    match hint {
+        _ if got == 0 => AfterFirst::Tail,
+        Some(n) if got < asked && got as u64 == n => AfterFirst::Whole,
+        _ if got >= asked => AfterFirst::Pieces(got),
+        Some(n) if (got as u64) < n => AfterFirst::Pieces(got),
+        _ => AfterFirst::Tail,
+    }
+}
+
+/// sha256 and size of one file, reading it to EOF (see [`after_first`]). A small file of the
+/// listed size: open, read, close (unawaited). Larger ones: after the first read, fstat gives
+/// the size and the remaining pieces are read with up to [`CHUNKS_PER_FILE`] requests in flight
+/// (permits from `big`), then reading continues until EOF in case the file grew.
 async fn hash_one(
     c: Ctx<'_>,
     path: &Path,
@@ -1523,23 +1554,19 @@ async fn hash_one(
         off = b.len() as u64;
         progress.advance(b.len() as u64, 0);
     }
-    // A short first read that returned exactly the size just listed is the whole file: OpenSSH's
-    // sftp-server answers a read with one read(2), which is short on a regular file only at its
-    // end. Skip the end-of-file request (the close is sent by dropping the handle, without
-    // waiting). Anything else (no hint, another size, a full chunk) reads on until EOF.
-    if let (Some(b), Some(n)) = (&first, hint) {
-        if b.len() < chunk && b.len() as u64 == n {
-            drop(f);
-            drop(file);
-            progress.advance(0, 1);
-            return Ok((Digest(hasher.finalize().into()), off));
-        }
+    let after = after_first(chunk, first.as_ref().map_or(0, |b| b.len()), hint);
+    if after == AfterFirst::Whole {
+        // No end-of-file request; the close is sent by dropping the handle, without waiting.
+        drop(f);
+        drop(file);
+        progress.advance(0, 1);
+        return Ok((Digest(hasher.finalize().into()), off));
     }
-    if first.as_ref().is_some_and(|b| b.len() == chunk) {
+    if let AfterFirst::Pieces(piece) = after {
         let mut g = file.clone();
         let size = c.t(op, path, g.metadata()).await?.len().unwrap_or(0);
         if size > off {
-            let n = ((size - off) as usize).div_ceil(chunk);
+            let n = ((size - off) as usize).div_ceil(piece);
             let depth = n.min(CHUNKS_PER_FILE);
             let _permits = big
                 .acquire_many(depth as u32)
@@ -1549,8 +1576,8 @@ async fn hash_one(
             let mut chunks = stream::iter(0..n)
                 .map(|i| {
                     let mut h = file.clone();
-                    let at = start + (i * chunk) as u64;
-                    let len = ((size - at) as usize).min(chunk);
+                    let at = start + (i * piece) as u64;
+                    let len = ((size - at) as usize).min(piece);
                     async move {
                         set_offset(&mut h, at);
                         let got = c
@@ -2439,6 +2466,29 @@ fn rename_op(e: RemoteError, op: &'static str) -> RemoteError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_read_decides_how_the_rest_is_read() {
+        use AfterFirst::*;
+        const ASK: usize = CHUNK;
+        // Short and of the listed size: the whole file, no end-of-file request.
+        assert_eq!(after_first(ASK, 10, Some(10)), Whole);
+        // A full answer: pieces of the same size.
+        assert_eq!(after_first(ASK, ASK, Some(10 * ASK as u64)), Pieces(ASK));
+        assert_eq!(after_first(ASK, ASK, None), Pieces(ASK));
+        // Exactly one full request's worth listed: it may have grown, so still read on.
+        assert_eq!(after_first(ASK, ASK, Some(ASK as u64)), Pieces(ASK));
+        // A server whose limit is below the ask (20 KiB without the limits extension), on a
+        // file listed larger: pieces of what it gave, not one request per round trip.
+        assert_eq!(after_first(ASK, 20_480, Some(1 << 20)), Pieces(20_480));
+        // Short, but neither the listed size nor less than it: the file changed since the
+        // listing (or no listing): read on to EOF.
+        assert_eq!(after_first(ASK, 10, Some(5)), Tail);
+        assert_eq!(after_first(ASK, 10, None), Tail);
+        // Nothing read: EOF at once.
+        assert_eq!(after_first(ASK, 0, Some(0)), Tail);
+        assert_eq!(after_first(ASK, 0, Some(100)), Tail);
+    }
 
     fn version_packet(exts: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut body = vec![2u8, 0, 0, 0, 3];
