@@ -356,8 +356,8 @@ pub struct ConnectOptions {
     /// (see `sftp::prefer_aes_gcm`).
     pub keep_cipher_order: bool,
     /// Largest payload of one SFTP read or write request, below the server's own limit
-    /// (`None`: the server's limit, 255 KiB for OpenSSH). For servers or proxies that fail on
-    /// large packets, as `sftp -B` is.
+    /// (`None`: the server's limit, 255 KiB for OpenSSH), for servers or proxies that fail on
+    /// large packets (what `sftp -B` is for).
     pub max_request: Option<u32>,
 }
 

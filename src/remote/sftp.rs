@@ -1463,7 +1463,7 @@ const PIPE_BYTES: libc::c_int = 1 << 20;
 /// Grows a pipe to ssh to [`PIPE_BYTES`], best effort. With the default 64 KiB, a 255 KiB
 /// request or response crosses it in several wake-ups of each side; with 1 MiB, a 1 GiB file's
 /// upload took 10% less time on loopback, its read-back 15% less. Trees of small files: no
-/// change. A refusal (the user's pipe quota is spent) leaves the default, which only is slower.
+/// change. A refusal (the user's pipe quota is spent) leaves the default, which is only slower.
 fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
     // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int and touches no memory.
     unsafe {
