@@ -647,6 +647,45 @@ fn bench_command_agrees_with_the_recipe_and_reports_a_speedup() {
 }
 
 #[test]
+fn bench_command_stops_when_the_recipe_disagrees() {
+    // A machine whose `sort` is not the one sealpush reproduces (here `sort -r` first on PATH):
+    // the two digests differ at the warm-up, and bench says so instead of timing anything.
+    use std::os::unix::fs::PermissionsExt;
+    let tree = Tree::new();
+    tree.file(b"d/a", b"1").file(b"d/b", b"2");
+    let bin = tree.root().join("odd-bin");
+    std::fs::create_dir(&bin).unwrap();
+    let sort = bin.join("sort");
+    let real = String::from_utf8(
+        Command::new("bash")
+            .args(["-c", "command -v sort"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &sort,
+        format!("#!/bin/sh\nexec {} -r \"$@\"\n", real.trim()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sort, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = TestCommand::sealpush(tree.root(), ["bench", "--runs", "1", "d"])
+        .env("LC_ALL", "C")
+        .env("PATH", path)
+        .expect_code(1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("digests disagree at warm-up"), "{err}");
+    assert!(err.contains("sealpush hash --lines"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn locale_comes_from_the_environment_as_sort_reads_it() {
     // LC_ALL > LC_COLLATE > LANG; an uninstalled locale anywhere means C for everything
     // (setlocale(LC_ALL, "") fails as a whole). The case-pair table sorts differently in C and
