@@ -446,8 +446,9 @@ fn capped_request_size_splits_every_read_and_write_and_the_tree_arrives_whole() 
         }
         let (store_dir, art) = env.store_tree(&src, "sizes-store");
         let cap = CAP.to_string();
-        // The preflight reads the anchor in capped pieces; plan_with checks its digest against
-        // the real recipe on the host.
+        // The preflight reads the anchor with capped requests; plan_with checks its digest
+        // against the real recipe on the host. The read-back of the larger files goes in
+        // pipelined 4 KiB pieces.
         let plan = env.plan_with(&store_dir, &art, &["--sftp-request-size", &cap]);
         let mut args = vec!["--sftp-request-size", cap.as_str()];
         args.extend_from_slice(extra);
