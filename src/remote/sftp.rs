@@ -1739,6 +1739,28 @@ async fn fill(
     finish_file(c, remote, file, None, mode, fsync).await
 }
 
+/// One new file from memory, by [`put_one`] (`fsync` already limited to what the server offers).
+async fn put_memory(
+    c: Ctx<'_>,
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    fsync: bool,
+    big: &Semaphore,
+) -> Result<()> {
+    let body = Body::Source(Source::Memory(data));
+    put_one(
+        c,
+        path,
+        body,
+        mode,
+        fsync,
+        big,
+        &crate::progress::NoProgress,
+    )
+    .await
+}
+
 /// Writes `whole` (the whole content, at most one write request) to a new file when given,
 /// sets its mode, fsyncs it when asked, closes it.
 ///
@@ -2167,18 +2189,11 @@ impl Remote for SftpRemote {
         let c = self.ctx();
         let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
         let fsync = fsync && self.fsync;
-        self.run("write_new", path, async {
-            put_one(
-                c,
-                path,
-                Body::Source(Source::Memory(data)),
-                mode,
-                fsync,
-                &big,
-                &crate::progress::NoProgress,
-            )
-            .await
-        })
+        self.run(
+            "write_new",
+            path,
+            put_memory(c, path, data, mode, fsync, &big),
+        )
         .map_err(|e| rename_op(e, "write_new"))
     }
 
@@ -2190,14 +2205,7 @@ impl Remote for SftpRemote {
         self.rt
             .block_on(
                 stream::iter(files)
-                    .map(|(path, data)| {
-                        let big = &big;
-                        async move {
-                            let body = Body::Source(Source::Memory(data));
-                            let progress = &crate::progress::NoProgress;
-                            put_one(c, path, body, mode, fsync, big, progress).await
-                        }
-                    })
+                    .map(|(path, data)| put_memory(c, path, data, mode, fsync, &big))
                     .buffer_unordered(c.in_flight)
                     .try_collect::<()>(),
             )
