@@ -26,30 +26,53 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Each command's description is the doc comment of its `Args` in `cmd/`: a doc comment here
+/// would replace it whole, and `--help` would lose the paragraphs after the first line.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Tree hash, byte-identical to `find PATH... -type f | sort | xargs sha256sum | sha256sum`.
     Hash(cmd::hash::Args),
-    /// Content-addressed manifest of a tree (files, exec bits, symlinks, directories).
     Manifest(cmd::manifest::Args),
-    /// Time `sealpush hash` against the shell recipe on your own tree.
     Bench(cmd::bench::Args),
-    /// Pack a tree into a reproducible tar.zst / tar.gz artifact in the local store.
     Pack(cmd::pack::Args),
-    /// Safely unpack an artifact into a new directory.
     Unpack(cmd::unpack::Args),
-    /// Re-hash an artifact and its content against its manifest.
     Verify(cmd::verify::Args),
-    /// Look inside and maintain the local artifact store.
     Store(cmd::store::Args),
-    /// Read-only survey of a host; writes a locked deploy plan with its rollback.
     Preflight(cmd::preflight::Args),
-    /// Execute a locked plan: push, verify, stage, promote, prove.
     Deploy(cmd::deploy::Args),
-    /// Remove exactly what a deploy created, and re-prove the anchor.
     Rollback(cmd::rollback::Args),
-    /// Re-verify a deployed target against its receipt and deploy manifest.
     Status(cmd::status::Args),
-    /// The whole flow on the bundled fixtures, on this machine (no server needed).
     Demo(cmd::demo::Args),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The paragraphs after a command's first line reach its `--help`: an operator whose deploy
+    /// was cut off reads there that running it again finishes or cleans up.
+    #[test]
+    fn long_help_keeps_each_commands_whole_description() {
+        Cli::command().debug_assert();
+        let mut cli = Cli::command();
+        let long_help = |cli: &mut clap::Command, name: &str| {
+            let sub = cli.find_subcommand_mut(name).expect("subcommand exists");
+            sub.render_long_help().to_string()
+        };
+        for (name, later_paragraph) in [
+            ("deploy", "run the same command again"),
+            (
+                "rollback",
+                "Names the deploy did not create are never removed",
+            ),
+            ("preflight", "Nothing on the host is changed"),
+            ("status", "reads every file of the target back"),
+            ("verify", "Exit 1 on any mismatch"),
+            ("store", "Layout (see store-layout.md)"),
+        ] {
+            let help = long_help(&mut cli, name);
+            let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(flat.contains(later_paragraph), "{name} --help:\n{help}");
+        }
+    }
 }

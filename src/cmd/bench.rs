@@ -20,7 +20,7 @@ use sealpush::tree::{self, hasher, Collation, RecipeError, RecipeOptions};
 use super::hash::{human_bytes, thousands};
 use super::{CheckFailed, Exit, Globals};
 
-/// Time `sealpush hash` against `find PATH... -type f | sort | xargs sha256sum | sha256sum`.
+/// Time `sealpush hash` against the shell recipe on your own tree.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {

@@ -37,6 +37,7 @@ include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 /// The seed's gate G5 test command.
 const CHECK: &str = "python3 -m unittest discover -s tests -p 'test_*.py'";
 
+/// The whole flow on the bundled fixtures, on this machine (no server needed).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Work in DIR (created; must not exist) and keep it afterwards, so the host tree, the

@@ -20,7 +20,7 @@ tree's identity. The encoding is specified in store-layout.md.
 Check a tree against a manifest with coreutils alone, from inside the tree:
   sed -n 's/^[fx] [0-9]* //p' manifest.txt | sha256sum -c --quiet";
 
-/// Content-addressed manifest of a tree (its format and how to check it: `--help`).
+/// Content-addressed manifest of a tree (files, exec bits, symlinks, directories).
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {

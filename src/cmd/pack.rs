@@ -26,7 +26,7 @@ Examples:
   sealpush pack ./site --format tar.gz --out site.tar.gz
   SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) sealpush pack ./build --json";
 
-/// Pack a tree into a reproducible tar.zst (default) or tar.gz and add it to the local store.
+/// Pack a tree into a reproducible tar.zst / tar.gz artifact in the local store.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {

@@ -8,9 +8,10 @@ use sealpush::store::Store;
 
 use super::{CheckFailed, Exit, Globals};
 
-/// Re-hash an artifact: the archive's sha256 and size against its metadata, and every entry's
-/// content against the manifest (entries checked as `unpack` checks them). Exit 1 on any
-/// mismatch.
+/// Re-hash an artifact and its content against its manifest.
+///
+/// The archive's sha256 and size are checked against its metadata, and every entry's content
+/// against the manifest (entries checked as `unpack` checks them). Exit 1 on any mismatch.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A store id, an unambiguous id prefix, an artifact name, or a path to a tar.zst/tar.gz.
