@@ -199,6 +199,15 @@ pub enum DeployError {
     },
     #[error("{} exists as {kind}, which this deploy did not create; remove it or run preflight again", path.display())]
     Foreign { path: PathBuf, kind: String },
+    #[error("{} holds names this deploy did not create, left alone: {}; remove them by hand, then rerun the same deploy", path.display(), names.join(", "))]
+    ForeignEntries { path: PathBuf, names: Vec<String> },
+    /// An error after which the cleanup could not remove everything: `note` says what is left
+    /// and what to do.
+    #[error("{error}{note}")]
+    WithLeftovers {
+        error: Box<DeployError>,
+        note: String,
+    },
     #[error("promote refused: {} appeared after the checks (someone else created it); nothing of it was touched and the staged copy {} was removed", target.display(), staged.display())]
     TargetAppeared { target: PathBuf, staged: PathBuf },
     #[error("interrupted during {step}; {state}")]
@@ -228,6 +237,9 @@ pub enum DeployError {
 impl DeployError {
     /// True when the error is "a check failed" (exit 1) rather than "could not run" (exit 2).
     pub fn is_check_failure(&self) -> bool {
+        if let DeployError::WithLeftovers { error, .. } = self {
+            return error.is_check_failure();
+        }
         matches!(
             self,
             DeployError::PlanTampered { .. }
@@ -1771,8 +1783,10 @@ impl Run<'_> {
     }
 
     /// Removes the staged entries (only names the artifact has, plus the deploy manifest), the
-    /// staging directories and a partial kept archive. Never follows a symlink. Missing names
-    /// are fine (the earlier run stopped before creating them).
+    /// staging directories and a partial kept archive. Never follows a symlink: the staged tree
+    /// is walked first, and only entries found still of the kind the deploy made are removed,
+    /// so a staged directory that someone replaced by a symlink is neither removed nor entered.
+    /// Missing names are fine (the earlier run stopped before creating them).
     fn remove_staged(&mut self) -> Result<(), DeployError> {
         let r = self.remote;
         let root = self.names.staged_tree.clone();
@@ -1793,24 +1807,45 @@ impl Run<'_> {
                             kind: kind_name(m.kind),
                         });
                     }
-                    let mut names: Vec<(Vec<u8>, bool)> = self
-                        .art
-                        .expected
-                        .iter()
-                        .map(|(p, k)| (p.clone(), matches!(k, Kind::Dir)))
-                        .collect();
-                    names.push((DEPLOY_MANIFEST.as_bytes().to_vec(), false));
-                    let entries: Vec<(PathBuf, bool)> = names
+                    let mut expected = self.art.expected.clone();
+                    expected.insert(
+                        DEPLOY_MANIFEST.as_bytes().to_vec(),
+                        Kind::File {
+                            size: 0,
+                            sha256: None,
+                            executable: false,
+                        },
+                    );
+                    let actual =
+                        shape::walk_expecting(r, &root, &expected).map_err(at("cleanup"))?;
+                    let plan = shape::removal(&expected, &actual);
+                    let entries: Vec<(PathBuf, bool)> = plan
+                        .ours
                         .iter()
                         .map(|(p, is_dir)| (shape::join(&root, p), *is_dir))
                         .collect();
-                    // What was never created is not found: fine. Anything else stops here.
+                    // A name gone since the walk is fine. Anything else stops here.
                     for res in r.remove_all(&entries, &crate::progress::NoProgress) {
                         match res {
                             Ok(()) => {}
                             Err(e) if gone(&e) => {}
                             Err(e) => return Err(at("cleanup")(e)),
                         }
+                    }
+                    let foreign: Vec<String> = plan
+                        .replaced
+                        .iter()
+                        .map(|p| {
+                            let now = actual.get(p).map_or_else(String::new, shape::describe);
+                            format!("{} (now {now})", crate::manifest::show(p))
+                        })
+                        .chain(plan.extra.iter().map(|p| crate::manifest::show(p)))
+                        .collect();
+                    if !foreign.is_empty() {
+                        return Err(DeployError::ForeignEntries {
+                            path: root,
+                            names: foreign,
+                        });
                     }
                     r.remove_dir(&root).map_err(at("cleanup"))?;
                 }
@@ -1880,6 +1915,11 @@ impl Run<'_> {
                 } else {
                     format!("left on the host: {}; rerun to clean up", left.join(", "))
                 },
+            },
+            // A failed verification, say: its own message, then what is left.
+            other if !note.is_empty() => DeployError::WithLeftovers {
+                error: Box::new(other),
+                note,
             },
             other => other,
         }

@@ -196,15 +196,10 @@ pub fn rollback(
             Some(s)
         }
     };
-    let mut extras: Vec<Vec<u8>> = Vec::new();
     if let Some(actual) = &actual {
         for d in shape::compare(&expected, actual) {
-            match d {
-                shape::Difference::Missing { .. } => {}
-                shape::Difference::Extra { path, .. } => extras.push(path),
-                shape::Difference::Changed { .. } => {
-                    changed.push(format!("{}/{d}", target.display()))
-                }
+            if let shape::Difference::Changed { .. } = d {
+                changed.push(format!("{}/{d}", target.display()))
             }
         }
     }
@@ -256,28 +251,26 @@ pub fn rollback(
     if let Some(actual) = &actual {
         // Everything the deploy created and that is still of its kind, then the target itself
         // (the shallowest directory, so removed last).
-        let mut doomed: Vec<(PathBuf, bool)> = Vec::new();
-        for (p, k) in expected.iter().rev() {
-            let path = shape::join(&target, p);
-            let Some(now) = actual.get(p) else {
-                report.already_gone += 1;
-                continue;
-            };
-            // A changed entry of another kind (a file replaced by a directory) is not ours.
-            if std::mem::discriminant(now) != std::mem::discriminant(k) {
-                report
-                    .kept
-                    .push(format!("{} (replaced by someone else)", path.display()));
-                continue;
-            }
-            doomed.push((path, matches!(k, Kind::Dir)));
+        let plan = shape::removal(&expected, actual);
+        report.already_gone += plan.gone;
+        // A changed entry of another kind (a file replaced by a directory) is not ours.
+        for p in &plan.replaced {
+            report.kept.push(format!(
+                "{} (replaced by someone else)",
+                shape::join(&target, p).display()
+            ));
         }
-        for p in &extras {
+        for p in &plan.extra {
             report.kept.push(format!(
                 "{} (not created by the deploy)",
                 shape::join(&target, p).display()
             ));
         }
+        let mut doomed: Vec<(PathBuf, bool)> = plan
+            .ours
+            .iter()
+            .map(|(p, dir)| (shape::join(&target, p), *dir))
+            .collect();
         doomed.push((target.clone(), true));
         progress.start("removing", None, Some(doomed.len() as u64));
         let results = remote.remove_all(&doomed, progress);

@@ -250,6 +250,43 @@ impl std::fmt::Display for Difference {
     }
 }
 
+/// What a cleanup may remove of a tree it created as `expected`, given the tree `actual` as
+/// walked now (never through a symlink).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Entries still of the kind they were created as, children before their parents (reverse
+    /// byte order), with `true` for directories.
+    pub ours: Vec<(Vec<u8>, bool)>,
+    /// Entries of `expected` that are gone already.
+    pub gone: u64,
+    /// Entries of `expected` now of another kind (a directory replaced by a symlink, say): not
+    /// ours any more, and whatever is under them was never reached.
+    pub replaced: Vec<Vec<u8>>,
+    /// Entries of `actual` that `expected` never had.
+    pub extra: Vec<Vec<u8>>,
+}
+
+/// Splits `expected` against `actual` into what is ours to remove and what is not (see
+/// [`Removal`]). Pure: the caller walked `actual` and does the removing.
+pub fn removal(expected: &Shape, actual: &Shape) -> Removal {
+    let mut out = Removal::default();
+    for (p, k) in expected.iter().rev() {
+        match actual.get(p) {
+            None => out.gone += 1,
+            Some(now) if std::mem::discriminant(now) != std::mem::discriminant(k) => {
+                out.replaced.push(p.clone())
+            }
+            Some(_) => out.ours.push((p.clone(), matches!(k, Kind::Dir))),
+        }
+    }
+    out.extra = actual
+        .keys()
+        .filter(|p| !expected.contains_key(*p))
+        .cloned()
+        .collect();
+    out
+}
+
 /// Short human spelling of a kind.
 pub fn describe(k: &Kind) -> String {
     match k {
@@ -371,6 +408,47 @@ pub fn parse_sha256sum_lines(text: &[u8]) -> Vec<(Vec<u8>, Digest)> {
 mod tests {
     use super::*;
     use crate::progress::Progress;
+
+    #[test]
+    fn removal_keeps_what_changed_kind_and_what_it_never_made() {
+        let file = || Kind::File {
+            size: 1,
+            sha256: None,
+            executable: false,
+        };
+        let link = |t: &[u8]| Kind::Symlink { target: t.to_vec() };
+        let made: Shape = [
+            (b"a".to_vec(), Kind::Dir),
+            (b"a/f".to_vec(), file()),
+            (b"d".to_vec(), Kind::Dir),
+            (b"d/g".to_vec(), file()),
+            (b"gone".to_vec(), file()),
+            (b"l".to_vec(), link(b"a/f")),
+        ]
+        .into();
+        // `d` is now a symlink (whatever it points to was never walked), `l` was edited (same
+        // kind: still ours), `x` is someone else's.
+        let now: Shape = [
+            (b"a".to_vec(), Kind::Dir),
+            (b"a/f".to_vec(), file()),
+            (b"d".to_vec(), link(b"/home/user")),
+            (b"l".to_vec(), link(b"elsewhere")),
+            (b"x".to_vec(), file()),
+        ]
+        .into();
+        let r = removal(&made, &now);
+        assert_eq!(
+            r.ours,
+            [
+                (b"l".to_vec(), false),
+                (b"a/f".to_vec(), false),
+                (b"a".to_vec(), true)
+            ]
+        );
+        assert_eq!(r.gone, 2, "gone and d/g");
+        assert_eq!(r.replaced, [b"d".to_vec()]);
+        assert_eq!(r.extra, [b"x".to_vec()]);
+    }
     use crate::remote::local::LocalRemote;
     use crate::remote::{DirEntry, ExecOutput, FsStats, HostFacts, NewFile, StreamedFiles};
     use std::sync::Mutex;

@@ -266,6 +266,56 @@ pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
 }
 
 #[test]
+fn cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree_local() {
+    cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree(Host::Local);
+}
+
+/// While the deploy waits before its verify, a staged directory is replaced by a symlink to a
+/// user's directory whose names match the artifact's. The verify fails, and the cleanup
+/// removes what the deploy made but neither the symlink nor anything behind it, and says what
+/// it left; once the symlink is gone, a re-run cleans up and deploys.
+pub fn cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree(host: Host) {
+    let env = Env::new(host.clone());
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    // The user's directory holds the very names the artifact has under iu_cutter/.
+    let theirs = env.tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    for name in ["__init__.py", "config.py", "cutter.py", "notes.txt"] {
+        std::fs::write(theirs.join(name), format!("user data in {name}\n")).unwrap();
+    }
+    let child = env.deploy_paused_at(&plan, &[], "verify");
+    let staged = env.staging_dir().unwrap().join("iu-cutter-v0.6");
+    std::fs::remove_dir_all(staged.join("iu_cutter")).unwrap();
+    std::os::unix::fs::symlink(&theirs, staged.join("iu_cutter")).unwrap();
+    child.release();
+    let out = child.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    for name in ["__init__.py", "config.py", "cutter.py", "notes.txt"] {
+        assert_eq!(
+            std::fs::read_to_string(theirs.join(name)).ok(),
+            Some(format!("user data in {name}\n")),
+            "{name} behind the symlink was touched: {e}"
+        );
+    }
+    assert!(e.contains("iu_cutter"), "{e}");
+    assert!(e.contains("did not create, left alone"), "{e}");
+    assert!(e.contains("left on the host"), "{e}");
+    // Only the planted symlink is left of the staged tree.
+    let left: Vec<String> = crate::support::walkdir(&staged)
+        .into_iter()
+        .map(|p| p.strip_prefix(&staged).unwrap().display().to_string())
+        .collect();
+    assert_eq!(left, ["iu_cutter"], "{e}");
+    assert!(!env.target.exists());
+    env.assert_absent_or_complete(&anchor);
+    std::fs::remove_file(staged.join("iu_cutter")).unwrap();
+    env.deploy(&plan, &["--clear-stale-lock"]).ok();
+    env.assert_complete();
+}
+
+#[test]
 fn a_lock_retaken_by_someone_else_is_left_to_them_local() {
     a_lock_retaken_by_someone_else_is_left_to_them(Host::Local);
 }

@@ -307,6 +307,7 @@ mod sftp {
         drift_after_preflight_stops_before_writing_anything,
         a_lock_retaken_by_someone_else_is_left_to_them,
         byte_changed_between_upload_and_read_back_stops_the_deploy,
+        cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree,
         deploy_manifest_changed_before_the_prove_fails_it,
         mode_changed_between_upload_and_verify_stops_the_deploy,
         target_created_between_checks_and_promote_is_never_clobbered,
