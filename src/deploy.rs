@@ -201,6 +201,12 @@ pub enum DeployError {
     Foreign { path: PathBuf, kind: String },
     #[error("{} holds names this deploy did not create, left alone: {}; remove them by hand, then rerun the same deploy", path.display(), names.join(", "))]
     ForeignEntries { path: PathBuf, names: Vec<String> },
+    #[error("{} holds the deploy of plan {theirs} (its {DEPLOY_MANIFEST} says so), not of this receipt's plan {ours}; nothing was removed (not even with --force): roll back with that plan or its receipt", target.display())]
+    NotThisDeploy {
+        target: PathBuf,
+        theirs: String,
+        ours: Digest,
+    },
     /// An error after which the cleanup could not remove everything: `note` says what is left
     /// and what to do.
     #[error("{error}{note}")]
@@ -251,6 +257,7 @@ impl DeployError {
                 | DeployError::TreeMismatch { .. }
                 | DeployError::HostVerify { .. }
                 | DeployError::RollbackRefused { .. }
+                | DeployError::NotThisDeploy { .. }
         )
     }
 }

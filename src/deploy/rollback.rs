@@ -197,6 +197,21 @@ pub fn rollback(
         }
     };
     if let Some(actual) = &actual {
+        // A later deploy of another plan to the same target (this one rolled back since) is
+        // not ours, however alike its tree: its deploy manifest names its plan.
+        if let Some(Kind::File { .. }) = actual.get(DEPLOY_MANIFEST.as_bytes()) {
+            let dm = remote
+                .read_file(&target.join(DEPLOY_MANIFEST), 1 << 30)
+                .map_err(at("rollback"))?;
+            let theirs = super::deploy_manifest_field(&dm, "plan_digest");
+            if let Some(theirs) = theirs.filter(|t| *t != receipt.plan_digest.to_hex()) {
+                return Err(DeployError::NotThisDeploy {
+                    target,
+                    theirs: theirs.to_string(),
+                    ours: receipt.plan_digest,
+                });
+            }
+        }
         for d in shape::compare(&expected, actual) {
             if let shape::Difference::Changed { .. } = d {
                 changed.push(format!("{}/{d}", target.display()))
@@ -309,6 +324,25 @@ pub fn rollback(
         _ => {}
     }
     remove_journal_dir(remote, &receipt.work_dir.join(format!("journal-{short}")))?;
+    // A run of this very deploy killed between its receipt and its unlock left its lock: it
+    // goes when it names this plan and its owner is provably not running (this machine, no
+    // such process). Any other lock stays, and the work dir holding it is reported below.
+    let lock = receipt.work_dir.join("lock");
+    if let Some(m) = remote.lstat(&lock).map_err(at("rollback"))? {
+        let dead_run_of_this_plan = m.kind == FileKind::File
+            && remote
+                .read_file(&lock, 64 * 1024)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<super::LockInfo>(&b).ok())
+                .is_some_and(|i| {
+                    i.plan_digest == receipt.plan_digest
+                        && i.owner_host == super::local_hostname()
+                        && !super::pid_alive(i.pid)
+                });
+        if dead_run_of_this_plan {
+            gone_ok(remote.remove_file(&lock), &mut report)?;
+        }
+    }
     for c in receipt.created.iter().rev() {
         if c.kind == CreatedKind::Dir && c.path != receipt.work_dir.join(format!("journal-{short}"))
         {

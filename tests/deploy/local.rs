@@ -265,6 +265,56 @@ pub fn byte_changed_between_upload_and_read_back_stops_the_deploy(host: Host) {
     env.assert_complete();
 }
 
+/// Killed after its receipt, before its unlock: the deploy is complete but its lock remains.
+/// Rolling it back straight away (no re-run) removes the lock too, since it names this plan and
+/// its owner is provably gone, and leaves the host exactly as before.
+#[test]
+fn rollback_after_a_kill_before_the_unlock_removes_the_dead_runs_lock() {
+    for fault in ["abort-after:receipt", "abort-before:unlock"] {
+        let env = Env::new(Host::Local);
+        let before = env.snapshot();
+        let plan = env.plan();
+        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(out.status.code(), None, "{fault}: not killed");
+        assert!(env.parent.join(".sealpush/iu-cutter-v0.6/lock").exists());
+        let rb = env
+            .sealpush(["rollback".as_ref(), plan.as_os_str()])
+            .output();
+        assert!(rb.status.success(), "{fault}: rollback: {}", stderr(&rb));
+        assert!(stdout(&rb).ends_with("verdict: PASS\n"), "{fault}");
+        assert_eq!(env.snapshot(), before, "{fault}");
+    }
+}
+
+/// Plan A deployed and rolled back, then plan B (same artifact, same target) deployed: A's
+/// receipt, still on file, must not roll back B's tree, even forced, though every entry but
+/// the deploy manifest matches.
+#[test]
+fn a_stale_receipt_never_rolls_back_a_later_plans_deploy() {
+    let env = Env::new(Host::Local);
+    let plan_a = env.tmp.path().join("plan-a.json");
+    std::fs::rename(env.plan(), &plan_a).unwrap();
+    env.deploy(&plan_a, &[]).ok();
+    env.sealpush(["rollback".as_ref(), plan_a.as_os_str()]).ok();
+    let plan_b = env.plan();
+    env.deploy(&plan_b, &[]).ok();
+    let deployed = env.snapshot();
+    for extra in [&[][..], &["--force"]] {
+        let mut args = vec!["rollback".as_ref(), plan_a.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let out = env.sealpush(args).output();
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("holds the deploy of plan"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(env.snapshot(), deployed, "{extra:?}");
+    }
+    env.sealpush(["rollback".as_ref(), plan_b.as_os_str()]).ok();
+    assert!(!env.target.exists());
+}
+
 #[test]
 fn cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree_local() {
     cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree(Host::Local);
