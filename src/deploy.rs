@@ -1741,7 +1741,7 @@ impl Run<'_> {
         self.record(Step::Finished, Phase::Done, "")?;
         if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
         {
-            let report = rollback::rollback(
+            let rolled = rollback::rollback(
                 self.remote,
                 &receipt,
                 &rollback::RollbackOptions {
@@ -1749,13 +1749,23 @@ impl Run<'_> {
                     local_state: Some(self.opts.local_state.clone()),
                 },
                 self.progress,
-            )?;
-            receipt.rolled_back = report.complete;
-            if !report.complete {
-                receipt.verdict.reasons.push(format!(
-                    "automatic rollback incomplete: {}",
-                    report.kept.join("; ")
-                ));
+            );
+            match rolled {
+                Ok(report) => {
+                    receipt.rolled_back = report.complete;
+                    if !report.complete {
+                        receipt.verdict.reasons.push(format!(
+                            "automatic rollback incomplete: {}",
+                            report.kept.join("; ")
+                        ));
+                    }
+                }
+                // The report must still say that the deploy is in place, with a failed check
+                // (a check that edited a deployed file makes the rollback refuse).
+                Err(e) => receipt.verdict.reasons.push(format!(
+                    "automatic rollback not done, so {} stays deployed (roll it back with `sealpush rollback` on this plan, adding --force to remove changed files too): {e}",
+                    self.names.target.display()
+                )),
             }
             write_local_atomic(&self.state.receipt_path(), receipt.to_json().as_bytes())?;
         }

@@ -596,6 +596,35 @@ fn failing_check_with_rollback_on_check_failure_leaves_the_host_as_before() {
     );
 }
 
+/// A failing check that also edited a deployed file: the automatic rollback refuses (the file
+/// changed since the deploy), and the report still says the deploy is in place, with what to do.
+#[test]
+fn a_refused_automatic_rollback_still_reports_the_live_deploy() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let out = env
+        .deploy(
+            &plan,
+            &[
+                "--check",
+                "echo edited >> README.md; exit 3",
+                "--rollback-on-check-failure",
+            ],
+        )
+        .output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = stdout(&out);
+    assert!(report.contains("exit: 3"), "{report}");
+    assert!(report.contains("stays deployed"), "{report}");
+    assert!(report.contains("README.md"), "{report}");
+    assert!(report.ends_with("verdict: FAIL\n"), "{report}");
+    assert!(env.target.join("README.md").exists());
+    // As the report says: a forced rollback removes it.
+    env.sealpush(["rollback".as_ref(), plan.as_os_str(), "--force".as_ref()])
+        .ok();
+    assert!(!env.target.exists());
+}
+
 #[test]
 fn kill_during_the_cleanup_of_a_resumed_run_then_rerun_finishes() {
     let env = Env::new(Host::Local);
