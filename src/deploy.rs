@@ -4,7 +4,8 @@
 //! 1. re-check the plan's digest and the live host (target and staging absent, same filesystem,
 //!    space, anchor digest); any drift stops the deploy before it writes anything;
 //! 2. take a lock beside the target (`<work_dir>/lock`, exclusive create naming owner pid, host
-//!    and time); a stale lock is reported with its owner and age and cleared only on request;
+//!    and time); a stale lock is reported with its owner and age and cleared only on request,
+//!    except one left by a dead run of this same plan on this machine, which a re-run takes over;
 //! 3. materialise the artifact's tree in a fresh staging directory: `STAGING` (mode 0700, so
 //!    nobody else can reach into it) holding `STAGING/NAME`, the tree that will be promoted (as
 //!    the seed staged `/tmp/o6b-stage/iu-cutter-v0.6/`). The tree comes from the local archive,
@@ -786,7 +787,13 @@ impl Run<'_> {
             Ok(()) => {}
             Err(RemoteError::Exists { .. }) => {
                 let (holder, state, stale) = self.lock_holder();
-                if !(self.opts.clear_stale_lock && stale) {
+                // Left by an earlier run of this very plan on this machine whose process is
+                // gone: this deploy's own lock, which running it again takes over.
+                let own_dead_run = stale
+                    && holder.as_ref().is_some_and(|i| {
+                        i.plan_digest == self.sealed.digest && i.owner_host == local_hostname()
+                    });
+                if !((self.opts.clear_stale_lock && stale) || own_dead_run) {
                     let hint = if stale {
                         "if no deploy of this target is running, rerun with --clear-stale-lock"
                             .to_string()
@@ -799,7 +806,11 @@ impl Run<'_> {
                 self.record(
                     Step::Lock,
                     Phase::Intent,
-                    format!("clearing stale lock: {state}"),
+                    if own_dead_run {
+                        format!("taking over the lock of a dead run of this plan: {state}")
+                    } else {
+                        format!("clearing stale lock: {state}")
+                    },
                 )?;
                 self.remote
                     .remove_file(&self.names.lock)
@@ -1912,7 +1923,7 @@ impl Run<'_> {
             )
         } else if !left.is_empty() {
             format!(
-                "; left on the host: {}; the target was not created; rerun the same deploy to clean up and start over (with --clear-stale-lock if the lock remains)",
+                "; left on the host: {}; the target was not created; rerun the same deploy to clean up and start over",
                 left.join(", ")
             )
         } else {

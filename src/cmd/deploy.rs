@@ -50,7 +50,8 @@ pub struct Args {
     #[arg(long)]
     pub sync: bool,
     /// Remove a lock left by a deploy that is no longer running (its owner and age are shown
-    /// when the lock is found) instead of refusing.
+    /// when the lock is found) instead of refusing. Not needed for a lock left by a killed run
+    /// of this same plan on this machine: running the deploy again takes that one over.
     #[arg(long)]
     pub clear_stale_lock: bool,
     /// Where journals and receipts are kept locally [default: $XDG_STATE_HOME/sealpush, else
