@@ -7,6 +7,7 @@
 //! against the rules in [`check`] before acting on it; nothing escapes the destination.
 
 pub mod check;
+mod fsat;
 pub mod layout;
 mod unpack;
 pub(crate) use unpack::rename_noreplace;

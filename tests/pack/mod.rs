@@ -1060,3 +1060,89 @@ fn unhashed_unpack_checks_structure_and_sizes_not_content() {
     .unwrap();
     assert_eq!(got.identity(), other_digest.identity());
 }
+
+/// Plays someone who owns DEST's parent and races the unpack: once the first file has been
+/// handed out (a deterministic point inside the extraction), it records the temp dir's mode,
+/// renames the temp dir away and plants a symlink to `victim` under its name.
+struct Swapper {
+    parent: PathBuf,
+    victim: PathBuf,
+    seen_mode: std::sync::Mutex<Option<u32>>,
+}
+
+impl Progress for Swapper {
+    fn advance(&self, _: u64, _: u64) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut seen = self.seen_mode.lock().unwrap();
+        if seen.is_some() {
+            return;
+        }
+        let tmp = fs::read_dir(&self.parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().as_bytes().starts_with(b".dest."))
+            .expect("the temp dir exists beside DEST while extracting");
+        *seen = Some(fs::symlink_metadata(&tmp).unwrap().permissions().mode() & 0o7777);
+        fs::rename(&tmp, self.parent.join("stolen")).unwrap();
+        std::os::unix::fs::symlink(&self.victim, &tmp).unwrap();
+    }
+}
+
+/// The temp dir is private (0700) while entries are written, and a symlink swapped in for it
+/// mid-extraction is never written through: later entries, the final chmod and the rename all
+/// act on the directory sealpush created, so the victim directory stays empty and 0700, DEST
+/// never appears, and the unpack fails instead of claiming success.
+#[test]
+fn a_temp_dir_swapped_for_a_symlink_is_never_written_through() {
+    use std::os::unix::fs::PermissionsExt;
+    use tar::EntryType as T;
+    let tmp = tempfile::tempdir().unwrap();
+    let (parent, victim) = (tmp.path().join("shared"), tmp.path().join("victim"));
+    fs::create_dir(&parent).unwrap();
+    fs::create_dir(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+    let big = vec![7u8; 3 << 20];
+    let archive = tmp.path().join("a.tar.zst");
+    fs::write(
+        &archive,
+        hostile_archive(
+            &[
+                Raw {
+                    data: b"first",
+                    ..raw(b"a", T::Regular)
+                },
+                raw(b"d", T::Directory),
+                Raw {
+                    data: b"inside d",
+                    ..raw(b"d/b", T::Regular)
+                },
+                Raw {
+                    data: &big,
+                    ..raw(b"d/big", T::Regular)
+                },
+                Raw {
+                    link: b"a",
+                    ..raw(b"s", T::Symlink)
+                },
+                Raw {
+                    link: b"a",
+                    ..raw(b"h", T::Link)
+                },
+            ],
+            false,
+        ),
+    )
+    .unwrap();
+    let swapper = Swapper {
+        parent: parent.clone(),
+        victim: victim.clone(),
+        seen_mode: Default::default(),
+    };
+    let err = pack::unpack(&archive, &parent.join("dest"), None, &swapper).unwrap_err();
+    assert_eq!(*swapper.seen_mode.lock().unwrap(), Some(0o700));
+    assert!(err.to_string().contains("replaced"), "{err}");
+    assert_eq!(listing(&victim), Vec::<PathBuf>::new(), "written through");
+    let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "victim's mode changed");
+    assert!(fs::symlink_metadata(parent.join("dest")).is_err());
+}
