@@ -12,7 +12,9 @@ use super::{CheckFailed, Exit, Globals};
 const HELP: &str =
     "Every entry is checked before it is written: no absolute paths or `..`, no symlink pointing \
 outside DEST or written through, no hard link outside or to a later entry, no devices or \
-fifos, no setuid/setgid/sticky bits, no duplicates, sizes consistent. Extraction happens in a \
+fifos, no setuid/setgid/sticky bits, no duplicates, sizes consistent; the tar stream must end \
+with its end-of-archive marker and nothing but zeros after it, in one zstd frame (with its \
+checksum) or one gzip member. Extraction happens in a \
 fresh temporary directory beside DEST, is verified against the artifact's manifest, and is \
 renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when the archive \
 is rejected, corrupt or does not match its manifest.";

@@ -101,7 +101,7 @@ impl Read for Tallied {
 }
 
 /// Opens `archive` and returns a decompressing reader, format chosen by magic bytes.
-fn open_decoder(archive: &Path, tally: Option<ArchiveTally>) -> Result<Box<dyn Read>, UnpackError> {
+fn open_decoder(archive: &Path, tally: Option<ArchiveTally>) -> Result<Decoded, UnpackError> {
     let open = |source| UnpackError::Open {
         path: archive.to_path_buf(),
         source,
@@ -112,16 +112,87 @@ fn open_decoder(archive: &Path, tally: Option<ArchiveTally>) -> Result<Box<dyn R
         use io::BufRead;
         f.fill_buf().map_err(open)?.to_vec()
     };
-    match Format::sniff(&head) {
-        Some(Format::TarZst) => Ok(Box::new(
-            zstd::stream::read::Decoder::with_buffer(f).map_err(open)?,
-        )),
-        // Multi-member so that anything after the first member must itself be valid gzip:
-        // trailing garbage is an error, not silently ignored.
-        Some(Format::TarGz) => Ok(Box::new(flate2::bufread::MultiGzDecoder::new(f))),
-        None => Err(UnpackError::UnknownFormat {
-            path: archive.to_path_buf(),
-        }),
+    let inner = match Format::sniff(&head) {
+        Some(Format::TarZst) => {
+            // Frame_Header_Descriptor, bit 2: Content_Checksum_flag. sealpush and the zstd CLI
+            // always set it; without it a damaged frame can decompress to other bytes unseen.
+            if head.get(4).is_some_and(|d| d & 0x04 == 0) {
+                return Err(UnpackError::Corrupt {
+                    path: archive.to_path_buf(),
+                    source: io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the zstd frame has no content checksum (written without one, \
+                         e.g. `zstd --no-check`: recompress it with the zstd defaults)",
+                    ),
+                });
+            }
+            Decompress::Zstd(
+                zstd::stream::read::Decoder::with_buffer(f)
+                    .map_err(open)?
+                    .single_frame(),
+            )
+        }
+        Some(Format::TarGz) => Decompress::Gz(flate2::bufread::GzDecoder::new(f)),
+        None => {
+            return Err(UnpackError::UnknownFormat {
+                path: archive.to_path_buf(),
+            })
+        }
+    };
+    Ok(Decoded {
+        inner,
+        ended: false,
+    })
+}
+
+enum Decompress {
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<Tallied>>),
+    Gz(flate2::bufread::GzDecoder<BufReader<Tallied>>),
+}
+
+/// Exactly one zstd frame or one gzip member, and nothing after it in the file: a second frame
+/// or member would be read by `zstd -d`/`gunzip` (and so by GNU tar) as more of the same tar
+/// stream, which the entries already checked end before.
+struct Decoded {
+    inner: Decompress,
+    ended: bool,
+}
+
+impl Read for Decoded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use io::BufRead;
+        let n = match &mut self.inner {
+            Decompress::Zstd(d) => d.read(buf)?,
+            Decompress::Gz(d) => d.read(buf)?,
+        };
+        if n == 0 && !buf.is_empty() && !self.ended {
+            let (rest, what) = match &mut self.inner {
+                Decompress::Zstd(d) => (d.get_mut().fill_buf()?, "zstd frame"),
+                Decompress::Gz(d) => (d.get_mut().fill_buf()?, "gzip member"),
+            };
+            if !rest.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("data after the {what}"),
+                ));
+            }
+            self.ended = true;
+        }
+        Ok(n)
+    }
+}
+
+/// Counts the decompressed bytes the tar reader consumed.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
     }
 }
 
@@ -194,13 +265,21 @@ fn read_checked_tallied(
         path: archive.to_path_buf(),
         source,
     };
-    let mut ar = tar::Archive::new(open_decoder(archive, tally)?);
+    let mut ar = tar::Archive::new(Counted {
+        inner: open_decoder(archive, tally)?,
+        n: 0,
+    });
+    // Where the last entry's data, padded to a block, ends in the tar stream.
+    let mut end = 0u64;
     let mut checker = Checker::new();
     let mut entries: Vec<Entry> = Vec::new();
     // Index by path of the files seen, for hard links.
     let mut files: std::collections::HashMap<Vec<u8>, (u64, Digest, bool)> = Default::default();
     for e in ar.entries().map_err(corrupt)? {
         let mut e = e.map_err(corrupt)?;
+        end = e
+            .raw_file_position()
+            .saturating_add(e.size().div_ceil(512).saturating_mul(512));
         let h = e.header();
         let entry_type = h.entry_type();
         if entry_type == tar::EntryType::XGlobalHeader {
@@ -277,9 +356,35 @@ fn read_checked_tallied(
             kind,
         });
     }
-    // Drain the rest of the compressed stream: this is where zstd checks its checksum and gzip
-    // its CRC and length.
-    io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(corrupt)?;
+    // tar stops at the first zero block (consumed: `rest.n - end` is 512) or at the end of the
+    // stream (0). The end-of-archive marker is two zero blocks, and only zeros may follow it
+    // (GNU tar pads to a 10240-byte record): GNU tar `-i` reads on past a zero block, so
+    // entries hidden there would be extracted by it and never seen here. Reading to the end
+    // is also where zstd checks its checksum and gzip its CRC and length.
+    let mut rest = ar.into_inner();
+    let mut zeros = rest.n.saturating_sub(end);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(e)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(corrupt(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data after the end-of-archive marker",
+            )));
+        }
+        zeros += n as u64;
+    }
+    if zeros < 1024 {
+        return Err(corrupt(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "no end-of-archive marker (two zero blocks): the tar stream is truncated",
+        )));
+    }
     Manifest::from_entries(entries, None).map_err(|source| UnpackError::Manifest {
         path: archive.to_path_buf(),
         source,

@@ -402,6 +402,17 @@ fn raw<'a>(name: &'a [u8], kind: tar::EntryType) -> Raw<'a> {
 
 /// Builds a tar stream with raw headers (no path validation), compressed with zstd or gzip.
 fn hostile_archive(entries: &[Raw<'_>], gz: bool) -> Vec<u8> {
+    let mut tar = raw_tar(entries);
+    tar.resize(tar.len() + 1024, 0);
+    if gz {
+        gzip(&tar)
+    } else {
+        zstd_frame(&tar)
+    }
+}
+
+/// The entries' headers and data, without the end-of-archive marker.
+fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         let mut h = tar::Header::new_gnu();
@@ -422,14 +433,22 @@ fn hostile_archive(entries: &[Raw<'_>], gz: bool) -> Vec<u8> {
         let pad = (512 - e.data.len() % 512) % 512;
         out.resize(out.len() + pad, 0);
     }
-    out.resize(out.len() + 1024, 0);
-    if gz {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&out).unwrap();
-        enc.finish().unwrap()
-    } else {
-        zstd::encode_all(&out[..], 3).unwrap()
-    }
+    out
+}
+
+/// One gzip member, as `gzip -c` writes it.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// One zstd frame with a content checksum, as the zstd CLI writes it.
+fn zstd_frame(data: &[u8]) -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.include_checksum(true).unwrap();
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
 }
 
 /// Unpacks `archive` into `work/dest`, expecting rejection with `rule` naming `entry`; checks
@@ -1145,4 +1164,138 @@ fn a_temp_dir_swapped_for_a_symlink_is_never_written_through() {
     let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o700, "victim's mode changed");
     assert!(fs::symlink_metadata(parent.join("dest")).is_err());
+}
+
+/// What follows the tar end-of-archive marker, or a missing marker, or a second compressed
+/// frame/member: GNU tar with `-i` (ignore zero blocks) extracts entries hidden there, so
+/// `verify` and `unpack` must refuse them rather than see a different archive. sealpush's own
+/// archives (both formats, several levels) and GNU tar's (padded with zeros to a 10240-byte
+/// record) still pass.
+#[test]
+fn data_after_the_end_of_the_archive_is_refused() {
+    use tar::EntryType as T;
+    let a = raw_tar(&[Raw {
+        data: b"hello",
+        ..raw(b"a", T::Regular)
+    }]);
+    let hidden = raw_tar(&[Raw {
+        data: b"hidden payload",
+        ..raw(b"hidden", T::Regular)
+    }]);
+    let end = vec![0u8; 1024];
+    let cat = |parts: &[&[u8]]| parts.concat();
+    let no_check = {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_checksum(false).unwrap();
+        enc.write_all(&cat(&[&a, &end])).unwrap();
+        enc.finish().unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        (
+            "entries after the marker",
+            zstd_frame(&cat(&[&a, &end, &hidden, &end])),
+            false,
+            "data after the end-of-archive marker",
+        ),
+        (
+            "one zero block, then entries",
+            gzip(&cat(&[&a, &[0u8; 512], &hidden, &end])),
+            true,
+            "data after the end-of-archive marker",
+        ),
+        (
+            "garbage after the marker",
+            zstd_frame(&cat(&[&a, &end, b"GARBAGE"])),
+            false,
+            "data after the end-of-archive marker",
+        ),
+        (
+            "no marker",
+            zstd_frame(&a),
+            false,
+            "no end-of-archive marker",
+        ),
+        (
+            "a second zstd frame",
+            cat(&[
+                &zstd_frame(&cat(&[&a, &end])),
+                &zstd_frame(&cat(&[&hidden, &end])),
+            ]),
+            false,
+            "data after the zstd frame",
+        ),
+        (
+            "a second gzip member",
+            cat(&[&gzip(&cat(&[&a, &end])), &gzip(&cat(&[&hidden, &end]))]),
+            true,
+            "data after the gzip member",
+        ),
+        (
+            "zstd frame without a checksum",
+            no_check,
+            false,
+            "no content checksum",
+        ),
+    ];
+    for (what, bytes, gz, msg) in cases {
+        eprintln!("case: {what}");
+        assert_rejected(&bytes, "corrupt or truncated", msg, gz);
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join(if gz { "h.tar.gz" } else { "h.tar.zst" });
+        fs::write(&file, &bytes).unwrap();
+        let out = sealpush(tmp.path(), ["verify", file.to_str().unwrap()]).expect_code(1);
+        assert!(stderr(&out).contains(msg), "{what}: {}", stderr(&out));
+    }
+
+    // What must still pass: sealpush's own output at several levels, and GNU tar's.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    sh(&t, "seq 1 20000 > numbers && printf hi > small && mkdir d");
+    let store = tmp.path().join("store");
+    for (format, level) in [
+        ("tar.zst", "1"),
+        ("tar.zst", "19"),
+        ("tar.gz", "1"),
+        ("tar.gz", "9"),
+    ] {
+        let out_file = tmp.path().join(format!("l{level}.{format}"));
+        sealpush(
+            tmp.path(),
+            [
+                "pack",
+                "t",
+                "--format",
+                format,
+                "--level",
+                level,
+                "--store",
+                store.to_str().unwrap(),
+                "--out",
+                out_file.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        let dest = tmp.path().join(format!("u-{level}-{format}"));
+        sealpush(
+            tmp.path(),
+            ["unpack", out_file.to_str().unwrap(), dest.to_str().unwrap()],
+        )
+        .ok();
+    }
+    for (flag, ext) in [("--zstd", "tar.zst"), ("-z", "tar.gz")] {
+        let file = tmp.path().join(format!("gnu.{ext}"));
+        sh(&t, &format!("tar {flag} -cf '{}' .", file.display()));
+        let size = sh(
+            tmp.path(),
+            &format!(
+                "{} -dc '{}' | wc -c",
+                if ext == "tar.zst" { "zstd" } else { "gzip" },
+                file.display()
+            ),
+        );
+        let size: u64 = String::from_utf8_lossy(&size).trim().parse().unwrap();
+        assert_eq!(size % 10240, 0, "GNU tar pads to its 10240-byte record");
+        sealpush(tmp.path(), ["verify", file.to_str().unwrap()]).ok();
+    }
 }
