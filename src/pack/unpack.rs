@@ -290,6 +290,16 @@ fn read_checked_tallied(
         let size = e.size();
         let path = e.path_bytes().into_owned();
         let link = e.link_name_bytes().map(|l| l.into_owned());
+        let mut pax = Vec::new();
+        let mut pax_malformed = false;
+        if let Some(records) = e.pax_extensions().map_err(corrupt)? {
+            for r in records {
+                match r {
+                    Ok(r) => pax.push((r.key_bytes().to_vec(), r.value_bytes().to_vec())),
+                    Err(_) => pax_malformed = true,
+                }
+            }
+        }
         let Some(checked) = checker
             .check(RawEntry {
                 path: &path,
@@ -297,6 +307,8 @@ fn read_checked_tallied(
                 mode,
                 size,
                 link: link.as_deref(),
+                pax: &pax,
+                pax_malformed,
             })
             .map_err(|source| UnpackError::Rejected {
                 path: archive.to_path_buf(),

@@ -1299,3 +1299,131 @@ fn data_after_the_end_of_the_archive_is_refused() {
         sealpush(tmp.path(), ["verify", file.to_str().unwrap()]).ok();
     }
 }
+
+/// One PAX record, `LEN key=value\n`, LEN counting itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut n = rest + 1;
+    while n.to_string().len() + rest != n {
+        n += 1;
+    }
+    [n.to_string().as_bytes(), b" ", key, b"=", value, b"\n"].concat()
+}
+
+/// Entries that tar parsers read differently (so `verify` would vouch for something other than
+/// what GNU tar extracts) are refused, naming the entry: PAX sparse files (GNU tar extracts
+/// `GNU.sparse.name` with the mapped data, the tar crate a plain file holding the map), a name
+/// or link name given by both a GNU long-name record and a PAX record that disagree (GNU tar
+/// takes PAX, the tar crate the GNU record), a PAX `size` that is not plain decimal (the tar
+/// crate ignores it and uses the header's size), a NUL inside a PAX `path`/`linkpath`, and a
+/// key given twice (first or last wins, depending on the reader).
+#[test]
+fn pax_and_gnu_records_that_parsers_read_differently_are_refused() {
+    use tar::EntryType as T;
+    let pax = |records: &[(&[u8], &[u8])]| Raw {
+        data: Box::leak(
+            records
+                .iter()
+                .flat_map(|(k, v)| pax_record(k, v))
+                .collect::<Vec<u8>>()
+                .into_boxed_slice(),
+        ),
+        ..raw(b"././@PaxHeader", T::XHeader)
+    };
+    let long = |kind, name: &'static [u8]| Raw {
+        data: Box::leak([name, b"\0"].concat().into_boxed_slice()),
+        ..raw(b"././@LongLink", kind)
+    };
+    let file = |name: &'static [u8]| Raw {
+        data: b"x",
+        ..raw(name, T::Regular)
+    };
+    let cases: Vec<(Vec<Raw>, &str, &str)> = vec![
+        (
+            vec![
+                pax(&[
+                    (b"GNU.sparse.major", b"1"),
+                    (b"GNU.sparse.minor", b"0"),
+                    (b"GNU.sparse.name", b"payload.sh"),
+                    (b"GNU.sparse.realsize", b"4"),
+                ]),
+                file(b"GNUSparseFile.0"),
+            ],
+            "\"GNUSparseFile.0\"",
+            "sparse entries are not supported",
+        ),
+        (
+            vec![
+                long(T::GNULongName, b"from_longname"),
+                pax(&[(b"path", b"from_pax")]),
+                file(b"from_ustar"),
+            ],
+            "from_longname",
+            "GNU long-name record and a PAX `path`",
+        ),
+        (
+            vec![
+                pax(&[(b"path", b"from_pax")]),
+                long(T::GNULongName, b"from_longname"),
+                file(b"from_ustar"),
+            ],
+            "from_longname",
+            "GNU long-name record and a PAX `path`",
+        ),
+        (
+            vec![
+                file(b"t1"),
+                file(b"t2"),
+                long(T::GNULongLink, b"t1"),
+                pax(&[(b"linkpath", b"t2")]),
+                Raw {
+                    link: b"t0",
+                    ..raw(b"l", T::Symlink)
+                },
+            ],
+            "\"l\"",
+            "GNU long-link record and a PAX `linkpath`",
+        ),
+        (
+            vec![pax(&[(b"size", b"-1")]), file(b"a")],
+            "\"a\"",
+            "malformed PAX header: `size` \"-1\" is not a decimal number",
+        ),
+        (
+            vec![pax(&[(b"size", b"1e3")]), file(b"a")],
+            "\"a\"",
+            "malformed PAX header: `size` \"1e3\" is not a decimal number",
+        ),
+        (
+            vec![pax(&[(b"size", b"+1")]), file(b"a")],
+            "\"a\"",
+            "malformed PAX header: `size` \"+1\" is not a decimal number",
+        ),
+        (
+            vec![pax(&[(b"path", b"a\0b")]), file(b"x")],
+            "a\\0b",
+            "malformed PAX header: `path` contains a NUL byte",
+        ),
+        (
+            vec![
+                file(b"t"),
+                pax(&[(b"linkpath", b"t\0u")]),
+                Raw {
+                    link: b"t",
+                    ..raw(b"l", T::Symlink)
+                },
+            ],
+            "\"l\"",
+            "malformed PAX header: `linkpath` contains a NUL byte",
+        ),
+        (
+            vec![pax(&[(b"path", b"ok"), (b"path", b"other")]), file(b"x")],
+            "\"ok\"",
+            "malformed PAX header: key `path` appears twice",
+        ),
+    ];
+    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
+        let gz = i % 2 == 1;
+        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
+    }
+}
