@@ -369,12 +369,16 @@ impl Store {
         let p = Path::new(reference);
         if let Ok(md) = fs::metadata(p) {
             if md.is_file() {
-                let dir = p.parent().unwrap_or(Path::new("."));
-                if dir.join("meta.json").is_file() && dir.join("manifest.txt").is_file() {
-                    return load_dir(
+                if is_artifact_archive(p) {
+                    let dir = p.parent().unwrap_or(Path::new("."));
+                    let a = load_dir(
                         dir,
                         dir.file_name().and_then(|n| n.to_str()).map(String::from),
-                    );
+                    )?;
+                    // meta.json names the format: the other `archive.*` is not the artifact's.
+                    if a.archive.file_name() == p.file_name() {
+                        return Ok(a);
+                    }
                 }
                 return external(p);
             }
@@ -501,6 +505,17 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Is `path` named as an artifact's archive (`archive.tar.zst` or `archive.tar.gz`) in a
+/// directory that holds meta.json and manifest.txt? Any other file there is just a file: the
+/// path names what is read, never a neighbour.
+pub fn is_artifact_archive(path: &Path) -> bool {
+    let named = path
+        .file_name()
+        .is_some_and(|n| n == "archive.tar.zst" || n == "archive.tar.gz");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    named && dir.join("meta.json").is_file() && dir.join("manifest.txt").is_file()
 }
 
 /// The store id an artifact with this metadata has: every input of the archive's bytes, the

@@ -39,7 +39,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let given = std::path::Path::new(&args.artifact);
     // An archive from outside the store has no separate manifest: it is read once, its entries
     // checked and its content verified as read. Anything else is looked up in the store.
-    let (archive, expected) = if given.is_file() && !in_artifact_dir(given) {
+    let (archive, expected) = if given.is_file() && !sealpush::store::is_artifact_archive(given) {
         (given.to_path_buf(), None)
     } else {
         let a = store
@@ -71,11 +71,4 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         m.total_bytes()
     ));
     Ok(Exit::Ok)
-}
-
-/// Is `archive` the archive of a store artifact directory (beside its meta.json)?
-fn in_artifact_dir(archive: &std::path::Path) -> bool {
-    archive
-        .parent()
-        .is_some_and(|d| d.join("meta.json").is_file() && d.join("manifest.txt").is_file())
 }

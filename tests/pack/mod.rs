@@ -1427,3 +1427,58 @@ fn pax_and_gnu_records_that_parsers_read_differently_are_refused() {
         assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
     }
 }
+
+/// A path names the file to read, even when that file sits in an artifact directory (beside
+/// meta.json and manifest.txt) without being its archive: `unpack` and `verify` read that file,
+/// not the artifact's `archive.*`. The artifact's own archive path still means the artifact.
+#[test]
+fn a_file_beside_an_artifact_is_read_as_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let s = store.to_str().unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let out = sealpush(
+        tmp.path(),
+        ["pack", fixture.to_str().unwrap(), "--store", s],
+    )
+    .ok();
+    let archive = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: ").map(PathBuf::from))
+        .unwrap();
+    let dir = archive.parent().unwrap();
+    let mine = dir.join("mine.tar.zst");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("OTHER_CONTENT"), "the file the user asked for\n").unwrap();
+    sh(
+        &src,
+        &format!("tar --zstd -cf '{}' OTHER_CONTENT", mine.display()),
+    );
+
+    sealpush(
+        tmp.path(),
+        ["unpack", mine.to_str().unwrap(), "dest", "--store", s],
+    )
+    .ok();
+    assert_eq!(
+        listing(&tmp.path().join("dest")),
+        vec![PathBuf::from("OTHER_CONTENT")]
+    );
+    let out = sealpush(tmp.path(), ["verify", mine.to_str().unwrap(), "--store", s]).ok();
+    assert!(
+        stdout(&out).contains(&format!("ok: {}", mine.display())),
+        "{}",
+        stdout(&out)
+    );
+    // The archive itself still resolves to the stored artifact (its manifest, its recipe).
+    let out = sealpush(
+        tmp.path(),
+        ["verify", archive.to_str().unwrap(), "--store", s],
+    )
+    .ok();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let sha = meta["archive_sha256"].as_str().unwrap();
+    assert!(stdout(&out).contains(sha), "{}", stdout(&out));
+}
