@@ -140,6 +140,7 @@ impl StoreError {
                 | StoreError::ContentMismatch { .. }
                 | StoreError::Broken { .. }
                 | StoreError::Unpack(UnpackError::Mismatch { .. })
+                | StoreError::Unpack(UnpackError::ArchiveMismatch { .. })
                 | StoreError::Unpack(UnpackError::Corrupt { .. })
                 | StoreError::Unpack(UnpackError::Rejected { .. })
         )

@@ -11,13 +11,15 @@ use super::{CheckFailed, Exit, Globals};
 
 const HELP: &str =
     "Every entry is checked before it is written: no absolute paths or `..`, no symlink pointing \
-outside DEST or written through, no hard link outside or to a later entry, no devices or \
-fifos, no setuid/setgid/sticky bits, no duplicates, sizes consistent; the tar stream must end \
-with its end-of-archive marker and nothing but zeros after it, in one zstd frame (with its \
-checksum) or one gzip member. Extraction happens in a \
-fresh temporary directory beside DEST, is verified against the artifact's manifest, and is \
-renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when the archive \
-is rejected, corrupt or does not match its manifest.";
+outside DEST or written through, no hard link outside or to a later entry, no devices, fifos \
+or sparse files, no setuid/setgid/sticky bits, no duplicates, sizes consistent, no PAX or GNU \
+records that tar readers disagree on; the tar stream must end with its end-of-archive marker \
+and nothing but zeros after it, in one zstd frame (with its checksum) or one gzip member. \
+Extraction happens in a fresh private (0700) directory beside DEST, written only through its \
+open handle, so renaming or swapping names in DEST's parent cannot redirect it. It is verified \
+against the artifact's manifest (and, for a stored artifact, the archive's sha256 against its \
+meta.json) and renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when \
+the archive is rejected, corrupt or does not match its manifest or its sha256.";
 
 /// Safely unpack an artifact into DEST, which must not exist.
 #[derive(clap::Args, Debug)]
@@ -39,20 +41,35 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let given = std::path::Path::new(&args.artifact);
     // An archive from outside the store has no separate manifest: it is read once, its entries
     // checked and its content verified as read. Anything else is looked up in the store.
-    let (archive, expected) = if given.is_file() && !sealpush::store::is_artifact_archive(given) {
-        (given.to_path_buf(), None)
+    let artifact = if given.is_file() && !sealpush::store::is_artifact_archive(given) {
+        None
     } else {
         let a = store
             .resolve(&args.artifact)
             .with_context(|| format!("finding artifact {}", args.artifact))?;
-        (a.archive, Some(a.manifest))
+        Some(a)
     };
     let progress = globals.progress();
-    let m = match pack::unpack(&archive, &args.dest, expected.as_ref(), progress.as_ref()) {
+    let (dest, progress) = (&args.dest, progress.as_ref());
+    let result = match &artifact {
+        // An artifact (of the store, or an external archive the resolver already read) has a
+        // recorded sha256: checked on the bytes as they are unpacked.
+        Some(a) => pack::unpack_artifact(
+            &a.archive,
+            dest,
+            &a.manifest,
+            a.meta.archive_sha256,
+            a.meta.archive_size,
+            progress,
+        ),
+        None => pack::unpack(given, dest, None, progress),
+    };
+    let m = match result {
         Ok(m) => m,
         Err(
             e @ (UnpackError::Rejected { .. }
             | UnpackError::Mismatch { .. }
+            | UnpackError::ArchiveMismatch { .. }
             | UnpackError::Corrupt { .. }),
         ) => {
             let msg = super::verify::chain(&e);

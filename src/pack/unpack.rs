@@ -62,6 +62,12 @@ pub enum UnpackError {
     Mismatch { path: PathBuf, detail: String },
     #[error("{path}: replaced while unpacking: {detail} (someone else can rename entries in its directory: unpack where only you can write)")]
     Replaced { path: PathBuf, detail: &'static str },
+    #[error("{path}: archive sha256: expected {expected} (its record), found {actual}: the archive was changed or damaged since it was stored (`sealpush store verify` checks the store)")]
+    ArchiveMismatch {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{path}: archive entries do not form a valid manifest")]
     Manifest {
         path: PathBuf,
@@ -418,7 +424,22 @@ pub fn unpack(
     expected: Option<&Manifest>,
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
-    unpack_with(archive, dest, expected, true, progress)
+    unpack_with(archive, dest, expected, true, None, progress)
+}
+
+/// [`unpack`] of a stored artifact: also checks the archive file's sha256 and size, computed
+/// from the very bytes that are decompressed (one read), against its record before DEST
+/// appears.
+pub fn unpack_artifact(
+    archive: &Path,
+    dest: &Path,
+    expected: &Manifest,
+    archive_sha256: Digest,
+    archive_size: u64,
+    progress: &dyn Progress,
+) -> Result<Manifest, UnpackError> {
+    let want = Some((archive_sha256, archive_size));
+    unpack_with(archive, dest, Some(expected), true, want, progress)
 }
 
 /// [`unpack`] against `expected` with every check except the content digests: paths, kinds,
@@ -431,7 +452,7 @@ pub fn unpack_unhashed(
     expected: &Manifest,
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
-    unpack_with(archive, dest, Some(expected), false, progress)
+    unpack_with(archive, dest, Some(expected), false, None, progress)
 }
 
 fn unpack_with(
@@ -439,6 +460,7 @@ fn unpack_with(
     dest: &Path,
     expected: Option<&Manifest>,
     hash: bool,
+    archive_digest: Option<(Digest, u64)>,
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
     match fs::symlink_metadata(dest) {
@@ -477,6 +499,7 @@ fn unpack_with(
     let failed: std::sync::Mutex<Option<UnpackError>> = std::sync::Mutex::new(None);
     let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut dirs = Parents::new(tmp.root.clone());
+    let tally = archive_digest.map(|_| ArchiveTally::default());
     type Job = (Arc<Dir>, CString, PathBuf, Vec<u8>, u32);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(256);
     let rx = std::sync::Mutex::new(rx);
@@ -497,7 +520,7 @@ fn unpack_with(
         }
         let mut buf = vec![0u8; 256 * 1024];
         let known = if hash { None } else { expected };
-        let r = read_checked_with(archive, known, |entry, data| {
+        let r = read_checked_tallied(archive, known, tally.clone(), |entry, data| {
             if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(e);
             }
@@ -581,6 +604,18 @@ fn unpack_with(
     });
     progress.finish();
     let mut got = result?;
+    if let (Some((sha256, size)), Some(t)) = (archive_digest, tally) {
+        use sha2::Digest as _;
+        let (h, n) = std::mem::take(&mut *t.lock().unwrap_or_else(|e| e.into_inner()));
+        let actual = Digest(h.finalize().into());
+        if actual != sha256 || n != size {
+            return Err(UnpackError::ArchiveMismatch {
+                path: archive.to_path_buf(),
+                expected: sha256,
+                actual,
+            });
+        }
+    }
     if let Some(want) = expected {
         let mut want_entries = want.clone();
         want_entries.recipe = None;

@@ -1482,3 +1482,36 @@ fn a_file_beside_an_artifact_is_read_as_itself() {
     let sha = meta["archive_sha256"].as_str().unwrap();
     assert!(stdout(&out).contains(sha), "{}", stdout(&out));
 }
+
+/// `unpack` of a store artifact checks the archive's sha256 against meta.json, as
+/// store-layout.md promises, even when the archive's content matches its manifest: a meta.json
+/// that records other bytes (a digest no archive here has) fails the unpack, and nothing is
+/// left behind.
+#[test]
+fn unpack_checks_the_stored_archive_sha256() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let s = store.to_str().unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let out = sealpush(
+        tmp.path(),
+        ["pack", fixture.to_str().unwrap(), "--store", s],
+    )
+    .ok();
+    let archive = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: ").map(PathBuf::from))
+        .unwrap();
+    let meta_path = archive.parent().unwrap().join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    meta["archive_sha256"] = serde_json::json!("ab".repeat(32));
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let out = sealpush(&work, ["unpack", "iu-cutter-v0.6", "dest", "--store", s]).expect_code(1);
+    let err = stderr(&out);
+    assert!(err.contains("archive sha256"), "{err}");
+    assert!(err.contains(&"ab".repeat(32)), "{err}");
+    assert_eq!(listing(&work), Vec::<PathBuf>::new());
+}
