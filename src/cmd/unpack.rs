@@ -36,7 +36,28 @@ pub struct Args {
     pub store: Option<PathBuf>,
 }
 
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    sealpush::deploy::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM set the flag the unpack checks at every entry and chunk (the deploy's
+/// mechanism), so it stops there and removes its temp dir instead of dying and leaving it.
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` only performs an atomic store, which is async-signal-safe; the
+        // handler stays valid for the life of the process.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    install_signal_handlers();
     let store = Store::open(args.store.as_deref()).context("opening the store")?;
     let given = std::path::Path::new(&args.artifact);
     // An archive from outside the store has no separate manifest: it is read once, its entries
@@ -66,6 +87,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     };
     let m = match result {
         Ok(m) => m,
+        Err(e @ UnpackError::Interrupted) => {
+            eprintln!(
+                "sealpush: error: unpacking into {}: {e}",
+                args.dest.display()
+            );
+            return Ok(Exit::Interrupted);
+        }
         Err(
             e @ (UnpackError::Rejected { .. }
             | UnpackError::Mismatch { .. }

@@ -68,6 +68,8 @@ pub enum UnpackError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("interrupted; what was written so far has been removed")]
+    Interrupted,
     #[error("{path}: archive entries do not form a valid manifest")]
     Manifest {
         path: PathBuf,
@@ -524,6 +526,7 @@ fn unpack_with(
             if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(e);
             }
+            stop_if_interrupted()?;
             if let CheckedKind::HardLink { target } = &entry.kind {
                 links.push((target.clone(), entry.path.clone()));
                 return Ok(());
@@ -570,6 +573,7 @@ fn unpack_with(
                         };
                         f.write_all(&buf[..n]).map_err(io_at(&path))?;
                         progress.advance(n as u64, 0);
+                        stop_if_interrupted()?;
                     }
                     if narrowed(mode) {
                         f.set_permissions(fs::Permissions::from_mode(mode))
@@ -628,8 +632,19 @@ fn unpack_with(
         got.recipe = want.recipe.clone();
     }
     drop(dirs);
+    stop_if_interrupted()?;
     tmp.publish(name.as_bytes(), dest)?;
     Ok(got)
+}
+
+/// Stops at the next entry or chunk once the binary's SIGINT/SIGTERM handler has set the flag
+/// the deploy also stops on, so the temp dir is removed (by [`TempRoot`]'s drop) rather than
+/// left behind by a killed process.
+fn stop_if_interrupted() -> Result<(), UnpackError> {
+    if crate::deploy::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(UnpackError::Interrupted);
+    }
+    Ok(())
 }
 
 /// Files up to this size are handed to the writer threads whole.

@@ -1515,3 +1515,49 @@ fn unpack_checks_the_stored_archive_sha256() {
     assert!(err.contains(&"ab".repeat(32)), "{err}");
     assert_eq!(listing(&work), Vec::<PathBuf>::new());
 }
+
+/// Ctrl-C or SIGTERM while `unpack` writes a large file: the temp dir is removed, DEST never
+/// appears, and the exit status is 130. The signal is sent once the temp dir exists (so the
+/// handler is installed and extraction has begun) and long before 512 MiB can be written.
+#[test]
+fn an_interrupted_unpack_leaves_nothing_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("big.tar.zst");
+    {
+        let size = 512u64 << 20;
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_cksum();
+        let file = fs::File::create(&archive).unwrap();
+        let mut enc = zstd::stream::write::Encoder::new(file, 1).unwrap();
+        enc.include_checksum(true).unwrap();
+        enc.write_all(h.as_bytes()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..(size >> 20) {
+            enc.write_all(&chunk).unwrap();
+        }
+        enc.write_all(&[0u8; 1024]).unwrap();
+        enc.finish().unwrap();
+    }
+    for (signal, name) in [(libc::SIGINT, "INT"), (libc::SIGTERM, "TERM")] {
+        let work = tmp.path().join(name);
+        fs::create_dir(&work).unwrap();
+        let mut cmd = sealpush(&work, ["unpack", archive.to_str().unwrap(), "dest"]).cmd;
+        let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let started = std::time::Instant::now();
+        while listing(&work).is_empty() {
+            assert!(started.elapsed().as_secs() < 20, "no temp dir appeared");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(130), "SIG{name}: {err}");
+        assert!(err.contains("interrupted"), "SIG{name}: {err}");
+        assert_eq!(listing(&work), Vec::<PathBuf>::new(), "SIG{name}");
+    }
+}
