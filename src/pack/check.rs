@@ -92,6 +92,12 @@ pub enum Rule {
     SymlinkEmpty,
     #[error("hard link target {0:?} is outside the destination")]
     HardLinkOutside(String),
+    #[error("hard link target {0:?} is a directory")]
+    HardLinkToDir(String),
+    #[error("symlink target contains a NUL byte")]
+    SymlinkNul,
+    #[error("symlink target is longer than 4095 bytes")]
+    SymlinkTooLong,
     #[error("hard link target {0:?} is not an earlier regular file entry")]
     HardLinkNotEarlier(String),
     #[error("{0} entry has no link name")]
@@ -154,6 +160,10 @@ fn normalise(path: &[u8], allow_trailing_slash: bool) -> Result<Vec<u8>, Rule> {
         return Err(Rule::DotDot);
     }
     check_path(p).map_err(Rule::BadPath)?;
+    // NAME_MAX: no Linux file system takes a longer name (mkdir/open would fail mid-extraction).
+    if p.split(|&b| b == b'/').any(|c| c.len() > 255) {
+        return Err(Rule::BadPath("a component is longer than 255 bytes"));
+    }
     Ok(p.to_vec())
 }
 
@@ -201,9 +211,15 @@ impl Checker {
                 let target = raw
                     .link
                     .ok_or_else(|| reject(Rule::NoLinkName("hard link")))?;
-                let t = normalise(target, false)
-                    .map_err(|_| reject(Rule::HardLinkOutside(show(target))))?;
-                if self.seen.get(&t) != Some(&Seen::File) {
+                // A trailing `/` can only name a directory: say that, not "invalid".
+                let t = normalise(target, true).map_err(|rule| match rule {
+                    Rule::Absolute | Rule::DotDot => reject(Rule::HardLinkOutside(show(target))),
+                    other => reject(other),
+                })?;
+                if self.seen.get(&t) == Some(&Seen::Dir) || t.is_empty() {
+                    return Err(reject(Rule::HardLinkToDir(show(target))));
+                }
+                if self.seen.get(&t) != Some(&Seen::File) || target.ends_with(b"/") {
                     return Err(reject(Rule::HardLinkNotEarlier(show(target))));
                 }
                 CheckedKind::HardLink { target: t }
@@ -304,6 +320,13 @@ fn check_pax(raw: &RawEntry<'_>) -> Result<(), Rule> {
 fn check_symlink_target(link: &[u8], target: &[u8]) -> Result<(), Rule> {
     if target.is_empty() {
         return Err(Rule::SymlinkEmpty);
+    }
+    if target.contains(&0) {
+        return Err(Rule::SymlinkNul);
+    }
+    // PATH_MAX - 1: symlinkat refuses longer targets.
+    if target.len() > 4095 {
+        return Err(Rule::SymlinkTooLong);
     }
     if target.starts_with(b"/") {
         return Err(Rule::SymlinkEscapes(show(target)));
@@ -407,8 +430,27 @@ mod tests {
             ),
             (
                 vec![d("b"), h("a", "b")],
-                Some(Rule::HardLinkNotEarlier("b".into())),
+                Some(Rule::HardLinkToDir("b".into())),
             ),
+            (
+                vec![d("b"), h("a", "b/")],
+                Some(Rule::HardLinkToDir("b/".into())),
+            ),
+            (vec![h("a", "./")], Some(Rule::HardLinkToDir("./".into()))),
+            (
+                vec![f("b"), h("a", "b/")],
+                Some(Rule::HardLinkNotEarlier("b/".into())),
+            ),
+            (
+                vec![h("a", "x//y")],
+                Some(Rule::BadPath("empty path component")),
+            ),
+            (vec![l("a", "x\0y")], Some(Rule::SymlinkNul)),
+            (
+                vec![f(Box::leak("n".repeat(256).into_boxed_str()))],
+                Some(Rule::BadPath("a component is longer than 255 bytes")),
+            ),
+            (vec![f(Box::leak("n".repeat(255).into_boxed_str()))], None),
             (vec![raw("c", T::Char, None)], Some(Rule::Device)),
             (vec![raw("c", T::Block, None)], Some(Rule::Device)),
             (vec![raw("c", T::Fifo, None)], Some(Rule::Device)),

@@ -1561,3 +1561,65 @@ fn an_interrupted_unpack_leaves_nothing_and_exits_130() {
         assert_eq!(listing(&work), Vec::<PathBuf>::new(), "SIG{name}");
     }
 }
+
+/// Names the file system would refuse are refused by rule, naming the entry (not a raw I/O
+/// error naming the temp path), and a hard link to a directory says so.
+#[test]
+fn unwritable_names_and_links_to_directories_are_refused_by_rule() {
+    use tar::EntryType as T;
+    let long_name: &'static [u8] = Box::leak(vec![b'n'; 300].into_boxed_slice());
+    let gnu_long = |kind, name: &[u8]| Raw {
+        data: Box::leak([name, b"\0"].concat().into_boxed_slice()),
+        ..raw(b"././@LongLink", kind)
+    };
+    let cases: Vec<(Vec<Raw>, &str, &str)> = vec![
+        (
+            vec![
+                gnu_long(T::GNULongName, long_name),
+                Raw {
+                    data: b"x",
+                    ..raw(b"short", T::Regular)
+                },
+            ],
+            "nnnnnnnnnn",
+            "a component is longer than 255 bytes",
+        ),
+        (
+            vec![
+                gnu_long(T::GNULongLink, b"a\0b"),
+                Raw {
+                    link: b"x",
+                    ..raw(b"l", T::Symlink)
+                },
+            ],
+            "\"l\"",
+            "symlink target contains a NUL byte",
+        ),
+        (
+            vec![
+                raw(b"d/", T::Directory),
+                Raw {
+                    link: b"d/",
+                    ..raw(b"h", T::Link)
+                },
+            ],
+            "\"h\"",
+            "hard link target \"d/\" is a directory",
+        ),
+        (
+            vec![
+                raw(b"d/", T::Directory),
+                Raw {
+                    link: b"d",
+                    ..raw(b"h", T::Link)
+                },
+            ],
+            "\"h\"",
+            "hard link target \"d\" is a directory",
+        ),
+    ];
+    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
+        let gz = i % 2 == 1;
+        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
+    }
+}
