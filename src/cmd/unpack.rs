@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sealpush::pack::{self, UnpackError};
-use sealpush::store::Store;
+use sealpush::store::{self, Store};
 
 use super::{CheckFailed, Exit, Globals};
 
@@ -58,17 +58,20 @@ fn install_signal_handlers() {
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     install_signal_handlers();
-    let store = Store::open(args.store.as_deref()).context("opening the store")?;
     let given = std::path::Path::new(&args.artifact);
     // An archive from outside the store has no separate manifest: it is read once, its entries
-    // checked and its content verified as read. Anything else is looked up in the store.
-    let artifact = if given.is_file() && !sealpush::store::is_artifact_archive(given) {
+    // checked and its content verified as read. Anything else is looked up (a path without
+    // opening, and so creating, the store).
+    let artifact = if given.is_file() && !store::is_artifact_archive(given) {
         None
     } else {
-        let a = store
-            .resolve(&args.artifact)
-            .with_context(|| format!("finding artifact {}", args.artifact))?;
-        Some(a)
+        let found = match store::resolve_path(given) {
+            Some(found) => found,
+            None => Store::open(args.store.as_deref())
+                .context("opening the store")?
+                .resolve(&args.artifact),
+        };
+        Some(found.with_context(|| format!("finding artifact {}", args.artifact))?)
     };
     let progress = globals.progress();
     let (dest, progress) = (&args.dest, progress.as_ref());
@@ -110,8 +113,12 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "unpacked: {}", args.dest.display())?;
     writeln!(out, "tree-identity: {}", m.identity())?;
+    let checked = match &artifact {
+        Some(a) if a.id.is_some() => "verified against the manifest and the archive sha256",
+        _ => "every entry checked as read (a plain archive has no separate manifest)",
+    };
     globals.note(format_args!(
-        "unpacked {} files ({} bytes), verified against the manifest",
+        "unpacked {} files ({} bytes), {checked}",
         m.file_count(),
         m.total_bytes()
     ));

@@ -1623,3 +1623,41 @@ fn unwritable_names_and_links_to_directories_are_refused_by_rule() {
         assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
     }
 }
+
+/// `unpack FILE` and `verify FILE` of an archive outside the store read that file and create
+/// nothing else: no default store directories under $HOME. The summary says what was checked
+/// (a plain archive has no separate manifest to be verified against). A DEST name near the
+/// 255-byte limit still leaves room for the temp dir's name.
+#[test]
+fn plain_archives_touch_no_store_and_say_what_was_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    fs::write(t.join("f"), "x").unwrap();
+    let archive = tmp.path().join("t.tar.zst");
+    sh(&t, &format!("tar --zstd -cf '{}' f", archive.display()));
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let run = |args: &[&str]| {
+        sealpush(tmp.path(), args)
+            .env("HOME", &home)
+            .env_remove_xdg()
+            .ok()
+    };
+    let long = "n".repeat(250);
+    let out = run(&["unpack", archive.to_str().unwrap(), &long]);
+    assert!(tmp.path().join(&long).join("f").is_file());
+    let note = stderr(&out);
+    assert!(!note.contains("verified against the manifest"), "{note}");
+    assert!(note.contains("checked"), "{note}");
+    let out = run(&["verify", archive.to_str().unwrap()]);
+    assert!(
+        !stderr(&out).contains("against the manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(&home), Vec::<PathBuf>::new(), "store dirs created");
+    assert!(!listing(tmp.path())
+        .iter()
+        .any(|p| p.to_string_lossy().contains("sealpush-unpack")));
+}
