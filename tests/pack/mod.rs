@@ -1661,3 +1661,23 @@ fn plain_archives_touch_no_store_and_say_what_was_checked() {
         .iter()
         .any(|p| p.to_string_lossy().contains("sealpush-unpack")));
 }
+
+/// `pack --out FILE` gives FILE the mode any new file gets (0666 less the umask), as `touch`
+/// does under the same umask, not a temp file's private 0600.
+#[test]
+fn pack_out_file_gets_the_usual_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let bin = crate::support::bin();
+    let modes = sh(
+        tmp.path(),
+        &format!(
+            "umask 027; '{}' -q pack t --store s --out o.tar.zst >/dev/null && touch ref && stat -c %a o.tar.zst ref",
+            bin.display()
+        ),
+    );
+    let modes = String::from_utf8(modes).unwrap();
+    let lines: Vec<&str> = modes.lines().collect();
+    assert_eq!(lines, ["640", "640"], "{modes}");
+}
