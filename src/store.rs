@@ -140,6 +140,7 @@ impl StoreError {
                 | StoreError::ContentMismatch { .. }
                 | StoreError::Broken { .. }
                 | StoreError::Unpack(UnpackError::Mismatch { .. })
+                | StoreError::Unpack(UnpackError::ArchiveMismatch { .. })
                 | StoreError::Unpack(UnpackError::Corrupt { .. })
                 | StoreError::Unpack(UnpackError::Rejected { .. })
         )
@@ -366,21 +367,8 @@ impl Store {
     /// Resolves a REF: a path to an archive file (in the store or not), a path to an artifact
     /// directory, a store id, an unambiguous id prefix, or an artifact name (unambiguous).
     pub fn resolve(&self, reference: &str) -> Result<StoredArtifact, StoreError> {
-        let p = Path::new(reference);
-        if let Ok(md) = fs::metadata(p) {
-            if md.is_file() {
-                let dir = p.parent().unwrap_or(Path::new("."));
-                if dir.join("meta.json").is_file() && dir.join("manifest.txt").is_file() {
-                    return load_dir(
-                        dir,
-                        dir.file_name().and_then(|n| n.to_str()).map(String::from),
-                    );
-                }
-                return external(p);
-            }
-            if md.is_dir() && p.join("meta.json").is_file() {
-                return load_dir(p, p.file_name().and_then(|n| n.to_str()).map(String::from));
-            }
+        if let Some(found) = resolve_path(Path::new(reference)) {
+            return found;
         }
         let ids = self.ids()?;
         if ids.iter().any(|id| id == reference) {
@@ -501,6 +489,42 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Resolves a REF that is a path to an archive file or an artifact directory, without a store
+/// (nothing is created); `None` when it is neither, and the store must be asked.
+pub fn resolve_path(p: &Path) -> Option<Result<StoredArtifact, StoreError>> {
+    let md = fs::metadata(p).ok()?;
+    let id_of = |dir: &Path| dir.file_name().and_then(|n| n.to_str()).map(String::from);
+    if md.is_file() {
+        if is_artifact_archive(p) {
+            let dir = p.parent().unwrap_or(Path::new("."));
+            let a = match load_dir(dir, id_of(dir)) {
+                Ok(a) => a,
+                Err(e) => return Some(Err(e)),
+            };
+            // meta.json names the format: the other `archive.*` is not the artifact's.
+            if a.archive.file_name() == p.file_name() {
+                return Some(Ok(a));
+            }
+        }
+        return Some(external(p));
+    }
+    if md.is_dir() && p.join("meta.json").is_file() {
+        return Some(load_dir(p, id_of(p)));
+    }
+    None
+}
+
+/// Is `path` named as an artifact's archive (`archive.tar.zst` or `archive.tar.gz`) in a
+/// directory that holds meta.json and manifest.txt? Any other file there is just a file: the
+/// path names what is read, never a neighbour.
+pub fn is_artifact_archive(path: &Path) -> bool {
+    let named = path
+        .file_name()
+        .is_some_and(|n| n == "archive.tar.zst" || n == "archive.tar.gz");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    named && dir.join("meta.json").is_file() && dir.join("manifest.txt").is_file()
 }
 
 /// The store id an artifact with this metadata has: every input of the archive's bytes, the

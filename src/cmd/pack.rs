@@ -132,8 +132,10 @@ fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Resu
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
+    // 0666 less the umask, as for any new file (tempfile's default 0600 is for secrets).
     let mut tmp = tempfile::Builder::new()
         .prefix(".sealpush-out-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)?;
     let mut src = std::fs::File::open(from)?;
     std::io::copy(&mut src, tmp.as_file_mut())?;

@@ -5,17 +5,21 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sealpush::pack::{self, UnpackError};
-use sealpush::store::Store;
+use sealpush::store::{self, Store};
 
 use super::{CheckFailed, Exit, Globals};
 
 const HELP: &str =
     "Every entry is checked before it is written: no absolute paths or `..`, no symlink pointing \
-outside DEST or written through, no hard link outside or to a later entry, no devices or \
-fifos, no setuid/setgid/sticky bits, no duplicates, sizes consistent. Extraction happens in a \
-fresh temporary directory beside DEST, is verified against the artifact's manifest, and is \
-renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when the archive \
-is rejected, corrupt or does not match its manifest.";
+outside DEST or written through, no hard link outside or to a later entry, no devices, fifos \
+or sparse files, no setuid/setgid/sticky bits, no duplicates, sizes consistent, no PAX or GNU \
+records that tar readers disagree on; the tar stream must end with its end-of-archive marker \
+and nothing but zeros after it, in one zstd frame (with its checksum) or one gzip member. \
+Extraction happens in a fresh private (0700) directory beside DEST, written only through its \
+open handle, so renaming or swapping names in DEST's parent cannot redirect it. It is verified \
+against the artifact's manifest (and, for a stored artifact, the archive's sha256 against its \
+meta.json) and renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when \
+the archive is rejected, corrupt or does not match its manifest or its sha256.";
 
 /// Safely unpack an artifact into DEST, which must not exist.
 #[derive(clap::Args, Debug)]
@@ -32,25 +36,71 @@ pub struct Args {
     pub store: Option<PathBuf>,
 }
 
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    sealpush::deploy::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM set the flag the unpack checks at every entry and chunk (the deploy's
+/// mechanism), so it stops there and removes its temp dir instead of dying and leaving it.
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` only performs an atomic store, which is async-signal-safe; the
+        // handler stays valid for the life of the process.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
-    let store = Store::open(args.store.as_deref()).context("opening the store")?;
+    install_signal_handlers();
     let given = std::path::Path::new(&args.artifact);
     // An archive from outside the store has no separate manifest: it is read once, its entries
-    // checked and its content verified as read. Anything else is looked up in the store.
-    let (archive, expected) = if given.is_file() && !in_artifact_dir(given) {
-        (given.to_path_buf(), None)
+    // checked and its content verified as read. Anything else is looked up (a path without
+    // opening, and so creating, the store).
+    let artifact = if given.is_file() && !store::is_artifact_archive(given) {
+        None
     } else {
-        let a = store
-            .resolve(&args.artifact)
-            .with_context(|| format!("finding artifact {}", args.artifact))?;
-        (a.archive, Some(a.manifest))
+        let found = match store::resolve_path(given) {
+            Some(found) => found,
+            None => Store::open(args.store.as_deref())
+                .context("opening the store")?
+                .resolve(&args.artifact),
+        };
+        Some(found.with_context(|| format!("finding artifact {}", args.artifact))?)
     };
     let progress = globals.progress();
-    let m = match pack::unpack(&archive, &args.dest, expected.as_ref(), progress.as_ref()) {
+    let (dest, progress) = (&args.dest, progress.as_ref());
+    let result = match &artifact {
+        // An artifact (of the store, or an external archive the resolver already read) has a
+        // recorded sha256: checked on the bytes as they are unpacked.
+        Some(a) => pack::unpack_artifact(
+            &a.archive,
+            dest,
+            &a.manifest,
+            a.meta.archive_sha256,
+            a.meta.archive_size,
+            progress,
+        ),
+        None => pack::unpack(given, dest, None, progress),
+    };
+    let m = match result {
         Ok(m) => m,
+        Err(e @ UnpackError::Interrupted) => {
+            eprintln!(
+                "sealpush: error: unpacking into {}: {e}",
+                args.dest.display()
+            );
+            return Ok(Exit::Interrupted);
+        }
         Err(
             e @ (UnpackError::Rejected { .. }
             | UnpackError::Mismatch { .. }
+            | UnpackError::ArchiveMismatch { .. }
             | UnpackError::Corrupt { .. }),
         ) => {
             let msg = super::verify::chain(&e);
@@ -63,17 +113,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "unpacked: {}", args.dest.display())?;
     writeln!(out, "tree-identity: {}", m.identity())?;
+    let checked = match &artifact {
+        Some(a) if a.id.is_some() => "verified against the manifest and the archive sha256",
+        _ => "every entry checked as read (a plain archive has no separate manifest)",
+    };
     globals.note(format_args!(
-        "unpacked {} files ({} bytes), verified against the manifest",
+        "unpacked {} files ({} bytes), {checked}",
         m.file_count(),
         m.total_bytes()
     ));
     Ok(Exit::Ok)
-}
-
-/// Is `archive` the archive of a store artifact directory (beside its meta.json)?
-fn in_artifact_dir(archive: &std::path::Path) -> bool {
-    archive
-        .parent()
-        .is_some_and(|d| d.join("meta.json").is_file() && d.join("manifest.txt").is_file())
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sealpush::store::Store;
+use sealpush::store::{self, Store};
 
 use super::{CheckFailed, Exit, Globals};
 
@@ -23,8 +23,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
-    let store = Store::open(args.store.as_deref()).context("opening the store")?;
-    let a = match store.resolve(&args.artifact) {
+    // A path is read without opening (and so creating) the store.
+    let found = match store::resolve_path(std::path::Path::new(&args.artifact)) {
+        Some(found) => found,
+        None => Store::open(args.store.as_deref())
+            .context("opening the store")?
+            .resolve(&args.artifact),
+    };
+    let a = match found {
         Ok(a) => a,
         Err(e) if e.is_check_failure() => {
             return Err(CheckFailed(format!("verifying {}: {}", args.artifact, chain(&e))).into())
@@ -45,10 +51,17 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     writeln!(out, "ok: {}", a.archive.display())?;
     writeln!(out, "archive-sha256: {}", a.meta.archive_sha256)?;
     writeln!(out, "tree-identity: {}", a.meta.tree_identity)?;
-    globals.note(format_args!(
-        "verified {} files ({} bytes) against the manifest",
-        a.meta.files, a.meta.unpacked_bytes
-    ));
+    if a.id.is_some() {
+        globals.note(format_args!(
+            "verified {} files ({} bytes) against the manifest",
+            a.meta.files, a.meta.unpacked_bytes
+        ));
+    } else {
+        globals.note(format_args!(
+            "checked {} files ({} bytes): every entry as unpack checks it (a plain archive has no separate manifest)",
+            a.meta.files, a.meta.unpacked_bytes
+        ));
+    }
     Ok(Exit::Ok)
 }
 

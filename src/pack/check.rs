@@ -12,7 +12,9 @@
 //!   after a name is refused (it could climb out through a symlinked name);
 //! - a hard link names an earlier regular file entry (so it is inside and already written);
 //! - only regular files, directories, symlinks and hard links: no devices, fifos, sparse or
-//!   other types; no setuid, setgid or sticky bit; non-file entries carry no data.
+//!   other types; no setuid, setgid or sticky bit; non-file entries carry no data;
+//! - PAX records every reader reads alike: no `GNU.sparse.*`, no `path`/`linkpath` that a GNU
+//!   long-name record contradicts, a plain decimal `size`, no NUL, no key twice.
 
 use std::collections::HashMap;
 
@@ -50,7 +52,14 @@ pub struct RawEntry<'a> {
     pub mode: u32,
     pub size: u64,
     pub link: Option<&'a [u8]>,
+    /// The records of the entry's PAX extended header (empty without one), in order.
+    pub pax: &'a [PaxRecord],
+    /// The PAX header held a record that does not parse (the tar crate skips those).
+    pub pax_malformed: bool,
 }
+
+/// One PAX record: key and value.
+pub type PaxRecord = (Vec<u8>, Vec<u8>);
 
 /// Which rule an entry broke.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -83,10 +92,22 @@ pub enum Rule {
     SymlinkEmpty,
     #[error("hard link target {0:?} is outside the destination")]
     HardLinkOutside(String),
+    #[error("hard link target {0:?} is a directory")]
+    HardLinkToDir(String),
+    #[error("symlink target contains a NUL byte")]
+    SymlinkNul,
+    #[error("symlink target is longer than 4095 bytes")]
+    SymlinkTooLong,
     #[error("hard link target {0:?} is not an earlier regular file entry")]
     HardLinkNotEarlier(String),
     #[error("{0} entry has no link name")]
     NoLinkName(&'static str),
+    #[error("sparse entries are not supported")]
+    Sparse,
+    #[error("its {0} is given by both a GNU {1} record and a PAX `{2}` record, and they differ")]
+    TwoNameSources(&'static str, &'static str, &'static str),
+    #[error("malformed PAX header: {0}")]
+    BadPax(String),
 }
 
 /// An entry the rules refused.
@@ -139,6 +160,10 @@ fn normalise(path: &[u8], allow_trailing_slash: bool) -> Result<Vec<u8>, Rule> {
         return Err(Rule::DotDot);
     }
     check_path(p).map_err(Rule::BadPath)?;
+    // NAME_MAX: no Linux file system takes a longer name (mkdir/open would fail mid-extraction).
+    if p.split(|&b| b == b'/').any(|c| c.len() > 255) {
+        return Err(Rule::BadPath("a component is longer than 255 bytes"));
+    }
     Ok(p.to_vec())
 }
 
@@ -155,6 +180,7 @@ impl Checker {
             rule,
         };
         use tar::EntryType as T;
+        check_pax(&raw).map_err(reject)?;
         let is_dir = raw.entry_type == T::Directory;
         let path = normalise(raw.path, is_dir).map_err(reject)?;
         if raw.mode & 0o7000 != 0 {
@@ -185,9 +211,15 @@ impl Checker {
                 let target = raw
                     .link
                     .ok_or_else(|| reject(Rule::NoLinkName("hard link")))?;
-                let t = normalise(target, false)
-                    .map_err(|_| reject(Rule::HardLinkOutside(show(target))))?;
-                if self.seen.get(&t) != Some(&Seen::File) {
+                // A trailing `/` can only name a directory: say that, not "invalid".
+                let t = normalise(target, true).map_err(|rule| match rule {
+                    Rule::Absolute | Rule::DotDot => reject(Rule::HardLinkOutside(show(target))),
+                    other => reject(other),
+                })?;
+                if self.seen.get(&t) == Some(&Seen::Dir) || t.is_empty() {
+                    return Err(reject(Rule::HardLinkToDir(show(target))));
+                }
+                if self.seen.get(&t) != Some(&Seen::File) || target.ends_with(b"/") {
                     return Err(reject(Rule::HardLinkNotEarlier(show(target))));
                 }
                 CheckedKind::HardLink { target: t }
@@ -228,12 +260,73 @@ impl Checker {
     }
 }
 
+/// The PAX rules: readers disagree on everything else, so an entry is only accepted when every
+/// reader would see the same name, link name, size and content.
+/// - `GNU.sparse.*` keys (PAX sparse formats 0.x/1.0): GNU tar extracts `GNU.sparse.name` with
+///   the data mapped, the tar crate a plain file named `GNUSparseFile.0/...` holding the map.
+/// - `path`/`linkpath` given both here and by a GNU `L`/`K` record: GNU tar takes PAX, the tar
+///   crate (and so `raw.path`/`raw.link`) the GNU record. Only a difference is visible here;
+///   when both say the same, every reader agrees anyway.
+/// - `size` must be plain decimal digits that fit u64: the tar crate ignores any other value
+///   (and accepts `+1`), using the header's size, where another reader would not.
+/// - NUL inside `path` or `linkpath` (C readers stop at it), and any of `path`, `linkpath`,
+///   `size` given twice (the first or the last wins depending on the reader).
+fn check_pax(raw: &RawEntry<'_>) -> Result<(), Rule> {
+    if raw.pax_malformed {
+        return Err(Rule::BadPax("a record does not parse".into()));
+    }
+    let mut seen: Vec<&[u8]> = Vec::new();
+    for (key, value) in raw.pax {
+        let key = &key[..];
+        if key.starts_with(b"GNU.sparse.") {
+            return Err(Rule::Sparse);
+        }
+        if !matches!(key, b"path" | b"linkpath" | b"size") {
+            continue;
+        }
+        let name = show(key);
+        if seen.contains(&key) {
+            return Err(Rule::BadPax(format!("key `{name}` appears twice")));
+        }
+        seen.push(key);
+        if key != b"size" && value.contains(&0) {
+            return Err(Rule::BadPax(format!("`{name}` contains a NUL byte")));
+        }
+        match key {
+            b"path" if value[..] != *raw.path => {
+                return Err(Rule::TwoNameSources("name", "long-name", "path"))
+            }
+            b"linkpath" if Some(&value[..]) != raw.link => {
+                return Err(Rule::TwoNameSources("link name", "long-link", "linkpath"))
+            }
+            b"size" => {
+                let digits = !value.is_empty() && value.iter().all(u8::is_ascii_digit);
+                if !digits || show(value).parse::<u64>().is_err() {
+                    return Err(Rule::BadPax(format!(
+                        "`size` {:?} is not a decimal number that fits 64 bits",
+                        show(value)
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The symlink rule: relative; leading `..` climb at most to the root from the link's directory;
 /// no `..` after a name. With every target of this shape, following any chain of symlinks
 /// inside the tree only ever descends from a point inside the tree, so it stays inside.
 fn check_symlink_target(link: &[u8], target: &[u8]) -> Result<(), Rule> {
     if target.is_empty() {
         return Err(Rule::SymlinkEmpty);
+    }
+    if target.contains(&0) {
+        return Err(Rule::SymlinkNul);
+    }
+    // PATH_MAX - 1: symlinkat refuses longer targets.
+    if target.len() > 4095 {
+        return Err(Rule::SymlinkTooLong);
     }
     if target.starts_with(b"/") {
         return Err(Rule::SymlinkEscapes(show(target)));
@@ -269,6 +362,8 @@ mod tests {
             mode: 0o644,
             size: 0,
             link: link.map(str::as_bytes),
+            pax: &[],
+            pax_malformed: false,
         }
     }
 
@@ -335,8 +430,27 @@ mod tests {
             ),
             (
                 vec![d("b"), h("a", "b")],
-                Some(Rule::HardLinkNotEarlier("b".into())),
+                Some(Rule::HardLinkToDir("b".into())),
             ),
+            (
+                vec![d("b"), h("a", "b/")],
+                Some(Rule::HardLinkToDir("b/".into())),
+            ),
+            (vec![h("a", "./")], Some(Rule::HardLinkToDir("./".into()))),
+            (
+                vec![f("b"), h("a", "b/")],
+                Some(Rule::HardLinkNotEarlier("b/".into())),
+            ),
+            (
+                vec![h("a", "x//y")],
+                Some(Rule::BadPath("empty path component")),
+            ),
+            (vec![l("a", "x\0y")], Some(Rule::SymlinkNul)),
+            (
+                vec![f(Box::leak("n".repeat(256).into_boxed_str()))],
+                Some(Rule::BadPath("a component is longer than 255 bytes")),
+            ),
+            (vec![f(Box::leak("n".repeat(255).into_boxed_str()))], None),
             (vec![raw("c", T::Char, None)], Some(Rule::Device)),
             (vec![raw("c", T::Block, None)], Some(Rule::Device)),
             (vec![raw("c", T::Fifo, None)], Some(Rule::Device)),
@@ -369,6 +483,60 @@ mod tests {
         for (entries, want) in cases {
             assert_eq!(first_rejection(&entries), want, "{entries:?}");
         }
+    }
+
+    #[test]
+    fn pax_rules_table() {
+        let rec = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let cases: Vec<(Vec<PaxRecord>, Option<Rule>)> = vec![
+            (
+                vec![rec("path", "f"), rec("size", "0"), rec("mtime", "1.5")],
+                None,
+            ),
+            (vec![rec("GNU.sparse.size", "4")], Some(Rule::Sparse)),
+            (
+                vec![rec("path", "g")],
+                Some(Rule::TwoNameSources("name", "long-name", "path")),
+            ),
+            (
+                vec![rec("linkpath", "t")],
+                Some(Rule::TwoNameSources("link name", "long-link", "linkpath")),
+            ),
+            (
+                vec![rec("size", "18446744073709551616")],
+                Some(Rule::BadPax(
+                    "`size` \"18446744073709551616\" is not a decimal number that fits 64 bits"
+                        .into(),
+                )),
+            ),
+            (
+                vec![rec("size", "")],
+                Some(Rule::BadPax(
+                    "`size` \"\" is not a decimal number that fits 64 bits".into(),
+                )),
+            ),
+            (
+                vec![rec("size", "0"), rec("size", "0")],
+                Some(Rule::BadPax("key `size` appears twice".into())),
+            ),
+        ];
+        for (pax, want) in cases {
+            let got = Checker::new()
+                .check(RawEntry {
+                    pax: &pax,
+                    ..raw("f", T::Regular, None)
+                })
+                .err()
+                .map(|r| r.rule);
+            assert_eq!(got, want, "{pax:?}");
+        }
+        let e = Checker::new()
+            .check(RawEntry {
+                pax_malformed: true,
+                ..raw("f", T::Regular, None)
+            })
+            .unwrap_err();
+        assert_eq!(e.rule, Rule::BadPax("a record does not parse".into()));
     }
 
     #[test]

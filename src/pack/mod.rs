@@ -7,6 +7,7 @@
 //! against the rules in [`check`] before acting on it; nothing escapes the destination.
 
 pub mod check;
+mod fsat;
 pub mod layout;
 mod unpack;
 pub(crate) use unpack::rename_noreplace;
@@ -19,7 +20,8 @@ use std::str::FromStr;
 
 pub use check::{CheckedEntry, CheckedKind};
 pub use unpack::{
-    derive_manifest, read_checked, read_checked_streaming, unpack, unpack_unhashed, UnpackError,
+    derive_manifest, read_checked, read_checked_streaming, unpack, unpack_artifact,
+    unpack_unhashed, UnpackError,
 };
 pub use write::{pack_dir, pack_to_file, PackError, Packed};
 

@@ -126,8 +126,10 @@ pub fn pack_to_file(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    // 0666 less the umask, as for any new file (tempfile's default 0600 is for secrets).
     let tmp = tempfile::Builder::new()
         .prefix(".sealpush-pack-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(parent)
         .map_err(io_err(parent))?;
     let packed = pack_dir(

@@ -402,6 +402,17 @@ fn raw<'a>(name: &'a [u8], kind: tar::EntryType) -> Raw<'a> {
 
 /// Builds a tar stream with raw headers (no path validation), compressed with zstd or gzip.
 fn hostile_archive(entries: &[Raw<'_>], gz: bool) -> Vec<u8> {
+    let mut tar = raw_tar(entries);
+    tar.resize(tar.len() + 1024, 0);
+    if gz {
+        gzip(&tar)
+    } else {
+        zstd_frame(&tar)
+    }
+}
+
+/// The entries' headers and data, without the end-of-archive marker.
+fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         let mut h = tar::Header::new_gnu();
@@ -422,14 +433,22 @@ fn hostile_archive(entries: &[Raw<'_>], gz: bool) -> Vec<u8> {
         let pad = (512 - e.data.len() % 512) % 512;
         out.resize(out.len() + pad, 0);
     }
-    out.resize(out.len() + 1024, 0);
-    if gz {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&out).unwrap();
-        enc.finish().unwrap()
-    } else {
-        zstd::encode_all(&out[..], 3).unwrap()
-    }
+    out
+}
+
+/// One gzip member, as `gzip -c` writes it.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+/// One zstd frame with a content checksum, as the zstd CLI writes it.
+fn zstd_frame(data: &[u8]) -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.include_checksum(true).unwrap();
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
 }
 
 /// Unpacks `archive` into `work/dest`, expecting rejection with `rule` naming `entry`; checks
@@ -1059,4 +1078,606 @@ fn unhashed_unpack_checks_structure_and_sizes_not_content() {
     )
     .unwrap();
     assert_eq!(got.identity(), other_digest.identity());
+}
+
+/// Plays someone who owns DEST's parent and races the unpack: once the first file has been
+/// handed out (a deterministic point inside the extraction), it records the temp dir's mode,
+/// renames the temp dir away and plants a symlink to `victim` under its name.
+struct Swapper {
+    parent: PathBuf,
+    victim: PathBuf,
+    seen_mode: std::sync::Mutex<Option<u32>>,
+}
+
+impl Progress for Swapper {
+    fn advance(&self, _: u64, _: u64) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut seen = self.seen_mode.lock().unwrap();
+        if seen.is_some() {
+            return;
+        }
+        let tmp = fs::read_dir(&self.parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().as_bytes().starts_with(b".dest."))
+            .expect("the temp dir exists beside DEST while extracting");
+        *seen = Some(fs::symlink_metadata(&tmp).unwrap().permissions().mode() & 0o7777);
+        fs::rename(&tmp, self.parent.join("stolen")).unwrap();
+        std::os::unix::fs::symlink(&self.victim, &tmp).unwrap();
+    }
+}
+
+/// The temp dir is private (0700) while entries are written, and a symlink swapped in for it
+/// mid-extraction is never written through: later entries, the final chmod and the rename all
+/// act on the directory sealpush created, so the victim directory stays empty and 0700, DEST
+/// never appears, and the unpack fails instead of claiming success.
+#[test]
+fn a_temp_dir_swapped_for_a_symlink_is_never_written_through() {
+    use std::os::unix::fs::PermissionsExt;
+    use tar::EntryType as T;
+    let tmp = tempfile::tempdir().unwrap();
+    let (parent, victim) = (tmp.path().join("shared"), tmp.path().join("victim"));
+    fs::create_dir(&parent).unwrap();
+    fs::create_dir(&victim).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+    let big = vec![7u8; 3 << 20];
+    let archive = tmp.path().join("a.tar.zst");
+    fs::write(
+        &archive,
+        hostile_archive(
+            &[
+                Raw {
+                    data: b"first",
+                    ..raw(b"a", T::Regular)
+                },
+                raw(b"d", T::Directory),
+                Raw {
+                    data: b"inside d",
+                    ..raw(b"d/b", T::Regular)
+                },
+                Raw {
+                    data: &big,
+                    ..raw(b"d/big", T::Regular)
+                },
+                Raw {
+                    link: b"a",
+                    ..raw(b"s", T::Symlink)
+                },
+                Raw {
+                    link: b"a",
+                    ..raw(b"h", T::Link)
+                },
+            ],
+            false,
+        ),
+    )
+    .unwrap();
+    let swapper = Swapper {
+        parent: parent.clone(),
+        victim: victim.clone(),
+        seen_mode: Default::default(),
+    };
+    let err = pack::unpack(&archive, &parent.join("dest"), None, &swapper).unwrap_err();
+    assert_eq!(*swapper.seen_mode.lock().unwrap(), Some(0o700));
+    assert!(err.to_string().contains("replaced"), "{err}");
+    assert_eq!(listing(&victim), Vec::<PathBuf>::new(), "written through");
+    let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "victim's mode changed");
+    assert!(fs::symlink_metadata(parent.join("dest")).is_err());
+}
+
+/// What follows the tar end-of-archive marker, or a missing marker, or a second compressed
+/// frame/member: GNU tar with `-i` (ignore zero blocks) extracts entries hidden there, so
+/// `verify` and `unpack` must refuse them rather than see a different archive. sealpush's own
+/// archives (both formats, several levels) and GNU tar's (padded with zeros to a 10240-byte
+/// record) still pass.
+#[test]
+fn data_after_the_end_of_the_archive_is_refused() {
+    use tar::EntryType as T;
+    let a = raw_tar(&[Raw {
+        data: b"hello",
+        ..raw(b"a", T::Regular)
+    }]);
+    let hidden = raw_tar(&[Raw {
+        data: b"hidden payload",
+        ..raw(b"hidden", T::Regular)
+    }]);
+    let end = vec![0u8; 1024];
+    let cat = |parts: &[&[u8]]| parts.concat();
+    let no_check = {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_checksum(false).unwrap();
+        enc.write_all(&cat(&[&a, &end])).unwrap();
+        enc.finish().unwrap()
+    };
+    let cases: Vec<(&str, Vec<u8>, bool, &str)> = vec![
+        (
+            "entries after the marker",
+            zstd_frame(&cat(&[&a, &end, &hidden, &end])),
+            false,
+            "data after the end-of-archive marker",
+        ),
+        (
+            "one zero block, then entries",
+            gzip(&cat(&[&a, &[0u8; 512], &hidden, &end])),
+            true,
+            "data after the end-of-archive marker",
+        ),
+        (
+            "garbage after the marker",
+            zstd_frame(&cat(&[&a, &end, b"GARBAGE"])),
+            false,
+            "data after the end-of-archive marker",
+        ),
+        (
+            "no marker",
+            zstd_frame(&a),
+            false,
+            "no end-of-archive marker",
+        ),
+        (
+            "a second zstd frame",
+            cat(&[
+                &zstd_frame(&cat(&[&a, &end])),
+                &zstd_frame(&cat(&[&hidden, &end])),
+            ]),
+            false,
+            "data after the zstd frame",
+        ),
+        (
+            "a second gzip member",
+            cat(&[&gzip(&cat(&[&a, &end])), &gzip(&cat(&[&hidden, &end]))]),
+            true,
+            "data after the gzip member",
+        ),
+        (
+            "zstd frame without a checksum",
+            no_check,
+            false,
+            "no content checksum",
+        ),
+    ];
+    for (what, bytes, gz, msg) in cases {
+        eprintln!("case: {what}");
+        assert_rejected(&bytes, "corrupt or truncated", msg, gz);
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join(if gz { "h.tar.gz" } else { "h.tar.zst" });
+        fs::write(&file, &bytes).unwrap();
+        let out = sealpush(tmp.path(), ["verify", file.to_str().unwrap()]).expect_code(1);
+        assert!(stderr(&out).contains(msg), "{what}: {}", stderr(&out));
+    }
+
+    // What must still pass: sealpush's own output at several levels, and GNU tar's.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    sh(&t, "seq 1 20000 > numbers && printf hi > small && mkdir d");
+    let store = tmp.path().join("store");
+    for (format, level) in [
+        ("tar.zst", "1"),
+        ("tar.zst", "19"),
+        ("tar.gz", "1"),
+        ("tar.gz", "9"),
+    ] {
+        let out_file = tmp.path().join(format!("l{level}.{format}"));
+        sealpush(
+            tmp.path(),
+            [
+                "pack",
+                "t",
+                "--format",
+                format,
+                "--level",
+                level,
+                "--store",
+                store.to_str().unwrap(),
+                "--out",
+                out_file.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        let dest = tmp.path().join(format!("u-{level}-{format}"));
+        sealpush(
+            tmp.path(),
+            ["unpack", out_file.to_str().unwrap(), dest.to_str().unwrap()],
+        )
+        .ok();
+    }
+    for (flag, ext) in [("--zstd", "tar.zst"), ("-z", "tar.gz")] {
+        let file = tmp.path().join(format!("gnu.{ext}"));
+        sh(&t, &format!("tar {flag} -cf '{}' .", file.display()));
+        let size = sh(
+            tmp.path(),
+            &format!(
+                "{} -dc '{}' | wc -c",
+                if ext == "tar.zst" { "zstd" } else { "gzip" },
+                file.display()
+            ),
+        );
+        let size: u64 = String::from_utf8_lossy(&size).trim().parse().unwrap();
+        assert_eq!(size % 10240, 0, "GNU tar pads to its 10240-byte record");
+        sealpush(tmp.path(), ["verify", file.to_str().unwrap()]).ok();
+    }
+}
+
+/// One PAX record, `LEN key=value\n`, LEN counting itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut n = rest + 1;
+    while n.to_string().len() + rest != n {
+        n += 1;
+    }
+    [n.to_string().as_bytes(), b" ", key, b"=", value, b"\n"].concat()
+}
+
+/// Entries that tar parsers read differently (so `verify` would vouch for something other than
+/// what GNU tar extracts) are refused, naming the entry: PAX sparse files (GNU tar extracts
+/// `GNU.sparse.name` with the mapped data, the tar crate a plain file holding the map), a name
+/// or link name given by both a GNU long-name record and a PAX record that disagree (GNU tar
+/// takes PAX, the tar crate the GNU record), a PAX `size` that is not plain decimal (the tar
+/// crate ignores it and uses the header's size), a NUL inside a PAX `path`/`linkpath`, and a
+/// key given twice (first or last wins, depending on the reader).
+#[test]
+fn pax_and_gnu_records_that_parsers_read_differently_are_refused() {
+    use tar::EntryType as T;
+    let pax = |records: &[(&[u8], &[u8])]| Raw {
+        data: Box::leak(
+            records
+                .iter()
+                .flat_map(|(k, v)| pax_record(k, v))
+                .collect::<Vec<u8>>()
+                .into_boxed_slice(),
+        ),
+        ..raw(b"././@PaxHeader", T::XHeader)
+    };
+    let long = |kind, name: &'static [u8]| Raw {
+        data: Box::leak([name, b"\0"].concat().into_boxed_slice()),
+        ..raw(b"././@LongLink", kind)
+    };
+    let file = |name: &'static [u8]| Raw {
+        data: b"x",
+        ..raw(name, T::Regular)
+    };
+    let cases: Vec<(Vec<Raw>, &str, &str)> = vec![
+        (
+            vec![
+                pax(&[
+                    (b"GNU.sparse.major", b"1"),
+                    (b"GNU.sparse.minor", b"0"),
+                    (b"GNU.sparse.name", b"payload.sh"),
+                    (b"GNU.sparse.realsize", b"4"),
+                ]),
+                file(b"GNUSparseFile.0"),
+            ],
+            "\"GNUSparseFile.0\"",
+            "sparse entries are not supported",
+        ),
+        (
+            vec![
+                long(T::GNULongName, b"from_longname"),
+                pax(&[(b"path", b"from_pax")]),
+                file(b"from_ustar"),
+            ],
+            "from_longname",
+            "GNU long-name record and a PAX `path`",
+        ),
+        (
+            vec![
+                pax(&[(b"path", b"from_pax")]),
+                long(T::GNULongName, b"from_longname"),
+                file(b"from_ustar"),
+            ],
+            "from_longname",
+            "GNU long-name record and a PAX `path`",
+        ),
+        (
+            vec![
+                file(b"t1"),
+                file(b"t2"),
+                long(T::GNULongLink, b"t1"),
+                pax(&[(b"linkpath", b"t2")]),
+                Raw {
+                    link: b"t0",
+                    ..raw(b"l", T::Symlink)
+                },
+            ],
+            "\"l\"",
+            "GNU long-link record and a PAX `linkpath`",
+        ),
+        (
+            vec![pax(&[(b"size", b"-1")]), file(b"a")],
+            "\"a\"",
+            "malformed PAX header: `size` \"-1\" is not a decimal number",
+        ),
+        (
+            vec![pax(&[(b"size", b"1e3")]), file(b"a")],
+            "\"a\"",
+            "malformed PAX header: `size` \"1e3\" is not a decimal number",
+        ),
+        (
+            vec![pax(&[(b"size", b"+1")]), file(b"a")],
+            "\"a\"",
+            "malformed PAX header: `size` \"+1\" is not a decimal number",
+        ),
+        (
+            vec![pax(&[(b"path", b"a\0b")]), file(b"x")],
+            "a\\0b",
+            "malformed PAX header: `path` contains a NUL byte",
+        ),
+        (
+            vec![
+                file(b"t"),
+                pax(&[(b"linkpath", b"t\0u")]),
+                Raw {
+                    link: b"t",
+                    ..raw(b"l", T::Symlink)
+                },
+            ],
+            "\"l\"",
+            "malformed PAX header: `linkpath` contains a NUL byte",
+        ),
+        (
+            vec![pax(&[(b"path", b"ok"), (b"path", b"other")]), file(b"x")],
+            "\"ok\"",
+            "malformed PAX header: key `path` appears twice",
+        ),
+    ];
+    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
+        let gz = i % 2 == 1;
+        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
+    }
+}
+
+/// A path names the file to read, even when that file sits in an artifact directory (beside
+/// meta.json and manifest.txt) without being its archive: `unpack` and `verify` read that file,
+/// not the artifact's `archive.*`. The artifact's own archive path still means the artifact.
+#[test]
+fn a_file_beside_an_artifact_is_read_as_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let s = store.to_str().unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let out = sealpush(
+        tmp.path(),
+        ["pack", fixture.to_str().unwrap(), "--store", s],
+    )
+    .ok();
+    let archive = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: ").map(PathBuf::from))
+        .unwrap();
+    let dir = archive.parent().unwrap();
+    let mine = dir.join("mine.tar.zst");
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("OTHER_CONTENT"), "the file the user asked for\n").unwrap();
+    sh(
+        &src,
+        &format!("tar --zstd -cf '{}' OTHER_CONTENT", mine.display()),
+    );
+
+    sealpush(
+        tmp.path(),
+        ["unpack", mine.to_str().unwrap(), "dest", "--store", s],
+    )
+    .ok();
+    assert_eq!(
+        listing(&tmp.path().join("dest")),
+        vec![PathBuf::from("OTHER_CONTENT")]
+    );
+    let out = sealpush(tmp.path(), ["verify", mine.to_str().unwrap(), "--store", s]).ok();
+    assert!(
+        stdout(&out).contains(&format!("ok: {}", mine.display())),
+        "{}",
+        stdout(&out)
+    );
+    // The archive itself still resolves to the stored artifact (its manifest, its recipe).
+    let out = sealpush(
+        tmp.path(),
+        ["verify", archive.to_str().unwrap(), "--store", s],
+    )
+    .ok();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let sha = meta["archive_sha256"].as_str().unwrap();
+    assert!(stdout(&out).contains(sha), "{}", stdout(&out));
+}
+
+/// `unpack` of a store artifact checks the archive's sha256 against meta.json, as
+/// store-layout.md promises, even when the archive's content matches its manifest: a meta.json
+/// that records other bytes (a digest no archive here has) fails the unpack, and nothing is
+/// left behind.
+#[test]
+fn unpack_checks_the_stored_archive_sha256() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let s = store.to_str().unwrap();
+    let fixture = crate::support::fixtures().join("iu-cutter-v0.6");
+    let out = sealpush(
+        tmp.path(),
+        ["pack", fixture.to_str().unwrap(), "--store", s],
+    )
+    .ok();
+    let archive = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("artifact: ").map(PathBuf::from))
+        .unwrap();
+    let meta_path = archive.parent().unwrap().join("meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    meta["archive_sha256"] = serde_json::json!("ab".repeat(32));
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let out = sealpush(&work, ["unpack", "iu-cutter-v0.6", "dest", "--store", s]).expect_code(1);
+    let err = stderr(&out);
+    assert!(err.contains("archive sha256"), "{err}");
+    assert!(err.contains(&"ab".repeat(32)), "{err}");
+    assert_eq!(listing(&work), Vec::<PathBuf>::new());
+}
+
+/// Ctrl-C or SIGTERM while `unpack` writes a large file: the temp dir is removed, DEST never
+/// appears, and the exit status is 130. The signal is sent once the temp dir exists (so the
+/// handler is installed and extraction has begun) and long before 512 MiB can be written.
+#[test]
+fn an_interrupted_unpack_leaves_nothing_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("big.tar.zst");
+    {
+        let size = 512u64 << 20;
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_cksum();
+        let file = fs::File::create(&archive).unwrap();
+        let mut enc = zstd::stream::write::Encoder::new(file, 1).unwrap();
+        enc.include_checksum(true).unwrap();
+        enc.write_all(h.as_bytes()).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..(size >> 20) {
+            enc.write_all(&chunk).unwrap();
+        }
+        enc.write_all(&[0u8; 1024]).unwrap();
+        enc.finish().unwrap();
+    }
+    for (signal, name) in [(libc::SIGINT, "INT"), (libc::SIGTERM, "TERM")] {
+        let work = tmp.path().join(name);
+        fs::create_dir(&work).unwrap();
+        let mut cmd = sealpush(&work, ["unpack", archive.to_str().unwrap(), "dest"]).cmd;
+        let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let started = std::time::Instant::now();
+        while listing(&work).is_empty() {
+            assert!(started.elapsed().as_secs() < 20, "no temp dir appeared");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(130), "SIG{name}: {err}");
+        assert!(err.contains("interrupted"), "SIG{name}: {err}");
+        assert_eq!(listing(&work), Vec::<PathBuf>::new(), "SIG{name}");
+    }
+}
+
+/// Names the file system would refuse are refused by rule, naming the entry (not a raw I/O
+/// error naming the temp path), and a hard link to a directory says so.
+#[test]
+fn unwritable_names_and_links_to_directories_are_refused_by_rule() {
+    use tar::EntryType as T;
+    let long_name: &'static [u8] = Box::leak(vec![b'n'; 300].into_boxed_slice());
+    let gnu_long = |kind, name: &[u8]| Raw {
+        data: Box::leak([name, b"\0"].concat().into_boxed_slice()),
+        ..raw(b"././@LongLink", kind)
+    };
+    let cases: Vec<(Vec<Raw>, &str, &str)> = vec![
+        (
+            vec![
+                gnu_long(T::GNULongName, long_name),
+                Raw {
+                    data: b"x",
+                    ..raw(b"short", T::Regular)
+                },
+            ],
+            "nnnnnnnnnn",
+            "a component is longer than 255 bytes",
+        ),
+        (
+            vec![
+                gnu_long(T::GNULongLink, b"a\0b"),
+                Raw {
+                    link: b"x",
+                    ..raw(b"l", T::Symlink)
+                },
+            ],
+            "\"l\"",
+            "symlink target contains a NUL byte",
+        ),
+        (
+            vec![
+                raw(b"d/", T::Directory),
+                Raw {
+                    link: b"d/",
+                    ..raw(b"h", T::Link)
+                },
+            ],
+            "\"h\"",
+            "hard link target \"d/\" is a directory",
+        ),
+        (
+            vec![
+                raw(b"d/", T::Directory),
+                Raw {
+                    link: b"d",
+                    ..raw(b"h", T::Link)
+                },
+            ],
+            "\"h\"",
+            "hard link target \"d\" is a directory",
+        ),
+    ];
+    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
+        let gz = i % 2 == 1;
+        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
+    }
+}
+
+/// `unpack FILE` and `verify FILE` of an archive outside the store read that file and create
+/// nothing else: no default store directories under $HOME. The summary says what was checked
+/// (a plain archive has no separate manifest to be verified against). A DEST name near the
+/// 255-byte limit still leaves room for the temp dir's name.
+#[test]
+fn plain_archives_touch_no_store_and_say_what_was_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir(&t).unwrap();
+    fs::write(t.join("f"), "x").unwrap();
+    let archive = tmp.path().join("t.tar.zst");
+    sh(&t, &format!("tar --zstd -cf '{}' f", archive.display()));
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let run = |args: &[&str]| {
+        sealpush(tmp.path(), args)
+            .env("HOME", &home)
+            .env_remove_xdg()
+            .ok()
+    };
+    let long = "n".repeat(250);
+    let out = run(&["unpack", archive.to_str().unwrap(), &long]);
+    assert!(tmp.path().join(&long).join("f").is_file());
+    let note = stderr(&out);
+    assert!(!note.contains("verified against the manifest"), "{note}");
+    assert!(note.contains("checked"), "{note}");
+    let out = run(&["verify", archive.to_str().unwrap()]);
+    assert!(
+        !stderr(&out).contains("against the manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listing(&home), Vec::<PathBuf>::new(), "store dirs created");
+    assert!(!listing(tmp.path())
+        .iter()
+        .any(|p| p.to_string_lossy().contains("sealpush-unpack")));
+}
+
+/// `pack --out FILE` gives FILE the mode any new file gets (0666 less the umask), as `touch`
+/// does under the same umask, not a temp file's private 0600.
+#[test]
+fn pack_out_file_gets_the_usual_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let bin = crate::support::bin();
+    let modes = sh(
+        tmp.path(),
+        &format!(
+            "umask 027; '{}' -q pack t --store s --out o.tar.zst >/dev/null && touch ref && stat -c %a o.tar.zst ref",
+            bin.display()
+        ),
+    );
+    let modes = String::from_utf8(modes).unwrap();
+    let lines: Vec<&str> = modes.lines().collect();
+    assert_eq!(lines, ["640", "640"], "{modes}");
 }

@@ -48,6 +48,12 @@ impl TestCommand {
         self
     }
 
+    /// Without XDG_DATA_HOME (so the store's default location follows HOME).
+    pub fn env_remove_xdg(mut self) -> TestCommand {
+        self.cmd.env_remove("XDG_DATA_HOME");
+        self
+    }
+
     pub fn cmd_arg(mut self, a: impl AsRef<OsStr>) -> TestCommand {
         self.cmd.arg(a);
         self
