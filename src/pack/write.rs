@@ -18,6 +18,7 @@ use crate::digest::Digest;
 use crate::manifest::{self, Entry, EntryKind, Found, Manifest, ManifestError, Stamp};
 use crate::progress::Progress;
 
+use super::check::{Checker, RawEntry, Rule};
 use super::layout::{self, TarKind};
 use super::zstd_writer::ZstdWriter;
 use super::{io_err, Format, PackOptions};
@@ -37,6 +38,8 @@ pub enum PackError {
     Changed { path: PathBuf, what: String },
     #[error("{path}: not a regular file any more")]
     Replaced { path: PathBuf },
+    #[error("{path}: cannot go into an artifact: {rule} (unpack and deploy refuse such an entry)")]
+    Unpackable { path: PathBuf, rule: Rule },
     #[error("level {level} is out of range for {format}")]
     Level { format: Format, level: i32 },
     #[error("compressing")]
@@ -87,6 +90,7 @@ pub fn pack_dir<W: Write + Send>(
             total += size;
         }
     }
+    refuse_unpackable(dir, &found, &link_to)?;
     progress.start("packing", Some(total), None);
 
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
@@ -112,6 +116,49 @@ pub fn pack_dir<W: Write + Send>(
         archive_sha256,
         archive_size,
     })
+}
+
+/// Applies unpack's entry rules to the entries as they will be written, so that no artifact
+/// holds what unpack and deploy would refuse (a symlink to `/etc/x` or `../../x`, say): the
+/// pack fails at once, naming the entry, instead of the deploy failing later.
+fn refuse_unpackable(
+    dir: &Path,
+    found: &[(Vec<u8>, Found)],
+    link_to: &[Option<usize>],
+) -> Result<(), PackError> {
+    use tar::EntryType as T;
+    let mut checker = Checker::new();
+    for (i, (rel, f)) in found.iter().enumerate() {
+        let (entry_type, mode, size, link) = match f {
+            Found::Dir => (T::Directory, 0o755, 0, None),
+            Found::Symlink(target) => (T::Symlink, 0o777, 0, Some(&target[..])),
+            Found::File {
+                size, executable, ..
+            } => {
+                let mode = if *executable { 0o755 } else { 0o644 };
+                match link_to[i] {
+                    Some(j) => (T::Link, mode, 0, Some(&found[j].0[..])),
+                    None => (T::Regular, mode, *size, None),
+                }
+            }
+        };
+        let raw = RawEntry {
+            path: rel,
+            entry_type,
+            mode,
+            size,
+            link,
+            pax: &[],
+            pax_malformed: false,
+        };
+        checker
+            .check(raw)
+            .map_err(|rejected| PackError::Unpackable {
+                path: manifest::join(dir, rel),
+                rule: rejected.rule,
+            })?;
+    }
+    Ok(())
 }
 
 /// Packs `dir` into the file `dest` through a temporary file in the same directory, renamed into

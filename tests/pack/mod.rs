@@ -333,6 +333,45 @@ fn special_files_are_refused_and_nothing_is_written() {
     assert!(!tmp.path().join("copy.tar.zst").exists());
 }
 
+/// A symlink that unpack would refuse (absolute, or climbing out of the tree) stops the pack,
+/// naming it: an artifact that no unpack or deploy accepts is never stored. One that stays
+/// inside the tree is packed and unpacked.
+#[test]
+fn symlinks_unpack_would_refuse_are_refused_by_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir_all(t.join("sub")).unwrap();
+    fs::write(t.join("sub/f"), "f").unwrap();
+    let store = tmp.path().join("store");
+    let pack = || {
+        sealpush(
+            tmp.path(),
+            ["pack", "t", "--store", store.to_str().unwrap()],
+        )
+    };
+    for (link, target) in [("abs", "/etc/passwd"), ("sub/up", "../../x")] {
+        std::os::unix::fs::symlink(target, t.join(link)).unwrap();
+        let out = pack().expect_code(2);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("t/{link}: cannot go into an artifact"))
+                && err.contains("points outside"),
+            "{err}"
+        );
+        assert!(listing(&store.join("artifacts")).is_empty());
+        fs::remove_file(t.join(link)).unwrap();
+    }
+    std::os::unix::fs::symlink("../sub/f", t.join("sub/ok")).unwrap();
+    pack().ok();
+    let dest = tmp.path().join("x");
+    sealpush(
+        tmp.path(),
+        ["unpack", "t", "x", "--store", store.to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(fs::read(dest.join("sub/ok")).unwrap(), b"f");
+}
+
 /// Modifies a file the moment packing starts (after the walk, before the file is read).
 struct Saboteur(PathBuf);
 
