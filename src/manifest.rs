@@ -752,14 +752,19 @@ fn plain_byte(b: u8) -> bool {
 }
 
 /// `find NAME -type f | LC_ALL=C sort | xargs sha256sum | sha256sum` for a tree named `name`
-/// with these entries, when every file path (`NAME/rel`) consists of plain bytes and `NAME`
-/// does not start with `-`: then each file is one xargs token, one sha256sum line
+/// with these entries, when every file path (`NAME/rel`) consists of plain bytes and find
+/// reads `NAME` as a path (it does not start with `-` and is not `!` or `(`, which begin find's
+/// expression): then each file is one xargs token, one sha256sum line
 /// `HEX  NAME/rel`, and C-locale `sort` order is the manifest's bytewise order. `None` when the
 /// pipeline's quirks could matter. No files: xargs still runs `sha256sum` once, on empty stdin,
 /// which prints `e3b0...  -`.
 pub fn recipe_from_entries(name: &[u8], entries: &[Entry]) -> Option<Digest> {
     use sha2::Digest as _;
-    if name.is_empty() || name[0] == b'-' || !name.iter().all(|&b| plain_byte(b)) {
+    if name.is_empty()
+        || name[0] == b'-'
+        || matches!(name, b"!" | b"(")
+        || !name.iter().all(|&b| plain_byte(b))
+    {
         return None;
     }
     let mut h = sha2::Sha256::new();

@@ -38,7 +38,7 @@ pub struct Args {
     pub json: bool,
 }
 
-// The subcommand's one-line about comes from cli.rs; the teaching text lives here.
+// The one-line about is the doc comment on `Args`; the teaching text lives here.
 const HELP: &str = "\
 Both run in this directory with this environment, alternately (recipe, sealpush, recipe, ...), \
 after one untimed warm-up of each, so both see the same page cache. Every digest must agree; a \

@@ -32,7 +32,7 @@ pub struct Args {
     pub threads: Option<u32>,
 }
 
-// The subcommand's one-line about comes from cli.rs; the teaching text lives here.
+// The one-line about is the doc comment on `Args`; the teaching text lives here.
 const HELP: &str = "\
 Run it where you would run the recipe: same working directory, same PATH spelling (`d`, `./d` \
 and `d/` give different lines, as with find), same locale (LC_ALL, then LC_COLLATE, then LANG \
@@ -44,7 +44,8 @@ sha256sum's own complaint, as the pipeline does (exit 0).
 
 Where the pipeline would abort (an unmatched quote, a name over 131,061 bytes), hang (a piece \
 naming a FIFO or device) or depend on sha256sum reading a piece of a name as an option \
-(`a -b`), sealpush prints no digest, names the file and exits 1.
+(`a -b`), sealpush prints no digest, names the file and exits 1. So it does for a PATH that \
+find would read as part of its expression instead (`!`, `(`, `-name`): spell it `./!`.
 
 Examples:
   # the digest `find iu-cutter -type f | sort | xargs sha256sum | sha256sum` prints:

@@ -275,7 +275,7 @@ pub fn recipe_with<S: TreeSource>(
     progress: &dyn Progress,
 ) -> Result<RecipeOutput, RecipeError> {
     in_pool(opts.threads, || {
-        let roots = default_roots(paths.to_vec());
+        let roots = find_paths(paths.to_vec())?;
         let walked = walk::walk_source(src, &roots);
         run(walked, opts, progress, &Hashing::Source(src))
     })
@@ -322,7 +322,7 @@ fn local_at(
     progress: &dyn Progress,
 ) -> Result<RecipeOutput, RecipeError> {
     in_pool(opts.threads, || {
-        let roots = default_roots(roots);
+        let roots = find_paths(roots)?;
         // Hash while walking: no second path lookup per file, and the walk overlaps the I/O.
         let deferred = Deferred::new(progress, None);
         let walked = walk::walk_local(base, &roots, Some(&deferred));
@@ -339,11 +339,25 @@ fn local_at(
 }
 
 /// `find` with no PATH walks `.`.
-fn default_roots(mut roots: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+/// The paths find reads from `roots`, `.` when there are none. An argument that is `(` or `!`,
+/// or a `-` followed by anything, is where find's expression begins (findutils'
+/// `looks_like_expression`): the recipe would then run another command (`find ! -type f`
+/// lists everything but regular files), so that is refused rather than hashed as a path.
+fn find_paths(mut roots: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, RecipeError> {
+    let expression = |r: &[u8]| matches!(r, b"(" | b"!") || (r.len() > 1 && r[0] == b'-');
+    if let Some(r) = roots.iter().find(|r| expression(r)) {
+        return Err(RecipeError::Refuse {
+            path: r.clone(),
+            reason: "find reads an argument that is `(`, `!` or starts with `-` as the start of \
+                     its expression, not as a path, so the recipe would run another command \
+                     (spell it ./NAME to hash it)"
+                .into(),
+        });
+    }
     if roots.is_empty() {
         roots.push(b".".to_vec());
     }
-    roots
+    Ok(roots)
 }
 
 fn in_pool<T: Send>(

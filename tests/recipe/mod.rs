@@ -510,6 +510,37 @@ fn missing_path_warns_like_find_and_still_hashes_the_rest() {
     assert_eq!(out.stdout, gnu_sha256sum(&want.stdout));
 }
 
+#[test]
+fn paths_find_reads_as_its_expression_are_refused() {
+    // Directories really named `!`, `(` and `-x`: find takes each as the start of its
+    // expression instead (`find ! -type f` lists what is *not* a regular file), so the recipe
+    // hashes something else than the directory, and sealpush says so rather than guess.
+    // `)` is a plain path to find, and hashes as such.
+    let tree = Tree::new();
+    for d in ["!", "(", "-x", ")"] {
+        tree.file(format!("{d}/f").as_bytes(), d.as_bytes());
+    }
+    let real = pipeline(tree.root(), "C", &[b"!"]);
+    assert!(
+        !String::from_utf8_lossy(&real.stdout).contains("!/f"),
+        "find would have listed !/f"
+    );
+    for d in ["!", "(", "-x"] {
+        let err = assert_no_digest(tree.root(), &[d.as_bytes()], d);
+        assert!(err.contains("start of its expression"), "{err}");
+    }
+    same_as_recipe(&tree, tree.root(), &[b")"], Ties::None);
+    // Nor does a manifest of the tree `!` record a recipe digest the recipe never prints.
+    let out = TestCommand::sealpush(tree.root(), ["manifest", "!"]).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("\nrecipe "), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no recipe digest"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Asserts sealpush refuses or breaks: exit 1, no digest, the file named on stderr.
 fn assert_no_digest(cwd: &Path, args: &[&[u8]], names: &str) -> String {
     let mut cmd = sealpush(cwd, "C", args, &[]);
