@@ -65,23 +65,6 @@ pub struct Args {
     pub ssh: SshArgs,
 }
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    deploy::INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Makes Ctrl-C stop the deploy at its next safe point instead of killing it.
-pub fn install_sigint_handler() {
-    // SAFETY: `on_sigint` only performs an atomic store, which is async-signal-safe; the
-    // handler stays valid for the life of the process.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
-}
-
 /// Reads and checks a plan file (digest, format, verdict).
 pub fn read_plan(path: &std::path::Path) -> anyhow::Result<SealedPlan> {
     let text = std::fs::read_to_string(path)
@@ -121,7 +104,8 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         clear_stale_lock: args.clear_stale_lock,
         local_state: args.state_dir.unwrap_or_else(deploy::default_local_state),
     };
-    install_sigint_handler();
+    // Ctrl-C stops the deploy at its next safe point instead of killing it.
+    super::stop_at_safe_points_on(&[libc::SIGINT]);
     globals.note(format!(
         "deploying {} to {}:{}",
         plan.plan.artifact.path.display(),

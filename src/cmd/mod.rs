@@ -126,3 +126,23 @@ impl SshArgs {
         }
     }
 }
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    sealpush::deploy::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Makes `signals` set the flag that deploy and unpack check at their safe points, so they stop
+/// there (and clean up) instead of dying mid-step.
+pub fn stop_at_safe_points_on(signals: &[libc::c_int]) {
+    for &sig in signals {
+        // SAFETY: `on_stop_signal` only performs an atomic store, which is async-signal-safe;
+        // the handler stays valid for the life of the process.
+        unsafe {
+            libc::signal(
+                sig,
+                on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}

@@ -36,28 +36,10 @@ pub struct Args {
     pub store: Option<PathBuf>,
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    sealpush::deploy::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Ctrl-C and SIGTERM set the flag the unpack checks at every entry and chunk (the deploy's
-/// mechanism), so it stops there and removes its temp dir instead of dying and leaving it.
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `on_signal` only performs an atomic store, which is async-signal-safe; the
-        // handler stays valid for the life of the process.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-}
-
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
-    install_signal_handlers();
+    // Ctrl-C and SIGTERM stop the unpack at its next entry or chunk, so it removes its temp dir
+    // instead of dying and leaving it.
+    super::stop_at_safe_points_on(&[libc::SIGINT, libc::SIGTERM]);
     let given = std::path::Path::new(&args.artifact);
     // An archive from outside the store has no separate manifest: it is read once, its entries
     // checked and its content verified as read. Anything else is looked up (a path without
