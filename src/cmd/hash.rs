@@ -42,7 +42,8 @@ Names the pipeline splits or rewrites (blanks, quotes, backslashes, newlines) ar
 the pipeline hashes them, with a warning on stderr; pieces that name nothing are skipped with \
 sha256sum's own complaint, as the pipeline does (exit 0).
 
-Where the pipeline would abort (an unmatched quote, a name over 131,061 bytes), hang (a piece \
+Where the pipeline would abort (an unmatched quote, an argument longer than xargs takes: \
+131,061 bytes, less under a small stack limit or a huge environment), hang (a piece \
 naming a FIFO or device) or depend on sha256sum reading a piece of a name as an option \
 (`a -b`), sealpush prints no digest, names the file and exits 1. So it does for a PATH that \
 find would read as part of its expression instead (`!`, `(`, `-name`): spell it `./!`.

@@ -409,7 +409,13 @@ fn run<S: TreeSource + ?Sized>(
     let line_bytes: Vec<&[u8]> = lines.iter().map(|l| l.0).collect();
 
     // Stage 3: xargs.
-    let tok = xargs::tokenize(&line_bytes);
+    // xargs' buffer: this process's own when the recipe runs here, the usual 128 KiB on a
+    // remote host (whose environment and stack limit sealpush does not see).
+    let limits = match hashing {
+        Hashing::Local(_) => xargs::Limits::of_this_process(),
+        Hashing::Source(_) => xargs::Limits::DEFAULT,
+    };
+    let tok = xargs::tokenize(&line_bytes, limits);
     drop(line_bytes);
     let path_of_line = |li: usize| -> &[u8] { &paths[lines[li].1 as usize] };
     // A token that is exactly a path find printed names a regular file (find checked it with
@@ -428,7 +434,7 @@ fn run<S: TreeSource + ?Sized>(
         .enumerate()
         .find(|(_, t)| sha256sum::is_option(&t.bytes))
     {
-        let starts = xargs::batches(&tok.tokens);
+        let starts = xargs::batches(&tok.tokens, limits);
         let batch = starts.partition_point(|&s| s <= i);
         return Err(RecipeError::Refuse {
             path: path_of_line(t.line).to_vec(),

@@ -3,29 +3,66 @@
 //!
 //! This is a transcription of findutils' `read_line` state machine (SPACE, NORM, QUOTE,
 //! BACKSLASH), fed the sorted lines each followed by `\n`. It is pure: lines in, tokens out.
-//! Where xargs would abort (unmatched quote, argument over [`MAX_ARG`] bytes) the result carries
+//! Where xargs would abort (unmatched quote, argument over [`Limits::max_arg`] bytes) the result carries
 //! a [`Break`] and the tokens complete before it; the caller decides what that means.
 
 use std::borrow::Cow;
 
-/// The longest argument xargs accepts: its 131,072-byte buffer minus `sha256sum\0` minus the
-/// terminating NUL (findutils: `endbuf = linebuf + arg_max - cmd_initial_argv_chars - 1`).
-pub const MAX_ARG: usize = 131_072 - 10 - 1;
-
-/// The size of one command line as xargs counts it: `min(128 KiB, ARG_MAX - env - 2048)`,
-/// which is 128 KiB with any ordinary environment.
+/// The size of one command line as xargs counts it with any ordinary environment and stack
+/// limit: 128 KiB (see [`Limits`]).
 pub const ARG_BUFFER: usize = 131_072;
+
+/// The longest argument xargs accepts then: the buffer minus `sha256sum\0` minus the
+/// terminating NUL (findutils: `endbuf = linebuf + arg_max - cmd_initial_argv_chars - 1`).
+pub const MAX_ARG: usize = ARG_BUFFER - COMMAND_COST - 1;
 
 /// The cost of `sha256sum\0`, charged once per batch.
 const COMMAND_COST: usize = 10;
+
+/// xargs' command-line buffer (X5, X6): `min(128 KiB, ARG_MAX - environment - 2048)`, and
+/// never below 4,096 (findutils' `bc_init_controlinfo` and `bc_use_sensible_arg_max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub buffer: usize,
+}
+
+impl Limits {
+    /// What xargs uses with any ordinary environment and stack limit (and what sealpush
+    /// assumes on a remote host, whose environment it does not see).
+    pub const DEFAULT: Limits = Limits { buffer: ARG_BUFFER };
+
+    /// What an xargs started from this process would use: ARG_MAX as glibc reports it (a
+    /// quarter of the stack limit, at least 128 KiB), less the environment's size (each
+    /// `NAME=value` and its NUL). A stack limit under about 520 KiB or an environment over
+    /// about 1.9 MB makes it smaller than [`Limits::DEFAULT`].
+    pub fn of_this_process() -> Limits {
+        // SAFETY: sysconf has no preconditions.
+        let arg_max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+        let Ok(arg_max) = usize::try_from(arg_max) else {
+            return Limits::DEFAULT;
+        };
+        let env: usize = std::env::vars_os()
+            .map(|(k, v)| k.len() + 1 + v.len() + 1)
+            .sum();
+        let room = arg_max.saturating_sub(env).saturating_sub(2048);
+        Limits {
+            buffer: room.clamp(4096, ARG_BUFFER),
+        }
+    }
+
+    /// The longest argument xargs accepts: the buffer minus `sha256sum\0` minus the NUL.
+    pub fn max_arg(&self) -> usize {
+        self.buffer - COMMAND_COST - 1
+    }
+}
 
 /// Why xargs stops reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BreakKind {
     /// A quote still open at the end of a line (`'` or `"`).
     UnmatchedQuote(u8),
-    /// An argument longer than [`MAX_ARG`] bytes.
-    TooLong,
+    /// An argument longer than this many bytes ([`Limits::max_arg`]).
+    TooLong(usize),
 }
 
 /// Where and why xargs stops.
@@ -44,8 +81,8 @@ impl Break {
                 "xargs stops here with \"unmatched {} quote\"",
                 if q == b'"' { "double" } else { "single" }
             ),
-            BreakKind::TooLong => format!(
-                "xargs stops here with \"argument line too long\" (an argument over {MAX_ARG} bytes)"
+            BreakKind::TooLong(max) => format!(
+                "xargs stops here with \"argument line too long\" (an argument over {max} bytes)"
             ),
         }
     }
@@ -95,7 +132,8 @@ enum State {
 }
 
 /// Tokenizes `lines` (each as if followed by `\n`) exactly as `xargs` reads them.
-pub fn tokenize<'a>(lines: &[&'a [u8]]) -> Tokens<'a> {
+pub fn tokenize<'a>(lines: &[&'a [u8]], limits: Limits) -> Tokens<'a> {
+    let max_arg = limits.max_arg();
     let mut out = Tokens::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut state = State::Space;
@@ -168,9 +206,9 @@ pub fn tokenize<'a>(lines: &[&'a [u8]]) -> Tokens<'a> {
                 }
                 State::Space => unreachable!("handled above"),
             }
-            if buf.len() >= MAX_ARG {
+            if buf.len() >= max_arg {
                 out.brk = Some(Break {
-                    kind: BreakKind::TooLong,
+                    kind: BreakKind::TooLong(max_arg),
                     line: start_line,
                 });
                 return out;
@@ -195,14 +233,14 @@ fn push<'a>(out: &mut Tokens<'a>, buf: &mut Vec<u8>, line: usize, whole: Option<
 }
 
 /// Splits arguments into the batches xargs would run (X6): each batch costs 10 bytes plus
-/// `len + 1` per argument and holds at most [`ARG_BUFFER`] bytes. Returns the index of the first
-/// argument of each batch (one empty batch when there are no arguments: X7).
-pub fn batches(tokens: &[Token<'_>]) -> Vec<usize> {
+/// `len + 1` per argument and holds at most `limits.buffer` bytes. Returns the index of the
+/// first argument of each batch (one empty batch when there are no arguments: X7).
+pub fn batches(tokens: &[Token<'_>], limits: Limits) -> Vec<usize> {
     let mut starts = vec![0];
     let mut used = COMMAND_COST;
     for (i, t) in tokens.iter().enumerate() {
         let cost = t.bytes.len() + 1;
-        if used + cost > ARG_BUFFER && used > COMMAND_COST {
+        if used + cost > limits.buffer && used > COMMAND_COST {
             starts.push(i);
             used = COMMAND_COST;
         }
@@ -216,7 +254,7 @@ mod tests {
     use super::*;
 
     fn toks(lines: &[&[u8]]) -> (Vec<Vec<u8>>, Option<Break>) {
-        let t = tokenize(lines);
+        let t = tokenize(lines, Limits::DEFAULT);
         (
             t.tokens.into_iter().map(|t| t.bytes.into_owned()).collect(),
             t.brk,
@@ -271,7 +309,7 @@ mod tests {
 
     #[test]
     fn whole_lines_are_borrowed() {
-        let t = tokenize(&[b"d/a", b"d/b c", b" d/e"]);
+        let t = tokenize(&[b"d/a", b"d/b c", b" d/e"], Limits::DEFAULT);
         let whole: Vec<bool> = t.tokens.iter().map(|t| t.is_whole_line()).collect();
         assert_eq!(whole, [true, false, false, false]);
     }
@@ -298,16 +336,24 @@ mod tests {
         let over = vec![b'a'; MAX_ARG + 1];
         let (t, b) = toks(&[b"x", &over]);
         assert_eq!(t.len(), 1);
-        assert_eq!(b.unwrap().kind, BreakKind::TooLong);
+        assert_eq!(b.unwrap().kind, BreakKind::TooLong(MAX_ARG));
     }
 
     #[test]
     fn batches_split_where_an_argument_no_longer_fits() {
         let names: Vec<Vec<u8>> = (0..3).map(|_| vec![b'n'; 60_000]).collect();
         let lines: Vec<&[u8]> = names.iter().map(|n| n.as_slice()).collect();
-        let t = tokenize(&lines);
+        let t = tokenize(&lines, Limits::DEFAULT);
         // 10 + 60001 + 60001 = 120012 fits, a third does not.
-        assert_eq!(batches(&t.tokens), vec![0, 2]);
-        assert_eq!(batches(&[]), vec![0]);
+        assert_eq!(batches(&t.tokens, Limits::DEFAULT), vec![0, 2]);
+        assert_eq!(batches(&[], Limits::DEFAULT), vec![0]);
+        // A smaller buffer (small stack limit, big environment) cuts sooner, and caps arguments.
+        let small = Limits { buffer: 100_000 };
+        assert_eq!(batches(&t.tokens, small), vec![0, 1, 2]);
+        let (_, b) = {
+            let t = tokenize(&lines, Limits { buffer: 60_000 });
+            (t.tokens, t.brk)
+        };
+        assert_eq!(b.unwrap().kind, BreakKind::TooLong(60_000 - 11));
     }
 }

@@ -578,6 +578,38 @@ fn unmatched_quotes_break() {
 }
 
 #[test]
+fn a_small_stack_limit_shrinks_the_longest_argument_as_for_xargs() {
+    // 510 names ending in `\`, which xargs joins with the next line into one argument of about
+    // 128.5 KB: under the default 131,061-byte limit, but over xargs' limit when the stack
+    // limit is 256 KiB (ARG_MAX is then 128 KiB, less the environment and 2,048 bytes).
+    let tree = Tree::new();
+    for i in 0..510 {
+        tree.file(format!("d/{}{i:05}\\", "a".repeat(243)).as_bytes(), b"");
+    }
+    tree.file(b"d/0first", b"0").file(b"d/zz", b"z");
+    let in_small_stack = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("ulimit -s 256 && {cmd}"), "sh"])
+            .arg(env!("CARGO_BIN_EXE_sealpush"))
+            .current_dir(tree.root())
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap()
+    };
+    // The oracle: the real xargs under that limit gives up on the long argument.
+    let real = in_small_stack("find d -type f | sort | xargs sha256sum >/dev/null");
+    let real_err = String::from_utf8_lossy(&real.stderr);
+    assert!(real_err.contains("argument line too long"), "{real_err}");
+    let out = in_small_stack("exec \"$1\" hash -- d");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(out.stdout.is_empty(), "a digest was printed");
+    assert!(err.contains("argument line too long"), "{err}");
+    // With the usual limit the same tree hashes, as the pipeline does.
+    same_as_recipe(&tree, tree.root(), &[b"d"], Ties::None);
+}
+
+#[test]
 fn over_long_argument_breaks() {
     // A path over 131,061 bytes: find prints it, xargs dies with "argument line too long".
     let tree = Tree::new();
