@@ -610,7 +610,9 @@ impl Run<'_> {
         }
     }
 
-    /// True when an earlier run's promote took effect: target present, staged tree gone.
+    /// True when an earlier run's promote took effect: target present, staged tree gone, and
+    /// the target's deploy manifest naming this plan. A directory someone else put at the target
+    /// meanwhile is not taken for ours: the recheck then reports it as drift.
     fn promote_happened(&self) -> Result<bool, DeployError> {
         let target = self
             .remote
@@ -620,7 +622,20 @@ impl Run<'_> {
             .remote
             .lstat(&self.names.staged_tree)
             .map_err(at("recheck"))?;
-        Ok(matches!(target, Some(m) if m.kind == FileKind::Dir) && staged.is_none())
+        if !(matches!(target, Some(m) if m.kind == FileKind::Dir) && staged.is_none()) {
+            return Ok(false);
+        }
+        let ours = match self
+            .remote
+            .read_file(&self.names.target.join(DEPLOY_MANIFEST), 1 << 30)
+        {
+            Ok(text) => {
+                deploy_manifest_field(&text, "plan_digest") == Some(&self.sealed.digest.to_hex())
+            }
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(at("recheck")(e)),
+        };
+        Ok(ours)
     }
 
     /// Step 1: every way the host may have drifted from the plan.

@@ -317,6 +317,28 @@ fn a_stale_receipt_never_rolls_back_a_later_plans_deploy() {
     assert!(!env.target.exists());
 }
 
+/// Killed just before its promote; then the stray staging dir is removed by hand and someone
+/// else creates the target. The re-run must not take that directory for its own promoted tree:
+/// it reports the drift and touches nothing.
+#[test]
+fn a_foreign_target_after_a_kill_before_the_promote_is_drift_not_ours() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let out = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_FAULT", "abort-before:promote")
+        .output();
+    assert_eq!(out.status.code(), None, "not killed");
+    std::fs::remove_dir_all(env.staging_dir().unwrap()).unwrap();
+    std::fs::create_dir(&env.target).unwrap();
+    std::fs::write(env.target.join("theirs.txt"), "someone else's").unwrap();
+    let before = env.snapshot();
+    let again = env.deploy(&plan, &[]).expect_code(1);
+    let e = stderr(&again);
+    assert!(e.contains("now exists as a directory"), "{e}");
+    assert_eq!(env.snapshot(), before, "{e}");
+}
+
 #[test]
 fn cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree_local() {
     cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree(Host::Local);
