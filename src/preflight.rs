@@ -50,6 +50,8 @@ pub struct PreflightRequest {
 pub enum PreflightError {
     #[error("target {}: {reason}", path.display())]
     BadTarget { path: PathBuf, reason: &'static str },
+    #[error("{what} {}: not valid UTF-8; the plan records paths as JSON text, so pick a path spelled in UTF-8 (rename it, or use a parent that is)", path.display())]
+    NotUtf8 { what: &'static str, path: PathBuf },
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error("anchor {}: the recipe cannot hash it", path.display())]
@@ -226,6 +228,35 @@ fn check_components(
     Ok(ok_dir && symlinks.is_empty())
 }
 
+/// The request with its paths spelled as the plan records them: valid UTF-8 (the plan is JSON),
+/// and without a trailing `/` or doubled separators. A trailing `/` matters: `lstat("link/")`
+/// follows the symlink, so a dangling symlink at the target would pass as absent.
+fn plainly_spelled(req: &PreflightRequest) -> Result<PreflightRequest, PreflightError> {
+    let plain = |what, p: &PathBuf| -> Result<PathBuf, PreflightError> {
+        if p.to_str().is_none() {
+            return Err(PreflightError::NotUtf8 {
+                what,
+                path: p.clone(),
+            });
+        }
+        Ok(p.components().collect())
+    };
+    Ok(PreflightRequest {
+        target: plain("target", &req.target)?,
+        anchor: req
+            .anchor
+            .as_ref()
+            .map(|a| plain("anchor", a))
+            .transpose()?,
+        staging: req
+            .staging
+            .as_ref()
+            .map(|s| plain("staging", s))
+            .transpose()?,
+        ..req.clone()
+    })
+}
+
 /// Runs the survey and returns the plan (PASS or FAIL). Errors only when the host cannot be
 /// surveyed at all (connection lost, timeout) or the request is malformed.
 pub fn preflight(
@@ -233,6 +264,7 @@ pub fn preflight(
     req: &PreflightRequest,
     progress: &dyn Progress,
 ) -> Result<Plan, PreflightError> {
+    let req = &plainly_spelled(req)?;
     let target = &req.target;
     let bad = |reason| PreflightError::BadTarget {
         path: target.clone(),
@@ -492,7 +524,14 @@ pub fn preflight(
     // The anchor.
     let anchor = match &req.anchor {
         None => None,
-        Some(a) => survey_anchor_checked(remote, a, target, &mut checks, progress)?,
+        Some(a) => survey_anchor_checked(
+            remote,
+            a,
+            target,
+            req.staging.as_deref(),
+            &mut checks,
+            progress,
+        )?,
     };
 
     // Probes (only what the user asked for).
@@ -703,6 +742,7 @@ fn survey_anchor_checked(
     remote: &dyn Remote,
     anchor: &Path,
     target: &Path,
+    staging: Option<&Path>,
     checks: &mut Checks,
     progress: &dyn Progress,
 ) -> Result<Option<Anchor>, PreflightError> {
@@ -714,21 +754,45 @@ fn survey_anchor_checked(
         );
         return Ok(None);
     }
-    let disjoint = !target.starts_with(anchor) && !anchor.starts_with(target);
+    // Compared as spelled and as resolved: a symlink in either path can make two spellings name
+    // one place (an anchor `/srv/alias/old`, with `alias -> .`, holds a target `/srv/old/new`).
+    // The deploy writes the target, in its parent (work dir, default staging) and in
+    // `--staging`: none of it may be in the anchor, nor the anchor in the target. The target
+    // does not exist yet, so its parent is resolved.
+    let real = |p: &Path| remote.canonicalize(p).ok();
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let name = target.file_name().unwrap_or_default();
+    let writes_in = |a: &Path, target: &Path, parent: &Path, staging: Option<&Path>| {
+        target.starts_with(a)
+            || a.starts_with(target)
+            || parent.starts_with(a)
+            || staging.is_some_and(|s| s.starts_with(a))
+    };
+    let anchor_real = real(anchor);
+    let target_real = real(parent).map(|p| p.join(name));
+    let staging_real = staging.and_then(real);
+    let overlap = writes_in(anchor, target, parent, staging)
+        || match (&anchor_real, &target_real) {
+            (Some(a), Some(t)) => writes_in(a, t, t.parent().unwrap_or(t), staging_real.as_deref()),
+            _ => false,
+        };
+    let disjoint = !overlap;
     checks.add(
         "anchor-disjoint",
         disjoint,
         if disjoint {
             format!(
-                "{} and {} do not contain each other",
+                "{} and {} do not contain each other, and nothing the deploy writes is in the anchor (paths resolved by the host)",
                 anchor.display(),
                 target.display()
             )
         } else {
             format!(
-                "{} and {} overlap: deploying would change the anchor",
+                "{} (resolved: {}) and what the deploy writes ({}, beside it{}) overlap: deploying would change the anchor; choose a target and staging outside it",
                 anchor.display(),
-                target.display()
+                anchor_real.as_deref().unwrap_or(anchor).display(),
+                target.display(),
+                staging.map_or(String::new(), |s| format!(", and in {}", s.display())),
             )
         },
     );

@@ -491,6 +491,9 @@ mod tests {
         fn read_link(&self, p: &Path) -> R<PathBuf> {
             self.inner.read_link(p)
         }
+        fn canonicalize(&self, p: &Path) -> R<PathBuf> {
+            self.inner.canonicalize(p)
+        }
         fn statvfs(&self, p: &Path) -> R<FsStats> {
             self.inner.statvfs(p)
         }

@@ -243,6 +243,11 @@ impl super::Remote for LocalRemote {
         fs::read_link(path).map_err(|e| io_err("read_link", path, e))
     }
 
+    fn canonicalize(&self, path: &Path) -> Result<PathBuf> {
+        require_absolute("realpath", path)?;
+        fs::canonicalize(path).map_err(|e| io_err("realpath", path, e))
+    }
+
     fn statvfs(&self, path: &Path) -> Result<FsStats> {
         require_absolute("statvfs", path)?;
         let c = cpath("statvfs", path)?;

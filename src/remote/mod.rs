@@ -208,6 +208,8 @@ pub trait Remote: Send + Sync {
     }
     /// Target of a symlink, raw.
     fn read_link(&self, path: &Path) -> Result<PathBuf>;
+    /// The path with every symlink in it resolved (`realpath`); the path must exist.
+    fn canonicalize(&self, path: &Path) -> Result<PathBuf>;
     /// [`Remote::read_link`] of each path, results in the order of `paths`; a transport with
     /// round trips reads them concurrently.
     fn read_links(&self, paths: &[PathBuf]) -> Vec<Result<PathBuf>> {

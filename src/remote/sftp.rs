@@ -2109,6 +2109,16 @@ impl Remote for SftpRemote {
         Ok(target)
     }
 
+    fn canonicalize(&self, path: &Path) -> Result<PathBuf> {
+        let c = self.ctx();
+        let real = self.run("realpath", path, async {
+            let mut fs = c.sftp.fs();
+            c.t("realpath", path, fs.canonicalize(path)).await
+        })?;
+        self.check_lossy("realpath", path, real.as_os_str().as_bytes())?;
+        Ok(real)
+    }
+
     fn read_links(&self, paths: &[PathBuf]) -> Vec<Result<PathBuf>> {
         let c = self.ctx();
         // Each request is bounded by op_timeout inside `c.t`.

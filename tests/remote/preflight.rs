@@ -318,6 +318,45 @@ fn target_that_exists_in_any_form_fails() {
 }
 
 #[test]
+fn what_the_deploy_writes_is_never_in_the_anchor_however_spelled() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    let name = scene.anchor().file_name().unwrap().to_owned();
+    let has = |plan: &Plan, check: &str| failed_checks(plan).iter().any(|c| c == check);
+
+    // The anchor spelled through an alias of its parent (`alias -> .`), the target inside the
+    // anchor's real path: the spellings share no prefix, the resolved paths do.
+    std::os::unix::fs::symlink(".", scene.base.join("alias")).unwrap();
+    let mut req = scene.request(&r);
+    req.anchor = Some(scene.base.join("alias").join(&name));
+    req.target = scene.anchor().join("new");
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert!(has(&plan, "anchor-disjoint"), "{:?}", plan.verdict);
+
+    // --staging inside the anchor.
+    let mut req = scene.request(&r);
+    req.staging = Some(scene.anchor());
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert!(has(&plan, "anchor-disjoint"), "{:?}", plan.verdict);
+
+    // A dangling symlink at the target, spelled with a trailing `/` (which lstat follows).
+    std::os::unix::fs::symlink("nowhere", scene.target()).unwrap();
+    let mut req = scene.request(&r);
+    req.target = PathBuf::from(format!("{}/", scene.target().display()));
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert!(has(&plan, "target-absent"), "{:?}", plan.verdict);
+    std::fs::remove_file(scene.target()).unwrap();
+
+    // A target the plan's JSON cannot spell: an error that says so.
+    let mut req = scene.request(&r);
+    req.target = scene.base.join(std::ffi::OsStr::from_bytes(b"new\xff"));
+    let err = preflight(&r, &req, &NoProgress).unwrap_err().to_string();
+    assert!(err.contains("not valid UTF-8"), "{err}");
+}
+
+#[test]
 fn leftovers_symlinked_and_world_writable_parents_fail() {
     let sshd = crate::sshd_or_skip!(shared);
     let _log = sshd.log_on_panic();
