@@ -664,6 +664,40 @@ impl Run<'_> {
                 kind_name(m.kind)
             )),
         }
+        // Every component of the target's and the staging's parents as preflight requires them:
+        // no symlink, none world-writable without the sticky bit. The plan's verdict is not
+        // taken on trust (its digest is a checksum, not a signature), and a path changed since
+        // the survey would redirect every write.
+        let mut components: Vec<PathBuf> = Vec::new();
+        for dir in [
+            Some(self.names.parent.as_path()),
+            self.names.staging.parent(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            for p in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+                if !components.iter().any(|c| c == p) {
+                    components.push(p.to_path_buf());
+                }
+            }
+        }
+        for (p, m) in components.iter().zip(r.lstats(&components)) {
+            match m.map_err(at("recheck"))? {
+                Some(m) if m.kind == FileKind::Symlink => out.push(format!(
+                    "{} is a symlink: the deploy would write where it points",
+                    p.display()
+                )),
+                Some(m) if m.kind == FileKind::Dir && m.mode & 0o002 != 0 && m.mode & 0o1000 == 0 => {
+                    out.push(format!(
+                        "{} is world-writable without the sticky bit (mode {:04o}): anyone could swap names in it",
+                        p.display(),
+                        m.mode
+                    ))
+                }
+                _ => {}
+            }
+        }
         let parent_fs = r.statvfs(&self.names.parent);
         match &parent_fs {
             Ok(st) => {

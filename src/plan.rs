@@ -1,6 +1,8 @@
 //! The locked deploy plan: what preflight established, what the deploy will do, in order, and
 //! how each step is undone. Written before any host mutation; sealed by its own digest so the
-//! deploy can refuse a plan that was edited.
+//! deploy can refuse a plan edited without recomputing it. The digest is a checksum, not a
+//! signature: whoever can write the plan can recompute it, so the deploy re-checks on the host
+//! everything its safety rests on (see `store-layout.md`, `## Plan`).
 //!
 //! Pure: values in, values out. The file format is documented in `store-layout.md`.
 

@@ -339,6 +339,33 @@ fn a_foreign_target_after_a_kill_before_the_promote_is_drift_not_ours() {
     assert_eq!(env.snapshot(), before, "{e}");
 }
 
+/// After the survey, a component of the target's parent becomes world-writable, then a
+/// symlink: the deploy re-checks the path itself (the plan's verdict is not taken on trust) and
+/// writes nothing until it is as preflight saw it.
+#[test]
+fn a_parent_path_changed_since_preflight_stops_the_deploy() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let before = env.snapshot();
+    let mode = |m| std::fs::set_permissions(&env.parent, std::fs::Permissions::from_mode(m));
+    mode(0o777).unwrap();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("world-writable without the sticky bit"), "{e}");
+    mode(0o755).unwrap();
+    let up = env.parent.parent().unwrap();
+    let real = up.with_file_name("incomex-real");
+    std::fs::rename(up, &real).unwrap();
+    std::os::unix::fs::symlink("incomex-real", up).unwrap();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("is a symlink"), "{e}");
+    std::fs::remove_file(up).unwrap();
+    std::fs::rename(&real, up).unwrap();
+    assert_eq!(env.snapshot(), before);
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+}
+
 #[test]
 fn cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree_local() {
     cleanup_never_reaches_through_a_symlink_planted_in_the_staged_tree(Host::Local);
