@@ -231,11 +231,12 @@ pub enum DeployError {
     LocalState { path: PathBuf, reason: String },
     #[error("anchor {}: {reason}", path.display())]
     Anchor { path: PathBuf, reason: String },
-    #[error("{step}: {source}{note}")]
+    // The cause is part of the message (before the note), not a separate source: anyhow's
+    // `{:#}` would print it twice.
+    #[error("{step}: {cause}{note}")]
     Remote {
         step: &'static str,
-        #[source]
-        source: RemoteError,
+        cause: RemoteError,
         /// What was left behind and what to do (empty when nothing).
         note: String,
     },
@@ -267,16 +268,16 @@ impl From<RemoteError> for DeployError {
     fn from(source: RemoteError) -> Self {
         DeployError::Remote {
             step: "remote",
-            source,
+            cause: source,
             note: String::new(),
         }
     }
 }
 
 fn at(step: &'static str) -> impl Fn(RemoteError) -> DeployError {
-    move |source| DeployError::Remote {
+    move |cause| DeployError::Remote {
         step,
-        source,
+        cause,
         note: String::new(),
     }
 }
@@ -1466,7 +1467,7 @@ impl Run<'_> {
             self.record(Step::Sync, Phase::Failed, out.stderr.clone())?;
             return Err(DeployError::Remote {
                 step: "sync",
-                source: RemoteError::Failed {
+                cause: RemoteError::Failed {
                     op: "sync -f",
                     path: path.to_path_buf(),
                     reason: format!("exit {:?}: {}", out.status, out.stderr.trim()),
@@ -1979,7 +1980,7 @@ impl Run<'_> {
             String::new()
         };
         match err {
-            DeployError::Remote { step, source, .. } => DeployError::Remote { step, source, note },
+            DeployError::Remote { step, cause, .. } => DeployError::Remote { step, cause, note },
             DeployError::Interrupted { step, .. } => DeployError::Interrupted {
                 step,
                 state: if self.promoted {

@@ -19,9 +19,9 @@ pub fn survey(
 ) -> Result<(Digest, Digest), DeployError> {
     match survey_anchor(remote, path, progress) {
         Ok((a, _)) => Ok((a.recipe_digest, a.tree_identity)),
-        Err(PreflightError::Remote(source)) => Err(DeployError::Remote {
+        Err(PreflightError::Remote(cause)) => Err(DeployError::Remote {
             step: "anchor",
-            source,
+            cause,
             note: String::new(),
         }),
         Err(e) => Err(DeployError::Anchor {

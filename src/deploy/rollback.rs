@@ -50,9 +50,9 @@ pub struct RollbackReport {
 }
 
 fn at(step: &'static str) -> impl Fn(RemoteError) -> DeployError {
-    move |source| DeployError::Remote {
+    move |cause| DeployError::Remote {
         step,
-        source,
+        cause,
         note: String::new(),
     }
 }
