@@ -307,17 +307,25 @@ pub fn preflight(
     }
     let parent_ok = check_components(remote, parent, &mut checks, "parent-")?;
 
-    // Can the login create entries in the parent? SFTP does not say who we are; the owner of
-    // the login's home directory is the login's uid on every ordinary system.
+    // Can the login create entries in the parent? SFTP does not say who we are. On Linux,
+    // `/proc/self` (followed) is the server process's own directory, owned by the login's
+    // uid and gid; elsewhere the owner of the login's home is the guess, which a service login
+    // whose home root owns (`/var/www`) would get wrong.
     let target_fs = if parent_ok {
         let pm = remote
             .lstat(parent)
             .map_err(|e| fatal(e).err())
             .ok()
             .flatten();
-        let home = remote.lstat(Path::new(&facts.home)).ok().flatten();
-        if let (Some(pm), Some(home)) = (pm, home) {
-            let uid = home.uid;
+        let login = match remote.stat(Path::new("/proc/self")) {
+            Ok(Some(m)) if m.kind == FileKind::Dir => Some((m.uid, m.gid, "its /proc/self")),
+            _ => remote
+                .lstat(Path::new(&facts.home))
+                .ok()
+                .flatten()
+                .map(|h| (h.uid, h.gid, "owner of its home")),
+        };
+        if let (Some(pm), Some((uid, login_gid, how))) = (pm, login) {
             let (ok, why) = if uid == 0 {
                 (true, "the login is root".to_string())
             } else if pm.mode & 0o002 != 0 {
@@ -327,13 +335,10 @@ pub fn preflight(
                     true,
                     format!("the login (uid {uid}) owns it with write permission"),
                 )
-            } else if pm.gid == home.gid && pm.mode & 0o020 != 0 {
+            } else if pm.gid == login_gid && pm.mode & 0o020 != 0 {
                 (
                     true,
-                    format!(
-                        "group {} may write and the login's home has that group",
-                        pm.gid
-                    ),
+                    format!("group {} may write and it is the login's group", pm.gid),
                 )
             } else if pm.mode & 0o020 != 0 {
                 checks.warn(format!(
@@ -349,11 +354,10 @@ pub fn preflight(
                 (
                     false,
                     format!(
-                        "permission denied: {} is owned by uid {} with mode {:04o}; the login (uid {uid}, owner of {}) cannot create entries in it",
+                        "permission denied: {} is owned by uid {} with mode {:04o}; the login (uid {uid}, {how}) cannot create entries in it: deploy as its owner, or choose a target in a directory the login may write",
                         parent.display(),
                         pm.uid,
                         pm.mode,
-                        facts.home
                     ),
                 )
             };

@@ -518,6 +518,18 @@ fn unprivileged_login_fails_with_permission_denied() {
     for p in [scene.base.parent().unwrap(), &scene.base] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // A service login whose home root owns (as www-data's /var/www) is still not taken for
+    // root: who the login is comes from the server process itself, not from its home's owner.
+    struct Restore(PathBuf, u32, u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::os::unix::fs::chown(&self.0, Some(self.1), Some(self.2));
+        }
+    }
+    let home = PathBuf::from("/home").join(crate::support::sshd::TEST_USER);
+    let owner = std::fs::metadata(&home).unwrap();
+    let _restore = Restore(home.clone(), owner.uid(), owner.gid());
+    std::os::unix::fs::chown(&home, Some(0), Some(0)).unwrap();
     let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
     assert_eq!(
         failed_checks(&plan),
