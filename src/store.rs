@@ -128,6 +128,14 @@ pub enum StoreError {
     ContentMismatch { path: PathBuf, detail: String },
     #[error("{path}: broken artifact: {reason}")]
     Broken { path: PathBuf, reason: String },
+    #[error(
+        "{path}: is a symlink; the store reads, writes and removes only through its own \
+         directories, never through a link out of it: replace the link with a directory, or \
+         pass the link's target as --store if it is a store of its own"
+    )]
+    LinkedLayout { path: PathBuf },
+    #[error("{path}: is not a directory; remove it so that the store can create its own")]
+    NotADirectory { path: PathBuf },
 }
 
 impl StoreError {
@@ -183,9 +191,30 @@ impl Store {
         };
         for sub in ["artifacts", "tmp"] {
             let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io_at(&p))?;
+            if fs::symlink_metadata(&p).is_err() {
+                fs::create_dir_all(&p).map_err(io_at(&p))?;
+            }
         }
-        Ok(Store { root })
+        let store = Store { root };
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    /// Refuses a `tmp/` or `artifacts/` that is a symlink (or not a directory): gc removes what
+    /// it finds in them and add writes there, which through a link would act outside the store.
+    /// The root itself may be a link: that is the user's choice of place.
+    fn check_layout(&self) -> Result<(), StoreError> {
+        for sub in ["artifacts", "tmp"] {
+            let path = self.root.join(sub);
+            let md = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+            if md.file_type().is_symlink() {
+                return Err(StoreError::LinkedLayout { path });
+            }
+            if !md.is_dir() {
+                return Err(StoreError::NotADirectory { path });
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -478,6 +507,8 @@ impl Store {
             }
         }
         if !dry_run {
+            // Once more just before removing: the layout may have changed since `open`.
+            self.check_layout()?;
             for item in &out {
                 let md = fs::symlink_metadata(&item.path).map_err(io_at(&item.path))?;
                 if md.is_dir() {

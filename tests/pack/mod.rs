@@ -1720,3 +1720,50 @@ fn pack_out_file_gets_the_usual_mode() {
     let lines: Vec<&str> = modes.lines().collect();
     assert_eq!(lines, ["640", "640"], "{modes}");
 }
+
+/// A store whose `tmp/` or `artifacts/` is a symlink is refused by every command before anything
+/// is read or removed through the link (gc used to delete old files in the link's target). The
+/// store root itself may be reached through a symlink: that is the user's choice of place.
+#[test]
+fn a_symlinked_tmp_or_artifacts_dir_is_refused_and_nothing_outside_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(outside.join("project")).unwrap();
+    fs::write(outside.join("old-report.txt"), "precious").unwrap();
+    sh(
+        tmp.path(),
+        "touch -d 2020-01-01 outside/old-report.txt outside/project",
+    );
+    let want = [PathBuf::from("old-report.txt"), PathBuf::from("project")];
+    for sub in ["tmp", "artifacts"] {
+        let link = tmp.path().join("s").join(sub);
+        let real = tmp.path().join(format!("real-{sub}"));
+        fs::rename(&link, &real).unwrap();
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let commands: [&[&str]; 5] = [
+            &["store", "gc"],
+            &["store", "gc", "--dry-run"],
+            &["store", "list"],
+            &["store", "verify"],
+            &["pack", "t"],
+        ];
+        for args in commands {
+            let out = sealpush(tmp.path(), args.iter().chain(&["--store", "s"])).expect_code(2);
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("s/{sub}: is a symlink")),
+                "{args:?}: {err}"
+            );
+            assert_eq!(listing(&outside), want, "{args:?} acted through the link");
+        }
+        fs::remove_file(&link).unwrap();
+        fs::rename(&real, &link).unwrap();
+    }
+    std::os::unix::fs::symlink(tmp.path().join("s"), tmp.path().join("via")).unwrap();
+    sealpush(tmp.path(), ["store", "verify", "--store", "via"]).ok();
+    let gc = sealpush(tmp.path(), ["store", "gc", "--store", "via"]).ok();
+    assert_eq!(stdout(&gc), "");
+}
