@@ -359,7 +359,7 @@ impl Store {
 
     /// The name recorded in an artifact's meta.json, if it can be read.
     fn meta_name(&self, id: &str) -> Option<String> {
-        let bytes = fs::read(self.artifacts_dir().join(id).join("meta.json")).ok()?;
+        let bytes = read_part(&self.artifacts_dir().join(id).join("meta.json"), META_MAX).ok()?;
         serde_json::from_slice::<ArtifactMeta>(&bytes)
             .ok()
             .map(|m| m.name)
@@ -647,6 +647,50 @@ fn write_new(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     f.write_all(data).map_err(io_at(path))
 }
 
+/// Most bytes read of a meta.json: sealpush writes well under 1 KiB.
+const META_MAX: u64 = 1 << 20;
+/// Most bytes read of a manifest.txt: about 4 million entries of ordinary path lengths.
+const MANIFEST_MAX: u64 = 512 << 20;
+
+/// Opens a part of an artifact (its archive, manifest or meta) for reading, with its size. sealpush
+/// writes each as a regular file: a symlink is not followed (it could lead to /dev/zero or out
+/// of the store) and a fifo or device is refused before it is read (`O_NONBLOCK`: opening a fifo
+/// does not wait for a writer). Such a part makes its artifact broken.
+fn open_part(path: &Path) -> io::Result<(fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other("is a symlink (sealpush writes none here)"),
+            _ => e,
+        })?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::other(
+            "is not a regular file (a fifo, device or directory)",
+        ));
+    }
+    Ok((f, md.len()))
+}
+
+/// Reads a small part of an artifact (see [`open_part`]), refusing one larger than `max`.
+fn read_part(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let (f, len) = open_part(path)?;
+    let too_big = || io::Error::other(format!("is larger than {max} bytes, the most read of it"));
+    if len > max {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    // The file may grow after the fstat: read one byte past the limit to notice.
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(buf)
+}
+
 /// Loads an artifact directory and checks that its parts agree.
 fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError> {
     let broken = |reason: String| StoreError::Broken {
@@ -654,14 +698,16 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
         reason,
     };
     let meta_path = dir.join("meta.json");
-    let meta_bytes = fs::read(&meta_path).map_err(|e| broken(format!("meta.json: {e}")))?;
+    let meta_bytes =
+        read_part(&meta_path, META_MAX).map_err(|e| broken(format!("meta.json: {e}")))?;
     let meta: ArtifactMeta =
         serde_json::from_slice(&meta_bytes).map_err(|source| StoreError::Meta {
             path: meta_path,
             source,
         })?;
     let man_path = dir.join("manifest.txt");
-    let man_bytes = fs::read(&man_path).map_err(|e| broken(format!("manifest.txt: {e}")))?;
+    let man_bytes =
+        read_part(&man_path, MANIFEST_MAX).map_err(|e| broken(format!("manifest.txt: {e}")))?;
     let manifest = Manifest::decode(&man_bytes).map_err(|source| StoreError::Manifest {
         path: man_path,
         source,
@@ -674,9 +720,9 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
         )));
     }
     let archive = dir.join(format!("archive.{}", meta.format.extension()));
-    let size = fs::metadata(&archive)
+    let size = open_part(&archive)
         .map_err(|e| broken(format!("{}: {e}", archive.display())))?
-        .len();
+        .1;
     if size != meta.archive_size {
         return Err(broken(format!(
             "archive size {size} differs from meta.json's {}",
@@ -693,8 +739,12 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
 
 /// sha256 and size of a file.
 pub fn sha256_file(path: &Path) -> Result<(Digest, u64), StoreError> {
+    sha256_reader(fs::File::open(path).map_err(io_at(path))?, path)
+}
+
+/// sha256 and size of what `f` reads to its end (`path` names it in errors).
+fn sha256_reader(mut f: impl Read, path: &Path) -> Result<(Digest, u64), StoreError> {
     use sha2::Digest as _;
-    let mut f = fs::File::open(path).map_err(io_at(path))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -756,7 +806,14 @@ fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
 
 fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
     progress.start("verifying", Some(a.meta.archive_size), None);
-    let (sha, size) = sha256_file(&a.archive)?;
+    // A stored archive is read only as the regular file it must be; an archive outside the
+    // store is the file the user named, links included.
+    let file = if a.id.is_some() {
+        open_part(&a.archive).map(|(f, _)| f)
+    } else {
+        fs::File::open(&a.archive)
+    };
+    let (sha, size) = sha256_reader(file.map_err(io_at(&a.archive))?, &a.archive)?;
     progress.finish();
     if size != a.meta.archive_size {
         return Err(StoreError::Mismatch {

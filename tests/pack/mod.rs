@@ -1767,3 +1767,85 @@ fn a_symlinked_tmp_or_artifacts_dir_is_refused_and_nothing_outside_is_removed() 
     let gc = sealpush(tmp.path(), ["store", "gc", "--store", "via"]).ok();
     assert_eq!(stdout(&gc), "");
 }
+
+/// `sealpush ARGS` under a 1 GiB address-space limit, killed after 20 s: a command that reads
+/// an endless device or blocks on a fifo fails the test instead of hanging it or eating memory.
+fn sealpush_bounded(cwd: &Path, args: &[&str]) -> Output {
+    TestCommand::new("bash", cwd)
+        .cmd_args([
+            "-c",
+            "ulimit -v 1048576; exec timeout -s KILL 20 \"$@\"",
+            "bash",
+        ])
+        .cmd_arg(crate::support::bin())
+        .cmd_args(args)
+        .output()
+}
+
+/// Parts of an artifact that are fifos, links to /dev/zero or links out of the store make the
+/// artifact broken: list, verify and gc neither block nor read them, and gc removes the links,
+/// never their targets.
+#[test]
+fn planted_fifos_and_links_in_an_artifact_are_broken_and_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let arts = tmp.path().join("s/artifacts");
+    let id = fs::read_dir(&arts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let id = id.to_str().unwrap().to_string();
+    let outside = tmp.path().join("outside.tar.zst");
+    fs::copy(arts.join(&id).join("archive.tar.zst"), &outside).unwrap();
+    let plants = [
+        ("zero-manifest", "ln -s /dev/zero manifest.txt"),
+        ("zero-meta", "ln -s /dev/zero meta.json"),
+        ("fifo-meta", "mkfifo meta.json"),
+        ("fifo-manifest", "mkfifo manifest.txt"),
+        ("fifo-archive", "mkfifo archive.tar.zst"),
+        (
+            "linked-archive",
+            &format!("ln -s '{}' archive.tar.zst", outside.display()),
+        ),
+    ];
+    for (suffix, how) in plants {
+        let d = arts.join(format!("{id}.{suffix}"));
+        sh(
+            tmp.path(),
+            &format!("cp -a '{}' '{}'", arts.join(&id).display(), d.display()),
+        );
+        let part = how.rsplit(' ').next().unwrap();
+        fs::remove_file(d.join(part)).unwrap();
+        sh(&d, how);
+    }
+    let list = sealpush_bounded(tmp.path(), &["store", "list", "--store", "s"]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    assert_eq!(stdout(&list).lines().count(), 1, "{}", stdout(&list));
+    for (suffix, _) in plants {
+        assert!(
+            stderr(&list).contains(&format!("{id}.{suffix}")),
+            "{}",
+            stderr(&list)
+        );
+    }
+    // By name: the reference is looked up in every meta.json.
+    let show = sealpush_bounded(tmp.path(), &["store", "show", "t", "--store", "s"]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    let verify = sealpush_bounded(tmp.path(), &["store", "verify", "--store", "s"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", stderr(&verify));
+    assert!(
+        stdout(&verify).contains(&format!("ok\t{id}\n")),
+        "{}",
+        stdout(&verify)
+    );
+    let gc = sealpush_bounded(tmp.path(), &["store", "gc", "--store", "s"]);
+    assert_eq!(gc.status.code(), Some(0), "{}", stderr(&gc));
+    assert_eq!(listing(&arts).len(), 4, "{:?}", listing(&arts));
+    assert!(outside.is_file());
+    assert!(Path::new("/dev/zero").exists());
+    sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
+}
