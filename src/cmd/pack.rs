@@ -52,7 +52,8 @@ pub struct Args {
     /// Also write a plain copy of the archive to FILE (replaced atomically if it exists).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Print JSON instead of `key: value` lines.
+    /// Print JSON instead of `key: value` lines. Refused, before packing, when the store or
+    /// --out path is not UTF-8 (a JSON string cannot hold it).
     #[arg(long)]
     pub json: bool,
 }
@@ -64,6 +65,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     }
     opts.threads = args.threads.map(|n| n as usize);
     let store = Store::open(args.store.as_deref()).context("opening the store")?;
+    // Decided before packing: a JSON answer that cannot be printed must not follow a pack that
+    // stored an artifact and wrote --out. The artifact's path is the store's plus a UTF-8 id.
+    if args.json {
+        super::store::json_path("the store", store.root())?;
+        if let Some(out) = &args.out {
+            super::store::json_path("--out", out)?;
+        }
+    }
     let start = Instant::now();
     let progress = globals.progress();
     let (a, added) = store
@@ -75,8 +84,12 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let m = &a.meta;
     let mut stdout = std::io::stdout().lock();
     if args.json {
+        let out = match &args.out {
+            Some(p) => Some(super::store::json_path("--out", p)?),
+            None => None,
+        };
         let v = serde_json::json!({
-            "artifact": a.archive,
+            "artifact": super::store::json_path("the artifact", &a.archive)?,
             "id": a.id,
             "name": m.name,
             "format": m.format,
@@ -89,7 +102,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             "files": m.files,
             "unpacked_bytes": m.unpacked_bytes,
             "new": added,
-            "out": args.out,
+            "out": out,
         });
         writeln!(stdout, "{v}")?;
     } else {

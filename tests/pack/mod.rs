@@ -1849,3 +1849,69 @@ fn planted_fifos_and_links_in_an_artifact_are_broken_and_never_read() {
     assert!(Path::new("/dev/zero").exists());
     sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
 }
+
+/// JSON strings cannot hold a path that is not UTF-8: `--json` refuses such a store or `--out`
+/// path with a clear error, before anything is stored (it used to panic after the pack).
+#[test]
+fn json_output_refuses_paths_that_are_not_utf8_before_packing() {
+    use std::ffi::OsStr;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let bad = OsStr::from_bytes(b"st\xffore");
+    let out = sealpush(
+        tmp.path(),
+        [
+            "pack".as_ref(),
+            "t".as_ref(),
+            "--json".as_ref(),
+            "--store".as_ref(),
+            bad,
+        ],
+    )
+    .expect_code(2);
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    assert!(
+        !tmp.path().join(bad).join("artifacts").exists()
+            || listing(&tmp.path().join(bad).join("artifacts")).is_empty()
+    );
+    let bad_out = OsStr::from_bytes(b"o\xff.tar.zst");
+    let out = sealpush(
+        tmp.path(),
+        [
+            "pack".as_ref(),
+            "t".as_ref(),
+            "--json".as_ref(),
+            "--store".as_ref(),
+            "ok".as_ref(),
+            "--out".as_ref(),
+            bad_out,
+        ],
+    )
+    .expect_code(2);
+    assert!(stderr(&out).contains("--out"), "{}", stderr(&out));
+    assert!(!tmp.path().join(bad_out).exists());
+    assert!(
+        !tmp.path().join("ok/artifacts").exists()
+            || listing(&tmp.path().join("ok/artifacts")).is_empty()
+    );
+    // Without --json the same store works, and then list/show --json refuse it clearly.
+    sealpush(
+        tmp.path(),
+        ["pack".as_ref(), "t".as_ref(), "--store".as_ref(), bad],
+    )
+    .ok();
+    for args in [
+        &["store", "list", "--json"][..],
+        &["store", "show", "t", "--json"],
+    ] {
+        let out = sealpush(
+            tmp.path(),
+            args.iter()
+                .map(OsStr::new)
+                .chain([OsStr::new("--store"), bad]),
+        )
+        .expect_code(2);
+        assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    }
+}
