@@ -314,7 +314,20 @@ impl Store {
                 Ok((published, true))
             }
             Err(UnpackError::Exists { .. }) => {
-                let existing = match self.load(&id) {
+                // `load` checks sizes, not bytes: an archive damaged in place still loads, and
+                // must not be trusted as "already stored" (nor copied to --out). The archive
+                // just packed is known good, so a stored one that is not what its meta.json
+                // records is replaced, as a broken artifact is.
+                let existing = match self.load(&id).and_then(|a| {
+                    if archive_intact(&a) {
+                        Ok(a)
+                    } else {
+                        Err(StoreError::Broken {
+                            path: a.archive,
+                            reason: "archive sha256 differs from meta.json's".into(),
+                        })
+                    }
+                }) {
                     Ok(a) => a,
                     Err(
                         StoreError::Broken { .. }
@@ -645,6 +658,15 @@ fn write_new(path: &Path, data: &[u8]) -> Result<(), StoreError> {
         .open(path)
         .map_err(io_at(path))?;
     f.write_all(data).map_err(io_at(path))
+}
+
+/// Does the stored archive hash to what its meta.json records? Any failure to read it counts
+/// as no.
+fn archive_intact(a: &StoredArtifact) -> bool {
+    open_part(&a.archive)
+        .map_err(io_at(&a.archive))
+        .and_then(|(f, _)| sha256_reader(f, &a.archive))
+        .is_ok_and(|(sha, size)| sha == a.meta.archive_sha256 && size == a.meta.archive_size)
 }
 
 /// Most bytes read of a meta.json: sealpush writes well under 1 KiB.

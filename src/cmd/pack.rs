@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use sealpush::pack::{Format, PackOptions};
 use sealpush::store::Store;
+use sha2::Digest as _;
 
 use super::{Exit, Globals};
 
@@ -79,7 +80,8 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         .add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref())
         .with_context(|| format!("packing {}", args.dir.display()))?;
     if let Some(out) = &args.out {
-        copy_atomically(&a.archive, out).with_context(|| format!("writing {}", out.display()))?;
+        copy_atomically(&a.archive, out, a.meta.archive_sha256)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     let m = &a.meta;
     let mut stdout = std::io::stdout().lock();
@@ -139,8 +141,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Copies `from` to `to` through a temp file beside `to`, renamed into place.
-fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+/// Copies `from` to `to` through a temp file beside `to`, renamed into place only if the bytes
+/// copied hash to `sha256`: --out gets exactly the bytes whose digest is printed, whatever
+/// happened to the stored file since it was checked.
+fn copy_atomically(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    sha256: sealpush::digest::Digest,
+) -> anyhow::Result<()> {
     let dir = match to.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
@@ -151,7 +159,36 @@ fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Resu
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)?;
     let mut src = std::fs::File::open(from)?;
-    std::io::copy(&mut src, tmp.as_file_mut())?;
+    let mut hashing = Hashing {
+        inner: tmp.as_file_mut(),
+        hash: sha2::Sha256::new(),
+    };
+    std::io::copy(&mut src, &mut hashing)?;
+    let copied = sealpush::digest::Digest(hashing.hash.finalize().into());
+    if copied != sha256 {
+        anyhow::bail!(
+            "{} changed since it was checked: its bytes hash to {copied}, not {sha256} \
+             (run `sealpush store verify`, then pack again)",
+            from.display()
+        );
+    }
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -988,12 +988,20 @@ fn packing_a_stored_tree_again_keeps_it_unless_the_same_version_made_other_bytes
     assert!(!added);
     assert_eq!(again, a);
 
-    // The stored record now says other bytes (a digest no sealpush wrote: only its difference
-    // matters), from this very version: refused.
-    let meta_path = a.archive.parent().unwrap().join("meta.json");
+    // The stored artifact now holds other bytes of the same size, and its record says so (as if
+    // this very version had written them; the digest from sha256sum): refused. A record that
+    // disagrees with its archive is damage, which packing again repairs (see
+    // packing_again_replaces_a_damaged_stored_archive_and_out_gets_the_printed_bytes).
+    let mut bytes = fs::read(&a.archive).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&a.archive, &bytes).unwrap();
+    let dir = a.archive.parent().unwrap();
+    let other = String::from_utf8(sh(dir, "sha256sum < archive.tar.zst")).unwrap();
+    let meta_path = dir.join("meta.json");
     let mut meta: serde_json::Value =
         serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
-    meta["archive_sha256"] = serde_json::json!("ab".repeat(32));
+    meta["archive_sha256"] = serde_json::json!(other[..64]);
     fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
     let err = pack().unwrap_err().to_string();
     assert!(err.contains("packed again with other bytes"), "{err}");
@@ -1914,4 +1922,47 @@ fn json_output_refuses_paths_that_are_not_utf8_before_packing() {
         .expect_code(2);
         assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
     }
+}
+
+/// A stored archive damaged in place (same size) is not "already stored": packing the tree
+/// again replaces it, and `--out` gets exactly the bytes whose sha256 is printed (checked with
+/// sha256sum).
+#[test]
+fn packing_again_replaces_a_damaged_stored_archive_and_out_gets_the_printed_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    sh(tmp.path(), "seq 1 30000 > t/f");
+    sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "good.tar.zst"],
+    )
+    .ok();
+    let arts = tmp.path().join("s/artifacts");
+    let dir = fs::read_dir(&arts).unwrap().next().unwrap().unwrap().path();
+    let archive = dir.join("archive.tar.zst");
+    let mut bytes = fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 4].copy_from_slice(&[0, 0, 0, 0]);
+    fs::write(&archive, &bytes).unwrap();
+    let out = sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "out.tar.zst"],
+    )
+    .ok();
+    let printed = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("archive-sha256: ").map(String::from))
+        .unwrap();
+    let actual = String::from_utf8(sh(tmp.path(), "sha256sum < out.tar.zst")).unwrap();
+    assert_eq!(
+        actual[..64],
+        printed,
+        "--out does not hold the printed bytes"
+    );
+    assert!(
+        fs::read(tmp.path().join("out.tar.zst")).unwrap()
+            == fs::read(tmp.path().join("good.tar.zst")).unwrap()
+    );
+    assert!(fs::read(&archive).unwrap() == fs::read(tmp.path().join("good.tar.zst")).unwrap());
+    sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
 }
