@@ -49,8 +49,12 @@ pub struct ArtifactMeta {
     pub recipe_locale: Option<String>,
     pub files: u64,
     pub unpacked_bytes: u64,
-    /// The sealpush that packed it.
+    /// The sealpush that packed it (informational: nothing checks it).
     pub tool_version: String,
+    /// The packed directory's name, which the recipe's paths start with (it differs from `name`
+    /// under `--name`); `None` when not UTF-8, or for artifacts stored before 0.2.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_name: Option<String>,
 }
 
 /// An artifact: its archive, its manifest and its metadata.
@@ -246,16 +250,15 @@ impl Store {
         opts: &PackOptions,
         progress: &dyn Progress,
     ) -> Result<(StoredArtifact, bool), StoreError> {
+        let abs = fs::canonicalize(dir).map_err(io_at(dir))?;
+        let dir_name = abs.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+        let tree_name = std::str::from_utf8(dir_name).ok().map(String::from);
         let name = match name {
             Some(n) => n.to_string(),
-            None => {
-                let abs = fs::canonicalize(dir).map_err(io_at(dir))?;
-                let n = abs.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
-                String::from_utf8(n.to_vec()).map_err(|_| StoreError::BadName {
-                    name: String::from_utf8_lossy(n).into_owned(),
-                    reason: "not UTF-8",
-                })?
-            }
+            None => tree_name.clone().ok_or_else(|| StoreError::BadName {
+                name: String::from_utf8_lossy(dir_name).into_owned(),
+                reason: "not UTF-8",
+            })?,
         };
         check_name(&name)?;
         let tmp_root = self.root.join("tmp");
@@ -295,6 +298,7 @@ impl Store {
             files: m.file_count(),
             unpacked_bytes: m.total_bytes(),
             tool_version: crate::TOOL_VERSION.to_string(),
+            tree_name,
         };
         write_new(&tmp.path().join("manifest.txt"), &m.encode())?;
         let mut json = serde_json::to_vec_pretty(&meta).expect("meta serialises");
@@ -462,6 +466,14 @@ impl Store {
     /// Re-hashes the archive (sha256 and size against the metadata) and its content against
     /// the manifest. A mismatch is an error for which [`StoreError::is_check_failure`] holds.
     pub fn verify(artifact: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
+        verify_artifact(artifact, progress).map(drop)
+    }
+
+    /// [`Store::verify`], also returning what could not be checked (each a sentence).
+    pub fn verify_reporting(
+        artifact: &StoredArtifact,
+        progress: &dyn Progress,
+    ) -> Result<Vec<String>, StoreError> {
         verify_artifact(artifact, progress)
     }
 
@@ -817,6 +829,7 @@ fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
         files: manifest.file_count(),
         unpacked_bytes: manifest.total_bytes(),
         tool_version: String::new(),
+        tree_name: None,
     };
     Ok(StoredArtifact {
         archive: path.to_path_buf(),
@@ -826,7 +839,7 @@ fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
     })
 }
 
-fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
+fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<Vec<String>, StoreError> {
     progress.start("verifying", Some(a.meta.archive_size), None);
     // A stored archive is read only as the regular file it must be; an archive outside the
     // store is the file the user named, links included.
@@ -870,5 +883,97 @@ fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<(), St
             actual: a.manifest.identity().to_hex(),
         });
     }
-    Ok(())
+    if a.id.is_none() {
+        // An archive outside the store: its record was derived from it just now.
+        return Ok(Vec::new());
+    }
+    check_meta(a)
+}
+
+/// The fields of a stored artifact's meta.json that follow from its checked manifest and its
+/// id, and the manifest's recipe line against the recipe computed from its entries. Returns
+/// what could not be checked.
+fn check_meta(a: &StoredArtifact) -> Result<Vec<String>, StoreError> {
+    let (m, man) = (&a.meta, &a.manifest);
+    let mismatch = |what, expected: String, actual: String| {
+        Err(StoreError::Mismatch {
+            path: a.archive.clone(),
+            what,
+            expected,
+            actual,
+        })
+    };
+    if m.files != man.file_count() {
+        return mismatch(
+            "files in meta.json",
+            man.file_count().to_string(),
+            m.files.to_string(),
+        );
+    }
+    if m.unpacked_bytes != man.total_bytes() {
+        let (want, got) = (man.total_bytes().to_string(), m.unpacked_bytes.to_string());
+        return mismatch("unpacked_bytes in meta.json", want, got);
+    }
+    let mut head = [0u8; 4];
+    let n = open_part(&a.archive)
+        .and_then(|(mut f, _)| f.read(&mut head))
+        .map_err(io_at(&a.archive))?;
+    if Format::sniff(&head[..n]) != Some(m.format) {
+        return mismatch(
+            "format in meta.json",
+            "the archive's magic bytes".into(),
+            m.format.to_string(),
+        );
+    }
+    // Name, level, mtime and format are recorded nowhere else: the id is their second record.
+    let id = a.id.as_deref().unwrap_or_default();
+    if expected_id(m) != id {
+        let what = "id (meta.json's name, level, mtime or format against the directory's name)";
+        return mismatch(what, id.to_string(), expected_id(m));
+    }
+    let recorded = man.recipe.as_ref().map(|r| (r.digest, r.locale.clone()));
+    if recorded != m.recipe_digest.zip(m.recipe_locale.clone()) {
+        let show =
+            |r: Option<(Digest, String)>| r.map_or("none".into(), |(d, l)| format!("{d} {l}"));
+        let meta = m.recipe_digest.zip(m.recipe_locale.clone());
+        return mismatch(
+            "recipe digest in meta.json against manifest.txt",
+            show(recorded),
+            show(meta),
+        );
+    }
+    let Some(tree_name) = &m.tree_name else {
+        return Ok(vec![
+            "recipe digest not re-derived: meta.json does not record the packed \
+                        directory's name, which the recipe's paths start with"
+                .into(),
+        ]);
+    };
+    match (
+        crate::manifest::recipe_from_entries(tree_name.as_bytes(), &man.entries),
+        &man.recipe,
+    ) {
+        (Some(d), Some(r)) if r.locale == "C" && d != r.digest => mismatch(
+            "recipe line of manifest.txt (computed from its entries)",
+            d.to_hex(),
+            r.digest.to_hex(),
+        ),
+        // sealpush records the recipe whenever it follows from the entries.
+        (Some(d), None) => mismatch(
+            "recipe line of manifest.txt (computed from its entries)",
+            d.to_hex(),
+            "none".into(),
+        ),
+        (Some(_), Some(r)) if r.locale != "C" => Ok(vec![format!(
+            "recipe digest not re-derived: it is recorded for locale {}, not C",
+            r.locale
+        )]),
+        (None, Some(_)) => Ok(vec![
+            "recipe digest not re-derived: a path needs the pipeline's \
+                                    quirks (xargs quoting, sha256sum escaping), which only the \
+                                    real files can answer"
+                .into(),
+        ]),
+        _ => Ok(Vec::new()),
+    }
 }

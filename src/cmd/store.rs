@@ -126,9 +126,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             let progress = globals.progress();
             let mut failed = Vec::new();
             for (label, a) in targets {
-                let result = a.and_then(|a| Store::verify(&a, progress.as_ref()));
+                let result = a.and_then(|a| Store::verify_reporting(&a, progress.as_ref()));
                 match result {
-                    Ok(()) => writeln!(out, "ok\t{label}")?,
+                    Ok(unchecked) => {
+                        writeln!(out, "ok\t{label}")?;
+                        for u in unchecked {
+                            globals.note(format_args!("{label}: {u}"));
+                        }
+                    }
                     Err(e) => {
                         writeln!(out, "FAILED\t{label}\t{}", chain(&e))?;
                         failed.push(label);

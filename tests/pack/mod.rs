@@ -1966,3 +1966,100 @@ fn packing_again_replaces_a_damaged_stored_archive_and_out_gets_the_printed_byte
     assert!(fs::read(&archive).unwrap() == fs::read(tmp.path().join("good.tar.zst")).unwrap());
     sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
 }
+
+/// `store verify` checks every field of meta.json that follows from the archive, the manifest
+/// and the id, and the manifest's recipe line against the recipe computed from its entries
+/// (independently: the real pipeline gives the expected digest). `tool_version` is
+/// informational. Where the recipe cannot be computed from the entries, verify says so.
+#[test]
+fn store_verify_checks_every_derivable_meta_field_and_the_recipe_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "hi\n").unwrap();
+    fs::write(tmp.path().join("t/g"), "there\n").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let dir = fs::read_dir(tmp.path().join("s/artifacts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (meta_path, man_path) = (dir.join("meta.json"), dir.join("manifest.txt"));
+    let meta0: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    let man0 = fs::read(&man_path).unwrap();
+    let recipe = real_recipe(tmp.path(), "t");
+    assert!(String::from_utf8_lossy(&man0).contains(&format!("recipe {recipe} C\n")));
+    let other = "1".repeat(64);
+    let verify = |edit: &dyn Fn(&mut serde_json::Value, &mut String), expect: i32| {
+        let mut meta = meta0.clone();
+        let mut man = String::from_utf8(man0.clone()).unwrap();
+        edit(&mut meta, &mut man);
+        fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+        fs::write(&man_path, &man).unwrap();
+        let out = sealpush(tmp.path(), ["store", "verify", "--store", "s"]).expect_code(expect);
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    type Edit<'a> = Box<dyn Fn(&mut serde_json::Value, &mut String) + 'a>;
+    let cases: Vec<(&str, Edit<'_>)> = vec![
+        ("files", Box::new(|m, _| m["files"] = 999.into())),
+        (
+            "unpacked",
+            Box::new(|m, _| m["unpacked_bytes"] = 1_000_000_000_000_000u64.into()),
+        ),
+        (
+            "recipe",
+            Box::new(|m, _| m["recipe_digest"] = "0".repeat(64).into()),
+        ),
+        (
+            "recipe",
+            Box::new(|m, _| m["recipe_locale"] = "en_US.UTF-8".into()),
+        ),
+        (
+            "recipe",
+            Box::new(|m, _| m["recipe_digest"] = serde_json::Value::Null),
+        ),
+        ("id", Box::new(|m, _| m["level"] = 19.into())),
+        ("id", Box::new(|m, _| m["name"] = "other".into())),
+        ("id", Box::new(|m, _| m["mtime"] = 5.into())),
+        (
+            "recipe",
+            Box::new(|_, man| *man = man.replace(&recipe, &other)),
+        ),
+        // Both records agree with each other, but not with the entries.
+        (
+            "recipe",
+            Box::new(|m, man| {
+                *man = man.replace(&recipe, &other);
+                m["recipe_digest"] = other.clone().into();
+            }),
+        ),
+    ];
+    for (what, edit) in &cases {
+        let out = verify(edit.as_ref(), 1);
+        assert!(
+            out.contains("FAILED") && out.contains(what),
+            "{what}: {out}"
+        );
+    }
+    let out = verify(&|m, _| m["tool_version"] = "sealpush 0.1.0".into(), 0);
+    assert!(out.contains("ok\t"), "{out}");
+
+    // An artifact named other than its directory (--name) still verifies; one whose recipe
+    // cannot follow from its entries (a name with a space) verifies and says what it skipped.
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta0).unwrap()).unwrap();
+    fs::write(&man_path, &man0).unwrap();
+    sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--name", "renamed"],
+    )
+    .ok();
+    fs::write(tmp.path().join("t/a b"), "spaced\n").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let out = sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
+    assert_eq!(stdout(&out).matches("ok\t").count(), 3, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("recipe digest not re-derived"),
+        "{}",
+        stderr(&out)
+    );
+}
