@@ -2063,3 +2063,30 @@ fn store_verify_checks_every_derivable_meta_field_and_the_recipe_line() {
         stderr(&out)
     );
 }
+
+/// A ustar header holds an mtime of at most 11 octal digits (8589934591, 2242-03-16): a larger
+/// SOURCE_DATE_EPOCH is refused rather than clamped in the archive while the id records it.
+#[test]
+fn a_source_date_epoch_past_the_ustar_limit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for too_big in ["8589934592", "18446744073709551615"] {
+        let out = sealpush(tmp.path(), ["pack", "t", "--store", "s"])
+            .env("SOURCE_DATE_EPOCH", too_big)
+            .expect_code(2);
+        assert!(stderr(&out).contains("8589934591"), "{}", stderr(&out));
+        assert!(
+            !tmp.path().join("s/artifacts").exists()
+                || listing(&tmp.path().join("s/artifacts")).is_empty()
+        );
+    }
+    sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "o.tar.zst"],
+    )
+    .env("SOURCE_DATE_EPOCH", "8589934591")
+    .ok();
+    let text = String::from_utf8(sh(tmp.path(), "TZ=UTC tar --full-time -tvf o.tar.zst")).unwrap();
+    assert!(text.contains("2242-03-16 12:56:31"), "{text}");
+}
