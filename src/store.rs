@@ -138,6 +138,11 @@ pub enum StoreError {
          pass the link's target as --store if it is a store of its own"
     )]
     LinkedLayout { path: PathBuf },
+    #[error(
+        "the store {store} is inside the tree {tree}, so the pack would archive its own temp \
+         files: pass a --store outside the tree"
+    )]
+    StoreInTree { store: PathBuf, tree: PathBuf },
     #[error("{path}: is not a directory; remove it so that the store can create its own")]
     NotADirectory { path: PathBuf },
 }
@@ -251,6 +256,14 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<(StoredArtifact, bool), StoreError> {
         let abs = fs::canonicalize(dir).map_err(io_at(dir))?;
+        // The pack's own temp archive would be in the tree it packs.
+        let root = fs::canonicalize(&self.root).map_err(io_at(&self.root))?;
+        if root.starts_with(&abs) {
+            return Err(StoreError::StoreInTree {
+                store: root,
+                tree: abs,
+            });
+        }
         let dir_name = abs.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
         let tree_name = std::str::from_utf8(dir_name).ok().map(String::from);
         let name = match name {

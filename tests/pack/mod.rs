@@ -2090,3 +2090,15 @@ fn a_source_date_epoch_past_the_ustar_limit_is_refused() {
     let text = String::from_utf8(sh(tmp.path(), "TZ=UTC tar --full-time -tvf o.tar.zst")).unwrap();
     assert!(text.contains("2242-03-16 12:56:31"), "{text}");
 }
+
+/// A store inside the tree being packed would pack the pack's own temp file: refused.
+#[test]
+fn packing_a_tree_that_contains_the_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let out = sealpush(tmp.path(), ["pack", "t", "--store", "t/.store"]).expect_code(2);
+    assert!(stderr(&out).contains("inside the tree"), "{}", stderr(&out));
+    // A store beside the tree is fine.
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+}
