@@ -49,8 +49,12 @@ pub struct ArtifactMeta {
     pub recipe_locale: Option<String>,
     pub files: u64,
     pub unpacked_bytes: u64,
-    /// The sealpush that packed it.
+    /// The sealpush that packed it (informational: nothing checks it).
     pub tool_version: String,
+    /// The packed directory's name, which the recipe's paths start with (it differs from `name`
+    /// under `--name`); `None` when not UTF-8, or for artifacts stored before 0.2.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_name: Option<String>,
 }
 
 /// An artifact: its archive, its manifest and its metadata.
@@ -128,6 +132,19 @@ pub enum StoreError {
     ContentMismatch { path: PathBuf, detail: String },
     #[error("{path}: broken artifact: {reason}")]
     Broken { path: PathBuf, reason: String },
+    #[error(
+        "{path}: is a symlink; the store reads, writes and removes only through its own \
+         directories, never through a link out of it: replace the link with a directory, or \
+         pass the link's target as --store if it is a store of its own"
+    )]
+    LinkedLayout { path: PathBuf },
+    #[error(
+        "the store {store} is inside the tree {tree}, so the pack would archive its own temp \
+         files: pass a --store outside the tree"
+    )]
+    StoreInTree { store: PathBuf, tree: PathBuf },
+    #[error("{path}: is not a directory; remove it so that the store can create its own")]
+    NotADirectory { path: PathBuf },
 }
 
 impl StoreError {
@@ -183,9 +200,30 @@ impl Store {
         };
         for sub in ["artifacts", "tmp"] {
             let p = root.join(sub);
-            fs::create_dir_all(&p).map_err(io_at(&p))?;
+            if fs::symlink_metadata(&p).is_err() {
+                fs::create_dir_all(&p).map_err(io_at(&p))?;
+            }
         }
-        Ok(Store { root })
+        let store = Store { root };
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    /// Refuses a `tmp/` or `artifacts/` that is a symlink (or not a directory): gc removes what
+    /// it finds in them and add writes there, which through a link would act outside the store.
+    /// The root itself may be a link: that is the user's choice of place.
+    fn check_layout(&self) -> Result<(), StoreError> {
+        for sub in ["artifacts", "tmp"] {
+            let path = self.root.join(sub);
+            let md = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+            if md.file_type().is_symlink() {
+                return Err(StoreError::LinkedLayout { path });
+            }
+            if !md.is_dir() {
+                return Err(StoreError::NotADirectory { path });
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -217,16 +255,23 @@ impl Store {
         opts: &PackOptions,
         progress: &dyn Progress,
     ) -> Result<(StoredArtifact, bool), StoreError> {
+        let abs = fs::canonicalize(dir).map_err(io_at(dir))?;
+        // The pack's own temp archive would be in the tree it packs.
+        let root = fs::canonicalize(&self.root).map_err(io_at(&self.root))?;
+        if root.starts_with(&abs) {
+            return Err(StoreError::StoreInTree {
+                store: root,
+                tree: abs,
+            });
+        }
+        let dir_name = abs.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
+        let tree_name = std::str::from_utf8(dir_name).ok().map(String::from);
         let name = match name {
             Some(n) => n.to_string(),
-            None => {
-                let abs = fs::canonicalize(dir).map_err(io_at(dir))?;
-                let n = abs.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
-                String::from_utf8(n.to_vec()).map_err(|_| StoreError::BadName {
-                    name: String::from_utf8_lossy(n).into_owned(),
-                    reason: "not UTF-8",
-                })?
-            }
+            None => tree_name.clone().ok_or_else(|| StoreError::BadName {
+                name: String::from_utf8_lossy(dir_name).into_owned(),
+                reason: "not UTF-8",
+            })?,
         };
         check_name(&name)?;
         let tmp_root = self.root.join("tmp");
@@ -266,6 +311,7 @@ impl Store {
             files: m.file_count(),
             unpacked_bytes: m.total_bytes(),
             tool_version: crate::TOOL_VERSION.to_string(),
+            tree_name,
         };
         write_new(&tmp.path().join("manifest.txt"), &m.encode())?;
         let mut json = serde_json::to_vec_pretty(&meta).expect("meta serialises");
@@ -285,7 +331,20 @@ impl Store {
                 Ok((published, true))
             }
             Err(UnpackError::Exists { .. }) => {
-                let existing = match self.load(&id) {
+                // `load` checks sizes, not bytes: an archive damaged in place still loads, and
+                // must not be trusted as "already stored" (nor copied to --out). The archive
+                // just packed is known good, so a stored one that is not what its meta.json
+                // records is replaced, as a broken artifact is.
+                let existing = match self.load(&id).and_then(|a| {
+                    if archive_intact(&a) {
+                        Ok(a)
+                    } else {
+                        Err(StoreError::Broken {
+                            path: a.archive,
+                            reason: "archive sha256 differs from meta.json's".into(),
+                        })
+                    }
+                }) {
                     Ok(a) => a,
                     Err(
                         StoreError::Broken { .. }
@@ -330,7 +389,7 @@ impl Store {
 
     /// The name recorded in an artifact's meta.json, if it can be read.
     fn meta_name(&self, id: &str) -> Option<String> {
-        let bytes = fs::read(self.artifacts_dir().join(id).join("meta.json")).ok()?;
+        let bytes = read_part(&self.artifacts_dir().join(id).join("meta.json"), META_MAX).ok()?;
         serde_json::from_slice::<ArtifactMeta>(&bytes)
             .ok()
             .map(|m| m.name)
@@ -420,6 +479,14 @@ impl Store {
     /// Re-hashes the archive (sha256 and size against the metadata) and its content against
     /// the manifest. A mismatch is an error for which [`StoreError::is_check_failure`] holds.
     pub fn verify(artifact: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
+        verify_artifact(artifact, progress).map(drop)
+    }
+
+    /// [`Store::verify`], also returning what could not be checked (each a sentence).
+    pub fn verify_reporting(
+        artifact: &StoredArtifact,
+        progress: &dyn Progress,
+    ) -> Result<Vec<String>, StoreError> {
         verify_artifact(artifact, progress)
     }
 
@@ -478,6 +545,8 @@ impl Store {
             }
         }
         if !dry_run {
+            // Once more just before removing: the layout may have changed since `open`.
+            self.check_layout()?;
             for item in &out {
                 let md = fs::symlink_metadata(&item.path).map_err(io_at(&item.path))?;
                 if md.is_dir() {
@@ -616,6 +685,59 @@ fn write_new(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     f.write_all(data).map_err(io_at(path))
 }
 
+/// Does the stored archive hash to what its meta.json records? Any failure to read it counts
+/// as no.
+fn archive_intact(a: &StoredArtifact) -> bool {
+    open_part(&a.archive)
+        .map_err(io_at(&a.archive))
+        .and_then(|(f, _)| sha256_reader(f, &a.archive))
+        .is_ok_and(|(sha, size)| sha == a.meta.archive_sha256 && size == a.meta.archive_size)
+}
+
+/// Most bytes read of a meta.json: sealpush writes well under 1 KiB.
+const META_MAX: u64 = 1 << 20;
+/// Most bytes read of a manifest.txt: about 4 million entries of ordinary path lengths.
+const MANIFEST_MAX: u64 = 512 << 20;
+
+/// Opens a part of an artifact (its archive, manifest or meta) for reading, with its size. sealpush
+/// writes each as a regular file: a symlink is not followed (it could lead to /dev/zero or out
+/// of the store) and a fifo or device is refused before it is read (`O_NONBLOCK`: opening a fifo
+/// does not wait for a writer). Such a part makes its artifact broken.
+fn open_part(path: &Path) -> io::Result<(fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other("is a symlink (sealpush writes none here)"),
+            _ => e,
+        })?;
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Err(io::Error::other(
+            "is not a regular file (a fifo, device or directory)",
+        ));
+    }
+    Ok((f, md.len()))
+}
+
+/// Reads a small part of an artifact (see [`open_part`]), refusing one larger than `max`.
+fn read_part(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let (f, len) = open_part(path)?;
+    let too_big = || io::Error::other(format!("is larger than {max} bytes, the most read of it"));
+    if len > max {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    // The file may grow after the fstat: read one byte past the limit to notice.
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(too_big());
+    }
+    Ok(buf)
+}
+
 /// Loads an artifact directory and checks that its parts agree.
 fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError> {
     let broken = |reason: String| StoreError::Broken {
@@ -623,14 +745,16 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
         reason,
     };
     let meta_path = dir.join("meta.json");
-    let meta_bytes = fs::read(&meta_path).map_err(|e| broken(format!("meta.json: {e}")))?;
+    let meta_bytes =
+        read_part(&meta_path, META_MAX).map_err(|e| broken(format!("meta.json: {e}")))?;
     let meta: ArtifactMeta =
         serde_json::from_slice(&meta_bytes).map_err(|source| StoreError::Meta {
             path: meta_path,
             source,
         })?;
     let man_path = dir.join("manifest.txt");
-    let man_bytes = fs::read(&man_path).map_err(|e| broken(format!("manifest.txt: {e}")))?;
+    let man_bytes =
+        read_part(&man_path, MANIFEST_MAX).map_err(|e| broken(format!("manifest.txt: {e}")))?;
     let manifest = Manifest::decode(&man_bytes).map_err(|source| StoreError::Manifest {
         path: man_path,
         source,
@@ -643,9 +767,9 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
         )));
     }
     let archive = dir.join(format!("archive.{}", meta.format.extension()));
-    let size = fs::metadata(&archive)
+    let size = open_part(&archive)
         .map_err(|e| broken(format!("{}: {e}", archive.display())))?
-        .len();
+        .1;
     if size != meta.archive_size {
         return Err(broken(format!(
             "archive size {size} differs from meta.json's {}",
@@ -662,8 +786,12 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
 
 /// sha256 and size of a file.
 pub fn sha256_file(path: &Path) -> Result<(Digest, u64), StoreError> {
+    sha256_reader(fs::File::open(path).map_err(io_at(path))?, path)
+}
+
+/// sha256 and size of what `f` reads to its end (`path` names it in errors).
+fn sha256_reader(mut f: impl Read, path: &Path) -> Result<(Digest, u64), StoreError> {
     use sha2::Digest as _;
-    let mut f = fs::File::open(path).map_err(io_at(path))?;
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
@@ -714,6 +842,7 @@ fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
         files: manifest.file_count(),
         unpacked_bytes: manifest.total_bytes(),
         tool_version: String::new(),
+        tree_name: None,
     };
     Ok(StoredArtifact {
         archive: path.to_path_buf(),
@@ -723,9 +852,16 @@ fn external(path: &Path) -> Result<StoredArtifact, StoreError> {
     })
 }
 
-fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<(), StoreError> {
+fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<Vec<String>, StoreError> {
     progress.start("verifying", Some(a.meta.archive_size), None);
-    let (sha, size) = sha256_file(&a.archive)?;
+    // A stored archive is read only as the regular file it must be; an archive outside the
+    // store is the file the user named, links included.
+    let file = if a.id.is_some() {
+        open_part(&a.archive).map(|(f, _)| f)
+    } else {
+        fs::File::open(&a.archive)
+    };
+    let (sha, size) = sha256_reader(file.map_err(io_at(&a.archive))?, &a.archive)?;
     progress.finish();
     if size != a.meta.archive_size {
         return Err(StoreError::Mismatch {
@@ -760,5 +896,97 @@ fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<(), St
             actual: a.manifest.identity().to_hex(),
         });
     }
-    Ok(())
+    if a.id.is_none() {
+        // An archive outside the store: its record was derived from it just now.
+        return Ok(Vec::new());
+    }
+    check_meta(a)
+}
+
+/// The fields of a stored artifact's meta.json that follow from its checked manifest and its
+/// id, and the manifest's recipe line against the recipe computed from its entries. Returns
+/// what could not be checked.
+fn check_meta(a: &StoredArtifact) -> Result<Vec<String>, StoreError> {
+    let (m, man) = (&a.meta, &a.manifest);
+    let mismatch = |what, expected: String, actual: String| {
+        Err(StoreError::Mismatch {
+            path: a.archive.clone(),
+            what,
+            expected,
+            actual,
+        })
+    };
+    if m.files != man.file_count() {
+        return mismatch(
+            "files in meta.json",
+            man.file_count().to_string(),
+            m.files.to_string(),
+        );
+    }
+    if m.unpacked_bytes != man.total_bytes() {
+        let (want, got) = (man.total_bytes().to_string(), m.unpacked_bytes.to_string());
+        return mismatch("unpacked_bytes in meta.json", want, got);
+    }
+    let mut head = [0u8; 4];
+    let n = open_part(&a.archive)
+        .and_then(|(mut f, _)| f.read(&mut head))
+        .map_err(io_at(&a.archive))?;
+    if Format::sniff(&head[..n]) != Some(m.format) {
+        return mismatch(
+            "format in meta.json",
+            "the archive's magic bytes".into(),
+            m.format.to_string(),
+        );
+    }
+    // Name, level, mtime and format are recorded nowhere else: the id is their second record.
+    let id = a.id.as_deref().unwrap_or_default();
+    if expected_id(m) != id {
+        let what = "id (meta.json's name, level, mtime or format against the directory's name)";
+        return mismatch(what, id.to_string(), expected_id(m));
+    }
+    let recorded = man.recipe.as_ref().map(|r| (r.digest, r.locale.clone()));
+    if recorded != m.recipe_digest.zip(m.recipe_locale.clone()) {
+        let show =
+            |r: Option<(Digest, String)>| r.map_or("none".into(), |(d, l)| format!("{d} {l}"));
+        let meta = m.recipe_digest.zip(m.recipe_locale.clone());
+        return mismatch(
+            "recipe digest in meta.json against manifest.txt",
+            show(recorded),
+            show(meta),
+        );
+    }
+    let Some(tree_name) = &m.tree_name else {
+        return Ok(vec![
+            "recipe digest not re-derived: meta.json does not record the packed \
+                        directory's name, which the recipe's paths start with"
+                .into(),
+        ]);
+    };
+    match (
+        crate::manifest::recipe_from_entries(tree_name.as_bytes(), &man.entries),
+        &man.recipe,
+    ) {
+        (Some(d), Some(r)) if r.locale == "C" && d != r.digest => mismatch(
+            "recipe line of manifest.txt (computed from its entries)",
+            d.to_hex(),
+            r.digest.to_hex(),
+        ),
+        // sealpush records the recipe whenever it follows from the entries.
+        (Some(d), None) => mismatch(
+            "recipe line of manifest.txt (computed from its entries)",
+            d.to_hex(),
+            "none".into(),
+        ),
+        (Some(_), Some(r)) if r.locale != "C" => Ok(vec![format!(
+            "recipe digest not re-derived: it is recorded for locale {}, not C",
+            r.locale
+        )]),
+        (None, Some(_)) => Ok(vec![
+            "recipe digest not re-derived: a path needs the pipeline's \
+                                    quirks (xargs quoting, sha256sum escaping), which only the \
+                                    real files can answer"
+                .into(),
+        ]),
+        _ => Ok(Vec::new()),
+    }
 }

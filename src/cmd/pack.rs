@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::Context;
 use sealpush::pack::{Format, PackOptions};
 use sealpush::store::Store;
+use sha2::Digest as _;
 
 use super::{Exit, Globals};
 
@@ -52,7 +53,8 @@ pub struct Args {
     /// Also write a plain copy of the archive to FILE (replaced atomically if it exists).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Print JSON instead of `key: value` lines.
+    /// Print JSON instead of `key: value` lines. Refused, before packing, when the store or
+    /// --out path is not UTF-8 (a JSON string cannot hold it).
     #[arg(long)]
     pub json: bool,
 }
@@ -64,19 +66,32 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     }
     opts.threads = args.threads.map(|n| n as usize);
     let store = Store::open(args.store.as_deref()).context("opening the store")?;
+    // Decided before packing: a JSON answer that cannot be printed must not follow a pack that
+    // stored an artifact and wrote --out. The artifact's path is the store's plus a UTF-8 id.
+    if args.json {
+        super::store::json_path("the store", store.root())?;
+        if let Some(out) = &args.out {
+            super::store::json_path("--out", out)?;
+        }
+    }
     let start = Instant::now();
     let progress = globals.progress();
     let (a, added) = store
         .add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref())
         .with_context(|| format!("packing {}", args.dir.display()))?;
     if let Some(out) = &args.out {
-        copy_atomically(&a.archive, out).with_context(|| format!("writing {}", out.display()))?;
+        copy_atomically(&a.archive, out, a.meta.archive_sha256)
+            .with_context(|| format!("writing {}", out.display()))?;
     }
     let m = &a.meta;
     let mut stdout = std::io::stdout().lock();
     if args.json {
+        let out = match &args.out {
+            Some(p) => Some(super::store::json_path("--out", p)?),
+            None => None,
+        };
         let v = serde_json::json!({
-            "artifact": a.archive,
+            "artifact": super::store::json_path("the artifact", &a.archive)?,
             "id": a.id,
             "name": m.name,
             "format": m.format,
@@ -89,7 +104,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             "files": m.files,
             "unpacked_bytes": m.unpacked_bytes,
             "new": added,
-            "out": args.out,
+            "out": out,
         });
         writeln!(stdout, "{v}")?;
     } else {
@@ -126,8 +141,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Copies `from` to `to` through a temp file beside `to`, renamed into place.
-fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+/// Copies `from` to `to` through a temp file beside `to`, renamed into place only if the bytes
+/// copied hash to `sha256`: --out gets exactly the bytes whose digest is printed, whatever
+/// happened to the stored file since it was checked.
+fn copy_atomically(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    sha256: sealpush::digest::Digest,
+) -> anyhow::Result<()> {
     let dir = match to.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
@@ -138,7 +159,36 @@ fn copy_atomically(from: &std::path::Path, to: &std::path::Path) -> anyhow::Resu
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)?;
     let mut src = std::fs::File::open(from)?;
-    std::io::copy(&mut src, tmp.as_file_mut())?;
+    let mut hashing = Hashing {
+        inner: tmp.as_file_mut(),
+        hash: sha2::Sha256::new(),
+    };
+    std::io::copy(&mut src, &mut hashing)?;
+    let copied = sealpush::digest::Digest(hashing.hash.finalize().into());
+    if copied != sha256 {
+        anyhow::bail!(
+            "{} changed since it was checked: its bytes hash to {copied}, not {sha256} \
+             (run `sealpush store verify`, then pack again)",
+            from.display()
+        );
+    }
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

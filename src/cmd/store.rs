@@ -1,7 +1,7 @@
 //! `sealpush store`: look inside and maintain the local artifact store.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sealpush::store::{Store, StoredArtifact};
@@ -27,7 +27,8 @@ pub struct Args {
 pub enum StoreCommand {
     /// One line per artifact: id, name, format, files, unpacked and archive bytes.
     List {
-        /// Print a JSON array of the artifacts' metadata.
+        /// Print a JSON array of the artifacts' metadata (refused for a store path that is not
+        /// UTF-8).
         #[arg(long)]
         json: bool,
     },
@@ -39,7 +40,7 @@ pub enum StoreCommand {
         /// Print the canonical manifest instead.
         #[arg(long, conflicts_with = "json")]
         manifest: bool,
-        /// Print JSON.
+        /// Print JSON (refused for an archive path that is not UTF-8).
         #[arg(long)]
         json: bool,
     },
@@ -65,13 +66,17 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     match args.command {
         StoreCommand::List { json } => {
+            if json {
+                json_path("the store", store.root())?;
+            }
             let mut metas = Vec::new();
             for (id, a) in store.list()? {
                 match a {
                     Ok(a) => {
                         if json {
+                            let archive = json_path("the archive", &a.archive)?;
                             metas.push(
-                                serde_json::json!({"id": id, "archive": a.archive, "meta": a.meta}),
+                                serde_json::json!({"id": id, "archive": archive, "meta": a.meta}),
                             );
                         } else {
                             let m = &a.meta;
@@ -103,10 +108,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             if manifest {
                 out.write_all(&a.manifest.encode())?;
             } else if json {
+                let archive = json_path("the archive", &a.archive)?;
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({"id": a.id, "archive": a.archive, "meta": a.meta})
+                    serde_json::json!({"id": a.id, "archive": archive, "meta": a.meta})
                 )?;
             } else {
                 show(&mut out, &a)?;
@@ -120,9 +126,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             let progress = globals.progress();
             let mut failed = Vec::new();
             for (label, a) in targets {
-                let result = a.and_then(|a| Store::verify(&a, progress.as_ref()));
+                let result = a.and_then(|a| Store::verify_reporting(&a, progress.as_ref()));
                 match result {
-                    Ok(()) => writeln!(out, "ok\t{label}")?,
+                    Ok(unchecked) => {
+                        writeln!(out, "ok\t{label}")?;
+                        for u in unchecked {
+                            globals.note(format_args!("{label}: {u}"));
+                        }
+                    }
                     Err(e) => {
                         writeln!(out, "FAILED\t{label}\t{}", chain(&e))?;
                         failed.push(label);
@@ -152,6 +163,19 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     Ok(Exit::Ok)
+}
+
+/// A path as a JSON string, or an error saying why it cannot be one. JSON strings are UTF-8;
+/// rather than print another path than the real one (lossily, or escaped in a way a reader
+/// would have to know about), `--json` refuses; the `key: value` output is for people.
+pub(super) fn json_path<'a>(what: &str, path: &'a Path) -> anyhow::Result<&'a str> {
+    path.to_str().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--json cannot print {what} {}: the path is not UTF-8, which a JSON string must be \
+             (use a UTF-8 path, or leave out --json for `key: value` lines)",
+            path.display()
+        )
+    })
 }
 
 fn show(out: &mut impl Write, a: &StoredArtifact) -> std::io::Result<()> {

@@ -31,6 +31,11 @@ pub use write::{pack_dir, pack_to_file, PackError, Packed};
 /// reason.
 pub const DEFAULT_MTIME: u64 = 1153704088;
 
+/// The largest mtime a ustar header holds: 11 octal digits, 2242-03-16T12:56:31Z. sealpush
+/// writes no PAX time records, so a later one would be clamped in the archive while the
+/// artifact's id and meta.json record the value given: refused instead.
+pub const MAX_MTIME: u64 = 0o77777777777;
+
 /// zstd level used when none is given (the zstd CLI's default).
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// gzip level used when none is given (the gzip CLI's default).
@@ -123,8 +128,11 @@ impl PackOptions {
             .unwrap_or(DEFAULT_MTIME)
     }
 
-    /// Checks the level against the format's range.
+    /// Checks the level against the format's range, and the mtime against [`MAX_MTIME`].
     pub fn validate(&self) -> Result<(), PackError> {
+        if self.mtime > MAX_MTIME {
+            return Err(PackError::Mtime { mtime: self.mtime });
+        }
         let ok = match self.format {
             Format::TarZst => (1..=22).contains(&self.level),
             Format::TarGz => (0..=9).contains(&self.level),

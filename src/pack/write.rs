@@ -40,6 +40,11 @@ pub enum PackError {
     Replaced { path: PathBuf },
     #[error("{path}: cannot go into an artifact: {rule} (unpack and deploy refuse such an entry)")]
     Unpackable { path: PathBuf, rule: Rule },
+    #[error(
+        "mtime {mtime} (SOURCE_DATE_EPOCH) is past 8589934591 (2242-03-16T12:56:31Z), the largest \
+         a tar header's 11 octal digits hold: set SOURCE_DATE_EPOCH to that or less"
+    )]
+    Mtime { mtime: u64 },
     #[error("level {level} is out of range for {format}")]
     Level { format: Format, level: i32 },
     #[error("compressing")]

@@ -988,12 +988,20 @@ fn packing_a_stored_tree_again_keeps_it_unless_the_same_version_made_other_bytes
     assert!(!added);
     assert_eq!(again, a);
 
-    // The stored record now says other bytes (a digest no sealpush wrote: only its difference
-    // matters), from this very version: refused.
-    let meta_path = a.archive.parent().unwrap().join("meta.json");
+    // The stored artifact now holds other bytes of the same size, and its record says so (as if
+    // this very version had written them; the digest from sha256sum): refused. A record that
+    // disagrees with its archive is damage, which packing again repairs (see
+    // packing_again_replaces_a_damaged_stored_archive_and_out_gets_the_printed_bytes).
+    let mut bytes = fs::read(&a.archive).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&a.archive, &bytes).unwrap();
+    let dir = a.archive.parent().unwrap();
+    let other = String::from_utf8(sh(dir, "sha256sum < archive.tar.zst")).unwrap();
+    let meta_path = dir.join("meta.json");
     let mut meta: serde_json::Value =
         serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
-    meta["archive_sha256"] = serde_json::json!("ab".repeat(32));
+    meta["archive_sha256"] = serde_json::json!(other[..64]);
     fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
     let err = pack().unwrap_err().to_string();
     assert!(err.contains("packed again with other bytes"), "{err}");
@@ -1719,4 +1727,378 @@ fn pack_out_file_gets_the_usual_mode() {
     let modes = String::from_utf8(modes).unwrap();
     let lines: Vec<&str> = modes.lines().collect();
     assert_eq!(lines, ["640", "640"], "{modes}");
+}
+
+/// A store whose `tmp/` or `artifacts/` is a symlink is refused by every command before anything
+/// is read or removed through the link (gc used to delete old files in the link's target). The
+/// store root itself may be reached through a symlink: that is the user's choice of place.
+#[test]
+fn a_symlinked_tmp_or_artifacts_dir_is_refused_and_nothing_outside_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(outside.join("project")).unwrap();
+    fs::write(outside.join("old-report.txt"), "precious").unwrap();
+    sh(
+        tmp.path(),
+        "touch -d 2020-01-01 outside/old-report.txt outside/project",
+    );
+    let want = [PathBuf::from("old-report.txt"), PathBuf::from("project")];
+    for sub in ["tmp", "artifacts"] {
+        let link = tmp.path().join("s").join(sub);
+        let real = tmp.path().join(format!("real-{sub}"));
+        fs::rename(&link, &real).unwrap();
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let commands: [&[&str]; 5] = [
+            &["store", "gc"],
+            &["store", "gc", "--dry-run"],
+            &["store", "list"],
+            &["store", "verify"],
+            &["pack", "t"],
+        ];
+        for args in commands {
+            let out = sealpush(tmp.path(), args.iter().chain(&["--store", "s"])).expect_code(2);
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("s/{sub}: is a symlink")),
+                "{args:?}: {err}"
+            );
+            assert_eq!(listing(&outside), want, "{args:?} acted through the link");
+        }
+        fs::remove_file(&link).unwrap();
+        fs::rename(&real, &link).unwrap();
+    }
+    std::os::unix::fs::symlink(tmp.path().join("s"), tmp.path().join("via")).unwrap();
+    sealpush(tmp.path(), ["store", "verify", "--store", "via"]).ok();
+    let gc = sealpush(tmp.path(), ["store", "gc", "--store", "via"]).ok();
+    assert_eq!(stdout(&gc), "");
+}
+
+/// `sealpush ARGS` under a 1 GiB address-space limit, killed after 20 s: a command that reads
+/// an endless device or blocks on a fifo fails the test instead of hanging it or eating memory.
+fn sealpush_bounded(cwd: &Path, args: &[&str]) -> Output {
+    TestCommand::new("bash", cwd)
+        .cmd_args([
+            "-c",
+            "ulimit -v 1048576; exec timeout -s KILL 20 \"$@\"",
+            "bash",
+        ])
+        .cmd_arg(crate::support::bin())
+        .cmd_args(args)
+        .output()
+}
+
+/// Parts of an artifact that are fifos, links to /dev/zero or links out of the store make the
+/// artifact broken: list, verify and gc neither block nor read them, and gc removes the links,
+/// never their targets.
+#[test]
+fn planted_fifos_and_links_in_an_artifact_are_broken_and_never_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let arts = tmp.path().join("s/artifacts");
+    let id = fs::read_dir(&arts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    let id = id.to_str().unwrap().to_string();
+    let outside = tmp.path().join("outside.tar.zst");
+    fs::copy(arts.join(&id).join("archive.tar.zst"), &outside).unwrap();
+    let plants = [
+        ("zero-manifest", "ln -s /dev/zero manifest.txt"),
+        ("zero-meta", "ln -s /dev/zero meta.json"),
+        ("fifo-meta", "mkfifo meta.json"),
+        ("fifo-manifest", "mkfifo manifest.txt"),
+        ("fifo-archive", "mkfifo archive.tar.zst"),
+        (
+            "linked-archive",
+            &format!("ln -s '{}' archive.tar.zst", outside.display()),
+        ),
+    ];
+    for (suffix, how) in plants {
+        let d = arts.join(format!("{id}.{suffix}"));
+        sh(
+            tmp.path(),
+            &format!("cp -a '{}' '{}'", arts.join(&id).display(), d.display()),
+        );
+        let part = how.rsplit(' ').next().unwrap();
+        fs::remove_file(d.join(part)).unwrap();
+        sh(&d, how);
+    }
+    let list = sealpush_bounded(tmp.path(), &["store", "list", "--store", "s"]);
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    assert_eq!(stdout(&list).lines().count(), 1, "{}", stdout(&list));
+    for (suffix, _) in plants {
+        assert!(
+            stderr(&list).contains(&format!("{id}.{suffix}")),
+            "{}",
+            stderr(&list)
+        );
+    }
+    // By name: the reference is looked up in every meta.json.
+    let show = sealpush_bounded(tmp.path(), &["store", "show", "t", "--store", "s"]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    let verify = sealpush_bounded(tmp.path(), &["store", "verify", "--store", "s"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", stderr(&verify));
+    assert!(
+        stdout(&verify).contains(&format!("ok\t{id}\n")),
+        "{}",
+        stdout(&verify)
+    );
+    let gc = sealpush_bounded(tmp.path(), &["store", "gc", "--store", "s"]);
+    assert_eq!(gc.status.code(), Some(0), "{}", stderr(&gc));
+    assert_eq!(listing(&arts).len(), 4, "{:?}", listing(&arts));
+    assert!(outside.is_file());
+    assert!(Path::new("/dev/zero").exists());
+    sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
+}
+
+/// JSON strings cannot hold a path that is not UTF-8: `--json` refuses such a store or `--out`
+/// path with a clear error, before anything is stored (it used to panic after the pack).
+#[test]
+fn json_output_refuses_paths_that_are_not_utf8_before_packing() {
+    use std::ffi::OsStr;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let bad = OsStr::from_bytes(b"st\xffore");
+    let out = sealpush(
+        tmp.path(),
+        [
+            "pack".as_ref(),
+            "t".as_ref(),
+            "--json".as_ref(),
+            "--store".as_ref(),
+            bad,
+        ],
+    )
+    .expect_code(2);
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    assert!(
+        !tmp.path().join(bad).join("artifacts").exists()
+            || listing(&tmp.path().join(bad).join("artifacts")).is_empty()
+    );
+    let bad_out = OsStr::from_bytes(b"o\xff.tar.zst");
+    let out = sealpush(
+        tmp.path(),
+        [
+            "pack".as_ref(),
+            "t".as_ref(),
+            "--json".as_ref(),
+            "--store".as_ref(),
+            "ok".as_ref(),
+            "--out".as_ref(),
+            bad_out,
+        ],
+    )
+    .expect_code(2);
+    assert!(stderr(&out).contains("--out"), "{}", stderr(&out));
+    assert!(!tmp.path().join(bad_out).exists());
+    assert!(
+        !tmp.path().join("ok/artifacts").exists()
+            || listing(&tmp.path().join("ok/artifacts")).is_empty()
+    );
+    // Without --json the same store works, and then list/show --json refuse it clearly.
+    sealpush(
+        tmp.path(),
+        ["pack".as_ref(), "t".as_ref(), "--store".as_ref(), bad],
+    )
+    .ok();
+    for args in [
+        &["store", "list", "--json"][..],
+        &["store", "show", "t", "--json"],
+    ] {
+        let out = sealpush(
+            tmp.path(),
+            args.iter()
+                .map(OsStr::new)
+                .chain([OsStr::new("--store"), bad]),
+        )
+        .expect_code(2);
+        assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+    }
+}
+
+/// A stored archive damaged in place (same size) is not "already stored": packing the tree
+/// again replaces it, and `--out` gets exactly the bytes whose sha256 is printed (checked with
+/// sha256sum).
+#[test]
+fn packing_again_replaces_a_damaged_stored_archive_and_out_gets_the_printed_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    sh(tmp.path(), "seq 1 30000 > t/f");
+    sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "good.tar.zst"],
+    )
+    .ok();
+    let arts = tmp.path().join("s/artifacts");
+    let dir = fs::read_dir(&arts).unwrap().next().unwrap().unwrap().path();
+    let archive = dir.join("archive.tar.zst");
+    let mut bytes = fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 4].copy_from_slice(&[0, 0, 0, 0]);
+    fs::write(&archive, &bytes).unwrap();
+    let out = sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "out.tar.zst"],
+    )
+    .ok();
+    let printed = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("archive-sha256: ").map(String::from))
+        .unwrap();
+    let actual = String::from_utf8(sh(tmp.path(), "sha256sum < out.tar.zst")).unwrap();
+    assert_eq!(
+        actual[..64],
+        printed,
+        "--out does not hold the printed bytes"
+    );
+    assert!(
+        fs::read(tmp.path().join("out.tar.zst")).unwrap()
+            == fs::read(tmp.path().join("good.tar.zst")).unwrap()
+    );
+    assert!(fs::read(&archive).unwrap() == fs::read(tmp.path().join("good.tar.zst")).unwrap());
+    sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
+}
+
+/// `store verify` checks every field of meta.json that follows from the archive, the manifest
+/// and the id, and the manifest's recipe line against the recipe computed from its entries
+/// (independently: the real pipeline gives the expected digest). `tool_version` is
+/// informational. Where the recipe cannot be computed from the entries, verify says so.
+#[test]
+fn store_verify_checks_every_derivable_meta_field_and_the_recipe_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "hi\n").unwrap();
+    fs::write(tmp.path().join("t/g"), "there\n").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let dir = fs::read_dir(tmp.path().join("s/artifacts"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (meta_path, man_path) = (dir.join("meta.json"), dir.join("manifest.txt"));
+    let meta0: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    let man0 = fs::read(&man_path).unwrap();
+    let recipe = real_recipe(tmp.path(), "t");
+    assert!(String::from_utf8_lossy(&man0).contains(&format!("recipe {recipe} C\n")));
+    let other = "1".repeat(64);
+    let verify = |edit: &dyn Fn(&mut serde_json::Value, &mut String), expect: i32| {
+        let mut meta = meta0.clone();
+        let mut man = String::from_utf8(man0.clone()).unwrap();
+        edit(&mut meta, &mut man);
+        fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+        fs::write(&man_path, &man).unwrap();
+        let out = sealpush(tmp.path(), ["store", "verify", "--store", "s"]).expect_code(expect);
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    type Edit<'a> = Box<dyn Fn(&mut serde_json::Value, &mut String) + 'a>;
+    let cases: Vec<(&str, Edit<'_>)> = vec![
+        ("files", Box::new(|m, _| m["files"] = 999.into())),
+        (
+            "unpacked",
+            Box::new(|m, _| m["unpacked_bytes"] = 1_000_000_000_000_000u64.into()),
+        ),
+        (
+            "recipe",
+            Box::new(|m, _| m["recipe_digest"] = "0".repeat(64).into()),
+        ),
+        (
+            "recipe",
+            Box::new(|m, _| m["recipe_locale"] = "en_US.UTF-8".into()),
+        ),
+        (
+            "recipe",
+            Box::new(|m, _| m["recipe_digest"] = serde_json::Value::Null),
+        ),
+        ("id", Box::new(|m, _| m["level"] = 19.into())),
+        ("id", Box::new(|m, _| m["name"] = "other".into())),
+        ("id", Box::new(|m, _| m["mtime"] = 5.into())),
+        (
+            "recipe",
+            Box::new(|_, man| *man = man.replace(&recipe, &other)),
+        ),
+        // Both records agree with each other, but not with the entries.
+        (
+            "recipe",
+            Box::new(|m, man| {
+                *man = man.replace(&recipe, &other);
+                m["recipe_digest"] = other.clone().into();
+            }),
+        ),
+    ];
+    for (what, edit) in &cases {
+        let out = verify(edit.as_ref(), 1);
+        assert!(
+            out.contains("FAILED") && out.contains(what),
+            "{what}: {out}"
+        );
+    }
+    let out = verify(&|m, _| m["tool_version"] = "sealpush 0.1.0".into(), 0);
+    assert!(out.contains("ok\t"), "{out}");
+
+    // An artifact named other than its directory (--name) still verifies; one whose recipe
+    // cannot follow from its entries (a name with a space) verifies and says what it skipped.
+    fs::write(&meta_path, serde_json::to_vec_pretty(&meta0).unwrap()).unwrap();
+    fs::write(&man_path, &man0).unwrap();
+    sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--name", "renamed"],
+    )
+    .ok();
+    fs::write(tmp.path().join("t/a b"), "spaced\n").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let out = sealpush(tmp.path(), ["store", "verify", "--store", "s"]).ok();
+    assert_eq!(stdout(&out).matches("ok\t").count(), 3, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("recipe digest not re-derived"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A ustar header holds an mtime of at most 11 octal digits (8589934591, 2242-03-16): a larger
+/// SOURCE_DATE_EPOCH is refused rather than clamped in the archive while the id records it.
+#[test]
+fn a_source_date_epoch_past_the_ustar_limit_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for too_big in ["8589934592", "18446744073709551615"] {
+        let out = sealpush(tmp.path(), ["pack", "t", "--store", "s"])
+            .env("SOURCE_DATE_EPOCH", too_big)
+            .expect_code(2);
+        assert!(stderr(&out).contains("8589934591"), "{}", stderr(&out));
+        assert!(
+            !tmp.path().join("s/artifacts").exists()
+                || listing(&tmp.path().join("s/artifacts")).is_empty()
+        );
+    }
+    sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "o.tar.zst"],
+    )
+    .env("SOURCE_DATE_EPOCH", "8589934591")
+    .ok();
+    let text = String::from_utf8(sh(tmp.path(), "TZ=UTC tar --full-time -tvf o.tar.zst")).unwrap();
+    assert!(text.contains("2242-03-16 12:56:31"), "{text}");
+}
+
+/// A store inside the tree being packed would pack the pack's own temp file: refused.
+#[test]
+fn packing_a_tree_that_contains_the_store_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let out = sealpush(tmp.path(), ["pack", "t", "--store", "t/.store"]).expect_code(2);
+    assert!(stderr(&out).contains("inside the tree"), "{}", stderr(&out));
+    // A store beside the tree is fine.
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
 }
