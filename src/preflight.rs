@@ -524,6 +524,39 @@ pub fn preflight(
         }
         Err(e) => checks.add("artifact-intact", false, e.to_string()),
     }
+    // The SFTP client library takes names as UTF-8 text: a deploy would stop at the first name
+    // or symlink target that is not, so the survey says so now. (The store keeps the manifest
+    // beside the archive; an archive from elsewhere is checked by the deploy itself.)
+    if remote.transport() == "sftp" {
+        let manifest = std::fs::read(req.artifact.path.with_file_name("manifest.txt"))
+            .ok()
+            .and_then(|text| Manifest::decode(&text).ok());
+        if let Some(m) = manifest {
+            let not_utf8 = |b: &[u8]| std::str::from_utf8(b).is_err();
+            let bad: Vec<String> = m
+                .entries
+                .iter()
+                .filter(|e| {
+                    not_utf8(&e.path)
+                        || matches!(&e.kind, EntryKind::Symlink { target } if not_utf8(target))
+                })
+                .map(|e| crate::manifest::show(&e.path))
+                .collect();
+            checks.add(
+                "artifact-names",
+                bad.is_empty(),
+                if bad.is_empty() {
+                    "every name and symlink target is UTF-8, as SFTP needs".to_string()
+                } else {
+                    format!(
+                        "names or symlink targets that are not UTF-8, which the SFTP client cannot create on the host: {} (the first: {}); rename them and pack again",
+                        bad.len(),
+                        bad[0]
+                    )
+                },
+            );
+        }
+    }
 
     // The anchor.
     let anchor = match &req.anchor {
@@ -1366,6 +1399,9 @@ pub fn render_report(plan: &Plan) -> String {
     r.kv("files", &plan.artifact.files.to_string());
     r.kv("unpacked", &human_bytes(plan.artifact.unpacked_bytes));
     r.kv("intact", &mark(check("artifact-intact")));
+    if plan.checks.iter().any(|c| c.name == "artifact-names") {
+        r.kv("names", &mark(check("artifact-names")));
+    }
 
     r.section("3. Pre-state anchor (must be unchanged after deploy)");
     match &plan.anchor {

@@ -318,7 +318,7 @@ fn target_that_exists_in_any_form_fails() {
 }
 
 #[test]
-fn what_the_deploy_writes_is_never_in_the_anchor_however_spelled() {
+fn paths_and_names_the_deploy_cannot_use_safely_fail_the_survey() {
     let sshd = crate::sshd_or_skip!(shared);
     let _log = sshd.log_on_panic();
     let r = connect(sshd);
@@ -348,6 +348,29 @@ fn what_the_deploy_writes_is_never_in_the_anchor_however_spelled() {
     let plan = preflight(&r, &req, &NoProgress).unwrap();
     assert!(has(&plan, "target-absent"), "{:?}", plan.verdict);
     std::fs::remove_file(scene.target()).unwrap();
+
+    // An artifact with a name the SFTP client cannot send: FAIL now, not halfway into the
+    // deploy. (Over the local transport the same artifact is fine.)
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("ok"), b"a").unwrap();
+    std::fs::write(
+        tree.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9")),
+        b"b",
+    )
+    .unwrap();
+    let odd = Store::open(Some(&scene.store))
+        .unwrap()
+        .add_dir(tree.path(), Some("odd"), &Default::default(), &NoProgress)
+        .unwrap();
+    let mut req = scene.request(&r);
+    req.artifact = odd.artifact_ref();
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["artifact-names"],
+        "{:?}",
+        plan.verdict
+    );
 
     // A target the plan's JSON cannot spell: an error that says so.
     let mut req = scene.request(&r);
