@@ -492,6 +492,15 @@ fn zstd_frame(data: &[u8]) -> Vec<u8> {
 
 /// Unpacks `archive` into `work/dest`, expecting rejection with `rule` naming `entry`; checks
 /// that nothing appeared anywhere under `work` (including temp dirs) and the sentinel is intact.
+/// Each case's entries, built alternately as tar.zst and tar.gz, are rejected naming the entry
+/// and the rule ([`assert_rejected`]).
+fn assert_each_rejected(cases: Vec<(Vec<Raw<'_>>, &str, &str)>) {
+    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
+        let gz = i % 2 == 1;
+        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
+    }
+}
+
 fn assert_rejected(archive: &[u8], entry: &str, rule: &str, gz: bool) {
     let tmp = tempfile::tempdir().unwrap();
     // `work/inner` is where DEST goes; `work` holds a sentinel that `..` would reach.
@@ -619,10 +628,7 @@ fn hostile_archives_are_rejected_with_their_rule() {
             "must not carry data",
         ),
     ];
-    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
-        let gz = i % 2 == 1;
-        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
-    }
+    assert_each_rejected(cases);
     assert!(!Path::new("/tmp/sealpush-evil-abs").exists());
 }
 
@@ -1469,10 +1475,7 @@ fn pax_and_gnu_records_that_parsers_read_differently_are_refused() {
             "malformed PAX header: key `path` appears twice",
         ),
     ];
-    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
-        let gz = i % 2 == 1;
-        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
-    }
+    assert_each_rejected(cases);
 }
 
 /// A path names the file to read, even when that file sits in an artifact directory (beside
@@ -1665,10 +1668,7 @@ fn unwritable_names_and_links_to_directories_are_refused_by_rule() {
             "hard link target \"d\" is a directory",
         ),
     ];
-    for (i, (entries, entry, rule)) in cases.into_iter().enumerate() {
-        let gz = i % 2 == 1;
-        assert_rejected(&hostile_archive(&entries, gz), entry, rule, gz);
-    }
+    assert_each_rejected(cases);
 }
 
 /// `unpack FILE` and `verify FILE` of an archive outside the store read that file and create
