@@ -2277,48 +2277,65 @@ impl Remote for SftpRemote {
         let c = self.ctx();
         let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
         let fsync = fsync && self.fsync;
+        // A producer that stops early (it does when an upload fails and drops what it was
+        // fed) ends this stream; the shortfall is reported only after the files in flight have
+        // finished, so that the failure that stopped it, not its echo, is what the user sees.
+        let received = std::cell::Cell::new(0usize);
         let arriving = stream::unfold((files, count), |(rx, left)| async move {
             if left == 0 {
                 return None;
             }
-            let next = rx.recv().await;
-            Some((next, (rx, left - 1)))
+            let f = rx.recv().await?;
+            Some((f, (rx, left - 1)))
         });
         // Each request is bounded by op_timeout inside `put_one`; waiting for the producer is
         // not (it is local work).
-        self.rt.block_on(
-            arriving
-                .map(|next| {
-                    let big = &big;
-                    async move {
-                        let f = next.ok_or_else(|| RemoteError::Failed {
-                            op: "put",
-                            path: PathBuf::new(),
-                            reason: STREAM_ENDED.into(),
-                        })?;
-                        let body = match f.data {
-                            Payload::Whole(b) if b.len() as u64 == f.len => {
-                                Body::Source(Source::Bytes(b))
-                            }
-                            Payload::Whole(b) => {
-                                return Err(RemoteError::Failed {
-                                    op: "put",
-                                    path: f.remote,
-                                    reason: format!(
-                                        "{STREAM_ENDED}: {} of {} bytes",
-                                        b.len(),
-                                        f.len
-                                    ),
-                                })
-                            }
-                            Payload::Pieces(rx) => Body::Pieces(f.len, rx),
-                        };
-                        put_one(c, &f.remote, body, f.mode, fsync, big, progress).await
+        let mut uploads = std::pin::pin!(arriving
+            .map(|f| {
+                received.set(received.get() + 1);
+                let big = &big;
+                async move {
+                    let body = match f.data {
+                        Payload::Whole(b) if b.len() as u64 == f.len => {
+                            Body::Source(Source::Bytes(b))
+                        }
+                        Payload::Whole(b) => {
+                            return Err(RemoteError::Failed {
+                                op: "put",
+                                path: f.remote,
+                                reason: format!("{STREAM_ENDED}: {} of {} bytes", b.len(), f.len),
+                            })
+                        }
+                        Payload::Pieces(rx) => Body::Pieces(f.len, rx),
+                    };
+                    put_one(c, &f.remote, body, f.mode, fsync, big, progress).await
+                }
+            })
+            .buffer_unordered(c.in_flight));
+        self.rt.block_on(async {
+            let mut ended_early = None;
+            while let Some(r) = uploads.next().await {
+                match r {
+                    Ok(()) => {}
+                    Err(e) if is_stream_end(&e) => {
+                        ended_early.get_or_insert(e);
                     }
-                })
-                .buffer_unordered(c.in_flight)
-                .try_collect::<()>(),
-        )
+                    Err(e) => return Err(e),
+                }
+            }
+            match ended_early {
+                Some(e) => Err(e),
+                None if received.get() < count => Err(RemoteError::Failed {
+                    op: "put",
+                    path: PathBuf::new(),
+                    reason: format!(
+                        "{STREAM_ENDED}: {} of {count} files arrived",
+                        received.get()
+                    ),
+                }),
+                None => Ok(()),
+            }
+        })
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
@@ -2468,6 +2485,11 @@ impl Remote for SftpRemote {
     fn exec(&self, command: &str) -> Result<ExecOutput> {
         self.exec_with_timeout(command, self.opts.op_timeout)
     }
+}
+
+/// A file cut short because the producer stopped: an echo of the failure that stopped it.
+fn is_stream_end(e: &RemoteError) -> bool {
+    matches!(e, RemoteError::Failed { reason, .. } if reason.starts_with(STREAM_ENDED))
 }
 
 fn rename_op(e: RemoteError, op: &'static str) -> RemoteError {

@@ -210,13 +210,103 @@ fn disk_full_during_upload_leaves_target_absent() {
     child.release();
     let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("materialise"), "{}", stderr(&out));
+    // The cause, not its echo ("the artifact stream ended early", once the upload that hit the
+    // full disk had stopped the producer).
+    assert!(
+        stderr(&out).contains("materialise") && stderr(&out).contains("no space left"),
+        "{}",
+        stderr(&out)
+    );
     env.assert_absent_or_complete(&anchor);
     assert!(!env.target.exists());
     std::fs::remove_file(&filler).unwrap();
     let re = env.deploy(&plan, &["--clear-stale-lock"]).output();
     assert!(re.status.success(), "{}", stderr(&re));
     env.assert_complete();
+}
+
+/// The disk fills up in the middle of a large file's upload: the error names the cause (no
+/// space, and where), not its echo from the files cut short when the upload stopped.
+#[test]
+fn disk_full_in_the_middle_of_a_large_file_says_no_space() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let mnt = tempfile::Builder::new()
+        .prefix("sealpush-tmpfs-")
+        .tempdir()
+        .unwrap();
+    let m = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m"])
+        .arg("tmpfs")
+        .arg(mnt.path())
+        .output()
+        .unwrap();
+    if !m.status.success() {
+        assert!(
+            !crate::support::in_ci(),
+            "cannot mount a tmpfs: {}",
+            stderr(&m)
+        );
+        eprintln!("skipping: cannot mount a tmpfs");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _u = Unmount(mnt.path());
+    let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));
+    // 8 MB of random bytes (the archive cannot shrink them) and small files after it.
+    let src = env.tmp.path().join("big-tree");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let big: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    std::fs::write(src.join("a-big.bin"), &big).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("d/f{i:02}")), format!("{i}\n")).unwrap();
+    }
+    let (store, art) = env.store_tree(&src, "big");
+    let plan = env.plan_for(&store, &art);
+    let child = env.deploy_paused_at(&plan, &[], "materialise");
+    // Leave 2 MB: the large file starts, and the disk fills in the middle of it.
+    let avail = {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(mnt.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let filler = mnt.path().join("filler");
+    std::fs::write(&filler, vec![0u8; (avail - (2 << 20)) as usize]).unwrap();
+    child.release();
+    let out = child.wait_with_output();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("no space left") && e.contains("a-big.bin"),
+        "{e}"
+    );
+    assert!(!e.contains("stream ended early"), "{e}");
+    assert!(!env.target.exists());
 }
 
 #[test]
