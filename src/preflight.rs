@@ -432,7 +432,7 @@ pub fn preflight(
                             same,
                             if same {
                                 format!(
-                                    "{} and {} are on the same filesystem (fsid {:016x}): the promote is an atomic rename",
+                                    "{} and {} are on the same filesystem (fsid {:016x}): the promote is an atomic rename, unless one of them is reached through a bind mount of it (no SFTP request shows mounts; the promote would then fail, and the staged copy be removed)",
                                     dir.display(),
                                     parent.display(),
                                     st.fsid
