@@ -350,7 +350,7 @@ fn find_paths(mut roots: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, RecipeError> {
             path: r.clone(),
             reason: "find reads an argument that is `(`, `!` or starts with `-` as the start of \
                      its expression, not as a path, so the recipe would run another command \
-                     (spell it ./NAME to hash it)"
+                     (`./NAME` is read as a path)"
                 .into(),
         });
     }
