@@ -75,4 +75,20 @@ mod tests {
             assert!(flat.contains(later_paragraph), "{name} --help:\n{help}");
         }
     }
+
+    /// A zero timeout would fail every remote operation at once ("no answer within 0s").
+    #[test]
+    fn zero_timeouts_are_refused_at_parse_time() {
+        for flag in ["--op-timeout", "--connect-timeout"] {
+            let args = [
+                "sealpush", "status", "--host", "h", "--target", "/t", flag, "0",
+            ];
+            let err = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains(flag) && err.contains("not in 1.."), "{err}");
+            let ok = [
+                "sealpush", "status", "--host", "h", "--target", "/t", flag, "1",
+            ];
+            assert!(Cli::try_parse_from(ok).is_ok());
+        }
+    }
 }

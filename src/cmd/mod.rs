@@ -95,11 +95,14 @@ pub struct SshArgs {
     /// always refused.
     #[arg(long)]
     pub accept_new_host_key: bool,
-    /// Seconds to wait for the connection.
-    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    /// Seconds to wait for the connection (at least 1).
+    #[arg(long, default_value_t = 15, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
-    /// Seconds any single remote operation may take before sealpush gives up on a stalled host.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    /// Seconds any single remote operation may take before sealpush gives up on a stalled host
+    /// (at least 1).
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub op_timeout: u64,
     /// Use ssh's cipher order exactly as configured. Without it, sealpush asks ssh to prefer
     /// the AES-GCM ciphers your configuration already allows when this CPU has AES
