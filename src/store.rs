@@ -351,12 +351,37 @@ impl Store {
                         | StoreError::Manifest { .. }
                         | StoreError::Meta { .. },
                     ) => {
-                        // A crashed or damaged artifact under this id: replace it with the
-                        // complete one just built.
-                        fs::remove_dir_all(&final_dir).map_err(io_at(&final_dir))?;
-                        pack::rename_noreplace(tmp.path(), &final_dir)?;
-                        let _ = tmp.keep();
-                        return Ok((published, true));
+                        // A crashed or damaged artifact under this id: moved aside into tmp/
+                        // (one rename, so of packs racing here one moves it and the others find
+                        // it gone) and removed from there, then the complete one just built is
+                        // published. A pack that loses the race to publish finds the winner's
+                        // artifact and reports it as stored.
+                        let aside = tempfile::Builder::new()
+                            .prefix("broken-")
+                            .tempdir_in(&tmp_root)
+                            .map_err(io_at(&tmp_root))?;
+                        match fs::rename(&final_dir, aside.path().join("artifact")) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(io_at(&final_dir)(e)),
+                        }
+                        return match pack::rename_noreplace(tmp.path(), &final_dir) {
+                            Ok(()) => {
+                                let _ = tmp.keep();
+                                Ok((published, true))
+                            }
+                            Err(UnpackError::Exists { .. }) => {
+                                let winner = self.load(&id)?;
+                                if !archive_intact(&winner) {
+                                    return Err(StoreError::Broken {
+                                        path: winner.archive,
+                                        reason: "replaced meanwhile by another pack with an archive that is not what its meta.json records".into(),
+                                    });
+                                }
+                                Ok((winner, false))
+                            }
+                            Err(e) => Err(e.into()),
+                        };
                     }
                     Err(e) => return Err(e),
                 };

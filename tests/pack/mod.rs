@@ -372,6 +372,47 @@ fn symlinks_unpack_would_refuse_are_refused_by_pack() {
     assert_eq!(fs::read(dest.join("sub/ok")).unwrap(), b"f");
 }
 
+/// Several packs of one tree at once over a broken artifact under its id: one replaces it, and
+/// the others report the winner's valid artifact as already stored instead of failing
+/// ("Directory not empty", "already exists" before).
+#[test]
+fn concurrent_packs_over_a_broken_artifact_all_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..200 {
+        fs::write(tree.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    let store = Store::open(Some(&tmp.path().join("s"))).unwrap();
+    let opts = PackOptions {
+        threads: Some(1),
+        ..PackOptions::default()
+    };
+    let none = sealpush::progress::NoProgress;
+    let pack = || store.add_dir_reporting(&tree, None, &opts, &none);
+    let (a, _) = pack().unwrap();
+    let dir = a.archive.parent().unwrap().to_path_buf();
+    for round in 0..12 {
+        // Broken: no meta.json, and enough junk that removing it takes a while.
+        let _ = fs::remove_file(dir.join("meta.json"));
+        fs::create_dir_all(dir.join("junk")).unwrap();
+        for i in 0..300 {
+            fs::write(dir.join("junk").join(i.to_string()), "").unwrap();
+        }
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4).map(|_| s.spawn(pack)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            assert!(r.is_ok(), "round {round}: {}", r.as_ref().unwrap_err());
+        }
+        let stored = store.load(a.id.as_deref().unwrap()).unwrap();
+        Store::verify(&stored, &none).unwrap();
+        assert!(!dir.join("junk").exists(), "round {round}");
+    }
+    assert!(listing(&tmp.path().join("s/tmp")).is_empty());
+}
+
 /// Modifies a file the moment packing starts (after the walk, before the file is read).
 struct Saboteur(PathBuf);
 
