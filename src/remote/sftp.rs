@@ -342,7 +342,19 @@ impl SftpRemote {
                         "no SFTP session within {}s (host unreachable or stalled)",
                         limit.as_secs()
                     ),
-                    Ok(Err(e)) if text.trim().is_empty() => format!("sftp subsystem failed: {e}"),
+                    Ok(Err(e)) if text.trim().is_empty() => {
+                        let e = e.to_string();
+                        // A shell startup file that prints: its text is read as the SFTP
+                        // server's first packet, whose length then makes no sense.
+                        let hint = if e.contains("hello message") || e.contains("length") {
+                            "; the login's shell printed something before the SFTP server \
+                             started (a startup file such as ~/.bashrc that writes to stdout): \
+                             make it print nothing for non-interactive sessions"
+                        } else {
+                            ""
+                        };
+                        format!("sftp subsystem failed: {e}{hint}")
+                    }
                     _ => explain_ssh_failure(host, opts, &text),
                 };
                 return Err(connect_err(message));
@@ -924,11 +936,18 @@ fn explain_ssh_failure(host: &str, opts: &ConnectOptions, stderr: &str) -> Strin
             || stderr.contains("Host key verification failed"));
     if !changed && !unknown {
         let tail = &lines[lines.len().saturating_sub(3)..];
-        return if tail.is_empty() {
-            "ssh exited without a message".into()
+        let mut msg = if tail.is_empty() {
+            "ssh exited without a message".to_string()
         } else {
             tail.join("; ")
         };
+        if stderr.contains("subsystem request failed") {
+            msg.push_str(
+                "; the server offers no sftp subsystem: add `Subsystem sftp internal-sftp` \
+                 (or the path of sftp-server) to its sshd_config and reload sshd",
+            );
+        }
+        return msg;
     }
     let resolved = resolve_with_ssh_g(host, opts);
     let (hostname, port, known_hosts) = resolved
@@ -2755,6 +2774,20 @@ mod tests {
             command_label("é".repeat(61).as_str()),
             format!("{}…", "é".repeat(60))
         );
+    }
+
+    /// A server without an sftp subsystem: ssh's bare words, then what to change.
+    #[test]
+    fn a_missing_sftp_subsystem_is_explained() {
+        let opts = ConnectOptions::default();
+        let msg = explain_ssh_failure("h", &opts, "subsystem request failed on channel 0\n");
+        assert!(
+            msg.starts_with("subsystem request failed on channel 0"),
+            "{msg}"
+        );
+        assert!(msg.contains("Subsystem sftp internal-sftp"), "{msg}");
+        let other = explain_ssh_failure("h", &opts, "Permission denied (publickey).\n");
+        assert_eq!(other, "Permission denied (publickey).");
     }
 
     #[test]
