@@ -200,9 +200,10 @@ fn check_components(
     checks.add(
         &name("directory"),
         ok_dir,
-        missing
-            .clone()
-            .unwrap_or_else(|| format!("{} is a directory", dir.display())),
+        match &missing {
+            Some(m) => format!("{m} (create the directory first, or choose another target)"),
+            None => format!("{} is a directory", dir.display()),
+        },
     );
     checks.add(
         &name("no-symlink-components"),
@@ -210,7 +211,10 @@ fn check_components(
         if symlinks.is_empty() {
             format!("lstat of every component: {}", seen.join(", "))
         } else {
-            format!("symlink in the path: {}", symlinks.join(", "))
+            format!(
+                "symlink in the path: {} (give the path without symlinks, as the host resolves it)",
+                symlinks.join(", ")
+            )
         },
     );
     checks.add(
@@ -297,7 +301,11 @@ pub fn preflight(
         Ok(Some(m)) => checks.add(
             "target-absent",
             false,
-            format!("{} already exists as a {}", target.display(), describe(&m)),
+            format!(
+                "{} already exists as a {} (choose a target that does not exist; sealpush never replaces one)",
+                target.display(),
+                describe(&m)
+            ),
         ),
         Err(e) => checks.add(
             "target-absent",
@@ -377,7 +385,10 @@ pub fn preflight(
         checks.add(
             "target-filesystem-writable",
             false,
-            format!("{} is on a read-only filesystem", parent.display()),
+            format!(
+                "{} is on a read-only filesystem (remount it read-write, or choose a target elsewhere)",
+                parent.display()
+            ),
         );
     }
 
@@ -403,7 +414,7 @@ pub fn preflight(
                 )
             } else {
                 format!(
-                    "staging {} would be beside the target, but {} is not a usable directory (see parent-directory)",
+                    "staging {} would be beside the target, but {} is not a usable directory (see the parent-* reasons)",
                     s.display(),
                     parent.display()
                 )
@@ -439,7 +450,7 @@ pub fn preflight(
                                 )
                             } else {
                                 format!(
-                                    "{} (fsid {:016x}) and {} (fsid {:016x}) are on different filesystems: the promote could not be an atomic rename",
+                                    "{} (fsid {:016x}) and {} (fsid {:016x}) are on different filesystems: the promote could not be an atomic rename (stage beside the target: leave out --staging)",
                                     dir.display(),
                                     st.fsid,
                                     parent.display(),
@@ -474,7 +485,11 @@ pub fn preflight(
         Ok(Some(m)) => checks.add(
             "staging-absent",
             false,
-            format!("{} exists as a {}", staging.display(), describe(&m)),
+            format!(
+                "{} exists as a {} (run preflight again for a fresh staging name)",
+                staging.display(),
+                describe(&m)
+            ),
         ),
         Err(e) => {
             fatal(e)?;
@@ -489,13 +504,18 @@ pub fn preflight(
             "space",
             avail >= need,
             format!(
-                "need {} (archive {} + tree {} in {} files + 10% + 4 MiB margin), available {} of {}",
+                "need {} (archive {} + tree {} in {} files + 10% + 4 MiB margin), available {} of {}{}",
                 human_bytes(need),
                 human_bytes(req.artifact.archive_size),
                 human_bytes(req.artifact.unpacked_bytes),
                 req.artifact.files,
                 human_bytes(avail),
-                human_bytes(stage_fs.total_bytes())
+                human_bytes(stage_fs.total_bytes()),
+                if avail >= need {
+                    ""
+                } else {
+                    " (free space there, or choose a target on another filesystem)"
+                }
             ),
         );
     }
@@ -756,7 +776,10 @@ fn conflicts(
                         "{l} (another deploy is running or was interrupted)"
                     ));
                 }
-                format!("half-finished deploy: {}", v.join(", "))
+                format!(
+                    "half-finished deploy: {} (finish or roll it back with its plan: `sealpush deploy PLAN` or `sealpush rollback PLAN`; remove by hand only what you know is not running)",
+                    v.join(", ")
+                )
             }
         },
     );
@@ -840,9 +863,14 @@ fn survey_anchor_checked(
                 "anchor",
                 false,
                 format!(
-                    "{} is a {}, not a directory",
+                    "{} is a {}, not a directory (give the old version's directory{})",
                     anchor.display(),
-                    describe(&m)
+                    describe(&m),
+                    if m.kind == FileKind::Symlink {
+                        " by its real path"
+                    } else {
+                        ""
+                    }
                 ),
             );
             return Ok(None);
