@@ -106,6 +106,7 @@ fn zero_fs() -> FsStats {
         fsid: 0,
         read_only: false,
         name_max: 0,
+        inodes_avail: None,
     }
 }
 
@@ -494,6 +495,29 @@ pub fn preflight(
         Err(e) => {
             fatal(e)?;
         }
+    }
+
+    // Inodes: a filesystem can run out of them with bytes to spare (many small files, a tmpfs
+    // with nr_inodes). Every file takes one, and so do the directories and symlinks and the
+    // deploy's bookkeeping (lock, journal records, receipt): the files plus a margin is a floor.
+    if let Some(avail) = stage_fs.inodes_avail {
+        let need = req
+            .artifact
+            .files
+            .saturating_add(req.artifact.files / 8)
+            .saturating_add(64);
+        checks.add(
+            "inodes",
+            avail >= need,
+            if avail >= need {
+                format!("need about {need} (the tree's {} files, its directories and links, the deploy's bookkeeping), available {avail}", req.artifact.files)
+            } else {
+                format!(
+                    "need about {need} inodes (the tree's {} files, its directories and links, the deploy's bookkeeping), available {avail} (free some there, or choose a target on another filesystem)",
+                    req.artifact.files
+                )
+            },
+        );
     }
 
     // Space, on the filesystem the tree is written to.
@@ -1495,6 +1519,9 @@ pub fn render_report(plan: &Plan) -> String {
         r.kv(&c.name.replace('-', "_"), &mark(Some(c)));
     }
     r.kv("space", &mark(check("space")));
+    if plan.checks.iter().any(|c| c.name == "inodes") {
+        r.kv("inodes", &mark(check("inodes")));
+    }
 
     r.section("6. Locked deploy plan");
     for (i, op) in plan.operations.iter().enumerate() {

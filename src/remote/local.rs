@@ -265,6 +265,7 @@ impl super::Remote for LocalRemote {
             fsid: st.f_fsid as u64,
             read_only: (st.f_flag & libc::ST_RDONLY) != 0,
             name_max: st.f_namemax as u64,
+            inodes_avail: (st.f_files > 0).then_some(st.f_favail as u64),
         })
     }
 

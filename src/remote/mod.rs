@@ -62,6 +62,10 @@ pub struct FsStats {
     pub fsid: u64,
     pub read_only: bool,
     pub name_max: u64,
+    /// Inodes (files, directories, links) an unprivileged user may still create; `None` when
+    /// the filesystem sets no such limit (it reports no inodes at all, as btrfs does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes_avail: Option<u64>,
 }
 
 impl FsStats {

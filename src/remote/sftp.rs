@@ -2173,6 +2173,7 @@ impl Remote for SftpRemote {
                 fsid: st.fsid,
                 read_only: st.flag & 1 != 0,
                 name_max: st.namemax,
+                inodes_avail: (st.files > 0).then_some(st.favail),
             })
         })
     }

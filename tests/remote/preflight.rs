@@ -527,6 +527,20 @@ fn staging_on_another_filesystem_and_lack_of_space_fail() {
     let plan = preflight(&r, &req, &NoProgress).unwrap();
     assert_eq!(failed_checks(&plan), vec!["space"], "{:?}", plan.verdict);
     drop(small);
+
+    // Bytes to spare but almost no inodes (a tmpfs with nr_inodes): the deploy would run out
+    // at its first mkdir.
+    let few = Tmpfs::mount(
+        &scene.base.parent().unwrap().join("few-inodes"),
+        "64m,nr_inodes=8",
+    )
+    .unwrap();
+    let mut req = scene.request(&r);
+    req.target = few.0.join("iu-cutter-v0.6");
+    req.anchor = None;
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["inodes"], "{:?}", plan.verdict);
+    drop(few);
     drop(other);
 }
 
