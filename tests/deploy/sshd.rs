@@ -171,31 +171,9 @@ fn disk_full_during_upload_leaves_target_absent() {
         .prefix("sealpush-tmpfs-")
         .tempdir()
         .unwrap();
-    let m = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m"])
-        .arg("tmpfs")
-        .arg(mnt.path())
-        .output()
-        .unwrap();
-    if !m.status.success() {
-        assert!(
-            !crate::support::in_ci(),
-            "cannot mount a tmpfs: {}",
-            stderr(&m)
-        );
-        eprintln!("skipping: cannot mount a tmpfs");
+    let Some(_fs) = crate::support::Tmpfs::mount(mnt.path(), "8m") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.0)
-                .status();
-        }
-    }
-    let _u = Unmount(mnt.path());
+    };
     let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));
     let anchor = env.real_recipe(&env.anchor);
     let plan = env.plan();
@@ -235,31 +213,9 @@ fn disk_full_in_the_middle_of_a_large_file_says_no_space() {
         .prefix("sealpush-tmpfs-")
         .tempdir()
         .unwrap();
-    let m = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=32m"])
-        .arg("tmpfs")
-        .arg(mnt.path())
-        .output()
-        .unwrap();
-    if !m.status.success() {
-        assert!(
-            !crate::support::in_ci(),
-            "cannot mount a tmpfs: {}",
-            stderr(&m)
-        );
-        eprintln!("skipping: cannot mount a tmpfs");
+    let Some(_fs) = crate::support::Tmpfs::mount(mnt.path(), "32m") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.0)
-                .status();
-        }
-    }
-    let _u = Unmount(mnt.path());
+    };
     let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));
     // 8 MB of random bytes (the archive cannot shrink them) and small files after it.
     let src = env.tmp.path().join("big-tree");

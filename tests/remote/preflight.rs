@@ -15,6 +15,7 @@ use sealpush::store::{Store, StoredArtifact};
 
 use super::sftp::{connect, opts, scratch};
 use crate::support::sshd::Sshd;
+use crate::support::Tmpfs;
 use crate::support::{fixtures, TestCommand};
 
 /// A remote layout like the seed's: `BASE/dot/iu-cutter` (the v0.4 anchor) and the v0.6
@@ -452,38 +453,6 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
     std::fs::set_permissions(&scene.base, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
     assert!(plan.verdict.pass, "sticky is fine: {:?}", plan.verdict);
-}
-
-/// A tmpfs mounted for one test, unmounted on drop.
-pub struct Tmpfs(pub PathBuf);
-
-impl Tmpfs {
-    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .unwrap();
-        if !st.success() {
-            assert!(!crate::support::in_ci(), "cannot mount a tmpfs in CI");
-            eprintln!("*** SKIPPING: cannot mount a tmpfs here (not root?) ***");
-            return None;
-        }
-        Some(Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

@@ -123,3 +123,38 @@ pub fn walkdir(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A tmpfs mounted for one test, unmounted on drop.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        if !st.success() {
+            assert!(!in_ci(), "cannot mount a tmpfs in CI");
+            eprintln!("*** SKIPPING: cannot mount a tmpfs here (not root?) ***");
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
