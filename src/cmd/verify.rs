@@ -33,7 +33,8 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let a = match found {
         Ok(a) => a,
         Err(e) if e.is_check_failure() => {
-            return Err(CheckFailed(format!("verifying {}: {}", args.artifact, chain(&e))).into())
+            // The chain names the path already.
+            return Err(CheckFailed(format!("verify failed: {}", chain(&e))).into());
         }
         Err(e) => return Err(e).with_context(|| format!("finding artifact {}", args.artifact)),
     };
@@ -41,9 +42,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     match Store::verify(&a, progress.as_ref()) {
         Ok(()) => {}
         Err(e) if e.is_check_failure() => {
-            return Err(
-                CheckFailed(format!("verifying {}: {}", a.archive.display(), chain(&e))).into(),
-            )
+            return Err(CheckFailed(format!("verify failed: {}", chain(&e))).into())
         }
         Err(e) => return Err(e).with_context(|| format!("verifying {}", a.archive.display())),
     }

@@ -1339,6 +1339,9 @@ fn data_after_the_end_of_the_archive_is_refused() {
         fs::write(&file, &bytes).unwrap();
         let out = sealpush(tmp.path(), ["verify", file.to_str().unwrap()]).expect_code(1);
         assert!(stderr(&out).contains(msg), "{what}: {}", stderr(&out));
+        // Named once: the error's own path, not a context repeating it.
+        let named = stderr(&out).matches(file.to_str().unwrap()).count();
+        assert_eq!(named, 1, "{what}: {}", stderr(&out));
     }
 
     // What must still pass: sealpush's own output at several levels, and GNU tar's.
