@@ -60,6 +60,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    // The reproducible-builds spec: a malformed SOURCE_DATE_EPOCH is an error, not the default
+    // (which would quietly give other bytes than the build asked for).
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        if !v.trim().is_empty() && v.trim().parse::<u64>().is_err() {
+            anyhow::bail!(
+                "SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds since 1970-01-01 UTC: \
+                 unset it, or set it as `SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)`"
+            );
+        }
+    }
     let mut opts = PackOptions::new(args.format);
     if let Some(l) = args.level {
         opts.level = l;

@@ -413,6 +413,29 @@ fn concurrent_packs_over_a_broken_artifact_all_succeed() {
     assert!(listing(&tmp.path().join("s/tmp")).is_empty());
 }
 
+/// A SOURCE_DATE_EPOCH that is set but not a number stops the pack (the reproducible-builds
+/// spec), instead of quietly packing with the default mtime; an empty one counts as unset.
+#[test]
+fn a_malformed_source_date_epoch_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for bad in ["yesterday", "-5", "1.5"] {
+        let out = sealpush(tmp.path(), ["pack", "t", "--store", "s"])
+            .env("SOURCE_DATE_EPOCH", bad)
+            .expect_code(2);
+        assert!(
+            stderr(&out).contains("SOURCE_DATE_EPOCH"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+        assert!(!tmp.path().join("s").exists(), "{bad}: nothing is stored");
+    }
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"])
+        .env("SOURCE_DATE_EPOCH", "")
+        .ok();
+}
+
 /// Modifies a file the moment packing starts (after the walk, before the file is read).
 struct Saboteur(PathBuf);
 
