@@ -366,6 +366,14 @@ pub struct LockInfo {
     pub tool_version: String,
 }
 
+impl LockInfo {
+    /// Taken by a deploy of `plan` on this machine whose process is gone: a killed run of that
+    /// very deploy, whose lock a re-run or its rollback may remove.
+    pub fn is_dead_run_of(&self, plan: &Digest) -> bool {
+        self.plan_digest == *plan && self.owner_host == local_hostname() && !pid_alive(self.pid)
+    }
+}
+
 /// Who holds a lock, for [`DeployError::Locked`].
 #[derive(Debug)]
 pub struct LockHolder {
@@ -689,7 +697,7 @@ impl Run<'_> {
                     "{} is a symlink: the deploy would write where it points",
                     p.display()
                 )),
-                Some(m) if m.kind == FileKind::Dir && m.mode & 0o002 != 0 && m.mode & 0o1000 == 0 => {
+                Some(m) if m.open_to_swaps() => {
                     out.push(format!(
                         "{} is world-writable without the sticky bit (mode {:04o}): anyone could swap names in it",
                         p.display(),
@@ -839,10 +847,9 @@ impl Run<'_> {
                 let (holder, state, stale) = self.lock_holder();
                 // Left by an earlier run of this very plan on this machine whose process is
                 // gone: this deploy's own lock, which running it again takes over.
-                let own_dead_run = stale
-                    && holder.as_ref().is_some_and(|i| {
-                        i.plan_digest == self.sealed.digest && i.owner_host == local_hostname()
-                    });
+                let own_dead_run = holder
+                    .as_ref()
+                    .is_some_and(|i| i.is_dead_run_of(&self.sealed.digest));
                 if !((self.opts.clear_stale_lock && stale) || own_dead_run) {
                     let hint = if stale {
                         "if no deploy of this target is running, rerun with --clear-stale-lock"

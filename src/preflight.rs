@@ -192,7 +192,7 @@ fn check_components(
             missing = Some(format!("{} is a {}", prefix.display(), describe(&meta)));
             break;
         }
-        if meta.mode & 0o002 != 0 && meta.mode & 0o1000 == 0 {
+        if meta.open_to_swaps() {
             open.push(format!("{} (mode {:04o})", prefix.display(), meta.mode));
         }
     }

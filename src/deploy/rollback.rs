@@ -334,11 +334,7 @@ pub fn rollback(
                 .read_file(&lock, 64 * 1024)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<super::LockInfo>(&b).ok())
-                .is_some_and(|i| {
-                    i.plan_digest == receipt.plan_digest
-                        && i.owner_host == super::local_hostname()
-                        && !super::pid_alive(i.pid)
-                });
+                .is_some_and(|i| i.is_dead_run_of(&receipt.plan_digest));
         if dead_run_of_this_plan {
             gone_ok(remote.remove_file(&lock), &mut report)?;
         }

@@ -41,6 +41,14 @@ pub struct Meta {
     pub mtime: i64,
 }
 
+impl Meta {
+    /// A directory anyone may write in without the sticky bit: anyone could rename or replace
+    /// the names in it, so nothing sealpush creates there stays where it put it.
+    pub fn open_to_swaps(&self) -> bool {
+        self.kind == FileKind::Dir && self.mode & 0o002 != 0 && self.mode & 0o1000 == 0
+    }
+}
+
 /// One directory entry, in the server's readdir order. Never `.` or `..`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
