@@ -49,7 +49,6 @@ pub mod rollback;
 pub mod shape;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::digest::Digest;
@@ -144,13 +143,6 @@ pub fn default_local_state() -> PathBuf {
         return PathBuf::from(h).join(".local/state/sealpush");
     }
     PathBuf::from(".sealpush-state")
-}
-
-/// Set by a SIGINT handler (the binary installs one); the deploy stops at the next safe point.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Why a deploy, rollback or status did not complete.
@@ -977,7 +969,7 @@ impl Run<'_> {
     }
 
     fn check_interrupt(&mut self, step: Step) -> Result<(), DeployError> {
-        if interrupted() {
+        if crate::interrupt::requested() {
             self.record(step, Phase::Failed, "interrupted")?;
             return Err(DeployError::Interrupted {
                 step: step.name(),
@@ -1169,7 +1161,7 @@ impl Run<'_> {
                 if overlap {
                     let _ = tx.send(range.clone());
                 }
-                if interrupted() {
+                if crate::interrupt::requested() {
                     outcome = Err(DeployError::Interrupted {
                         step: Step::Materialise.name(),
                         state: String::new(),

@@ -6,6 +6,7 @@
 
 pub mod deploy;
 pub mod digest;
+pub mod interrupt;
 pub mod manifest;
 pub mod pack;
 pub mod plan;

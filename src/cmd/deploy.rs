@@ -3,7 +3,6 @@
 //! 1 on FAIL (drift, verification failure, failed check), 2 on other errors, 130 on Ctrl-C.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use sealpush::deploy::{self, DeployOptions, VerifyMode};
@@ -137,7 +136,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         // A Ctrl-C from a terminal also reaches ssh (same process group), so the connection
         // may drop before the next safe point: still an interruption (the error says what
         // was left and what to do).
-        Err(e) if deploy::INTERRUPTED.load(Ordering::SeqCst) => {
+        Err(e) if sealpush::interrupt::requested() => {
             eprintln!("sealpush: error: interrupted: {e}");
             Ok(Exit::Interrupted)
         }

@@ -132,7 +132,7 @@ impl SshArgs {
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
-    sealpush::deploy::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    sealpush::interrupt::request();
 }
 
 /// Makes `signals` set the flag that deploy and unpack check at their safe points, so they stop

@@ -637,11 +637,10 @@ fn unpack_with(
     Ok(got)
 }
 
-/// Stops at the next entry or chunk once the binary's SIGINT/SIGTERM handler has set the flag
-/// the deploy also stops on, so the temp dir is removed (by [`TempRoot`]'s drop) rather than
-/// left behind by a killed process.
+/// Stops at the next entry or chunk once a stop was asked for ([`crate::interrupt`]), so the
+/// temp dir is removed (by [`TempRoot`]'s drop) rather than left behind by a killed process.
 fn stop_if_interrupted() -> Result<(), UnpackError> {
-    if crate::deploy::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+    if crate::interrupt::requested() {
         return Err(UnpackError::Interrupted);
     }
     Ok(())
