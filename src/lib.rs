@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod digest;
 pub mod interrupt;
 pub mod manifest;
+pub mod mountinfo;
 pub mod pack;
 pub mod plan;
 pub mod preflight;

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use crate::deploy::shape::{self, Kind};
 use crate::digest::Digest;
 use crate::manifest::{Entry, EntryKind, Manifest, RecipeRecord};
+use crate::mountinfo;
 use crate::plan::{Anchor, ArtifactRef, Check, HostRef, Operation, Plan, Verdict, PLAN_FORMAT};
 use crate::progress::Progress;
 use crate::remote::{FileKind, FsStats, Meta, Remote, RemoteError};
@@ -439,24 +440,45 @@ pub fn preflight(
                 match remote.statvfs(dir) {
                     Ok(st) => {
                         let same = st.fsid == target_fs.fsid && parent_ok;
+                        let mounts = same.then(|| mounts_of(remote, dir, parent)).flatten();
+                        let same = same && mounts.as_ref().map_or(true, |(a, b)| a.id == b.id);
                         checks.add(
                             "staging-same-filesystem",
                             same,
-                            if same {
-                                format!(
-                                    "{} and {} are on the same filesystem (fsid {:016x}): the promote is an atomic rename, unless one of them is reached through a bind mount of it (no SFTP request shows mounts; the promote would then fail, and the staged copy be removed)",
+                            match (&mounts, same) {
+                                (Some((a, _)), true) => format!(
+                                    "{} and {} are on the same filesystem (fsid {:016x}) and the same mount ({}, per the host's /proc/self/mountinfo): the promote is an atomic rename",
+                                    dir.display(),
+                                    parent.display(),
+                                    st.fsid,
+                                    String::from_utf8_lossy(&a.point)
+                                ),
+                                (Some((a, b)), false) => format!(
+                                    "{} and {} are on one filesystem (fsid {:016x}) but on different mounts of it ({} and {}, per the host's /proc/self/mountinfo; a bind mount is one): Linux refuses a rename between mounts, so the promote could not be an atomic rename (stage beside the target: leave out --staging)",
+                                    dir.display(),
+                                    parent.display(),
+                                    st.fsid,
+                                    String::from_utf8_lossy(&a.point),
+                                    String::from_utf8_lossy(&b.point)
+                                ),
+                                (None, true) => format!(
+                                    "{} and {} are on the same filesystem (fsid {:016x}): the promote is an atomic rename, unless one of them is reached through a bind mount of it (the host shows no /proc/self/mountinfo to tell; the promote would then fail, and the staged copy be removed)",
                                     dir.display(),
                                     parent.display(),
                                     st.fsid
-                                )
-                            } else {
-                                format!(
+                                ),
+                                (None, false) if !parent_ok => format!(
+                                    "the promote from {} would rename into {}, which is not a usable directory (see the parent-* reasons)",
+                                    dir.display(),
+                                    parent.display()
+                                ),
+                                (None, false) => format!(
                                     "{} (fsid {:016x}) and {} (fsid {:016x}) are on different filesystems: the promote could not be an atomic rename (stage beside the target: leave out --staging)",
                                     dir.display(),
                                     st.fsid,
                                     parent.display(),
                                     target_fs.fsid
-                                )
+                                ),
                             },
                         );
                         if let Ok(Some(m)) = remote.lstat(dir) {
@@ -821,6 +843,29 @@ fn conflicts(
     }
     Ok(())
 }
+
+/// The mounts that `staging` and `parent` are on, from the host's `/proc/self/mountinfo` (read
+/// by the server process, so it is the deploy's own view), with both paths resolved by the
+/// host. None where the host has no such file (not Linux, a chroot without /proc) or a path
+/// cannot be resolved: then the filesystem id is all there is to go on.
+fn mounts_of(
+    remote: &dyn Remote,
+    staging: &Path,
+    parent: &Path,
+) -> Option<(mountinfo::Mount, mountinfo::Mount)> {
+    let text = remote
+        .read_file(Path::new("/proc/self/mountinfo"), MOUNTINFO_LIMIT)
+        .ok()?;
+    let mounts = mountinfo::parse(&text);
+    let on = |p: &Path| {
+        let real = remote.canonicalize(p).ok()?;
+        mountinfo::mount_of(&mounts, &real).cloned()
+    };
+    Some((on(staging)?, on(parent)?))
+}
+
+/// A host with thousands of mounts (containers) has a mountinfo of a few hundred KiB.
+const MOUNTINFO_LIMIT: u64 = 16 << 20;
 
 fn survey_anchor_checked(
     remote: &dyn Remote,

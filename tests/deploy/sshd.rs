@@ -171,7 +171,7 @@ fn disk_full_during_upload_leaves_target_absent() {
         .prefix("sealpush-tmpfs-")
         .tempdir()
         .unwrap();
-    let Some(_fs) = crate::support::Tmpfs::mount(mnt.path(), "8m") else {
+    let Some(_fs) = crate::support::Mounted::tmpfs(mnt.path(), "8m") else {
         return;
     };
     let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));
@@ -213,7 +213,7 @@ fn disk_full_in_the_middle_of_a_large_file_says_no_space() {
         .prefix("sealpush-tmpfs-")
         .tempdir()
         .unwrap();
-    let Some(_fs) = crate::support::Tmpfs::mount(mnt.path(), "32m") else {
+    let Some(_fs) = crate::support::Mounted::tmpfs(mnt.path(), "32m") else {
         return;
     };
     let env = Env::new_in(ssh_host(sshd), Some(mnt.path()));

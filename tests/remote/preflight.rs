@@ -15,7 +15,7 @@ use sealpush::store::{Store, StoredArtifact};
 
 use super::sftp::{connect, opts, scratch};
 use crate::support::sshd::Sshd;
-use crate::support::Tmpfs;
+use crate::support::Mounted;
 use crate::support::{fixtures, TestCommand};
 
 /// A remote layout like the seed's: `BASE/dot/iu-cutter` (the v0.4 anchor) and the v0.6
@@ -461,7 +461,7 @@ fn staging_on_another_filesystem_and_lack_of_space_fail() {
     let _log = sshd.log_on_panic();
     let r = connect(sshd);
     let scene = Scene::new();
-    let Some(other) = Tmpfs::mount(&scene.base.parent().unwrap().join("other-fs"), "64m") else {
+    let Some(other) = Mounted::tmpfs(&scene.base.parent().unwrap().join("other-fs"), "64m") else {
         return;
     };
     let mut req = scene.request(&r);
@@ -489,7 +489,7 @@ fn staging_on_another_filesystem_and_lack_of_space_fail() {
     );
 
     // Not enough space: the target's parent on a 1 MiB tmpfs.
-    let small = Tmpfs::mount(&scene.base.parent().unwrap().join("small"), "1m").unwrap();
+    let small = Mounted::tmpfs(&scene.base.parent().unwrap().join("small"), "1m").unwrap();
     let mut req = scene.request(&r);
     req.target = small.0.join("iu-cutter-v0.6");
     req.anchor = None;
@@ -499,7 +499,7 @@ fn staging_on_another_filesystem_and_lack_of_space_fail() {
 
     // Bytes to spare but almost no inodes (a tmpfs with nr_inodes): the deploy would run out
     // at its first mkdir.
-    let few = Tmpfs::mount(
+    let few = Mounted::tmpfs(
         &scene.base.parent().unwrap().join("few-inodes"),
         "64m,nr_inodes=8",
     )
@@ -511,6 +511,45 @@ fn staging_on_another_filesystem_and_lack_of_space_fail() {
     assert_eq!(failed_checks(&plan), vec!["inodes"], "{:?}", plan.verdict);
     drop(few);
     drop(other);
+}
+
+/// A bind mount shows the same filesystem id as its source, yet a rename out of it fails
+/// (EXDEV): staging there must not pass as "same filesystem".
+#[test]
+fn staging_behind_a_bind_mount_fails() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let r = connect(sshd);
+    let scene = Scene::new();
+    let top = scene.base.parent().unwrap();
+    std::fs::create_dir(top.join("bind-src")).unwrap();
+    let Some(bound) = Mounted::bind(&top.join("bind-src"), &top.join("bind-at")) else {
+        return;
+    };
+    let mut req = scene.request(&r);
+    req.staging = Some(bound.0.clone());
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["staging-same-filesystem"],
+        "{:?}",
+        plan.verdict
+    );
+    let why = &plan.verdict.reasons[0];
+    assert!(why.contains("different mounts"), "{why}");
+    // Proof that the check is about the mount, not the filesystem: the bind mount's source,
+    // the same directory on the target's own mount, passes, and says why.
+    req.staging = Some(top.join("bind-src"));
+    let plan = preflight(&r, &req, &NoProgress).unwrap();
+    assert!(plan.verdict.pass, "{:?}", plan.verdict);
+    let evidence = &plan
+        .checks
+        .iter()
+        .find(|c| c.name == "staging-same-filesystem")
+        .unwrap()
+        .evidence;
+    assert!(evidence.contains("the same mount"), "{evidence}");
+    drop(bound);
 }
 
 #[test]

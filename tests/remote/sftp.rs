@@ -666,7 +666,7 @@ fn bare_failures_are_diagnosed_read_only_and_full_filesystems() {
     let _log = sshd.log_on_panic();
     let r = connect(sshd);
     let d = scratch();
-    let Some(full) = crate::support::Tmpfs::mount(&d.path().join("full"), "256k") else {
+    let Some(full) = crate::support::Mounted::tmpfs(&d.path().join("full"), "256k") else {
         return;
     };
     // Fill it, then any create fails for lack of space: the server only says "Failure".
@@ -679,7 +679,7 @@ fn bare_failures_are_diagnosed_read_only_and_full_filesystems() {
         !full.0.join("more").exists(),
         "the partial file must be removed"
     );
-    let ro = crate::support::Tmpfs::mount(&d.path().join("ro"), "1m").unwrap();
+    let ro = crate::support::Mounted::tmpfs(&d.path().join("ro"), "1m").unwrap();
     let st = Command::new("mount")
         .args(["-o", "remount,ro"])
         .arg(&ro.0)

@@ -124,33 +124,39 @@ pub fn walkdir(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A tmpfs mounted for one test, unmounted on drop.
-pub struct Tmpfs(pub PathBuf);
+/// A mount made for one test (a tmpfs, or a bind mount), unmounted on drop. Needs root: outside
+/// CI a test without it is skipped, in CI it fails.
+pub struct Mounted(pub PathBuf);
 
-impl Tmpfs {
-    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+impl Mounted {
+    pub fn tmpfs(at: &Path, size: &str) -> Option<Mounted> {
+        let opts = format!("size={size},mode=0755");
+        Mounted::run(at, &["-t", "tmpfs", "-o", &opts, "tmpfs"], "a tmpfs")
+    }
+
+    /// `from` shown again at `at`: the same filesystem (same statvfs id), another mount.
+    pub fn bind(from: &Path, at: &Path) -> Option<Mounted> {
+        let from = from.to_str().expect("test paths are UTF-8");
+        Mounted::run(at, &["--bind", from], "a bind mount")
+    }
+
+    fn run(at: &Path, args: &[&str], what: &str) -> Option<Mounted> {
         std::fs::create_dir_all(at).unwrap();
         let st = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
+            .args(args)
             .arg(at)
             .status()
             .unwrap();
         if !st.success() {
-            assert!(!in_ci(), "cannot mount a tmpfs in CI");
-            eprintln!("*** SKIPPING: cannot mount a tmpfs here (not root?) ***");
+            assert!(!in_ci(), "cannot mount {what} in CI");
+            eprintln!("*** SKIPPING: cannot mount {what} here (not root?) ***");
             return None;
         }
-        Some(Tmpfs(at.to_path_buf()))
+        Some(Mounted(at.to_path_buf()))
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
             .arg("-l")
