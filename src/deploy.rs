@@ -158,6 +158,8 @@ pub enum DeployError {
     BadPlanPath { path: PathBuf, reason: String },
     #[error("the host no longer matches the plan, nothing was written:\n  - {}", changes.join("\n  - "))]
     Drift { changes: Vec<String> },
+    #[error("another sealpush run of this plan is under way on this machine (it holds {}); wait for it to end, then run again", journal.display())]
+    Busy { journal: PathBuf },
     #[error("{} is held by {holder}", path.display())]
     Locked {
         path: PathBuf,
@@ -600,9 +602,11 @@ impl Run<'_> {
         self.take_lock()?;
         let result = if promoted_before {
             self.resume = "finished an interrupted deploy whose promote had happened".into();
-            self.after_promote()
+            self.open_host_journal().and_then(|()| self.after_promote())
         } else {
-            self.before_promote(&prior)
+            self.target_still_absent()
+                .and_then(|()| self.open_host_journal())
+                .and_then(|()| self.before_promote(&prior))
                 .and_then(|()| self.after_promote())
         };
         match result {
@@ -879,12 +883,41 @@ impl Run<'_> {
             Err(e) => return Err(at("lock")(e)),
         }
         self.held_lock = Some((Digest::of(&bytes), bytes.len() as u64));
-        self.record(Step::Lock, Phase::Done, "")?;
+        self.record(Step::Lock, Phase::Done, "")
+    }
+
+    /// The recheck ran before the lock: another deploy of this plan or target (from another
+    /// machine) may have finished while this one waited. Seen under the lock, before this run
+    /// writes a host journal record or stages anything, it leaves that deploy's work alone.
+    fn target_still_absent(&mut self) -> Result<(), DeployError> {
+        let Some(m) = self
+            .remote
+            .lstat(&self.names.target)
+            .map_err(at("recheck"))?
+        else {
+            return Ok(());
+        };
+        let change = format!(
+            "target {} now exists as {} (another deploy finished while this one waited for the lock)",
+            self.names.target.display(),
+            kind_name(m.kind)
+        );
+        self.record(Step::Recheck, Phase::Failed, change.clone())?;
+        Err(DeployError::Drift {
+            changes: vec![change],
+        })
+    }
+
+    /// Creates (or, for a rerun, finds) the host copy of the journal and attaches it.
+    fn open_host_journal(&mut self) -> Result<(), DeployError> {
         // The host copy of the journal lives beside the lock, written only while it is held.
         // Named by the plan, it exists only when an earlier run of this plan made it: create
-        // first, and look only then.
+        // first, and look only then. It is this run's to remove on failure only if it made it,
+        // or an earlier run of this plan from this machine (whose journal says it got the
+        // lock) did; a run of the same plan from elsewhere keeps its records.
+        let mut ours = self.journal.history.done(Step::Lock);
         match self.remote.mkdir(&self.names.journal_dir, 0o700) {
-            Ok(()) => {}
+            Ok(()) => ours = true,
             Err(RemoteError::Exists { .. }) => match self
                 .remote
                 .lstat(&self.names.journal_dir)
@@ -906,7 +939,9 @@ impl Run<'_> {
             },
             Err(e) => return Err(at("journal")(e)),
         }
-        self.note_created(self.names.journal_dir.clone(), CreatedKind::Dir, None);
+        if ours {
+            self.note_created(self.names.journal_dir.clone(), CreatedKind::Dir, None);
+        }
         self.journal.attach_host(self.names.journal_dir.clone());
         Ok(())
     }
@@ -1804,14 +1839,18 @@ impl Run<'_> {
             let rolled = rollback::rollback(
                 self.remote,
                 &receipt,
+                // This run holds the plan's journal (`Journal::open`); it records the reset itself.
                 &rollback::RollbackOptions {
                     force: false,
-                    local_state: Some(self.opts.local_state.clone()),
+                    local_state: None,
                 },
                 self.progress,
             );
             match rolled {
                 Ok(report) => {
+                    if report.complete {
+                        self.record(Step::Reset, Phase::Done, "rolled back")?;
+                    }
                     receipt.rolled_back = report.complete;
                     if !report.complete {
                         receipt.verdict.reasons.push(format!(
@@ -2005,7 +2044,13 @@ impl Run<'_> {
     /// Removes the host journal, the work dir and `.sealpush` when this deploy created them and
     /// they hold nothing else.
     fn remove_bookkeeping(&mut self) -> Result<(), DeployError> {
-        rollback::remove_journal_dir(self.remote, &self.names.journal_dir)?;
+        if self
+            .created
+            .iter()
+            .any(|c| c.path == self.names.journal_dir)
+        {
+            rollback::remove_journal_dir(self.remote, &self.names.journal_dir)?;
+        }
         for dir in [self.names.work_dir.clone(), self.names.work_root.clone()] {
             if self.created.iter().any(|c| c.path == dir) {
                 match self.remote.remove_dir(&dir) {

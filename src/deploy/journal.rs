@@ -237,6 +237,7 @@ impl Journal {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
+        lock_exclusive(&file, &path)?;
         Ok(Journal {
             path,
             file,
@@ -322,6 +323,28 @@ impl Journal {
         fault_point(step, phase);
         Ok(())
     }
+}
+
+/// Holds `file` exclusively for as long as it is open: two runs of one plan on this machine
+/// would otherwise interleave their records in one journal, and each take the other's host
+/// work for its own. The kernel drops the lock when the process ends, however it ends, so a
+/// killed run leaves nothing stale behind.
+fn lock_exclusive(file: &File, path: &Path) -> Result<(), DeployError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(DeployError::Busy {
+            journal: path.to_path_buf(),
+        });
+    }
+    Err(DeployError::LocalState {
+        path: path.to_path_buf(),
+        reason: format!("cannot lock it: {e}"),
+    })
 }
 
 /// The `wait-before:<step>:<file>` hook alone, for a point that is not a journal record (the

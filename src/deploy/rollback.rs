@@ -174,6 +174,15 @@ pub fn rollback(
             });
         }
     }
+    // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
+    // of the same plan running on this machine meanwhile would be undone under its feet.
+    let mut journal = match &opts.local_state {
+        Some(dir) => Some(journal::Journal::open(&journal::StateDir::open(
+            dir,
+            &receipt.plan_digest,
+        )?)?),
+        None => None,
+    };
     // 1. Examine everything before removing anything.
     let mut changed = Vec::new();
     let actual: Option<Shape> = match remote.lstat(&target).map_err(at("rollback"))? {
@@ -366,10 +375,8 @@ pub fn rollback(
         });
     }
     report.complete = report.kept.is_empty() && anchor_ok;
-    if let Some(dir) = &opts.local_state {
+    if let Some(j) = &mut journal {
         if report.complete {
-            let state = journal::StateDir::open(dir, &receipt.plan_digest)?;
-            let mut j = journal::Journal::open(&state)?;
             j.record(
                 remote,
                 journal::Step::Reset,

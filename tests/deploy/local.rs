@@ -548,6 +548,57 @@ pub fn two_deploys_of_one_target_cannot_both_run(host: Host) {
 }
 
 #[test]
+fn two_runs_of_one_plan_on_one_machine_cannot_both_run_local() {
+    two_runs_of_one_plan_on_one_machine_cannot_both_run(Host::Local);
+}
+
+/// The same plan run twice at once from one state dir: the second stops at once, before it
+/// touches the host or the first run's journal.
+pub fn two_runs_of_one_plan_on_one_machine_cannot_both_run(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    let first = env.deploy_paused_at(&plan, &[], "materialise");
+    let before = env.snapshot();
+    let second = env.deploy(&plan, &[]).expect_code(2);
+    let e = stderr(&second);
+    assert!(e.contains("another sealpush run of this plan"), "{e}");
+    assert_eq!(env.snapshot(), before);
+    first.release();
+    let out = first.wait_with_output();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.assert_complete();
+    env.assert_host_journal_complete();
+}
+
+#[test]
+fn a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone_local() {
+    a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone(Host::Local);
+}
+
+/// One plan deployed from two machines: one run passes its recheck and waits before the lock
+/// while the other deploys it whole. The late run then finds the target under the lock and
+/// stops, and the winner's tree, receipt and host journal stay as they were.
+pub fn a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    let late = env.deploy_paused_at(&plan, &[], "lock");
+    env.deploy(&plan, &[])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("other-machine"))
+        .ok();
+    env.assert_complete();
+    let after_winner = env.snapshot();
+    late.release();
+    let out = late.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another deploy finished while this one waited"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.snapshot(), after_winner);
+}
+
+#[test]
 fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names_local() {
     rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(Host::Local);
 }

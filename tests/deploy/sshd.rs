@@ -358,6 +358,8 @@ mod sftp {
         mode_changed_between_upload_and_verify_stops_the_deploy,
         target_created_between_checks_and_promote_is_never_clobbered,
         two_deploys_of_one_target_cannot_both_run,
+        two_runs_of_one_plan_on_one_machine_cannot_both_run,
+        a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
 }
