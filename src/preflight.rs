@@ -12,8 +12,8 @@
 //!   ([`crate::tree::recipe_with`]) over the transport ([`RemoteSource`]), or straight from the
 //!   manifest when no path has a byte the pipeline treats specially; the manifest comes from
 //!   the same walk, every file read once.
-//! - The plan holds the ordered operations and their rollback before any write; [`recheck`]
-//!   re-runs the live checks for the deploy's step 1 and reports every drift.
+//! - The plan holds the ordered operations and their rollback before any write; the deploy's
+//!   step 1 re-runs the live checks against it (`src/deploy.rs`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -1286,118 +1286,6 @@ fn join_rel(a: &[u8], b: &[u8]) -> Vec<u8> {
     v.push(b'/');
     v.extend_from_slice(b);
     v
-}
-
-/// Re-runs the live checks of a plan (target and staging still absent, same filesystem, space,
-/// anchor digest and identity unchanged, no lock) and returns every drift; empty means the host
-/// still matches.
-pub fn recheck(
-    remote: &dyn Remote,
-    plan: &Plan,
-    progress: &dyn Progress,
-) -> Result<Vec<String>, PreflightError> {
-    let mut drift = Vec::new();
-    if let Some(m) = remote.lstat(&plan.target).or_else(fatal_opt)? {
-        drift.push(format!(
-            "target {} now exists as a {}",
-            plan.target.display(),
-            describe(&m)
-        ));
-    }
-    if let Some(m) = remote.lstat(&plan.staging).or_else(fatal_opt)? {
-        drift.push(format!(
-            "staging {} now exists as a {}",
-            plan.staging.display(),
-            describe(&m)
-        ));
-    }
-    let parent = plan.target.parent().unwrap_or(Path::new("/"));
-    match remote.lstat(parent).or_else(fatal_opt)? {
-        Some(m) if m.kind == FileKind::Dir => {}
-        Some(m) => drift.push(format!("{} is now a {}", parent.display(), describe(&m))),
-        None => drift.push(format!("{} no longer exists", parent.display())),
-    }
-    if let Some(m) = remote
-        .lstat(&plan.work_dir.join("lock"))
-        .or_else(fatal_opt)?
-    {
-        drift.push(format!(
-            "a lock exists at {} ({}): another deploy is running or was interrupted",
-            plan.work_dir.join("lock").display(),
-            describe(&m)
-        ));
-    }
-    match remote.statvfs(parent) {
-        Ok(st) => {
-            if st.fsid != plan.target_fs.fsid {
-                drift.push(format!(
-                    "{} is now on another filesystem (fsid {:016x}, plan {:016x})",
-                    parent.display(),
-                    st.fsid,
-                    plan.target_fs.fsid
-                ));
-            }
-            if st.read_only {
-                drift.push(format!("{} is now read-only", parent.display()));
-            }
-            let stage_dir = plan.staging.parent().unwrap_or(Path::new("/"));
-            let stage_fs = if stage_dir == parent {
-                st.clone()
-            } else {
-                remote.statvfs(stage_dir)?
-            };
-            if stage_fs.fsid != st.fsid {
-                drift.push(format!(
-                    "staging {} and target {} are no longer on the same filesystem",
-                    stage_dir.display(),
-                    parent.display()
-                ));
-            }
-            let need = space_needed(&plan.artifact, stage_fs.frsize);
-            if stage_fs.avail_bytes() < need {
-                drift.push(format!(
-                    "not enough space any more: need {}, available {}",
-                    human_bytes(need),
-                    human_bytes(stage_fs.avail_bytes())
-                ));
-            }
-        }
-        Err(e) => drift.push(format!("statvfs {}: {}", parent.display(), fatal(e)?)),
-    }
-    if let Some(a) = &plan.anchor {
-        match remote.lstat(&a.path).or_else(fatal_opt)? {
-            None => drift.push(format!("anchor {} is gone", a.path.display())),
-            Some(_) => match survey_anchor(remote, &a.path, progress) {
-                Ok((now, _)) => {
-                    if now.recipe_digest != a.recipe_digest {
-                        drift.push(format!(
-                            "anchor {} changed: its recipe digest is {}, the plan recorded {}",
-                            a.path.display(),
-                            now.recipe_digest,
-                            a.recipe_digest
-                        ));
-                    } else if now.tree_identity != a.tree_identity {
-                        drift.push(format!(
-                            "anchor {} changed (modes, symlinks or empty directories): tree identity {}, the plan recorded {}",
-                            a.path.display(),
-                            now.tree_identity,
-                            a.tree_identity
-                        ));
-                    }
-                }
-                Err(PreflightError::Remote(e)) => return Err(PreflightError::Remote(e)),
-                Err(e) => drift.push(format!("anchor {}: {e}", a.path.display())),
-            },
-        }
-    }
-    Ok(drift)
-}
-
-fn fatal_opt(e: RemoteError) -> Result<Option<Meta>, PreflightError> {
-    Err(match fatal(e) {
-        Ok(other) => PreflightError::Remote(other),
-        Err(f) => f,
-    })
 }
 
 /// `1.5 MiB`-style sizes with the exact byte count.

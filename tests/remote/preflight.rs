@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sealpush::plan::{HostRef, Plan, SealedPlan};
-use sealpush::preflight::{preflight, recheck, survey_anchor, PreflightRequest};
+use sealpush::preflight::{preflight, survey_anchor, PreflightRequest};
 use sealpush::progress::NoProgress;
 use sealpush::remote::sftp::SftpRemote;
 use sealpush::store::{Store, StoredArtifact};
@@ -649,26 +649,6 @@ fn unreachable_and_untrusted_hosts_fail_with_exit_1() {
         stderr.contains("sealpush: error: preflight verdict FAIL: connection"),
         "{stderr}"
     );
-}
-
-#[test]
-fn recheck_reports_every_drift() {
-    let sshd = crate::sshd_or_skip!(shared);
-    let _log = sshd.log_on_panic();
-    let r = connect(sshd);
-    let scene = Scene::new();
-    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
-    assert!(plan.verdict.pass, "{:?}", plan.verdict);
-    assert_eq!(
-        recheck(&r, &plan, &NoProgress).unwrap(),
-        Vec::<String>::new()
-    );
-    std::fs::create_dir(scene.target()).unwrap();
-    std::fs::write(scene.anchor().join("README.md"), b"edited").unwrap();
-    let drift = recheck(&r, &plan, &NoProgress).unwrap();
-    assert_eq!(drift.len(), 2, "{drift:?}");
-    assert!(drift[0].contains("now exists"), "{drift:?}");
-    assert!(drift[1].contains("changed"), "{drift:?}");
 }
 
 #[test]
