@@ -455,6 +455,19 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
     assert!(plan.verdict.pass, "sticky is fine: {:?}", plan.verdict);
 }
 
+/// Preflight with `--staging dir` fails on staging-same-filesystem alone, for the reason `why`.
+fn assert_staging_refused(r: &SftpRemote, req: &mut PreflightRequest, dir: &Path, why: &str) {
+    req.staging = Some(dir.to_path_buf());
+    let plan = preflight(r, req, &NoProgress).unwrap();
+    assert_eq!(
+        failed_checks(&plan),
+        vec!["staging-same-filesystem"],
+        "{:?}",
+        plan.verdict
+    );
+    assert!(plan.verdict.reasons[0].contains(why), "{:?}", plan.verdict);
+}
+
 #[test]
 fn staging_on_another_filesystem_and_lack_of_space_fail() {
     let sshd = crate::sshd_or_skip!(shared);
@@ -465,15 +478,7 @@ fn staging_on_another_filesystem_and_lack_of_space_fail() {
         return;
     };
     let mut req = scene.request(&r);
-    req.staging = Some(other.0.clone());
-    let plan = preflight(&r, &req, &NoProgress).unwrap();
-    assert_eq!(
-        failed_checks(&plan),
-        vec!["staging-same-filesystem"],
-        "{:?}",
-        plan.verdict
-    );
-    assert!(plan.verdict.reasons[0].contains("different filesystems"));
+    assert_staging_refused(&r, &mut req, &other.0, "different filesystems");
     // A shared staging dir on the same filesystem passes with a warning.
     let shared = scene.base.parent().unwrap().join("shared");
     std::fs::create_dir(&shared).unwrap();
@@ -527,16 +532,7 @@ fn staging_behind_a_bind_mount_fails() {
         return;
     };
     let mut req = scene.request(&r);
-    req.staging = Some(bound.0.clone());
-    let plan = preflight(&r, &req, &NoProgress).unwrap();
-    assert_eq!(
-        failed_checks(&plan),
-        vec!["staging-same-filesystem"],
-        "{:?}",
-        plan.verdict
-    );
-    let why = &plan.verdict.reasons[0];
-    assert!(why.contains("different mounts"), "{why}");
+    assert_staging_refused(&r, &mut req, &bound.0, "different mounts");
     // Proof that the check is about the mount, not the filesystem: the bind mount's source,
     // the same directory on the target's own mount, passes, and says why.
     req.staging = Some(top.join("bind-src"));
