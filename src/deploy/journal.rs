@@ -325,7 +325,7 @@ impl Journal {
     }
 }
 
-/// Holds `file` exclusively for as long as it is open: two runs of one plan on this machine
+/// Holds `file` exclusively for as long as it is open (where its filesystem has locks): two runs of one plan on this machine
 /// would otherwise interleave their records in one journal, and each take the other's host
 /// work for its own. The kernel drops the lock when the process ends, however it ends, so a
 /// killed run leaves nothing stale behind.
@@ -335,16 +335,15 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), DeployError> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(());
     }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(DeployError::Busy {
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Err(DeployError::Busy {
             journal: path.to_path_buf(),
-        });
+        }),
+        // A filesystem without locks (ENOLCK, EOPNOTSUPP on some network mounts): the run goes
+        // on as it did before this guard existed, since the host lock still serialises deploys
+        // of one target; refusing would make such a state dir unusable.
+        _ => Ok(()),
     }
-    Err(DeployError::LocalState {
-        path: path.to_path_buf(),
-        reason: format!("cannot lock it: {e}"),
-    })
 }
 
 /// The `wait-before:<step>:<file>` hook alone, for a point that is not a journal record (the
