@@ -5,6 +5,18 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd;
 
+const HELP: &str = "Environment:
+  SEALPUSH_STORE       the local artifact store (--store; default $XDG_DATA_HOME/sealpush/store,
+                       else ~/.local/share/sealpush/store)
+  SEALPUSH_STATE_DIR   deploy journals and receipts (--state-dir; default
+                       $XDG_STATE_HOME/sealpush, else ~/.local/state/sealpush)
+  SOURCE_DATE_EPOCH    the mtime recorded in packed archives (default 1153704088)
+  SEALPUSH_TMPDIR      where deploy unpacks an artifact it cannot stream (default /dev/shm
+                       when it has room, else the system temp dir)
+
+The main job, on the bundled fixtures and no server: sealpush demo
+Each command's --help has its details and examples; the formats are in store-layout.md.";
+
 /// sealpush: content-addressed artifacts, pushed verifiably.
 ///
 /// Hash a tree exactly as `find DIR -type f | sort | xargs sha256sum | sha256sum` would (only
@@ -14,7 +26,14 @@ use crate::cmd;
 /// Exit status: 0 ok; 1 a check failed (verdict FAIL, digest mismatch, a tree the recipe
 /// cannot hash); 2 usage or I/O error; 130 interrupted.
 #[derive(Parser, Debug)]
-#[command(name = "sealpush", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "sealpush",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_long_help = HELP
+)]
 pub struct Cli {
     /// Print only data on stdout: no progress, no summaries on stderr.
     #[arg(short, long, global = true)]

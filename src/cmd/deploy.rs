@@ -10,6 +10,17 @@ use sealpush::plan::SealedPlan;
 
 use super::{CheckFailed, Exit, Globals, SshArgs};
 
+const HELP: &str =
+    "Exit status: 0 deployed and proven (and the --check passed); 1 a check failed (the plan was
+edited or failed, the host drifted from it, a verification mismatch, a failed --check); 2 could
+not run or was cut off (the error says what is left on the host and to run the same command
+again); 130 interrupted.
+
+Examples:
+  sealpush deploy deploy.plan
+  sealpush deploy deploy.plan --check 'python3 -m unittest discover -s tests -p \"test_*.py\"'
+  sealpush deploy deploy.plan --keep-archive --sync --json > receipt.json";
+
 /// Push, verify, stage, promote and prove, from a plan written by `sealpush preflight`.
 ///
 /// Every remote mutation is journalled before it happens (locally under the state dir and on
@@ -19,6 +30,7 @@ use super::{CheckFailed, Exit, Globals, SshArgs};
 /// tree on the host with coreutils only:
 /// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// The plan file written by `sealpush preflight --plan-out`.
     #[arg(value_name = "PLAN")]

@@ -112,7 +112,7 @@ pub struct SshArgs {
     pub keep_cipher_order: bool,
     /// Largest payload of one SFTP read or write request, in bytes. The default is the
     /// server's own limit (255 KiB for OpenSSH); lower it for a server or proxy that fails on
-    /// large packets, as `sftp -B` does.
+    /// large packets, as `sftp -B` does. At least 512.
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(512..))]
     pub sftp_request_size: Option<u32>,
 }

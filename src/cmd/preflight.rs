@@ -13,12 +13,25 @@ use sealpush::store::Store;
 
 use super::{CheckFailed, Exit, Globals, SshArgs};
 
+const HELP: &str =
+    "Exit status: 0 verdict PASS; 1 verdict FAIL (the report says every reason; an unknown or
+changed host key is a FAIL too, with the key's fingerprint); 2 could not run (bad arguments, no
+such artifact, a plan that cannot be written).
+
+Examples:
+  sealpush preflight --host contabo --artifact iu-cutter-v0.6 \\
+      --target /opt/incomex/dot/iu-cutter-v0.6 --anchor /opt/incomex/dot/iu-cutter \\
+      --plan-out deploy.plan
+  sealpush preflight --host ssh://deploy@10.0.0.5:2222 --artifact 3f2a --target /srv/app-v2 --json
+  sealpush preflight --host local --artifact site --target /tmp/try/site-v2 --staging /tmp/try";
+
 /// Survey a host read-only and lock a deploy plan.
 ///
 /// Nothing on the host is changed: sealpush only reads metadata, lists directories, reads files
 /// and runs the `--probe` commands you give. The report ends with `verdict: PASS` or
 /// `verdict: FAIL` and every reason.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// The host: an ssh destination (`contabo` from ~/.ssh/config, `root@203.0.113.5`,
     /// `ssh://deploy@host:2222`), or `local` for this machine.
@@ -50,8 +63,8 @@ pub struct Args {
     /// Print the sealed plan as JSON on stdout instead of the report.
     #[arg(long)]
     pub json: bool,
-    /// The artifact store (default: $SEALPUSH_STORE, else $XDG_DATA_HOME/sealpush/store).
-    #[arg(long, value_name = "DIR")]
+    /// Store directory (default: $XDG_DATA_HOME/sealpush/store or ~/.local/share/sealpush/store).
+    #[arg(long, env = "SEALPUSH_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
     #[command(flatten)]
     pub ssh: SshArgs,

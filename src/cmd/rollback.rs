@@ -8,6 +8,10 @@ use sealpush::deploy::{self, receipt::Receipt, rollback::RollbackOptions};
 
 use super::{CheckFailed, Exit, Globals, SshArgs};
 
+const HELP: &str = "Examples:
+  sealpush rollback deploy.plan
+  sealpush rollback ~/.local/state/sealpush/deploys/<plan digest>/receipt.json --force";
+
 /// Remove exactly what a deploy created, and re-prove the anchor.
 ///
 /// Give the receipt (from the state dir or copied from the host) or the plan (its receipt is
@@ -17,6 +21,7 @@ use super::{CheckFailed, Exit, Globals, SshArgs};
 /// touched; its digest is recomputed afterwards. Exit 0 when everything is gone and the anchor
 /// is unchanged, 1 otherwise.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// A receipt (`receipt.json`) or a plan file.
     #[arg(value_name = "RECEIPT|PLAN")]

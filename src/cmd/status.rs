@@ -8,6 +8,10 @@ use sealpush::deploy;
 
 use super::{CheckFailed, Exit, Globals, SshArgs};
 
+const HELP: &str = "Examples:
+  sealpush status --host contabo --target /opt/incomex/dot/iu-cutter-v0.6
+  sealpush status --host local --target /srv/app-v2";
+
 /// Re-verify a deployed target against its receipt and deploy manifest.
 ///
 /// Reads DEPLOY-MANIFEST.txt in the target and the receipt in the work dir beside it
@@ -15,6 +19,7 @@ use super::{CheckFailed, Exit, Globals, SshArgs};
 /// kinds, exec bits, symlink targets and sha256. Exit 0 when the target is exactly as
 /// deployed, 1 when anything differs.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// The host: `local`, an ssh alias, `user@host` or `ssh://user@host:port`.
     #[arg(long, value_name = "HOST")]

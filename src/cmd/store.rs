@@ -9,12 +9,21 @@ use sealpush::store::{Store, StoredArtifact};
 use super::verify::chain;
 use super::{CheckFailed, Exit, Globals};
 
+const HELP: &str = "Exit status: 0 ok; 1 `verify` found a damaged artifact; 2 could not run.
+
+Examples:
+  sealpush store list
+  sealpush store show iu-cutter-v0.6 --json
+  sealpush store verify
+  sealpush store gc --dry-run";
+
 /// Look inside and maintain the local artifact store.
 ///
 /// Layout (see store-layout.md): STORE/artifacts/<id>/{archive.tar.zst|archive.tar.gz,
 /// manifest.txt, meta.json}, where <id> is <tree identity>-<name>.l<level>.<format>, and
 /// STORE/tmp/ for packs in progress.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// Store directory (default: $XDG_DATA_HOME/sealpush/store or ~/.local/share/sealpush/store).
     #[arg(long, env = "SEALPUSH_STORE", value_name = "DIR", global = true)]
@@ -47,7 +56,7 @@ pub enum StoreCommand {
     /// Re-hash one artifact, or every artifact, against its metadata and manifest (exit 1 if
     /// any fails).
     Verify {
-        /// A store id, prefix or name (default: every artifact).
+        /// A store id, prefix or name, or a path to an archive (default: every artifact).
         #[arg(value_name = "REF")]
         reference: Option<String>,
     },

@@ -8,11 +8,16 @@ use sealpush::store::{self, Store};
 
 use super::{CheckFailed, Exit, Globals};
 
+const HELP: &str = "Examples:
+  sealpush verify iu-cutter-v0.6
+  sealpush verify ./iu-cutter-v0.6.tar.zst";
+
 /// Re-hash an artifact and its content against its manifest.
 ///
 /// The archive's sha256 and size are checked against its metadata, and every entry's content
 /// against the manifest (entries checked as `unpack` checks them). Exit 1 on any mismatch.
 #[derive(clap::Args, Debug)]
+#[command(after_long_help = HELP)]
 pub struct Args {
     /// A store id, an unambiguous id prefix, an artifact name, or a path to a tar.zst/tar.gz.
     #[arg(value_name = "ARTIFACT")]
