@@ -9,6 +9,9 @@
 # printed. A private sshd on 127.0.0.1 is started for the run (needs root and openssh-server).
 # The corpus comes from ../shared/bench/make-corpus.sh (large: 32 x 64 MiB, small: 100,000 files).
 #
+# Env: SETS (default "large small"), SEALPUSH (the binary to measure; without it the release
+# binary is built first with cargo, into CARGO_TARGET_DIR or target/). Needs bc.
+#
 # Targets (issue 4): no slower than the recipe on `small`; within 2x of it on `large` (sealpush
 # moves every byte over the wire, the recipe reads locally on the host).
 set -euo pipefail
@@ -22,8 +25,11 @@ export LC_ALL=C
 while [ -e "$CORPUS/.building" ]; do echo "waiting for $CORPUS to be built..." >&2; sleep 10; done
 for s in $SETS; do [ -d "$CORPUS/$s" ] || { echo "missing $CORPUS/$s (run make-corpus.sh)" >&2; exit 2; }; done
 
-(cd "$HERE" && cargo build --release --quiet)
-BIN=${CARGO_TARGET_DIR:-$HERE/target}/release/sealpush
+if [ -z "${SEALPUSH:-}" ]; then
+  (cd "$HERE" && cargo build --release --quiet)
+  SEALPUSH=${CARGO_TARGET_DIR:-$HERE/target}/release/sealpush
+fi
+BIN=$SEALPUSH
 
 W=$(mktemp -d /tmp/sealpush-anchor-bench.XXXXXX)
 SSHD_PID=

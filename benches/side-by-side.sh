@@ -14,7 +14,8 @@
 #
 # Env: SHARED (the shared/ directory; default: ../shared beside the repo, or ../../shared from
 # a worktree), CORPUS, PAIRS (default 7), RECIPE_LOCALE (default C; sealpush runs in the same
-# locale), CARGO_TARGET_DIR (where the release binary is built).
+# locale; PAIRS below 5 is refused by the shared script), SEALPUSH (the binary to measure;
+# without it the release binary is built first with cargo, into CARGO_TARGET_DIR or target/).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,9 +33,11 @@ export PAIRS
 RECIPE_LOCALE=${RECIPE_LOCALE:-C}
 export RECIPE_LOCALE
 
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sealpush
-BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+if [ -z "${SEALPUSH:-}" ]; then
+  cargo build --release --quiet
+  SEALPUSH=${CARGO_TARGET_DIR:-$ROOT/target}/release/sealpush
+fi
+BIN=$(cd "$(dirname "$SEALPUSH")" && pwd)/$(basename "$SEALPUSH")
 
 corpus() {   # builds $CORPUS/$1 once; another helper may be building it
   local what=$1
