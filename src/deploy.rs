@@ -1504,7 +1504,7 @@ impl Run<'_> {
                 cause: RemoteError::Failed {
                     op: "sync -f",
                     path: path.to_path_buf(),
-                    reason: format!("exit {:?}: {}", out.status, out.stderr.trim()),
+                    reason: format!("{}: {}", exit_text(out.status), out.stderr.trim()),
                 },
                 note: String::new(),
             });
@@ -1707,12 +1707,9 @@ impl Run<'_> {
                         "check `{cmd}` did not finish within {secs}s (--op-timeout)"
                     ));
                 } else if !passed {
-                    reasons.push(format!(
-                        "check `{cmd}` failed with exit {}",
-                        out.status.map_or("signal".into(), |s| s.to_string())
-                    ));
+                    reasons.push(format!("check `{cmd}` failed: {}", exit_text(out.status)));
                 }
-                self.record(Step::Check, Phase::Done, format!("exit {:?}", out.status))?;
+                self.record(Step::Check, Phase::Done, exit_text(out.status))?;
                 // What the check created in the target (`__pycache__`, test output) was created
                 // by this deploy too: it goes into the receipt so rollback removes it, and
                 // nothing else.
@@ -2062,6 +2059,12 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// How a remote command ended, for people: `exit 3`, or `killed by a signal` (ssh reports no
+/// status then).
+fn exit_text(status: Option<i32>) -> String {
+    status.map_or("killed by a signal".into(), |s| format!("exit {s}"))
 }
 
 /// Writes a local file by temp + fsync + rename, so a reader sees the old or the new content.

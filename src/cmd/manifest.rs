@@ -40,7 +40,8 @@ pub struct Args {
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let progress = globals.progress();
-    let m = if args.path.is_file() {
+    let from_archive = args.path.is_file();
+    let m = if from_archive {
         sealpush::pack::derive_manifest(&args.path)
             .with_context(|| format!("reading {}", args.path.display()))?
     } else {
@@ -92,7 +93,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         m.entries.len(),
         m.file_count(),
         m.total_bytes(),
-        if m.recipe.is_none() {
+        if m.recipe.is_none() && from_archive {
+            // The recipe digest spells paths from the tree's directory, which an archive lacks.
+            " (no recipe digest: an archive does not name its tree's directory; run manifest on the unpacked tree)"
+        } else if m.recipe.is_none() {
             " (no recipe digest: the recipe cannot hash this tree)"
         } else {
             ""
