@@ -149,3 +149,11 @@ pub fn stop_at_safe_points_on(signals: &[libc::c_int]) {
         }
     }
 }
+
+/// `value` as pretty JSON for `--json`. Only a path that is not UTF-8 can fail: JSON strings
+/// are text, and a lossy spelling would name another file, so the text report is the way then.
+pub fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    serde_json::to_string_pretty(value)
+        .context("--json: the report names a path that is not valid UTF-8; leave out --json")
+}

@@ -36,6 +36,10 @@ pub struct Args {
     /// ~/.local/state/sealpush].
     #[arg(long, value_name = "DIR", env = "SEALPUSH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Print the report as JSON (`complete` true when everything is gone and the anchor is
+    /// unchanged).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub ssh: SshArgs,
 }
@@ -90,7 +94,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         Err(e) if e.is_check_failure() => return Err(CheckFailed(e.to_string()).into()),
         Err(e) => return Err(anyhow::Error::new(e).context("rollback")),
     };
-    print!("{}", deploy::render_rollback(&report));
+    if args.json {
+        println!("{}", super::to_json(&report)?);
+    } else {
+        print!("{}", deploy::render_rollback(&report));
+    }
     if report.complete {
         Ok(Exit::Ok)
     } else {

@@ -27,6 +27,9 @@ pub struct Args {
     /// The deployed directory (absolute).
     #[arg(long, value_name = "PATH")]
     pub target: PathBuf,
+    /// Print the report as JSON (`problems` empty when the target is exactly as deployed).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub ssh: SshArgs,
 }
@@ -38,7 +41,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let report = deploy::status(remote.as_ref(), &args.target, progress.as_ref())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("status of {}", args.target.display()))?;
-    print!("{}", deploy::render_status(&report));
+    if args.json {
+        println!("{}", super::to_json(&report)?);
+    } else {
+        print!("{}", deploy::render_status(&report));
+    }
     if report.ok() {
         Ok(Exit::Ok)
     } else {

@@ -31,8 +31,8 @@ pub struct RollbackOptions {
     pub local_state: Option<PathBuf>,
 }
 
-/// What a rollback did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a rollback did (`rollback --json` prints it as is).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RollbackReport {
     pub target: PathBuf,
     /// Names removed.
@@ -408,8 +408,8 @@ pub fn render_rollback(r: &RollbackReport) -> String {
     s
 }
 
-/// What `status` found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What `status` found (`status --json` prints it as is).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StatusReport {
     pub target: PathBuf,
     pub plan_digest: Option<Digest>,

@@ -215,14 +215,21 @@ impl Env {
         if let Host::Ssh { config, .. } = &self.host {
             args.extend(["--ssh-config".into(), config.clone().into()]);
         }
-        let st = self.sealpush(args).ok();
+        let st = self.sealpush(&args).ok();
         assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
-        let rb = self.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
-        assert!(
-            stdout(&rb).contains("anchor_unchanged: YES"),
-            "{}",
-            stdout(&rb)
-        );
+        // The same report for scripts.
+        args.push("--json".into());
+        let st: serde_json::Value =
+            serde_json::from_slice(&self.sealpush(&args).ok().stdout).unwrap();
+        assert_eq!(st["problems"], serde_json::json!([]), "{st}");
+        assert_eq!(st["target"], self.target.to_str().unwrap(), "{st}");
+        assert!(st["files_checked"].as_u64().unwrap() > 0, "{st}");
+        let rb = self
+            .sealpush(["rollback".as_ref(), plan.as_os_str(), "--json".as_ref()])
+            .ok();
+        let rb: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
+        assert_eq!(rb["complete"], true, "{rb}");
+        assert_eq!(rb["anchor"]["expected"], rb["anchor"]["actual"], "{rb}");
         assert_eq!(&self.snapshot(), before, "host not exactly as before");
     }
 
