@@ -97,24 +97,107 @@ pub fn find_receipt(
         .join("deploys")
         .join(plan.digest.to_hex())
         .join("receipt.json");
-    if let Ok(bytes) = std::fs::read(&local) {
-        return Receipt::from_json(&bytes).map_err(|reason| DeployError::BadReceipt {
-            path: local,
-            reason,
-        });
-    }
     let names = super::Names::of(&plan.plan, &plan.digest)?;
-    match remote.read_file(&names.host_receipt, 1 << 30) {
-        Ok(bytes) => Receipt::from_json(&bytes).map_err(|reason| DeployError::BadReceipt {
-            path: names.host_receipt,
+    let parse = |bytes: &[u8], path: PathBuf| {
+        let receipt = Receipt::from_json(bytes).map_err(|reason| DeployError::BadReceipt {
+            path: path.clone(),
             reason,
-        }),
+        })?;
+        match plan_mismatch(&receipt, plan, &names) {
+            None => Ok(receipt),
+            Some(reason) => Err(DeployError::BadReceipt { path, reason }),
+        }
+    };
+    if let Ok(bytes) = std::fs::read(&local) {
+        return parse(&bytes, local);
+    }
+    match remote.read_file(&names.host_receipt, 1 << 30) {
+        Ok(bytes) => parse(&bytes, names.host_receipt.clone()),
         Err(e) if e.is_not_found() => Err(DeployError::NoReceipt {
             plan: plan.digest,
-            looked: vec![local, names.host_receipt],
+            looked: vec![local, names.host_receipt.clone()],
         }),
         Err(e) => Err(at("read receipt")(e)),
     }
+}
+
+/// Why `receipt` is not the record of `plan`'s deploy, if it is not. A receipt is found by the
+/// plan's name for it, and the host's copy can be edited by anyone who may write there; the
+/// plan is what the user chose, so where the two disagree on what to remove or what to leave
+/// alone, the receipt is refused rather than obeyed.
+fn plan_mismatch(receipt: &Receipt, plan: &SealedPlan, names: &super::Names) -> Option<String> {
+    let mut out = Vec::new();
+    let mut differs = |what: &str, theirs: String, ours: String| {
+        if theirs != ours {
+            out.push(format!("{what} {theirs}, the plan's {ours}"));
+        }
+    };
+    let show = |p: &Path| p.display().to_string();
+    differs(
+        "its plan digest is",
+        receipt.plan_digest.to_hex(),
+        plan.digest.to_hex(),
+    );
+    differs("its target is", show(&receipt.target), show(&names.target));
+    differs(
+        "its staging is",
+        show(&receipt.staging),
+        show(&names.staging),
+    );
+    differs(
+        "its work dir is",
+        show(&receipt.work_dir),
+        show(&names.work_dir),
+    );
+    differs(
+        "its archive sha256 is",
+        receipt.artifact.archive_sha256.to_hex(),
+        plan.plan.artifact.archive_sha256.to_hex(),
+    );
+    let anchor = |a: Option<(&Path, Digest)>| {
+        a.map_or("none".to_string(), |(p, d)| {
+            format!("{} ({d})", p.display())
+        })
+    };
+    differs(
+        "its anchor is",
+        anchor(
+            receipt
+                .anchor
+                .as_ref()
+                .map(|a| (a.path.as_path(), a.expected)),
+        ),
+        anchor(
+            plan.plan
+                .anchor
+                .as_ref()
+                .map(|a| (a.path.as_path(), a.recipe_digest)),
+        ),
+    );
+    if let Some(k) = &receipt.kept_archive {
+        differs("its kept archive is", show(k), show(&names.kept_archive));
+    }
+    for c in &receipt.created {
+        let known = [
+            &names.work_root,
+            &names.work_dir,
+            &names.journal_dir,
+            &names.kept_archive,
+            &names.host_receipt,
+        ];
+        if !known.contains(&&c.path) {
+            out.push(format!(
+                "it lists {} as created, which the plan's deploy never makes",
+                c.path.display()
+            ));
+        }
+    }
+    (!out.is_empty()).then(|| {
+        format!(
+            "it is not the receipt of this plan's deploy ({}); roll back with the plan that made it, or with its own receipt",
+            out.join("; ")
+        )
+    })
 }
 
 /// Removes the host journal directory: its record files (`NNNNNN-step-phase`) and verify

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{flip_first_byte, stderr, stdout, Env, Host};
+use super::{copy_tree, flip_first_byte, stderr, stdout, Env, Host};
 
 /// Steps at which `SEALPUSH_FAULT` kills the process (before the mutation and after it).
 const STEPS: &[&str] = &[
@@ -596,6 +596,74 @@ pub fn a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone(host: Host
         stderr(&out)
     );
     assert_eq!(env.snapshot(), after_winner);
+}
+
+#[test]
+fn rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans_local() {
+    rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans(Host::Local);
+}
+
+/// Rolled back by its plan from a machine without the local receipt, the deploy's record is
+/// the host's receipt, which anyone who may write there can edit: pointed at a copy of the
+/// target, or at the anchor with the anchor left out, it must be refused, not obeyed.
+pub fn rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans(host: Host) {
+    type Edit = fn(&mut serde_json::Value, &Env);
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let backup = env.parent.join("iu-cutter-v0.6-backup");
+    copy_tree(&env.target, &backup);
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let receipt = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("receipt-")
+        })
+        .expect("a host receipt");
+    let original = std::fs::read(&receipt).unwrap();
+    let elsewhere = env.tmp.path().join("another-machine");
+    let cases: [(Edit, &[&str]); 2] = [
+        (
+            |r, e| r["target"] = e.parent.join("iu-cutter-v0.6-backup").to_str().into(),
+            &[],
+        ),
+        (
+            |r, e| {
+                r["target"] = e.anchor.to_str().into();
+                r["anchor"] = serde_json::Value::Null;
+            },
+            &["--force"],
+        ),
+    ];
+    for (edit, extra) in cases {
+        let mut r: serde_json::Value = serde_json::from_slice(&original).unwrap();
+        edit(&mut r, &env);
+        std::fs::write(&receipt, serde_json::to_vec(&r).unwrap()).unwrap();
+        let before = env.snapshot();
+        let mut args = vec!["rollback".as_ref(), plan.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let out = env
+            .sealpush(args)
+            .env("SEALPUSH_STATE_DIR", &elsewhere)
+            .expect_code(2);
+        assert!(
+            stderr(&out).contains("not the receipt of this plan's deploy"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(env.snapshot(), before);
+    }
+    // The real receipt still rolls back from there, and the copy stays.
+    std::fs::write(&receipt, &original).unwrap();
+    env.sealpush(["rollback".as_ref(), plan.as_os_str()])
+        .env("SEALPUSH_STATE_DIR", &elsewhere)
+        .ok();
+    assert!(!env.target.exists());
+    assert!(backup.join("DEPLOY-MANIFEST.txt").exists());
 }
 
 #[test]

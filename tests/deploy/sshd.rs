@@ -360,6 +360,7 @@ mod sftp {
         two_deploys_of_one_target_cannot_both_run,
         two_runs_of_one_plan_on_one_machine_cannot_both_run,
         a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone,
+        rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
 }
