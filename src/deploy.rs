@@ -648,11 +648,23 @@ impl Run<'_> {
         let plan = &self.sealed.plan;
         let r = self.remote;
         let mut out = Vec::new();
-        // Both names at once: neither lookup depends on the other.
-        let [target, staging]: [_; 2] = r
-            .lstats(&[self.names.target.clone(), self.names.staging.clone()])
+        // All at once: no lookup depends on another.
+        let [target, staging, receipt]: [_; 3] = r
+            .lstats(&[
+                self.names.target.clone(),
+                self.names.staging.clone(),
+                self.names.host_receipt.clone(),
+            ])
             .try_into()
             .expect("one result per path");
+        // A receipt of this plan on the host with no target (this is not a resume after the
+        // promote): a rollback of its deploy did not finish, and owns what is left.
+        if receipt.map_err(at("recheck"))?.is_some() {
+            out.push(format!(
+                "a receipt of this plan is on the host ({}): its deploy is there, or its rollback did not finish; run `sealpush rollback` on this plan first",
+                self.names.host_receipt.display()
+            ));
+        }
         if let Some(m) = target.map_err(at("recheck"))? {
             out.push(format!(
                 "target {} now exists as {} (it was absent at preflight)",

@@ -18,8 +18,10 @@ const HELP: &str = "Examples:
 /// looked up locally, then on the host). Everything is examined before anything is removed:
 /// if a deployed file, symlink or the kept archive changed since the deploy, nothing is removed
 /// unless --force. Names the deploy did not create are never removed. The anchor is never
-/// touched; its digest is recomputed afterwards. Exit 0 when everything is gone and the anchor
-/// is unchanged, 1 otherwise.
+/// touched; its digest is recomputed afterwards. The tree first leaves the target in one
+/// rename, so an interrupted rollback (Ctrl-C stops it at a safe point) leaves no half tree
+/// there; run it again to finish. Exit 0 when everything is gone and the anchor is unchanged,
+/// 1 otherwise.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {
@@ -89,10 +91,22 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         force: args.force,
         local_state: Some(local_state),
     };
+    // Ctrl-C or a TERM stops the rollback at its next safe point, which says what is left.
+    super::stop_at_safe_points_on(&[libc::SIGINT, libc::SIGTERM]);
     let report = match deploy::rollback(remote.as_ref(), &receipt, &opts, progress.as_ref()) {
         Ok(r) => r,
+        Err(e @ deploy::DeployError::Interrupted { .. }) => {
+            eprintln!("sealpush: error: {e}");
+            return Ok(Exit::Interrupted);
+        }
+        // The connection may drop before the safe point (ssh got the Ctrl-C too).
+        Err(e) if sealpush::interrupt::requested() => {
+            eprintln!("sealpush: error: interrupted: {e}");
+            return Ok(Exit::Interrupted);
+        }
         Err(e) if e.is_check_failure() => return Err(CheckFailed(e.to_string()).into()),
-        Err(e) => return Err(anyhow::Error::new(e).context("rollback")),
+        // The error names its step ("rollback: ..."); a context would say it twice.
+        Err(e) => return Err(anyhow::Error::new(e)),
     };
     if args.json {
         println!("{}", super::to_json(&report)?);

@@ -16,8 +16,9 @@ const HELP: &str = "Examples:
 ///
 /// Reads DEPLOY-MANIFEST.txt in the target and the receipt in the work dir beside it
 /// (`PARENT/.sealpush/NAME/`), then reads every file of the target back and compares names,
-/// kinds, exec bits, symlink targets and sha256. Exit 0 when the target is exactly as
-/// deployed, 1 when anything differs.
+/// kinds, permission bits (files 0644 or 0755, directories at most 0755), symlink targets and
+/// sha256. It says so when a rollback of the deploy was cut off. Exit 0 when the target is
+/// exactly as deployed, 1 when anything differs.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {
@@ -39,8 +40,8 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         .with_context(|| format!("connecting to {}", args.host))?;
     let progress = globals.progress();
     let report = deploy::status(remote.as_ref(), &args.target, progress.as_ref())
-        .map_err(anyhow::Error::new)
-        .with_context(|| format!("status of {}", args.target.display()))?;
+        // The error names its step and path ("status: lstat /srv/app: ..."); no context.
+        .map_err(anyhow::Error::new)?;
     if args.json {
         println!("{}", super::to_json(&report)?);
     } else {

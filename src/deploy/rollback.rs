@@ -266,23 +266,31 @@ pub fn rollback(
         )?)?),
         None => None,
     };
+    // Where the tree is: at the target, or, when an earlier rollback of this deploy was cut
+    // off after moving it aside (step 2), in the work dir.
+    let aside = aside_path(receipt);
+    let mut root = target.clone();
+    if remote.lstat(&target).map_err(at("rollback"))?.is_none()
+        && matches!(remote.lstat(&aside).map_err(at("rollback"))?, Some(m) if m.kind == FileKind::Dir)
+    {
+        root = aside.clone();
+    }
     // 1. Examine everything before removing anything.
     let mut changed = Vec::new();
-    let actual: Option<Shape> = match remote.lstat(&target).map_err(at("rollback"))? {
+    let actual: Option<Shape> = match remote.lstat(&root).map_err(at("rollback"))? {
         None => None,
         Some(m) if m.kind != FileKind::Dir => {
             changed.push(format!(
-                "{} is now a {:?}, not the directory the deploy created",
-                target.display(),
-                m.kind
+                "{} is now {}, not the directory the deploy created",
+                root.display(),
+                super::kind_name(m.kind)
             ));
             None
         }
         Some(_) => {
-            let mut s =
-                shape::walk_expecting(remote, &target, &expected).map_err(at("rollback"))?;
+            let mut s = shape::walk_expecting(remote, &root, &expected).map_err(at("rollback"))?;
             progress.start("checking", None, Some(s.len() as u64));
-            let r = shape::hash_shape(remote, &target, &mut s, progress);
+            let r = shape::hash_shape(remote, &root, &mut s, progress);
             progress.finish();
             r.map_err(at("rollback"))?;
             Some(s)
@@ -293,7 +301,7 @@ pub fn rollback(
         // not ours, however alike its tree: its deploy manifest names its plan.
         if let Some(Kind::File { .. }) = actual.get(DEPLOY_MANIFEST.as_bytes()) {
             let dm = remote
-                .read_file(&target.join(DEPLOY_MANIFEST), 1 << 30)
+                .read_file(&root.join(DEPLOY_MANIFEST), 1 << 30)
                 .map_err(at("rollback"))?;
             let theirs = super::deploy_manifest_field(&dm, "plan_digest");
             if let Some(theirs) = theirs.filter(|t| *t != receipt.plan_digest.to_hex()) {
@@ -306,7 +314,7 @@ pub fn rollback(
         }
         for d in shape::compare(&expected, actual) {
             if let shape::Difference::Changed { .. } = d {
-                changed.push(format!("{}/{d}", target.display()))
+                changed.push(format!("{}/{d}", root.display()))
             }
         }
     }
@@ -359,26 +367,52 @@ pub fn rollback(
         // Everything the deploy created and that is still of its kind, then the target itself
         // (the shallowest directory, so removed last).
         let plan = shape::removal(&expected, actual);
+        stop_if_interrupted("rollback", "nothing was removed yet")?;
+        // 2. The tree leaves the target in one rename, into the work dir: from then on the
+        // target is absent, however the rest of the rollback ends, and a rollback run again
+        // finds what is left there. Only a tree of nothing but the deploy's own entries moves:
+        // a name someone added stays where they put it, and the tree is removed in place.
+        if root == target && plan.extra.is_empty() && plan.replaced.is_empty() {
+            // Refused (another filesystem, a name in the way): removed in place, as before.
+            if remote.rename_noreplace(&target, &aside).is_ok() {
+                root = aside.clone();
+            }
+        }
+        // The fault tests' `wait-before:reset:FILE` pauses here, the tree moved, none removed.
+        journal::wait_point(journal::Step::Reset);
         report.already_gone += plan.gone;
         // A changed entry of another kind (a file replaced by a directory) is not ours.
         for p in &plan.replaced {
             report.kept.push(format!(
                 "{} (replaced by someone else)",
-                shape::join(&target, p).display()
+                shape::join(&root, p).display()
             ));
         }
         for p in &plan.extra {
             report.kept.push(format!(
                 "{} (not created by the deploy)",
-                shape::join(&target, p).display()
+                shape::join(&root, p).display()
             ));
         }
         let mut doomed: Vec<(PathBuf, bool)> = plan
             .ours
             .iter()
-            .map(|(p, dir)| (shape::join(&target, p), *dir))
+            .map(|(p, dir)| (shape::join(&root, p), *dir))
             .collect();
-        doomed.push((target.clone(), true));
+        doomed.push((root.clone(), true));
+        let left = if root == target {
+            format!("the target {} is partly removed", target.display())
+        } else {
+            format!(
+                "the target {} is gone; what is left of it is in {}",
+                target.display(),
+                root.display()
+            )
+        };
+        stop_if_interrupted(
+            "rollback",
+            &format!("{left}; run the rollback again to finish"),
+        )?;
         progress.start("removing", None, Some(doomed.len() as u64));
         let results = remote.remove_all(&doomed, progress);
         progress.finish();
@@ -398,7 +432,11 @@ pub fn rollback(
             }
         }
         if let Some(e) = failed {
-            return Err(at("rollback")(e));
+            return Err(DeployError::Remote {
+                step: "rollback",
+                cause: e,
+                note: format!("; {left}; run the rollback again to finish"),
+            });
         }
     }
     if let (Some(p), Some(ok)) = (&receipt.kept_archive, archive_ok) {
@@ -406,7 +444,12 @@ pub fn rollback(
             gone_ok(remote.remove_file(p), &mut report)?;
         }
     }
-    // Bookkeeping: host receipt, journal, lock of this plan (a crashed run's), work dirs.
+    // Bookkeeping: host receipt, journal, lock of this plan (a crashed run's), work dirs. Only
+    // once the tree is wholly gone: until then the host's receipt is what lets a rollback run
+    // from anywhere finish the job.
+    if !report.kept.is_empty() {
+        return finish(remote, receipt, report, journal.as_mut(), progress);
+    }
     let short = &receipt.plan_digest.to_hex()[..16];
     let host_receipt = receipt.work_dir.join(format!("receipt-{short}.json"));
     match remote.lstat(&host_receipt).map_err(at("rollback"))? {
@@ -444,7 +487,18 @@ pub fn rollback(
             }
         }
     }
-    // 3. Re-prove the anchor.
+    finish(remote, receipt, report, journal.as_mut(), progress)
+}
+
+/// Step 3: re-proves the anchor; a complete rollback resets the plan's local journal, so the
+/// plan can be deployed again.
+fn finish(
+    remote: &dyn Remote,
+    receipt: &Receipt,
+    mut report: RollbackReport,
+    journal: Option<&mut journal::Journal>,
+    progress: &dyn Progress,
+) -> Result<RollbackReport, DeployError> {
     let mut anchor_ok = true;
     if let Some(a) = &receipt.anchor {
         let (actual, actual_identity) = anchor::survey(remote, &a.path, progress)?;
@@ -458,17 +512,59 @@ pub fn rollback(
         });
     }
     report.complete = report.kept.is_empty() && anchor_ok;
-    if let Some(j) = &mut journal {
-        if report.complete {
-            j.record(
-                remote,
-                journal::Step::Reset,
-                journal::Phase::Done,
-                "rolled back",
-            )?;
-        }
+    if let (Some(j), true) = (journal, report.complete) {
+        j.record(
+            remote,
+            journal::Step::Reset,
+            journal::Phase::Done,
+            "rolled back",
+        )?;
     }
     Ok(report)
+}
+
+/// The entries of `target`'s work dir (`PARENT/.sealpush/NAME/`) whose names start with
+/// `prefix`, sorted; none when there is no work dir.
+fn work_dir_entries(
+    remote: &dyn Remote,
+    target: &Path,
+    prefix: &str,
+) -> Result<Vec<PathBuf>, DeployError> {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Ok(Vec::new());
+    };
+    let dir = parent.join(".sealpush").join(name);
+    let mut out: Vec<PathBuf> = match remote.read_dir(&dir) {
+        Ok(entries) => entries
+            .iter()
+            .filter(|e| e.name.starts_with(prefix.as_bytes()))
+            .map(|e| shape::join(&dir, &e.name))
+            .collect(),
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(at("status")(e)),
+    };
+    out.sort();
+    Ok(out)
+}
+
+/// Where a rollback moves the deployed tree before removing it: `<work dir>/rolling-back-<plan
+/// 16 hex>`, beside the receipt, on the target's filesystem.
+pub fn aside_path(receipt: &Receipt) -> PathBuf {
+    receipt.work_dir.join(format!(
+        "rolling-back-{}",
+        &receipt.plan_digest.to_hex()[..16]
+    ))
+}
+
+/// A safe point: after a Ctrl-C (see `sealpush::interrupt`), stops with what `state` says.
+fn stop_if_interrupted(step: &'static str, state: &str) -> Result<(), DeployError> {
+    if crate::interrupt::requested() {
+        return Err(DeployError::Interrupted {
+            step,
+            state: state.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Seed-style report of a rollback.
@@ -479,6 +575,9 @@ pub fn render_rollback(r: &RollbackReport) -> String {
     let _ = writeln!(s, "target: {}", r.target.display());
     let _ = writeln!(s, "removed: {}", r.removed);
     let _ = writeln!(s, "already_gone: {}", r.already_gone);
+    if r.removed == 0 && r.already_gone == 0 && r.kept.is_empty() {
+        let _ = writeln!(s, "note: nothing of this deploy was left on the host");
+    }
     for f in &r.forced {
         let _ = writeln!(s, "forced: {f}");
     }
@@ -529,31 +628,44 @@ pub fn status(
         bytes_checked: 0,
         problems: Vec::new(),
     };
-    match remote.lstat(target).map_err(at("status"))? {
+    let root_meta = match remote.lstat(target).map_err(at("status"))? {
         None => {
-            report
-                .problems
-                .push(format!("{} does not exist", target.display()));
+            let mut problem = format!("{} does not exist", target.display());
+            let left = work_dir_entries(remote, target, "rolling-back-")?;
+            if let Some(p) = left.first() {
+                problem.push_str(&format!(
+                    ": a rollback of its deploy was cut off, and what is left of the tree is in {}; run `sealpush rollback` on its plan or receipt again to finish",
+                    p.display()
+                ));
+            }
+            report.problems.push(problem);
             return Ok(report);
         }
         Some(m) if m.kind != FileKind::Dir => {
             report.problems.push(format!(
-                "{} is a {:?}, not a deployed directory",
+                "{} is {}, not a deployed directory",
                 target.display(),
-                m.kind
+                super::kind_name(m.kind)
             ));
             return Ok(report);
         }
-        Some(_) => {}
-    }
+        Some(m) => m,
+    };
     let dm_path = target.join(DEPLOY_MANIFEST);
     let dm = match remote.read_file(&dm_path, 1 << 30) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
-            report.problems.push(format!(
-                "{} is missing: not a sealpush deploy",
-                dm_path.display()
-            ));
+            // The deploy manifest goes early in a rollback done in place; the receipt, last.
+            let receipts = work_dir_entries(remote, target, "receipt-")?;
+            report.problems.push(match receipts.first() {
+                None => format!("{} is missing: not a sealpush deploy", dm_path.display()),
+                Some(r) => format!(
+                    "{} is missing, though {} records a deploy here: it was removed, or a rollback was cut off (run `sealpush rollback {}` to finish one)",
+                    dm_path.display(),
+                    r.display(),
+                    r.display()
+                ),
+            });
             return Ok(report);
         }
         Err(e) => return Err(at("status")(e)),
@@ -642,7 +754,24 @@ pub fn status(
             }
         }
     }
-    let mut actual = shape::walk_expecting(remote, target, &expected).map_err(at("status"))?;
+    // Permission bits too: a file or directory opened up since the deploy is a change (the
+    // shape itself keeps only the exec bit).
+    let mut modes = Vec::new();
+    let mut odd = |path: PathBuf, meta: &crate::remote::Meta| {
+        if let Some(why) = shape::odd_mode(meta) {
+            modes.push(format!(
+                "{}: mode {:04o} ({why})",
+                path.display(),
+                meta.mode
+            ));
+        }
+    };
+    odd(target.to_path_buf(), &root_meta);
+    let mut actual = shape::walk_seen(remote, target, Some(&expected), &mut |rel, meta| {
+        odd(shape::join(target, rel), meta)
+    })
+    .map_err(at("status"))?;
+    report.problems.append(&mut modes);
     let files = actual
         .values()
         .filter(|k| matches!(k, Kind::File { .. }))

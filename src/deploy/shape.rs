@@ -81,11 +81,26 @@ pub fn walk_deployed(
 ) -> Result<(Shape, OddModes), RemoteError> {
     let mut odd = Vec::new();
     let shape = walk_seen(remote, root, Some(expected), &mut |rel, meta| {
-        if meta.kind == FileKind::File && meta.mode != 0o644 && meta.mode != 0o755 {
+        if meta.kind == FileKind::File && odd_mode(meta).is_some() {
             odd.push((rel.to_vec(), meta.mode));
         }
     })?;
     Ok((shape, odd))
+}
+
+/// Why an entry's permission bits are not what a deploy leaves, if they are not: a file is
+/// exactly 0644 or 0755 (the deploy sets them so, whatever the server's umask); a directory at
+/// most 0755 (created 0755, less under a strict umask), so never writable by group or others.
+pub fn odd_mode(meta: &Meta) -> Option<&'static str> {
+    match meta.kind {
+        FileKind::File if meta.mode != 0o644 && meta.mode != 0o755 => {
+            Some("a deploy leaves files 0644 or 0755")
+        }
+        FileKind::Dir if meta.mode & !0o755 != 0 => {
+            Some("a deploy leaves directories at most 0755")
+        }
+        _ => None,
+    }
 }
 
 /// [`walk`], showing `seen` every entry (its relative path and metadata) as it is listed: the

@@ -667,6 +667,45 @@ pub fn rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans(host: Host)
 }
 
 #[test]
+fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again_local() {
+    a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(Host::Local);
+}
+
+/// A rollback killed between moving the tree aside and removing it: the target is already
+/// absent, `status` says what happened, the plan cannot be deployed again meanwhile (from a
+/// machine without its journal), and the rollback run again finishes: the host is as before.
+pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Host) {
+    let env = Env::new(host.clone());
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let mut cut = env.paused_at(
+        env.sealpush(["rollback".as_ref(), plan.as_os_str()]),
+        "reset",
+    );
+    cut.child.kill().unwrap();
+    cut.child.wait().unwrap();
+    assert!(!env.target.exists(), "the target is gone at once");
+    let st = env.sealpush(env.status_args()).expect_code(1);
+    assert!(
+        stdout(&st).contains("a rollback of its deploy was cut off"),
+        "{}",
+        stdout(&st)
+    );
+    let again = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("elsewhere"))
+        .expect_code(1);
+    assert!(
+        stderr(&again).contains("its rollback did not finish"),
+        "{}",
+        stderr(&again)
+    );
+    env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
+
+#[test]
 fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names_local() {
     rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(Host::Local);
 }
@@ -736,6 +775,86 @@ fn status_reports_a_changed_byte() {
         "{}",
         stdout(&out)
     );
+}
+
+/// Permission bits opened up since the deploy are a difference: a deploy leaves files 0644 or
+/// 0755 and directories at most 0755.
+#[test]
+fn status_reports_opened_up_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let set = |rel: &str, mode: u32| {
+        std::fs::set_permissions(env.target.join(rel), std::fs::Permissions::from_mode(mode))
+            .unwrap()
+    };
+    for (rel, odd, back) in [("README.md", 0o666, 0o644), ("docs", 0o777, 0o755)] {
+        set(rel, odd);
+        let out = env.sealpush(env.status_args()).expect_code(1);
+        assert!(
+            stdout(&out).contains(&format!("{rel}: mode {odd:04o}")),
+            "{}",
+            stdout(&out)
+        );
+        set(rel, back);
+    }
+    env.sealpush(env.status_args()).ok();
+}
+
+#[test]
+fn a_rollback_that_stops_short_can_be_finished_from_another_machine_local() {
+    a_rollback_that_stops_short_can_be_finished_from_another_machine(Host::Local);
+}
+
+/// A rollback that keeps a name someone added keeps the host's receipt too: from a machine
+/// without the deploy's journal, that receipt is what a second rollback needs to finish.
+pub fn a_rollback_that_stops_short_can_be_finished_from_another_machine(host: Host) {
+    let env = Env::new(host.clone());
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let note = env.target.join("docs/NOTE.txt");
+    std::fs::write(&note, b"mine\n").unwrap();
+    let elsewhere = env.tmp.path().join("elsewhere");
+    let rollback = || {
+        env.sealpush(["rollback".as_ref(), plan.as_os_str()])
+            .env("SEALPUSH_STATE_DIR", &elsewhere)
+    };
+    let out = rollback().expect_code(1);
+    assert!(stdout(&out).contains("NOTE.txt"), "{}", stdout(&out));
+    assert_eq!(std::fs::read(&note).unwrap(), b"mine\n");
+    std::fs::remove_file(&note).unwrap();
+    rollback().ok();
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
+
+#[test]
+fn ctrl_c_stops_a_rollback_at_a_safe_point_that_says_what_is_left() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let paused = env.paused_at(
+        env.sealpush(["rollback".as_ref(), plan.as_os_str()]),
+        "reset",
+    );
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(paused.id() as i32, libc::SIGINT);
+    }
+    paused.release();
+    let out = paused.wait_with_output();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is gone; what is left of it is in")
+            && stderr(&out).contains("run the rollback again to finish"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.target.exists());
+    env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
 }
 
 #[test]

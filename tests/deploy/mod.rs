@@ -205,16 +205,7 @@ impl Env {
         plan: &Path,
         before: &BTreeMap<PathBuf, String>,
     ) {
-        let mut args: Vec<std::ffi::OsString> = vec![
-            "status".into(),
-            "--host".into(),
-            self.destination().into(),
-            "--target".into(),
-            self.target.clone().into(),
-        ];
-        if let Host::Ssh { config, .. } = &self.host {
-            args.extend(["--ssh-config".into(), config.clone().into()]);
-        }
+        let mut args = self.status_args();
         let st = self.sealpush(&args).ok();
         assert!(stdout(&st).ends_with("verdict: PASS\n"), "{}", stdout(&st));
         // The same report for scripts.
@@ -233,6 +224,21 @@ impl Env {
         assert_eq!(&self.snapshot(), before, "host not exactly as before");
     }
 
+    /// `status --host … --target …` of this env's target.
+    pub fn status_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "status".into(),
+            "--host".into(),
+            self.destination().into(),
+            "--target".into(),
+            self.target.clone().into(),
+        ];
+        if let Host::Ssh { config, .. } = &self.host {
+            args.extend(["--ssh-config".into(), config.clone().into()]);
+        }
+        args
+    }
+
     /// `sealpush ARGS` with this env's state dir.
     pub fn sealpush<I, S>(&self, args: I) -> TestCommand
     where
@@ -247,9 +253,13 @@ impl Env {
     /// A deploy held just before `step` by the test-only `SEALPUSH_FAULT=wait-before:` hook,
     /// returned once it has reached the step; [`Paused::release`] lets it go on.
     pub fn deploy_paused_at(&self, plan: &Path, extra: &[&str], step: &str) -> Paused {
+        self.paused_at(self.deploy(plan, extra), step)
+    }
+
+    /// `cmd` held just before `step` (see [`Env::deploy_paused_at`]).
+    pub fn paused_at(&self, cmd: TestCommand, step: &str) -> Paused {
         let gate = self.tmp.path().join("gate");
-        let child = self
-            .deploy(plan, extra)
+        let child = cmd
             .env(
                 "SEALPUSH_FAULT",
                 format!("wait-before:{step}:{}", gate.display()),

@@ -361,6 +361,8 @@ mod sftp {
         two_runs_of_one_plan_on_one_machine_cannot_both_run,
         a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone,
         rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans,
+        a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again,
+        a_rollback_that_stops_short_can_be_finished_from_another_machine,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
 }
