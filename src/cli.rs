@@ -95,7 +95,8 @@ mod tests {
         }
     }
 
-    /// A zero timeout would fail every remote operation at once ("no answer within 0s").
+    /// A zero timeout would fail every remote operation at once ("no answer within 0s"); a
+    /// huge one overflowed the deadline.
     #[test]
     fn zero_timeouts_are_refused_at_parse_time() {
         for flag in ["--op-timeout", "--connect-timeout"] {
@@ -108,6 +109,19 @@ mod tests {
                 "sealpush", "status", "--host", "h", "--target", "/t", flag, "1",
             ];
             assert!(Cli::try_parse_from(ok).is_ok());
+            // A deadline of now + u64::MAX seconds overflowed (a panic, mid-deploy).
+            let huge = [
+                "sealpush",
+                "status",
+                "--host",
+                "h",
+                "--target",
+                "/t",
+                flag,
+                "18446744073709551615",
+            ];
+            let err = Cli::try_parse_from(huge).unwrap_err().to_string();
+            assert!(err.contains("604800"), "{err}");
         }
     }
 }

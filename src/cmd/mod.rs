@@ -85,6 +85,10 @@ pub fn exit_status(result: anyhow::Result<Exit>) -> ExitCode {
     }
 }
 
+/// A week: longer than any step should take, and small enough that a deadline computed from
+/// it (now + timeout) cannot overflow, which a typo like `--op-timeout 9999999999999` did.
+const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 /// How to reach a host; shared by preflight, deploy, rollback and status.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SshArgs {
@@ -95,14 +99,14 @@ pub struct SshArgs {
     /// always refused.
     #[arg(long)]
     pub accept_new_host_key: bool,
-    /// Seconds to wait for the connection (at least 1).
+    /// Seconds to wait for the connection (1 to 604800, a week).
     #[arg(long, default_value_t = 15, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub connect_timeout: u64,
     /// Seconds any single remote operation may take before sealpush gives up on a stalled host
-    /// (at least 1).
+    /// (1 to 604800, a week; a `--check` is one operation).
     #[arg(long, default_value_t = 60, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub op_timeout: u64,
     /// Use ssh's cipher order exactly as configured. Without it, sealpush asks ssh to prefer
     /// the AES-GCM ciphers your configuration already allows when this CPU has AES
