@@ -69,7 +69,8 @@ pub struct Args {
     /// ~/.local/state/sealpush].
     #[arg(long, value_name = "DIR", env = "SEALPUSH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Print the receipt as JSON instead of the report.
+    /// Print the receipt as JSON instead of the report; when the deploy stops before a
+    /// receipt exists, `{plan_digest, target, verdict: {pass: false, reasons}}`.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -124,7 +125,12 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         plan.plan.target.display()
     ));
     let progress = globals.progress();
-    match deploy::deploy(remote.as_ref(), &plan, &opts, progress.as_ref()) {
+    let result = deploy::deploy(remote.as_ref(), &plan, &opts, progress.as_ref());
+    if let (Err(e), true) = (&result, args.json) {
+        // A script reading stdout gets a verdict whatever happened, not an empty page.
+        println!("{}", failure_json(&plan, e));
+    }
+    match result {
         Ok(receipt) => {
             if args.json {
                 print!("{}", receipt.to_json());
@@ -155,4 +161,18 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         Err(e) if e.is_check_failure() => Err(CheckFailed(e.to_string()).into()),
         Err(e) => Err(anyhow::Error::new(e).context("deploy")),
     }
+}
+
+/// What `deploy --json` prints when no receipt was written: the plan, the target and a FAIL
+/// verdict whose reasons are the error (each drift on its own).
+fn failure_json(plan: &SealedPlan, e: &deploy::DeployError) -> serde_json::Value {
+    let reasons = match e {
+        deploy::DeployError::Drift { changes } => changes.clone(),
+        other => vec![other.to_string()],
+    };
+    serde_json::json!({
+        "plan_digest": plan.digest,
+        "target": plan.plan.target.to_string_lossy(),
+        "verdict": {"pass": false, "reasons": reasons},
+    })
 }

@@ -777,6 +777,25 @@ fn status_reports_a_changed_byte() {
     );
 }
 
+/// `deploy --json` prints a verdict even when it stops before a receipt exists.
+#[test]
+fn deploy_json_prints_a_fail_verdict_when_the_host_drifted() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    std::fs::create_dir(&env.target).unwrap();
+    let out = env.deploy(&plan, &["--json"]).expect_code(1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["pass"], false, "{v}");
+    assert!(
+        v["verdict"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("now exists as a directory"),
+        "{v}"
+    );
+    assert_eq!(v["target"], env.target.to_str().unwrap());
+}
+
 /// Permission bits opened up since the deploy are a difference: a deploy leaves files 0644 or
 /// 0755 and directories at most 0755.
 #[test]
