@@ -24,7 +24,8 @@ pub struct Args {
     /// digest, byte for byte.
     #[arg(long, conflicts_with = "json")]
     pub lines: bool,
-    /// Print `{"digest", "files", "bytes", "skipped": [{"path", "reason"}], "locale"}`.
+    /// Print `{"digest", "files", "bytes", "skipped": [{"path", "reason"}], "warnings": [what
+    /// is printed on stderr: find's and sha256sum's errors, and sealpush's notes], "locale"}`.
     #[arg(long)]
     pub json: bool,
     /// Worker threads for walking and hashing (default: all cores, or RAYON_NUM_THREADS).
@@ -90,6 +91,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             "files": out.files,
             "bytes": out.bytes,
             "skipped": skipped,
+            "warnings": out.warnings,
             "locale": opts.collation.name(),
         });
         writeln!(stdout, "{v}")?;

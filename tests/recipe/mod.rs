@@ -493,6 +493,20 @@ fn json_reports_the_recipe_digest_and_skips() {
     );
     assert!(String::from_utf8_lossy(&want.stderr)
         .contains("sha256sum: d/split: No such file or directory"));
+    // The same complaints in the JSON, for a script that does not read stderr; a missing PATH
+    // is one of them (exit 0, as the pipeline's), in find's words.
+    let warned =
+        |v: &serde_json::Value, w: &str| v["warnings"].as_array().unwrap().iter().any(|x| x == w);
+    assert!(
+        warned(&v, "sha256sum: d/split: No such file or directory"),
+        "{v}"
+    );
+    let want = pipeline(tree.root(), "C", &[b"d", b"gone"]);
+    let out = sealpush(tree.root(), "C", &[b"d", b"gone"], &["--json"]).ok();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let find = "find: 'gone': No such file or directory";
+    assert!(String::from_utf8_lossy(&want.stderr).contains(find));
+    assert!(warned(&v, find), "{v}");
 }
 
 #[test]
