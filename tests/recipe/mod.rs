@@ -746,6 +746,13 @@ fn bench_command_agrees_with_the_recipe_and_reports_a_speedup() {
     assert_eq!(v["digest"].as_str().unwrap().as_bytes(), &want[..64]);
     assert!(v["median_speedup"].as_f64().unwrap() > 0.0);
     assert_eq!(v["sealpush_mode"], "in-process");
+    // A missing tree is nothing to measure, not a 200x speedup.
+    let out = TestCommand::sealpush(tree.root(), ["bench", "--runs", "1", "gone"]).expect_code(2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gone: nothing to measure"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
