@@ -67,8 +67,9 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     // A missing PATH is hashed as nothing by both sides, in no time: a speedup of that
     // measures process start-up, not hashing.
     for p in &args.paths {
-        std::fs::symlink_metadata(p)
-            .with_context(|| format!("{}: nothing to measure", p.display()))?;
+        std::fs::symlink_metadata(p).with_context(|| {
+            format!("{}: nothing to measure", std::path::Path::new(p).display())
+        })?;
     }
     let script = recipe_script(&args.paths);
 
