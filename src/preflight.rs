@@ -792,6 +792,12 @@ fn conflicts(
                 let p = work_dir.join(OsStr::from_bytes(&e.name));
                 if e.name == b"lock" {
                     lock = Some(p.display().to_string());
+                } else if e.name.starts_with(b"rolling-back-") {
+                    // What a cut-off rollback left (see `deploy::rollback::aside_path`).
+                    leftovers.push(format!(
+                        "{} (a rollback that did not finish: run it again)",
+                        p.display()
+                    ));
                 } else {
                     work_files.push(p.display().to_string());
                 }
@@ -811,7 +817,7 @@ fn conflicts(
         leftovers.is_empty() && lock.is_none(),
         match (&lock, leftovers.is_empty()) {
             (None, true) => format!(
-                "no staging leftovers ({}*) and no lock in {}",
+                "no staging leftovers ({}*), no lock and no unfinished rollback in {}",
                 parent.join(OsStr::from_bytes(&stage_prefix)).display(),
                 work_dir.display()
             ),

@@ -405,6 +405,16 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
         "{:?}",
         plan.verdict
     );
+    // What a rollback cut off after moving the tree aside left.
+    std::fs::remove_file(work.join("lock")).unwrap();
+    std::fs::create_dir(work.join("rolling-back-0123456789abcdef")).unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["no-unfinished-deploy"]);
+    assert!(
+        plan.verdict.reasons[0].contains("a rollback that did not finish"),
+        "{:?}",
+        plan.verdict
+    );
     std::fs::remove_dir_all(scene.base.join(".sealpush")).unwrap();
     // Look-alikes only warn.
     std::fs::write(scene.base.join("iu-cutter-v0.6.tar.gz"), b"").unwrap();
