@@ -202,6 +202,8 @@ pub enum DeployError {
         theirs: String,
         ours: Digest,
     },
+    #[error("{} holds entries the receipt lists but no {DEPLOY_MANIFEST}: it is not a tree a deploy made (a receipt can be edited to name any directory), so nothing was removed, not even with --force; if it is the deployed tree and that file was deleted, remove the tree by hand", target.display())]
+    NotADeploy { target: PathBuf },
     /// An error after which the cleanup could not remove everything: `note` says what is left
     /// and what to do.
     #[error("{error}{note}")]
@@ -254,6 +256,7 @@ impl DeployError {
                 | DeployError::HostVerify { .. }
                 | DeployError::RollbackRefused { .. }
                 | DeployError::NotThisDeploy { .. }
+                | DeployError::NotADeploy { .. }
         )
     }
 }

@@ -312,6 +312,17 @@ pub fn rollback(
                 });
             }
         }
+        // Only a tree that carries its deploy manifest is one a deploy made: a receipt edited
+        // to name another directory (the anchor, with the anchor left out of it) and a tree
+        // listing that matches it must not get that directory removed. The manifest is
+        // removed last (step 2), so a rollback cut off in place still finds it; the tree moved
+        // aside into the work dir is the rollback's own.
+        if root == target
+            && !actual.contains_key(DEPLOY_MANIFEST.as_bytes())
+            && !shape::removal(&expected, actual).ours.is_empty()
+        {
+            return Err(DeployError::NotADeploy { target });
+        }
         for d in shape::compare(&expected, actual) {
             if let shape::Difference::Changed { .. } = d {
                 changed.push(format!("{}/{d}", root.display()))
@@ -394,12 +405,19 @@ pub fn rollback(
                 shape::join(&root, p).display()
             ));
         }
-        let mut doomed: Vec<(PathBuf, bool)> = plan
+        // Everything but the deploy manifest, then the manifest and the root (see step 1).
+        let manifest = DEPLOY_MANIFEST.as_bytes();
+        let doomed: Vec<(PathBuf, bool)> = plan
             .ours
             .iter()
+            .filter(|(p, _)| p != manifest)
             .map(|(p, dir)| (shape::join(&root, p), *dir))
             .collect();
-        doomed.push((root.clone(), true));
+        let mut last = Vec::new();
+        if plan.ours.iter().any(|(p, _)| p == manifest) {
+            last.push((shape::join(&root, manifest), false));
+        }
+        last.push((root.clone(), true));
         let left = if root == target {
             format!("the target {} is partly removed", target.display())
         } else {
@@ -413,25 +431,23 @@ pub fn rollback(
             "rollback",
             &format!("{left}; run the rollback again to finish"),
         )?;
-        progress.start("removing", None, Some(doomed.len() as u64));
-        let results = remote.remove_all(&doomed, progress);
-        progress.finish();
-        let mut failed = None;
-        for ((path, dir), r) in doomed.iter().zip(results) {
-            match r {
-                Ok(()) => report.removed += 1,
-                Err(e) if e.is_not_found() => report.already_gone += 1,
-                // Not empty: it holds names someone else put there, which stay.
-                Err(_) if *dir => report.kept.push(format!(
-                    "{} (holds names the deploy did not create)",
-                    path.display()
-                )),
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+        progress.start("removing", None, Some((doomed.len() + last.len()) as u64));
+        let first = remove_round(remote, &doomed, &mut report, progress);
+        // The manifest and the root go only when nothing else of the tree is kept: a rerun
+        // after the user moved their names away must still find the manifest.
+        let rest = match first {
+            Ok(()) if report.kept.is_empty() => remove_round(remote, &last, &mut report, progress),
+            Ok(()) => {
+                report.kept.push(format!(
+                    "{} (with its {DEPLOY_MANIFEST}, until the names above are gone)",
+                    root.display()
+                ));
+                Ok(())
             }
-        }
-        if let Some(e) = failed {
+            Err(e) => Err(e),
+        };
+        progress.finish();
+        if let Err(e) = rest {
             return Err(DeployError::Remote {
                 step: "rollback",
                 cause: e,
@@ -488,6 +504,32 @@ pub fn rollback(
         }
     }
     finish(remote, receipt, report, journal.as_mut(), progress)
+}
+
+/// Removes `doomed` (see `Remote::remove_all`), counting into `report`: a directory that is
+/// not empty holds names someone else put there, which stay, and it is kept; the first other
+/// error is returned.
+fn remove_round(
+    remote: &dyn Remote,
+    doomed: &[(PathBuf, bool)],
+    report: &mut RollbackReport,
+    progress: &dyn Progress,
+) -> Result<(), RemoteError> {
+    let mut failed = None;
+    for ((path, dir), r) in doomed.iter().zip(remote.remove_all(doomed, progress)) {
+        match r {
+            Ok(()) => report.removed += 1,
+            Err(e) if e.is_not_found() => report.already_gone += 1,
+            Err(_) if *dir => report.kept.push(format!(
+                "{} (holds names the deploy did not create)",
+                path.display()
+            )),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Step 3: re-proves the anchor; a complete rollback resets the plan's local journal, so the

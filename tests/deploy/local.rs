@@ -706,6 +706,46 @@ pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Hos
 }
 
 #[test]
+fn rollback_never_removes_a_tree_without_its_deploy_manifest_local() {
+    rollback_never_removes_a_tree_without_its_deploy_manifest(Host::Local);
+}
+
+/// A receipt is a file anyone with write access on the host can edit. One edited to name the
+/// anchor as its target, with a tree listing that matches the anchor (here: the receipt of a
+/// deploy of the anchor's own tree) and no anchor, must not get the anchor removed, not even
+/// with --force: the anchor carries no deploy manifest.
+pub fn rollback_never_removes_a_tree_without_its_deploy_manifest(host: Host) {
+    let env = Env::new(host.clone());
+    let (store, art) = env.store_tree(&crate::support::fixtures().join("iu-cutter"), "same-tree");
+    let plan = env.plan_for(&store, &art);
+    env.deploy(&plan, &[]).ok();
+    let local = std::fs::read_dir(env.state.join("deploys"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("receipt.json"))
+        .next()
+        .unwrap();
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
+    r["target"] = env.anchor.to_str().into();
+    r["anchor"] = serde_json::Value::Null;
+    r["tree"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["path"] != "DEPLOY-MANIFEST.txt");
+    let forged = env.tmp.path().join("forged-receipt.json");
+    std::fs::write(&forged, serde_json::to_vec(&r).unwrap()).unwrap();
+    let before = env.snapshot();
+    let out = env
+        .sealpush(["rollback".as_ref(), forged.as_os_str(), "--force".as_ref()])
+        .expect_code(1);
+    assert!(
+        stderr(&out).contains("it is not a tree a deploy made"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+#[test]
 fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names_local() {
     rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names(Host::Local);
 }

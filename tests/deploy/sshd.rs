@@ -363,6 +363,7 @@ mod sftp {
         rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans,
         a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again,
         a_rollback_that_stops_short_can_be_finished_from_another_machine,
+        rollback_never_removes_a_tree_without_its_deploy_manifest,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
 }
