@@ -6,8 +6,10 @@
 //! before removing anything, when an entry changed since the deploy (content, kind, exec bit or
 //! symlink target), unless forced. Names it did not create are never removed (so a directory
 //! that gained a file stays, with that file, and the report says so). The anchor is never
-//! touched, and its digest is re-proven afterwards. Re-running an interrupted rollback finishes
-//! it: names already gone are skipped.
+//! touched, and its digest is re-proven afterwards. A tree of nothing but the deploy's entries
+//! first leaves the target in one rename (into the work dir), so an interrupted rollback leaves
+//! the target absent, not half removed; re-running it finishes it there, skipping names already
+//! gone. The host's receipt and journal go last, only when the tree is wholly gone.
 //!
 //! Status reads the receipt and DEPLOY-MANIFEST.txt on the host and re-verifies the deployed
 //! tree over the transport, every byte.
