@@ -159,7 +159,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             }
         }
         StoreCommand::Gc { dry_run } => {
-            let items = store.gc(dry_run)?;
+            let items = store.gc(dry_run).context(
+                "gc stopped at an error that does not show an artifact damaged; nothing more \
+                 was removed (fix its cause and run gc again)",
+            )?;
             for it in &items {
                 writeln!(out, "{}\t{}", it.path.display(), it.reason)?;
             }

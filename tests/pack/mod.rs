@@ -2169,3 +2169,56 @@ fn packing_a_tree_that_contains_the_store_is_refused() {
     // A store beside the tree is fine.
     sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
 }
+
+/// `sh -c 'ulimit -n N; exec sealpush ARGS'` in `cwd`: a command that runs out of file
+/// descriptors part-way (EMFILE works as root, where permission bits would not stop it).
+fn sealpush_with_fd_limit(cwd: &Path, limit: u32, args: &[&str]) -> Output {
+    TestCommand::new("sh", cwd)
+        .cmd_args(["-c", &format!("ulimit -n {limit}; exec \"$@\""), "sh"])
+        .cmd_arg(crate::support::bin())
+        .cmd_args(args)
+        .output()
+}
+
+/// An error that says nothing about an artifact (here EMFILE: 4 descriptors leave one for gc
+/// after stdin, stdout and stderr) is not damage: gc stops with exit 2 naming the path and
+/// removes nothing. It used to call every artifact broken and delete them all, and likewise to
+/// treat a temp dir whose entries it could not read as old.
+#[test]
+fn gc_stops_at_an_error_that_is_not_damage_and_removes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let arts = tmp.path().join("s/artifacts");
+    let before = listing(&arts);
+    assert_eq!(before.len(), 4, "{before:?}");
+    for args in [
+        &["store", "gc", "--store", "s"][..],
+        &["store", "gc", "--dry-run", "--store", "s"],
+    ] {
+        let out = sealpush_with_fd_limit(tmp.path(), 4, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("meta.json: Too many open files"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("broken"), "{args:?}: {err}");
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert_eq!(listing(&arts), before, "{args:?}");
+    }
+    // A pack in progress: its temp dir is old, the archive being written in it is new.
+    let inflight = tmp.path().join("s/tmp/add-inflight");
+    fs::create_dir(&inflight).unwrap();
+    fs::write(inflight.join("archive.tar.zst"), "partial").unwrap();
+    sh(tmp.path(), "touch -d 2020-01-01 s/tmp/add-inflight");
+    let out = sealpush_with_fd_limit(tmp.path(), 4, &["store", "gc", "--store", "s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("add-inflight"), "{}", stderr(&out));
+    assert!(inflight.join("archive.tar.zst").is_file());
+    // Without the limit, everything is healthy or young: nothing to remove.
+    let gc = sealpush(tmp.path(), ["store", "gc", "--store", "s"]).ok();
+    assert_eq!(stdout(&gc), "");
+    assert_eq!(listing(&arts), before);
+}
