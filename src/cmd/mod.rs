@@ -6,6 +6,7 @@ pub mod demo;
 pub mod deploy;
 pub mod hash;
 pub mod manifest;
+pub mod output;
 pub mod pack;
 pub mod preflight;
 pub mod rollback;

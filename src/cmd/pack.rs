@@ -70,6 +70,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             );
         }
     }
+    // A bad --out is refused before the pack, not found out after it stored the artifact.
+    if let Some(out) = &args.out {
+        super::output::check("--out", out)?;
+    }
     let mut opts = PackOptions::new(args.format);
     if let Some(l) = args.level {
         opts.level = l;
@@ -159,16 +163,10 @@ fn copy_atomically(
     to: &std::path::Path,
     sha256: sealpush::digest::Digest,
 ) -> anyhow::Result<()> {
-    let dir = match to.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
     // 0666 less the umask, as for any new file (tempfile's default 0600 is for secrets).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sealpush-out-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)?;
-    let mut src = std::fs::File::open(from)?;
+    let mut tmp = super::output::temp_beside(to, ".sealpush-out-", 0o666)?;
+    let mut src =
+        std::fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
     let mut hashing = Hashing {
         inner: tmp.as_file_mut(),
         hash: sha2::Sha256::new(),
@@ -182,8 +180,7 @@ fn copy_atomically(
             from.display()
         );
     }
-    tmp.persist(to).map_err(|e| e.error)?;
-    Ok(())
+    super::output::persist(tmp, "--out", to)
 }
 
 /// A writer that hashes what passes through it.

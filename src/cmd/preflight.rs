@@ -71,6 +71,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    // A --plan-out that cannot be written is refused before the survey, not after it.
+    if let Some(file) = &args.plan_out {
+        super::output::check("--plan-out", file)?;
+    }
     let store = Store::open(args.store.as_deref()).context("opening the artifact store")?;
     let artifact = store
         .resolve(&args.artifact)
@@ -171,16 +175,10 @@ fn connection_failed(args: &Args, e: &RemoteError) -> anyhow::Result<Exit> {
 
 /// Writes `data` to a temp file beside `path`, fsyncs it, and renames it into place, so a reader
 /// never sees half a plan.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sealpush-plan-")
-        .tempfile_in(dir)?;
-    tmp.write_all(data)?;
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    // 0600 less the umask, as tempfile makes it: a plan names hosts and paths.
+    let mut tmp = super::output::temp_beside(path, ".sealpush-plan-", 0o600)?;
+    tmp.as_file_mut().write_all(data)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    super::output::persist(tmp, "--plan-out", path)
 }

@@ -2222,3 +2222,110 @@ fn gc_stops_at_an_error_that_is_not_damage_and_removes_nothing() {
     assert_eq!(stdout(&gc), "");
     assert_eq!(listing(&arts), before);
 }
+
+/// `--out` at a fifo, a device, a directory or a symlink is refused before anything is packed,
+/// and the thing at the path is left as it was (the temp file's rename used to replace any of
+/// them with a regular file). A regular file is still replaced.
+#[test]
+fn pack_out_refuses_what_is_not_a_regular_file_and_leaves_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    fs::write(tmp.path().join("kept"), "precious").unwrap();
+    sh(
+        tmp.path(),
+        "mkfifo fifo && ln -s kept link && ln -s missing dangling && mkdir dir",
+    );
+    // /dev/full's numbers, made here: a test must never risk the real one.
+    let device = sh(
+        tmp.path(),
+        "mknod full c 1 7 2>/dev/null && echo yes || true",
+    ) == b"yes\n";
+    let mut cases = vec![
+        ("fifo", "is a fifo"),
+        ("link", "is a symlink"),
+        ("dangling", "is a symlink"),
+        ("dir", "is a directory"),
+    ];
+    if device {
+        cases.push(("full", "is a device"));
+    }
+    for (name, why) in cases {
+        let out = sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", name]).expect_code(2);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("--out {name}: {why}")), "{err}");
+        assert!(
+            !tmp.path().join("s/artifacts").exists()
+                || listing(&tmp.path().join("s/artifacts")).is_empty(),
+            "{name}: packed before refusing"
+        );
+    }
+    let t = |n: &str| {
+        fs::symlink_metadata(tmp.path().join(n))
+            .unwrap()
+            .file_type()
+    };
+    assert!(t("fifo").is_fifo());
+    assert!(t("link").is_symlink() && t("dangling").is_symlink() && t("dir").is_dir());
+    assert!(!device || t("full").is_char_device());
+    assert_eq!(fs::read(tmp.path().join("kept")).unwrap(), b"precious");
+    assert!(!tmp.path().join("missing").exists());
+    // A regular file is replaced by the archive.
+    sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", "kept"]).ok();
+    assert!(t("kept").is_file());
+    assert_eq!(
+        &fs::read(tmp.path().join("kept")).unwrap()[..4],
+        [0x28, 0xb5, 0x2f, 0xfd]
+    );
+}
+
+/// `--out` in a directory that does not exist is refused before packing, naming the directory
+/// (it used to pack, store, then fail naming a temp file the user never chose).
+#[test]
+fn pack_out_into_a_missing_directory_is_refused_before_packing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    fs::write(tmp.path().join("file"), "x").unwrap();
+    for (out, dir, why) in [
+        ("nodir/o.tar.zst", "nodir", "does not exist"),
+        ("file/o.tar.zst", "file", "is not a directory"),
+    ] {
+        let o = sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", out]).expect_code(2);
+        let err = stderr(&o);
+        assert!(err.contains(&format!("--out {out}: ")), "{err}");
+        assert!(err.contains(&format!("{dir} {why}")), "{err}");
+        assert!(!err.contains(".sealpush-out"), "{err}");
+        assert_eq!(stdout(&o), "");
+        let stored = tmp.path().join("s/artifacts");
+        assert!(
+            !stored.exists() || listing(&stored).is_empty(),
+            "{out}: packed first"
+        );
+    }
+}
+
+/// When writing `--out` fails after the pack (here: its directory is on a read-only mount), the
+/// error names the `--out` path and its directory, not the temp file's random name.
+#[test]
+fn a_failed_out_write_names_the_out_path_not_the_temp_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let Some(_ro) = crate::support::Mounted::tmpfs(&tmp.path().join("ro"), "1m") else {
+        return;
+    };
+    sh(tmp.path(), "mount -o remount,ro ro");
+    let out = sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "ro/o.tar.zst"],
+    )
+    .expect_code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("writing ro/o.tar.zst: creating a temp file in ro: Read-only"),
+        "{err}"
+    );
+    assert!(!err.contains(".sealpush-out"), "{err}");
+}
