@@ -292,6 +292,11 @@ impl Store {
             opts,
             progress,
         )?;
+        // The last safe point before the artifact appears: a stop asked for during the pack's
+        // last steps still stores nothing (`tmp` is removed when dropped).
+        if crate::interrupt::requested() {
+            return Err(PackError::Interrupted.into());
+        }
         // No fsync, deliberately: the store is a cache of verifiable content. Every reader
         // checks what it uses (load: sizes and identity; unpack, verify and deploy: sha256 and
         // content against the manifest), so a crash can cost a re-pack, never a wrong deploy,

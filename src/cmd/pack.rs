@@ -3,13 +3,13 @@
 //! stdout: `key: value` lines (artifact, id, archive-sha256, tree-identity, recipe-digest) or
 //! JSON; a one-line summary on stderr.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use sealpush::pack::{Format, PackOptions};
-use sealpush::store::Store;
+use sealpush::pack::{Format, PackError, PackOptions};
+use sealpush::store::{Store, StoreError};
 use sha2::Digest as _;
 
 use super::{Exit, Globals};
@@ -60,6 +60,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    // Ctrl-C and SIGTERM stop the pack at its next entry or chunk, so it removes its temp
+    // archive (and --out's temp file) instead of dying and leaving them.
+    super::stop_at_safe_points_on(&[libc::SIGINT, libc::SIGTERM]);
     // The reproducible-builds spec: a malformed SOURCE_DATE_EPOCH is an error, not the default
     // (which would quietly give other bytes than the build asked for).
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
@@ -90,12 +93,30 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     }
     let start = Instant::now();
     let progress = globals.progress();
-    let (a, added) = store
-        .add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref())
-        .with_context(|| format!("packing {}", args.dir.display()))?;
+    let (a, added) =
+        match store.add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref()) {
+            Ok(found) => found,
+            Err(e @ StoreError::Pack(PackError::Interrupted)) => {
+                eprintln!(
+                    "sealpush: error: packing {}: {e}; nothing was stored",
+                    args.dir.display()
+                );
+                return Ok(Exit::Interrupted);
+            }
+            Err(e) => return Err(e).with_context(|| format!("packing {}", args.dir.display())),
+        };
     if let Some(out) = &args.out {
-        copy_atomically(&a.archive, out, a.meta.archive_sha256)
+        let copied = copy_atomically(&a.archive, out, a.meta.archive_sha256)
             .with_context(|| format!("writing {}", out.display()))?;
+        if !copied {
+            eprintln!(
+                "sealpush: error: writing {}: interrupted; its temp file has been removed and \
+                 it is left as it was (the artifact is stored: {})",
+                out.display(),
+                a.archive.display()
+            );
+            return Ok(Exit::Interrupted);
+        }
     }
     let m = &a.meta;
     let mut stdout = std::io::stdout().lock();
@@ -157,12 +178,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
 
 /// Copies `from` to `to` through a temp file beside `to`, renamed into place only if the bytes
 /// copied hash to `sha256`: --out gets exactly the bytes whose digest is printed, whatever
-/// happened to the stored file since it was checked.
+/// happened to the stored file since it was checked. False when a stop was asked for: then
+/// the temp file is removed and `to` left as it was.
 fn copy_atomically(
     from: &std::path::Path,
     to: &std::path::Path,
     sha256: sealpush::digest::Digest,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     // 0666 less the umask, as for any new file (tempfile's default 0600 is for secrets).
     let mut tmp = super::output::temp_beside(to, ".sealpush-out-", 0o666)?;
     let mut src =
@@ -171,7 +193,20 @@ fn copy_atomically(
         inner: tmp.as_file_mut(),
         hash: sha2::Sha256::new(),
     };
-    std::io::copy(&mut src, &mut hashing)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        // A safe point per chunk: `tmp` is removed when dropped.
+        if sealpush::interrupt::requested() {
+            return Ok(false);
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", from.display())),
+        };
+        hashing.write_all(&buf[..n])?;
+    }
     let copied = sealpush::digest::Digest(hashing.hash.finalize().into());
     if copied != sha256 {
         anyhow::bail!(
@@ -180,7 +215,8 @@ fn copy_atomically(
             from.display()
         );
     }
-    super::output::persist(tmp, "--out", to)
+    super::output::persist(tmp, "--out", to)?;
+    Ok(true)
 }
 
 /// A writer that hashes what passes through it.

@@ -2329,3 +2329,100 @@ fn a_failed_out_write_names_the_out_path_not_the_temp_file() {
     );
     assert!(!err.contains(".sealpush-out"), "{err}");
 }
+
+/// Ctrl-C or SIGTERM during `pack`: the pack stops at its next entry or chunk, removes its temp
+/// dir in the store (and, during the copy to `--out`, the temp file beside it), says
+/// "interrupted" and exits 130; `--out` is never written. SIGINT is sent once the store's temp
+/// dir exists, SIGTERM once the `--out` temp file does; 192 MiB of incompressible bytes keep
+/// both steps going far longer than the polling takes.
+#[test]
+fn an_interrupted_pack_leaves_no_temp_files_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(tree.join("noise")).unwrap());
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..192 {
+            for w in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    let has = |dir: &Path, prefix: &str| {
+        fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+    };
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    for (signal, name, dir, prefix, said) in [
+        (
+            libc::SIGINT,
+            "INT",
+            work.join("s/tmp"),
+            "add-",
+            "interrupted; the partial archive has been removed; nothing was stored",
+        ),
+        (
+            libc::SIGTERM,
+            "TERM",
+            work.join("out"),
+            ".sealpush-out-",
+            "writing out/t.tar.zst: interrupted",
+        ),
+    ] {
+        fs::create_dir_all(work.join("out")).unwrap();
+        let mut cmd = sealpush(
+            &work,
+            [
+                "pack".as_ref(),
+                tree.as_os_str(),
+                "--store".as_ref(),
+                "s".as_ref(),
+                "--level".as_ref(),
+                "1".as_ref(),
+                "--out".as_ref(),
+                "out/t.tar.zst".as_ref(),
+            ],
+        )
+        .cmd;
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !has(&dir, prefix) {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "SIG{name}: no {prefix} appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(130), "SIG{name}: {err}");
+        assert!(err.contains(said), "SIG{name}: {err}");
+        assert_eq!(stdout(&out), "", "SIG{name}");
+        assert_eq!(
+            listing(&work.join("s/tmp")),
+            Vec::<PathBuf>::new(),
+            "SIG{name}"
+        );
+        assert_eq!(
+            listing(&work.join("out")),
+            Vec::<PathBuf>::new(),
+            "SIG{name}"
+        );
+    }
+}
