@@ -89,13 +89,22 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         }
         Err(e) => return Err(e).context("connecting"),
     };
+    // The plan is run later, perhaps from another directory: relative paths (an `--artifact
+    // ./x.tar.zst`, a `--store s`, an `--ssh-config cfg`) are recorded as absolute ones, against
+    // the directory preflight ran in. Symlinks are kept as given.
+    let absolute = |p: &Path| {
+        std::path::absolute(p).with_context(|| format!("making {} absolute", p.display()))
+    };
+    let mut artifact_ref = artifact.artifact_ref();
+    artifact_ref.path = absolute(&artifact_ref.path)?;
+    let ssh_config = opts.ssh_config.as_deref().map(absolute).transpose()?;
     let req = PreflightRequest {
         host: HostRef {
             destination: args.host.clone(),
             transport: remote.transport().to_string(),
-            ssh_config: opts.ssh_config.clone(),
+            ssh_config,
         },
-        artifact: artifact.artifact_ref(),
+        artifact: artifact_ref,
         target: args.target.clone(),
         anchor: args.anchor.clone(),
         staging: args.staging.clone(),

@@ -97,3 +97,63 @@ fn plan_out_refuses_what_is_not_a_regular_file_and_leaves_it() {
         serde_json::from_slice(&fs::read(d.join("kept")).unwrap()).unwrap();
     assert_eq!(plan["plan"]["verdict"]["pass"], true, "{plan}");
 }
+
+/// A relative `--artifact` path, `--store` dir or `--ssh-config` file is recorded in the plan
+/// as an absolute path (against the directory preflight ran in), so the plan deploys from any
+/// directory; it used to be sealed as written, and `deploy` elsewhere failed to find the
+/// archive.
+#[test]
+fn relative_artifact_and_store_paths_are_sealed_absolute() {
+    let tmp = packed();
+    let d = tmp.path();
+    let stored = String::from_utf8(
+        sealpush(d, ["store", "show", "t", "--store", "s"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let archive = stored
+        .lines()
+        .find_map(|l| l.strip_prefix("archive: "))
+        .unwrap()
+        .to_string();
+    fs::copy(d.join(&archive), d.join("good.tar.zst")).unwrap();
+    fs::create_dir(d.join("elsewhere")).unwrap();
+    fs::write(d.join("ssh.cfg"), "").unwrap();
+    for (n, artifact) in [("1", "./good.tar.zst"), ("2", "t")] {
+        let plan = format!("plan{n}.json");
+        let target = format!("host/t-v{n}");
+        let args = [
+            "-q",
+            "preflight",
+            "--host",
+            "local",
+            "--store",
+            "s",
+            "--artifact",
+            artifact,
+            "--target",
+        ];
+        sealpush(d, args)
+            .cmd_arg(d.join(&target))
+            .cmd_args(["--plan-out", &plan, "--ssh-config", "ssh.cfg"])
+            .ok();
+        let sealed: serde_json::Value =
+            serde_json::from_slice(&fs::read(d.join(&plan)).unwrap()).unwrap();
+        let recorded = sealed["plan"]["artifact"]["path"].as_str().unwrap();
+        let want = if n == "1" {
+            d.join("good.tar.zst").to_str().unwrap().to_string()
+        } else {
+            // The store's own spelling of its path, made absolute.
+            d.join(&archive).to_str().unwrap().to_string()
+        };
+        assert_eq!(recorded, want, "{artifact}");
+        let cfg = d.join("ssh.cfg");
+        assert_eq!(sealed["plan"]["host"]["ssh_config"], cfg.to_str().unwrap());
+        let out = sealpush(&d.join("elsewhere"), ["-q", "deploy"])
+            .cmd_arg(d.join(&plan))
+            .output();
+        assert!(out.status.success(), "{artifact}: {}", stderr(&out));
+        assert_eq!(fs::read(d.join(&target).join("f")).unwrap(), b"x");
+    }
+}
