@@ -158,3 +158,16 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     serde_json::to_string_pretty(value)
         .context("--json: the report names a path that is not valid UTF-8; leave out --json")
 }
+
+/// A path as a JSON string, or an error saying why it cannot be one. JSON strings are UTF-8;
+/// rather than print another path than the real one (lossily, or escaped in a way a reader
+/// would have to know about), `--json` refuses; the text output is for people. The error
+/// spells the path with its odd bytes escaped (`f\xFFg`), so that two such paths differ.
+pub fn json_path<'a>(what: &str, path: &'a std::path::Path) -> anyhow::Result<&'a str> {
+    path.to_str().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--json cannot print {what} {path:?}: the path is not UTF-8, which a JSON string \
+             must be (use a UTF-8 path, or leave out --json for the text output)"
+        )
+    })
+}

@@ -86,9 +86,9 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     // Decided before packing: a JSON answer that cannot be printed must not follow a pack that
     // stored an artifact and wrote --out. The artifact's path is the store's plus a UTF-8 id.
     if args.json {
-        super::store::json_path("the store", store.root())?;
+        super::json_path("the store", store.root())?;
         if let Some(out) = &args.out {
-            super::store::json_path("--out", out)?;
+            super::json_path("--out", out)?;
         }
     }
     let start = Instant::now();
@@ -122,11 +122,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = match &args.out {
-            Some(p) => Some(super::store::json_path("--out", p)?),
+            Some(p) => Some(super::json_path("--out", p)?),
             None => None,
         };
         let v = serde_json::json!({
-            "artifact": super::store::json_path("the artifact", &a.archive)?,
+            "artifact": super::json_path("the artifact", &a.archive)?,
             "id": a.id,
             "name": m.name,
             "format": m.format,

@@ -2426,3 +2426,35 @@ fn an_interrupted_pack_leaves_no_temp_files_and_exits_130() {
         );
     }
 }
+
+/// `manifest --json` refuses a name or symlink target that is not UTF-8, as every `--json`
+/// does, naming it with its bytes escaped; it used to print `f\xffg` and `f\xfeg` both as
+/// `f\u{fffd}g`, two files as one. The text manifest still carries them byte for byte.
+#[test]
+fn manifest_json_refuses_names_that_are_not_utf8() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (tree, script, named) in [
+        (
+            "names",
+            "printf 1 > $'f\\xffg' && printf 2 > $'f\\xfeg'",
+            r#""f\xFEg""#,
+        ),
+        ("target", "ln -s $'to\\xff' link", r#""to\xFF""#),
+    ] {
+        let dir = tmp.path().join(tree);
+        fs::create_dir(&dir).unwrap();
+        sh(&dir, script);
+        let out = sealpush(tmp.path(), ["manifest", "--json", tree]).expect_code(2);
+        let err = stderr(&out);
+        assert!(err.contains("not UTF-8"), "{err}");
+        assert!(err.contains(named), "{err}");
+        assert_eq!(stdout(&out), "", "{tree}");
+        let text = sealpush(tmp.path(), ["manifest", tree]).ok().stdout;
+        let want: &[u8] = if tree == "names" {
+            b"f\xfeg"
+        } else {
+            b"to\xff"
+        };
+        assert!(text.windows(want.len()).any(|w| w == want), "{tree}");
+    }
+}
