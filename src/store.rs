@@ -116,6 +116,12 @@ pub enum StoreError {
     BadName { name: String, reason: &'static str },
     #[error("no artifact matches {reference:?} in {store} (see `sealpush store list`)")]
     NotFound { reference: String, store: PathBuf },
+    #[error("{path}: {reason} ({hint})")]
+    NotAnArtifact {
+        path: PathBuf,
+        reason: String,
+        hint: String,
+    },
     #[error("{reference:?} is ambiguous: it matches {}", candidates.join(", "))]
     Ambiguous {
         reference: String,
@@ -500,6 +506,18 @@ impl Store {
         if !by_name.is_empty() {
             return pick(by_name);
         }
+        // Not in the store, but there is something by that name here that is not an archive
+        // (a dangling link, a loop, a fifo): its problem is the better answer. A directory is
+        // more likely a tree whose artifact was meant.
+        if let Ok(md) = fs::symlink_metadata(reference) {
+            if !md.is_dir() {
+                let hint = format!(
+                    "and no artifact in {} has that id or name",
+                    self.root.display()
+                );
+                return Err(not_an_artifact(Path::new(reference), hint));
+            }
+        }
         Err(StoreError::NotFound {
             reference: reference.to_string(),
             store: self.root.clone(),
@@ -603,8 +621,15 @@ impl Store {
 
 /// Resolves a REF that is a path to an archive file or an artifact directory, without a store
 /// (nothing is created); `None` when it is neither, and the store must be asked.
+///
+/// A store id or name never contains `/`, so a reference that does is a path, and when it names
+/// no archive or artifact directory the answer is what is wrong with it (missing, a symlink
+/// loop, a directory), not a store lookup.
 pub fn resolve_path(p: &Path) -> Option<Result<StoredArtifact, StoreError>> {
-    let md = fs::metadata(p).ok()?;
+    let is_path = p.as_os_str().as_bytes().contains(&b'/');
+    let Ok(md) = fs::metadata(p) else {
+        return is_path.then(|| Err(not_an_artifact(p, PATH_HINT.into())));
+    };
     let id_of = |dir: &Path| dir.file_name().and_then(|n| n.to_str()).map(String::from);
     if md.is_file() {
         if is_artifact_archive(p) {
@@ -623,7 +648,36 @@ pub fn resolve_path(p: &Path) -> Option<Result<StoredArtifact, StoreError>> {
     if md.is_dir() && p.join("meta.json").is_file() {
         return Some(load_dir(p, id_of(p)));
     }
-    None
+    is_path.then(|| Err(not_an_artifact(p, PATH_HINT.into())))
+}
+
+const PATH_HINT: &str = "a reference with `/` is a path, to an archive or an artifact directory";
+
+/// Why `p`, which is not a readable archive file, is no artifact.
+fn not_an_artifact(p: &Path, hint: String) -> StoreError {
+    let reason = match fs::metadata(p) {
+        Ok(md) if md.is_dir() => {
+            "is a directory without meta.json: neither an archive nor an artifact directory".into()
+        }
+        Ok(md) if md.is_file() => "is not a tar.zst or tar.gz archive".into(),
+        Ok(_) => "is a fifo, socket or device, not an archive".into(),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            "is a symlink loop: too many levels of symbolic links".into()
+        }
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            "is a symlink whose target does not exist".into()
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "no such file or directory".into(),
+        Err(e) => e.to_string(),
+    };
+    StoreError::NotAnArtifact {
+        path: p.to_path_buf(),
+        reason,
+        hint,
+    }
 }
 
 /// Is `path` named as an artifact's archive (`archive.tar.zst` or `archive.tar.gz`) in a

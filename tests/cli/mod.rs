@@ -157,3 +157,54 @@ fn relative_artifact_and_store_paths_are_sealed_absolute() {
         assert_eq!(fs::read(d.join(&target).join("f")).unwrap(), b"x");
     }
 }
+
+/// A reference that is a path (it has a `/`; no store id or name does) and names no archive
+/// gets its path's real problem, from verify, unpack and store show alike; it used to be "no
+/// artifact matches" in the store. Without a `/`, a name the store lacks that is a broken link
+/// here says so too; a name that is a directory is still looked up in the store.
+#[test]
+fn a_path_that_is_no_artifact_says_what_is_wrong_with_it() {
+    let tmp = packed();
+    let d = tmp.path();
+    sh(
+        d,
+        "ln -s self.tar.zst self.tar.zst && mkdir dir.tar.zst && ln -s nowhere dangling \
+         && mkfifo fifo && echo text > notes",
+    );
+    let cases = [
+        ("./self.tar.zst", "./self.tar.zst: is a symlink loop"),
+        (
+            "/nonexistent/x.tar.zst",
+            "/nonexistent/x.tar.zst: no such file or directory",
+        ),
+        (
+            "./dir.tar.zst",
+            "./dir.tar.zst: is a directory without meta.json",
+        ),
+        (
+            "./dangling",
+            "./dangling: is a symlink whose target does not exist",
+        ),
+        ("./fifo", "./fifo: is a fifo, socket or device"),
+        ("./notes", "./notes: not a tar.zst or tar.gz archive"),
+        ("self.tar.zst", "self.tar.zst: is a symlink loop"),
+        ("dir.tar.zst", "no artifact matches \"dir.tar.zst\""),
+    ];
+    for (reference, said) in cases {
+        for cmd in [
+            &["verify", reference][..],
+            &["unpack", reference, "dest"],
+            &["store", "show", reference],
+        ] {
+            let out = sealpush(d, cmd).cmd_args(["--store", "s"]).expect_code(2);
+            let err = stderr(&out);
+            assert!(err.contains(said), "{cmd:?}: {err}");
+            if reference.contains('/') {
+                assert!(!err.contains("no artifact matches"), "{cmd:?}: {err}");
+            }
+        }
+    }
+    assert!(!d.join("dest").exists());
+    // A name and a path to an archive still resolve.
+    sealpush(d, ["-q", "verify", "t", "--store", "s"]).ok();
+}
