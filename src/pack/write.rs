@@ -45,7 +45,11 @@ pub enum PackError {
          a tar header's 11 octal digits hold: set SOURCE_DATE_EPOCH to that or less"
     )]
     Mtime { mtime: u64 },
-    #[error("level {level} is out of range for {format}")]
+    #[error(
+        "level {level} is out of range for {format}: use {}..={}",
+        .format.levels().start(),
+        .format.levels().end()
+    )]
     Level { format: Format, level: i32 },
     #[error("interrupted; the partial archive has been removed")]
     Interrupted,

@@ -2458,3 +2458,44 @@ fn manifest_json_refuses_names_that_are_not_utf8() {
         assert!(text.windows(want.len()).any(|w| w == want), "{tree}");
     }
 }
+
+/// A level out of range says which levels the format takes (zstd's documented 1..=22, gzip's
+/// 0..=9), before anything is packed.
+#[test]
+fn a_level_out_of_range_names_the_valid_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for (format, level, said) in [
+        (
+            "tar.zst",
+            "0",
+            "level 0 is out of range for tar.zst: use 1..=22",
+        ),
+        (
+            "tar.zst",
+            "23",
+            "level 23 is out of range for tar.zst: use 1..=22",
+        ),
+        (
+            "tar.gz",
+            "10",
+            "level 10 is out of range for tar.gz: use 0..=9",
+        ),
+        (
+            "tar.gz",
+            "-1",
+            "level -1 is out of range for tar.gz: use 0..=9",
+        ),
+    ] {
+        let args = ["pack", "t", "--store", "s", "--format", format];
+        let out = sealpush(tmp.path(), args)
+            .cmd_arg(format!("--level={level}"))
+            .expect_code(2);
+        assert!(stderr(&out).contains(said), "{}", stderr(&out));
+        assert_eq!(
+            listing(&tmp.path().join("s/artifacts")),
+            Vec::<PathBuf>::new()
+        );
+    }
+}
