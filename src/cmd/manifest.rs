@@ -35,8 +35,8 @@ pub struct Args {
     /// (refused for a name or symlink target that is not UTF-8, which a JSON string cannot hold).
     #[arg(long)]
     pub json: bool,
-    /// Worker threads for hashing (default: all cores).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Worker threads for hashing, 1 to 1024 (default: all cores).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=super::MAX_THREADS))]
     pub threads: Option<u32>,
 }
 

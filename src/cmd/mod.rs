@@ -21,6 +21,11 @@ use std::time::Duration;
 
 use sealpush::progress::{Bars, NoProgress, Progress};
 
+/// The most threads any `-j` takes: far more than any machine's cores, few enough that a typo
+/// (`-j 4294967295`) is refused at once instead of spending seconds spawning threads, or
+/// failing with EAGAIN blamed on a path.
+pub const MAX_THREADS: i64 = 1024;
+
 /// Options every command sees.
 #[derive(Clone, Debug, Default)]
 pub struct Globals {

@@ -40,9 +40,9 @@ pub struct Args {
     /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6). Changes the bytes.
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
-    /// Compression threads (zstd workers, or gzip pieces compressed at once; default: all
-    /// cores). Never changes the bytes.
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Compression threads, 1 to 1024 (zstd workers, or gzip pieces compressed at once;
+    /// default: all cores). Never changes the bytes.
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=super::MAX_THREADS))]
     pub threads: Option<u32>,
     /// Artifact name (default: the directory's name).
     #[arg(long, value_name = "NAME")]

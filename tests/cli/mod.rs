@@ -208,3 +208,29 @@ fn a_path_that_is_no_artifact_says_what_is_wrong_with_it() {
     // A name and a path to an archive still resolve.
     sealpush(d, ["-q", "verify", "t", "--store", "s"]).ok();
 }
+
+/// Every `-j` takes 1 to 1024 threads: a typo such as `-j 5000` is refused at once (exit 2,
+/// naming the range) instead of spawning thousands of threads or failing with EAGAIN blamed on
+/// the path. The largest value still runs.
+#[test]
+fn every_thread_count_is_capped_at_1024() {
+    let tmp = packed();
+    let d = tmp.path();
+    for cmd in [
+        &["hash", "t"][..],
+        &["manifest", "t"],
+        &["pack", "t", "--store", "s2"],
+        &["bench", "t", "--runs", "1"],
+    ] {
+        for bad in ["5000", "4294967295", "0"] {
+            let out = sealpush(d, cmd).cmd_args(["-j", bad]).expect_code(2);
+            assert!(
+                stderr(&out).contains(&format!("{bad} is not in 1..=1024")),
+                "{cmd:?} -j {bad}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(!d.join("s2").exists());
+    sealpush(d, ["-q", "manifest", "t", "-j", "1024"]).ok();
+}
