@@ -116,6 +116,12 @@ pub enum StoreError {
     BadName { name: String, reason: &'static str },
     #[error("no artifact matches {reference:?} in {store} (see `sealpush store list`)")]
     NotFound { reference: String, store: PathBuf },
+    #[error("{path}: {reason} ({hint})")]
+    NotAnArtifact {
+        path: PathBuf,
+        reason: String,
+        hint: String,
+    },
     #[error("{reference:?} is ambiguous: it matches {}", candidates.join(", "))]
     Ambiguous {
         reference: String,
@@ -292,6 +298,11 @@ impl Store {
             opts,
             progress,
         )?;
+        // The last safe point before the artifact appears: a stop asked for during the pack's
+        // last steps still stores nothing (`tmp` is removed when dropped).
+        if crate::interrupt::requested() {
+            return Err(PackError::Interrupted.into());
+        }
         // No fsync, deliberately: the store is a cache of verifiable content. Every reader
         // checks what it uses (load: sizes and identity; unpack, verify and deploy: sha256 and
         // content against the manifest), so a crash can cost a re-pack, never a wrong deploy,
@@ -495,6 +506,18 @@ impl Store {
         if !by_name.is_empty() {
             return pick(by_name);
         }
+        // Not in the store, but there is something by that name here that is not an archive
+        // (a dangling link, a loop, a fifo): its problem is the better answer. A directory is
+        // more likely a tree whose artifact was meant.
+        if let Ok(md) = fs::symlink_metadata(reference) {
+            if !md.is_dir() {
+                let hint = format!(
+                    "and no artifact in {} has that id or name",
+                    self.root.display()
+                );
+                return Err(not_an_artifact(Path::new(reference), hint));
+            }
+        }
         Err(StoreError::NotFound {
             reference: reference.to_string(),
             store: self.root.clone(),
@@ -517,7 +540,9 @@ impl Store {
 
     /// Removes temp leftovers older than [`GC_TMP_GRACE`], anything in the store that is not part
     /// of the layout, and artifacts whose parts are missing or disagree (it does not re-hash
-    /// archives; `verify` does). With `dry_run`, only reports.
+    /// archives; `verify` does). With `dry_run`, only reports. Only proven damage condemns an
+    /// artifact: any other error (too many open files, EIO, EACCES) stops gc, before anything
+    /// is removed when it is met while looking.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<GcItem>, StoreError> {
         let mut out = Vec::new();
         let now = SystemTime::now();
@@ -525,10 +550,12 @@ impl Store {
         for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
             let e = e.map_err(io_at(&tmp))?;
             let p = e.path();
-            if newest_mtime(&p)
-                .is_some_and(|t| now.duration_since(t).unwrap_or_default() < GC_TMP_GRACE)
-            {
-                continue;
+            // An error reading a temp dir's times says nothing about its age: stop, rather than
+            // remove a pack in progress.
+            match newest_mtime(&p).map_err(io_at(&p))? {
+                None => continue,
+                Some(t) if now.duration_since(t).unwrap_or_default() < GC_TMP_GRACE => continue,
+                Some(_) => {}
             }
             out.push(GcItem {
                 path: p,
@@ -561,7 +588,14 @@ impl Store {
                             None
                         }
                     }
-                    Err(err) => Some(format!("broken: {}", error_chain(&err))),
+                    // Only proven damage condemns an artifact. Any other error (too many
+                    // open files, EIO, EACCES) says nothing about it: gc stops, removing nothing.
+                    Err(
+                        err @ (StoreError::Broken { .. }
+                        | StoreError::Meta { .. }
+                        | StoreError::Manifest { .. }),
+                    ) => Some(format!("broken: {}", error_chain(&err))),
+                    Err(err) => return Err(err),
                 },
                 _ => Some("not an artifact directory".into()),
             };
@@ -587,8 +621,15 @@ impl Store {
 
 /// Resolves a REF that is a path to an archive file or an artifact directory, without a store
 /// (nothing is created); `None` when it is neither, and the store must be asked.
+///
+/// A store id or name never contains `/`, so a reference that does is a path, and when it names
+/// no archive or artifact directory the answer is what is wrong with it (missing, a symlink
+/// loop, a directory), not a store lookup.
 pub fn resolve_path(p: &Path) -> Option<Result<StoredArtifact, StoreError>> {
-    let md = fs::metadata(p).ok()?;
+    let is_path = p.as_os_str().as_bytes().contains(&b'/');
+    let Ok(md) = fs::metadata(p) else {
+        return is_path.then(|| Err(not_an_artifact(p, PATH_HINT.into())));
+    };
     let id_of = |dir: &Path| dir.file_name().and_then(|n| n.to_str()).map(String::from);
     if md.is_file() {
         if is_artifact_archive(p) {
@@ -607,7 +648,36 @@ pub fn resolve_path(p: &Path) -> Option<Result<StoredArtifact, StoreError>> {
     if md.is_dir() && p.join("meta.json").is_file() {
         return Some(load_dir(p, id_of(p)));
     }
-    None
+    is_path.then(|| Err(not_an_artifact(p, PATH_HINT.into())))
+}
+
+const PATH_HINT: &str = "a reference with `/` is a path, to an archive or an artifact directory";
+
+/// Why `p`, which is not a readable archive file, is no artifact.
+fn not_an_artifact(p: &Path, hint: String) -> StoreError {
+    let reason = match fs::metadata(p) {
+        Ok(md) if md.is_dir() => {
+            "is a directory without meta.json: neither an archive nor an artifact directory".into()
+        }
+        Ok(md) if md.is_file() => "is not a tar.zst or tar.gz archive".into(),
+        Ok(_) => "is a fifo, socket or device, not an archive".into(),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            "is a symlink loop: too many levels of symbolic links".into()
+        }
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            "is a symlink whose target does not exist".into()
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "no such file or directory".into(),
+        Err(e) => e.to_string(),
+    };
+    StoreError::NotAnArtifact {
+        path: p.to_path_buf(),
+        reason,
+        hint,
+    }
 }
 
 /// Is `path` named as an artifact's archive (`archive.tar.zst` or `archive.tar.gz`) in a
@@ -650,16 +720,31 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     s
 }
 
-fn newest_mtime(p: &Path) -> Option<SystemTime> {
-    let mut t = fs::symlink_metadata(p).ok()?.modified().ok()?;
-    if let Ok(rd) = fs::read_dir(p) {
-        for e in rd.flatten() {
-            if let Some(m) = e.metadata().ok().and_then(|m| m.modified().ok()) {
-                t = t.max(m);
+/// The newest mtime of `p` and, for a directory, of its entries; `None` when `p` is gone (a
+/// pack just published it).
+fn newest_mtime(p: &Path) -> io::Result<Option<SystemTime>> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let md = match fs::symlink_metadata(p) {
+        Ok(md) => md,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut t = md.modified()?;
+    if md.is_dir() {
+        let rd = match fs::read_dir(p) {
+            Ok(rd) => rd,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            match e.and_then(|e| e.metadata()) {
+                Ok(m) => t = t.max(m.modified()?),
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(e),
             }
         }
     }
-    Some(t)
+    Ok(Some(t))
 }
 
 fn default_location() -> Result<PathBuf, StoreError> {
@@ -714,7 +799,7 @@ fn write_new(path: &Path, data: &[u8]) -> Result<(), StoreError> {
 /// as no.
 fn archive_intact(a: &StoredArtifact) -> bool {
     open_part(&a.archive)
-        .map_err(io_at(&a.archive))
+        .map_err(part_at(&a.archive))
         .and_then(|(f, _)| sha256_reader(f, &a.archive))
         .is_ok_and(|(sha, size)| sha == a.meta.archive_sha256 && size == a.meta.archive_size)
 }
@@ -724,33 +809,81 @@ const META_MAX: u64 = 1 << 20;
 /// Most bytes read of a manifest.txt: about 4 million entries of ordinary path lengths.
 const MANIFEST_MAX: u64 = 512 << 20;
 
+/// Why a part of an artifact could not be read.
+#[derive(Debug)]
+enum PartError {
+    /// What is there proves the artifact damaged: the part is missing, a symlink, not a regular
+    /// file, or larger than sealpush ever writes.
+    Damaged(String),
+    /// An error that says nothing about the artifact (too many open files, EIO, EACCES): the
+    /// artifact may be healthy, so nothing may be concluded (or removed) from it.
+    Io(io::Error),
+}
+
+impl From<io::Error> for PartError {
+    fn from(e: io::Error) -> PartError {
+        PartError::Io(e)
+    }
+}
+
+impl PartError {
+    /// `Broken` for damage, `Io` naming `path` otherwise.
+    fn at(self, dir: &Path, path: &Path) -> StoreError {
+        match self {
+            PartError::Damaged(reason) => StoreError::Broken {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{}: {reason}",
+                    path.strip_prefix(dir).unwrap_or(path).display()
+                ),
+            },
+            PartError::Io(source) => StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
+}
+
+/// [`PartError::at`] for a part named by its path.
+fn part_at(path: &Path) -> impl FnOnce(PartError) -> StoreError + '_ {
+    move |e| e.at(path.parent().unwrap_or(Path::new(".")), path)
+}
+
 /// Opens a part of an artifact (its archive, manifest or meta) for reading, with its size. sealpush
 /// writes each as a regular file: a symlink is not followed (it could lead to /dev/zero or out
 /// of the store) and a fifo or device is refused before it is read (`O_NONBLOCK`: opening a fifo
-/// does not wait for a writer). Such a part makes its artifact broken.
-fn open_part(path: &Path) -> io::Result<(fs::File, u64)> {
+/// does not wait for a writer). Such a part, or a missing one, makes its artifact broken.
+fn open_part(path: &Path) -> Result<(fs::File, u64), PartError> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::other("is a symlink (sealpush writes none here)"),
-            _ => e,
+            Some(libc::ELOOP) => {
+                PartError::Damaged("is a symlink (sealpush writes none here)".into())
+            }
+            Some(libc::ENOENT) => PartError::Damaged(e.to_string()),
+            // A socket, or a device without a driver: a part of the wrong type.
+            Some(libc::ENXIO | libc::ENODEV) => PartError::Damaged(not_regular()),
+            _ => PartError::Io(e),
         })?;
     let md = f.metadata()?;
     if !md.is_file() {
-        return Err(io::Error::other(
-            "is not a regular file (a fifo, device or directory)",
-        ));
+        return Err(PartError::Damaged(not_regular()));
     }
     Ok((f, md.len()))
 }
 
+fn not_regular() -> String {
+    "is not a regular file (a fifo, device or directory)".into()
+}
+
 /// Reads a small part of an artifact (see [`open_part`]), refusing one larger than `max`.
-fn read_part(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+fn read_part(path: &Path, max: u64) -> Result<Vec<u8>, PartError> {
     let (f, len) = open_part(path)?;
-    let too_big = || io::Error::other(format!("is larger than {max} bytes, the most read of it"));
+    let too_big = || PartError::Damaged(format!("is larger than {max} bytes, the most read of it"));
     if len > max {
         return Err(too_big());
     }
@@ -770,16 +903,14 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
         reason,
     };
     let meta_path = dir.join("meta.json");
-    let meta_bytes =
-        read_part(&meta_path, META_MAX).map_err(|e| broken(format!("meta.json: {e}")))?;
+    let meta_bytes = read_part(&meta_path, META_MAX).map_err(|e| e.at(dir, &meta_path))?;
     let meta: ArtifactMeta =
         serde_json::from_slice(&meta_bytes).map_err(|source| StoreError::Meta {
             path: meta_path,
             source,
         })?;
     let man_path = dir.join("manifest.txt");
-    let man_bytes =
-        read_part(&man_path, MANIFEST_MAX).map_err(|e| broken(format!("manifest.txt: {e}")))?;
+    let man_bytes = read_part(&man_path, MANIFEST_MAX).map_err(|e| e.at(dir, &man_path))?;
     let manifest = Manifest::decode(&man_bytes).map_err(|source| StoreError::Manifest {
         path: man_path,
         source,
@@ -792,9 +923,7 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
         )));
     }
     let archive = dir.join(format!("archive.{}", meta.format.extension()));
-    let size = open_part(&archive)
-        .map_err(|e| broken(format!("{}: {e}", archive.display())))?
-        .1;
+    let size = open_part(&archive).map_err(|e| e.at(dir, &archive))?.1;
     if size != meta.archive_size {
         return Err(broken(format!(
             "archive size {size} differs from meta.json's {}",
@@ -882,11 +1011,11 @@ fn verify_artifact(a: &StoredArtifact, progress: &dyn Progress) -> Result<Vec<St
     // A stored archive is read only as the regular file it must be; an archive outside the
     // store is the file the user named, links included.
     let file = if a.id.is_some() {
-        open_part(&a.archive).map(|(f, _)| f)
+        open_part(&a.archive).map_err(part_at(&a.archive))?.0
     } else {
-        fs::File::open(&a.archive)
+        fs::File::open(&a.archive).map_err(io_at(&a.archive))?
     };
-    let (sha, size) = sha256_reader(file.map_err(io_at(&a.archive))?, &a.archive)?;
+    let (sha, size) = sha256_reader(file, &a.archive)?;
     progress.finish();
     if size != a.meta.archive_size {
         return Err(StoreError::Mismatch {
@@ -953,9 +1082,8 @@ fn check_meta(a: &StoredArtifact) -> Result<Vec<String>, StoreError> {
         return mismatch("unpacked_bytes in meta.json", want, got);
     }
     let mut head = [0u8; 4];
-    let n = open_part(&a.archive)
-        .and_then(|(mut f, _)| f.read(&mut head))
-        .map_err(io_at(&a.archive))?;
+    let (mut f, _) = open_part(&a.archive).map_err(part_at(&a.archive))?;
+    let n = f.read(&mut head).map_err(io_at(&a.archive))?;
     if Format::sniff(&head[..n]) != Some(m.format) {
         return mismatch(
             "format in meta.json",

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod cli;
 mod demo;
 mod deploy;
 mod pack;

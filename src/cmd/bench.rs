@@ -30,8 +30,8 @@ pub struct Args {
     /// Timed pairs (recipe + sealpush) after the warm-up.
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
-    /// sealpush worker threads (default: all cores, or RAYON_NUM_THREADS).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// sealpush worker threads, 1 to 1024 (default: all cores, or RAYON_NUM_THREADS).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=super::MAX_THREADS))]
     pub threads: Option<u32>,
     /// Print the results as JSON.
     #[arg(long)]

@@ -28,8 +28,9 @@ pub struct Args {
     /// is printed on stderr: find's and sha256sum's errors, and sealpush's notes], "locale"}`.
     #[arg(long)]
     pub json: bool,
-    /// Worker threads for walking and hashing (default: all cores, or RAYON_NUM_THREADS).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Worker threads for walking and hashing, 1 to 1024 (default: all cores, or
+    /// RAYON_NUM_THREADS).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=super::MAX_THREADS))]
     pub threads: Option<u32>,
 }
 

@@ -4,6 +4,7 @@
 //! stderr. The encoding is specified in `store-layout.md`.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,11 +31,12 @@ pub struct Args {
     /// Print only the tree identity (64 hex digits).
     #[arg(long, conflicts_with = "json")]
     pub identity: bool,
-    /// Print `{"identity", "recipe_digest", "recipe_locale", "files", "bytes", "entries"}`.
+    /// Print `{"identity", "recipe_digest", "recipe_locale", "files", "bytes", "entries"}`
+    /// (refused for a name or symlink target that is not UTF-8, which a JSON string cannot hold).
     #[arg(long)]
     pub json: bool,
-    /// Worker threads for hashing (default: all cores).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Worker threads for hashing, 1 to 1024 (default: all cores).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=super::MAX_THREADS))]
     pub threads: Option<u32>,
 }
 
@@ -57,12 +59,18 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     if args.identity {
         writeln!(out, "{identity}")?;
     } else if args.json {
-        let entries: Vec<_> = m
+        // Names are bytes; a lossy spelling would print two names as one: refused, as every
+        // --json refuses a path that is not UTF-8.
+        let text = |what: &str, bytes: &[u8]| -> anyhow::Result<String> {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes));
+            Ok(super::json_path(what, path)?.to_string())
+        };
+        let entries = m
             .entries
             .iter()
             .map(|e| {
-                let path = manifest::show(&e.path);
-                match &e.kind {
+                let path = text("the entry", &e.path)?;
+                Ok(match &e.kind {
                     EntryKind::File {
                         size,
                         sha256,
@@ -70,11 +78,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
                     } => serde_json::json!({"path": path, "type": "file", "size": size,
                         "sha256": sha256, "executable": executable}),
                     EntryKind::Symlink { target } => serde_json::json!({"path": path,
-                        "type": "symlink", "target": manifest::show(target)}),
+                        "type": "symlink", "target": text("the symlink target", target)?}),
                     EntryKind::Dir => serde_json::json!({"path": path, "type": "dir"}),
-                }
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let v = serde_json::json!({
             "identity": identity,
             "recipe_digest": m.recipe.as_ref().map(|r| r.digest),

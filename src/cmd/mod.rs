@@ -6,6 +6,7 @@ pub mod demo;
 pub mod deploy;
 pub mod hash;
 pub mod manifest;
+pub mod output;
 pub mod pack;
 pub mod preflight;
 pub mod rollback;
@@ -19,6 +20,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sealpush::progress::{Bars, NoProgress, Progress};
+
+/// The most threads any `-j` takes: far more than any machine's cores, few enough that a typo
+/// (`-j 4294967295`) is refused at once instead of spending seconds spawning threads, or
+/// failing with EAGAIN blamed on a path.
+pub const MAX_THREADS: i64 = 1024;
 
 /// Options every command sees.
 #[derive(Clone, Debug, Default)]
@@ -160,4 +166,17 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     use anyhow::Context as _;
     serde_json::to_string_pretty(value)
         .context("--json: the report names a path that is not valid UTF-8; leave out --json")
+}
+
+/// A path as a JSON string, or an error saying why it cannot be one. JSON strings are UTF-8;
+/// rather than print another path than the real one (lossily, or escaped in a way a reader
+/// would have to know about), `--json` refuses; the text output is for people. The error
+/// spells the path with its odd bytes escaped (`f\xFFg`), so that two such paths differ.
+pub fn json_path<'a>(what: &str, path: &'a std::path::Path) -> anyhow::Result<&'a str> {
+    path.to_str().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--json cannot print {what} {path:?}: the path is not UTF-8, which a JSON string \
+             must be (use a UTF-8 path, or leave out --json for the text output)"
+        )
+    })
 }

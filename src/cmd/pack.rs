@@ -3,13 +3,13 @@
 //! stdout: `key: value` lines (artifact, id, archive-sha256, tree-identity, recipe-digest) or
 //! JSON; a one-line summary on stderr.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use sealpush::pack::{Format, PackOptions};
-use sealpush::store::Store;
+use sealpush::pack::{Format, PackError, PackOptions};
+use sealpush::store::{Store, StoreError};
 use sha2::Digest as _;
 
 use super::{Exit, Globals};
@@ -40,9 +40,9 @@ pub struct Args {
     /// Compression level (zstd 1-22, default 3; gzip 0-9, default 6). Changes the bytes.
     #[arg(long, value_name = "N")]
     pub level: Option<i32>,
-    /// Compression threads (zstd workers, or gzip pieces compressed at once; default: all
-    /// cores). Never changes the bytes.
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Compression threads, 1 to 1024 (zstd workers, or gzip pieces compressed at once;
+    /// default: all cores). Never changes the bytes.
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=super::MAX_THREADS))]
     pub threads: Option<u32>,
     /// Artifact name (default: the directory's name).
     #[arg(long, value_name = "NAME")]
@@ -60,6 +60,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    // Ctrl-C and SIGTERM stop the pack at its next entry or chunk, so it removes its temp
+    // archive (and --out's temp file) instead of dying and leaving them.
+    super::stop_at_safe_points_on(&[libc::SIGINT, libc::SIGTERM]);
     // The reproducible-builds spec: a malformed SOURCE_DATE_EPOCH is an error, not the default
     // (which would quietly give other bytes than the build asked for).
     if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
@@ -70,6 +73,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             );
         }
     }
+    // A bad --out is refused before the pack, not found out after it stored the artifact.
+    if let Some(out) = &args.out {
+        super::output::check("--out", out)?;
+    }
     let mut opts = PackOptions::new(args.format);
     if let Some(l) = args.level {
         opts.level = l;
@@ -79,29 +86,47 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     // Decided before packing: a JSON answer that cannot be printed must not follow a pack that
     // stored an artifact and wrote --out. The artifact's path is the store's plus a UTF-8 id.
     if args.json {
-        super::store::json_path("the store", store.root())?;
+        super::json_path("the store", store.root())?;
         if let Some(out) = &args.out {
-            super::store::json_path("--out", out)?;
+            super::json_path("--out", out)?;
         }
     }
     let start = Instant::now();
     let progress = globals.progress();
-    let (a, added) = store
-        .add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref())
-        .with_context(|| format!("packing {}", args.dir.display()))?;
+    let (a, added) =
+        match store.add_dir_reporting(&args.dir, args.name.as_deref(), &opts, progress.as_ref()) {
+            Ok(found) => found,
+            Err(e @ StoreError::Pack(PackError::Interrupted)) => {
+                eprintln!(
+                    "sealpush: error: packing {}: {e}; nothing was stored",
+                    args.dir.display()
+                );
+                return Ok(Exit::Interrupted);
+            }
+            Err(e) => return Err(e).with_context(|| format!("packing {}", args.dir.display())),
+        };
     if let Some(out) = &args.out {
-        copy_atomically(&a.archive, out, a.meta.archive_sha256)
+        let copied = copy_atomically(&a.archive, out, a.meta.archive_sha256)
             .with_context(|| format!("writing {}", out.display()))?;
+        if !copied {
+            eprintln!(
+                "sealpush: error: writing {}: interrupted; its temp file has been removed and \
+                 it is left as it was (the artifact is stored: {})",
+                out.display(),
+                a.archive.display()
+            );
+            return Ok(Exit::Interrupted);
+        }
     }
     let m = &a.meta;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         let out = match &args.out {
-            Some(p) => Some(super::store::json_path("--out", p)?),
+            Some(p) => Some(super::json_path("--out", p)?),
             None => None,
         };
         let v = serde_json::json!({
-            "artifact": super::store::json_path("the artifact", &a.archive)?,
+            "artifact": super::json_path("the artifact", &a.archive)?,
             "id": a.id,
             "name": m.name,
             "format": m.format,
@@ -153,27 +178,35 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
 
 /// Copies `from` to `to` through a temp file beside `to`, renamed into place only if the bytes
 /// copied hash to `sha256`: --out gets exactly the bytes whose digest is printed, whatever
-/// happened to the stored file since it was checked.
+/// happened to the stored file since it was checked. False when a stop was asked for: then
+/// the temp file is removed and `to` left as it was.
 fn copy_atomically(
     from: &std::path::Path,
     to: &std::path::Path,
     sha256: sealpush::digest::Digest,
-) -> anyhow::Result<()> {
-    let dir = match to.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
+) -> anyhow::Result<bool> {
     // 0666 less the umask, as for any new file (tempfile's default 0600 is for secrets).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sealpush-out-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)?;
-    let mut src = std::fs::File::open(from)?;
+    let mut tmp = super::output::temp_beside(to, ".sealpush-out-", 0o666)?;
+    let mut src =
+        std::fs::File::open(from).with_context(|| format!("reading {}", from.display()))?;
     let mut hashing = Hashing {
         inner: tmp.as_file_mut(),
         hash: sha2::Sha256::new(),
     };
-    std::io::copy(&mut src, &mut hashing)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        // A safe point per chunk: `tmp` is removed when dropped.
+        if sealpush::interrupt::requested() {
+            return Ok(false);
+        }
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", from.display())),
+        };
+        hashing.write_all(&buf[..n])?;
+    }
     let copied = sealpush::digest::Digest(hashing.hash.finalize().into());
     if copied != sha256 {
         anyhow::bail!(
@@ -182,8 +215,8 @@ fn copy_atomically(
             from.display()
         );
     }
-    tmp.persist(to).map_err(|e| e.error)?;
-    Ok(())
+    super::output::persist(tmp, "--out", to)?;
+    Ok(true)
 }
 
 /// A writer that hashes what passes through it.

@@ -71,6 +71,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    // A --plan-out that cannot be written is refused before the survey, not after it.
+    if let Some(file) = &args.plan_out {
+        super::output::check("--plan-out", file)?;
+    }
     let store = Store::open(args.store.as_deref()).context("opening the artifact store")?;
     let artifact = store
         .resolve(&args.artifact)
@@ -85,13 +89,22 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         }
         Err(e) => return Err(e).context("connecting"),
     };
+    // The plan is run later, perhaps from another directory: relative paths (an `--artifact
+    // ./x.tar.zst`, a `--store s`, an `--ssh-config cfg`) are recorded as absolute ones, against
+    // the directory preflight ran in. Symlinks are kept as given.
+    let absolute = |p: &Path| {
+        std::path::absolute(p).with_context(|| format!("making {} absolute", p.display()))
+    };
+    let mut artifact_ref = artifact.artifact_ref();
+    artifact_ref.path = absolute(&artifact_ref.path)?;
+    let ssh_config = opts.ssh_config.as_deref().map(absolute).transpose()?;
     let req = PreflightRequest {
         host: HostRef {
             destination: args.host.clone(),
             transport: remote.transport().to_string(),
-            ssh_config: opts.ssh_config.clone(),
+            ssh_config,
         },
-        artifact: artifact.artifact_ref(),
+        artifact: artifact_ref,
         target: args.target.clone(),
         anchor: args.anchor.clone(),
         staging: args.staging.clone(),
@@ -171,16 +184,10 @@ fn connection_failed(args: &Args, e: &RemoteError) -> anyhow::Result<Exit> {
 
 /// Writes `data` to a temp file beside `path`, fsyncs it, and renames it into place, so a reader
 /// never sees half a plan.
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sealpush-plan-")
-        .tempfile_in(dir)?;
-    tmp.write_all(data)?;
+fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    // 0600 less the umask, as tempfile makes it: a plan names hosts and paths.
+    let mut tmp = super::output::temp_beside(path, ".sealpush-plan-", 0o600)?;
+    tmp.as_file_mut().write_all(data)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    super::output::persist(tmp, "--plan-out", path)
 }

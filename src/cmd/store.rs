@@ -1,7 +1,7 @@
 //! `sealpush store`: look inside and maintain the local artifact store.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use sealpush::store::{Store, StoredArtifact};
@@ -76,14 +76,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     match args.command {
         StoreCommand::List { json } => {
             if json {
-                json_path("the store", store.root())?;
+                super::json_path("the store", store.root())?;
             }
             let mut metas = Vec::new();
             for (id, a) in store.list()? {
                 match a {
                     Ok(a) => {
                         if json {
-                            let archive = json_path("the archive", &a.archive)?;
+                            let archive = super::json_path("the archive", &a.archive)?;
                             metas.push(
                                 serde_json::json!({"id": id, "archive": archive, "meta": a.meta}),
                             );
@@ -117,7 +117,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             if manifest {
                 out.write_all(&a.manifest.encode())?;
             } else if json {
-                let archive = json_path("the archive", &a.archive)?;
+                let archive = super::json_path("the archive", &a.archive)?;
                 writeln!(
                     out,
                     "{}",
@@ -159,7 +159,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             }
         }
         StoreCommand::Gc { dry_run } => {
-            let items = store.gc(dry_run)?;
+            let items = store.gc(dry_run).context(
+                "gc stopped at an error that does not show an artifact damaged; nothing more \
+                 was removed (fix its cause and run gc again)",
+            )?;
             for it in &items {
                 writeln!(out, "{}\t{}", it.path.display(), it.reason)?;
             }
@@ -172,19 +175,6 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     }
     out.flush()?;
     Ok(Exit::Ok)
-}
-
-/// A path as a JSON string, or an error saying why it cannot be one. JSON strings are UTF-8;
-/// rather than print another path than the real one (lossily, or escaped in a way a reader
-/// would have to know about), `--json` refuses; the `key: value` output is for people.
-pub(super) fn json_path<'a>(what: &str, path: &'a Path) -> anyhow::Result<&'a str> {
-    path.to_str().ok_or_else(|| {
-        anyhow::anyhow!(
-            "--json cannot print {what} {}: the path is not UTF-8, which a JSON string must be \
-             (use a UTF-8 path, or leave out --json for `key: value` lines)",
-            path.display()
-        )
-    })
 }
 
 fn show(out: &mut impl Write, a: &StoredArtifact) -> std::io::Result<()> {

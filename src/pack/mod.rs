@@ -59,6 +59,15 @@ impl Format {
         }
     }
 
+    /// The compression levels a pack accepts: zstd's 1 to 22 (`zstd --ultra -22`), deflate's 0
+    /// (stored, not compressed) to 9.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Format::TarZst => 1..=22,
+            Format::TarGz => 0..=9,
+        }
+    }
+
     pub fn default_level(self) -> i32 {
         match self {
             Format::TarZst => DEFAULT_ZSTD_LEVEL,
@@ -133,11 +142,7 @@ impl PackOptions {
         if self.mtime > MAX_MTIME {
             return Err(PackError::Mtime { mtime: self.mtime });
         }
-        let ok = match self.format {
-            Format::TarZst => (1..=22).contains(&self.level),
-            Format::TarGz => (0..=9).contains(&self.level),
-        };
-        if ok {
+        if self.format.levels().contains(&self.level) {
             Ok(())
         } else {
             Err(PackError::Level {

@@ -45,8 +45,14 @@ pub enum PackError {
          a tar header's 11 octal digits hold: set SOURCE_DATE_EPOCH to that or less"
     )]
     Mtime { mtime: u64 },
-    #[error("level {level} is out of range for {format}")]
+    #[error(
+        "level {level} is out of range for {format}: use {}..={}",
+        .format.levels().start(),
+        .format.levels().end()
+    )]
     Level { format: Format, level: i32 },
+    #[error("interrupted; the partial archive has been removed")]
+    Interrupted,
     #[error("compressing")]
     Compress(#[source] io::Error),
     #[error("writing the archive")]
@@ -381,12 +387,14 @@ fn produce(
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 64 * 1024);
     let mut entries: Vec<Entry> = Vec::with_capacity(found.len());
     let send = |buf: &mut Vec<u8>| -> Result<(), PackError> {
+        stop_if_interrupted()?;
         let full = std::mem::replace(buf, Vec::with_capacity(CHUNK + 64 * 1024));
         // The consumer only hangs up after an error of its own, which it reports.
         tx.send(full)
             .map_err(|_| PackError::Output(io::Error::other("compressor stopped")))
     };
     for (i, (rel, f)) in found.iter().enumerate() {
+        stop_if_interrupted()?;
         match f {
             Found::Dir => {
                 layout::write_header(rel, TarKind::Dir, mtime, &mut buf);
@@ -493,6 +501,15 @@ fn produce(
     buf.extend_from_slice(&layout::TRAILER);
     send(&mut buf)?;
     Ok(entries)
+}
+
+/// Stops the producer at the next entry or chunk once a stop was asked for
+/// ([`crate::interrupt`]), so the caller removes its partial archive rather than leaving it.
+fn stop_if_interrupted() -> Result<(), PackError> {
+    if crate::interrupt::requested() {
+        return Err(PackError::Interrupted);
+    }
+    Ok(())
 }
 
 /// Counts and hashes what passes through to the real output.
@@ -636,8 +653,11 @@ fn consume<W: Write>(
             let mut enc =
                 ZstdWriter::new(tally, opts.level, workers).map_err(PackError::Compress)?;
             for chunk in rx {
+                // Not the chunks still queued: compressing them is the slow part of stopping.
+                stop_if_interrupted()?;
                 enc.write_all(&chunk).map_err(PackError::Output)?;
             }
+            stop_if_interrupted()?;
             enc.finish().map_err(PackError::Output)?
         }
         Format::TarGz => gzip_parallel(rx, tally, opts.level, workers_for(opts))?,

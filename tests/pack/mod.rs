@@ -2169,3 +2169,333 @@ fn packing_a_tree_that_contains_the_store_is_refused() {
     // A store beside the tree is fine.
     sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
 }
+
+/// `sh -c 'ulimit -n N; exec sealpush ARGS'` in `cwd`: a command that runs out of file
+/// descriptors part-way (EMFILE works as root, where permission bits would not stop it).
+fn sealpush_with_fd_limit(cwd: &Path, limit: u32, args: &[&str]) -> Output {
+    TestCommand::new("sh", cwd)
+        .cmd_args(["-c", &format!("ulimit -n {limit}; exec \"$@\""), "sh"])
+        .cmd_arg(crate::support::bin())
+        .cmd_args(args)
+        .output()
+}
+
+/// An error that says nothing about an artifact (here EMFILE: 4 descriptors leave one for gc
+/// after stdin, stdout and stderr) is not damage: gc stops with exit 2 naming the path and
+/// removes nothing. It used to call every artifact broken and delete them all, and likewise to
+/// treat a temp dir whose entries it could not read as old.
+#[test]
+fn gc_stops_at_an_error_that_is_not_damage_and_removes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["pack", "t", "--store", "s"]).ok();
+    let arts = tmp.path().join("s/artifacts");
+    let before = listing(&arts);
+    assert_eq!(before.len(), 4, "{before:?}");
+    for args in [
+        &["store", "gc", "--store", "s"][..],
+        &["store", "gc", "--dry-run", "--store", "s"],
+    ] {
+        let out = sealpush_with_fd_limit(tmp.path(), 4, args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("meta.json: Too many open files"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("broken"), "{args:?}: {err}");
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert_eq!(listing(&arts), before, "{args:?}");
+    }
+    // A pack in progress: its temp dir is old, the archive being written in it is new.
+    let inflight = tmp.path().join("s/tmp/add-inflight");
+    fs::create_dir(&inflight).unwrap();
+    fs::write(inflight.join("archive.tar.zst"), "partial").unwrap();
+    sh(tmp.path(), "touch -d 2020-01-01 s/tmp/add-inflight");
+    let out = sealpush_with_fd_limit(tmp.path(), 4, &["store", "gc", "--store", "s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("add-inflight"), "{}", stderr(&out));
+    assert!(inflight.join("archive.tar.zst").is_file());
+    // Without the limit, everything is healthy or young: nothing to remove.
+    let gc = sealpush(tmp.path(), ["store", "gc", "--store", "s"]).ok();
+    assert_eq!(stdout(&gc), "");
+    assert_eq!(listing(&arts), before);
+}
+
+/// `--out` at a fifo, a device, a directory or a symlink is refused before anything is packed,
+/// and the thing at the path is left as it was (the temp file's rename used to replace any of
+/// them with a regular file). A regular file is still replaced.
+#[test]
+fn pack_out_refuses_what_is_not_a_regular_file_and_leaves_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    fs::write(tmp.path().join("kept"), "precious").unwrap();
+    sh(
+        tmp.path(),
+        "mkfifo fifo && ln -s kept link && ln -s missing dangling && mkdir dir",
+    );
+    // /dev/full's numbers, made here: a test must never risk the real one.
+    let device = sh(
+        tmp.path(),
+        "mknod full c 1 7 2>/dev/null && echo yes || true",
+    ) == b"yes\n";
+    let mut cases = vec![
+        ("fifo", "is a fifo"),
+        ("link", "is a symlink"),
+        ("dangling", "is a symlink"),
+        ("dir", "is a directory"),
+    ];
+    if device {
+        cases.push(("full", "is a device"));
+    }
+    for (name, why) in cases {
+        let out = sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", name]).expect_code(2);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("--out {name}: {why}")), "{err}");
+        assert!(
+            !tmp.path().join("s/artifacts").exists()
+                || listing(&tmp.path().join("s/artifacts")).is_empty(),
+            "{name}: packed before refusing"
+        );
+    }
+    let t = |n: &str| {
+        fs::symlink_metadata(tmp.path().join(n))
+            .unwrap()
+            .file_type()
+    };
+    assert!(t("fifo").is_fifo());
+    assert!(t("link").is_symlink() && t("dangling").is_symlink() && t("dir").is_dir());
+    assert!(!device || t("full").is_char_device());
+    assert_eq!(fs::read(tmp.path().join("kept")).unwrap(), b"precious");
+    assert!(!tmp.path().join("missing").exists());
+    // A regular file is replaced by the archive.
+    sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", "kept"]).ok();
+    assert!(t("kept").is_file());
+    assert_eq!(
+        &fs::read(tmp.path().join("kept")).unwrap()[..4],
+        [0x28, 0xb5, 0x2f, 0xfd]
+    );
+}
+
+/// `--out` in a directory that does not exist is refused before packing, naming the directory
+/// (it used to pack, store, then fail naming a temp file the user never chose).
+#[test]
+fn pack_out_into_a_missing_directory_is_refused_before_packing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    fs::write(tmp.path().join("file"), "x").unwrap();
+    for (out, dir, why) in [
+        ("nodir/o.tar.zst", "nodir", "does not exist"),
+        ("file/o.tar.zst", "file", "is not a directory"),
+    ] {
+        let o = sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", out]).expect_code(2);
+        let err = stderr(&o);
+        assert!(err.contains(&format!("--out {out}: ")), "{err}");
+        assert!(err.contains(&format!("{dir} {why}")), "{err}");
+        assert!(!err.contains(".sealpush-out"), "{err}");
+        assert_eq!(stdout(&o), "");
+        let stored = tmp.path().join("s/artifacts");
+        assert!(
+            !stored.exists() || listing(&stored).is_empty(),
+            "{out}: packed first"
+        );
+    }
+}
+
+/// When writing `--out` fails after the pack (here: its directory is on a read-only mount), the
+/// error names the `--out` path and its directory, not the temp file's random name.
+#[test]
+fn a_failed_out_write_names_the_out_path_not_the_temp_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    let Some(_ro) = crate::support::Mounted::tmpfs(&tmp.path().join("ro"), "1m") else {
+        return;
+    };
+    sh(tmp.path(), "mount -o remount,ro ro");
+    let out = sealpush(
+        tmp.path(),
+        ["pack", "t", "--store", "s", "--out", "ro/o.tar.zst"],
+    )
+    .expect_code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("writing ro/o.tar.zst: creating a temp file in ro: Read-only"),
+        "{err}"
+    );
+    assert!(!err.contains(".sealpush-out"), "{err}");
+}
+
+/// Ctrl-C or SIGTERM during `pack`: the pack stops at its next entry or chunk, removes its temp
+/// dir in the store (and, during the copy to `--out`, the temp file beside it), says
+/// "interrupted" and exits 130; `--out` is never written. SIGINT is sent once the store's temp
+/// dir exists, SIGTERM once the `--out` temp file does; 192 MiB of incompressible bytes keep
+/// both steps going far longer than the polling takes.
+#[test]
+fn an_interrupted_pack_leaves_no_temp_files_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("t");
+    fs::create_dir(&tree).unwrap();
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(tree.join("noise")).unwrap());
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..192 {
+            for w in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    let has = |dir: &Path, prefix: &str| {
+        fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        })
+    };
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    for (signal, name, dir, prefix, said) in [
+        (
+            libc::SIGINT,
+            "INT",
+            work.join("s/tmp"),
+            "add-",
+            "interrupted; the partial archive has been removed; nothing was stored",
+        ),
+        (
+            libc::SIGTERM,
+            "TERM",
+            work.join("out"),
+            ".sealpush-out-",
+            "writing out/t.tar.zst: interrupted",
+        ),
+    ] {
+        fs::create_dir_all(work.join("out")).unwrap();
+        let mut cmd = sealpush(
+            &work,
+            [
+                "pack".as_ref(),
+                tree.as_os_str(),
+                "--store".as_ref(),
+                "s".as_ref(),
+                "--level".as_ref(),
+                "1".as_ref(),
+                "--out".as_ref(),
+                "out/t.tar.zst".as_ref(),
+            ],
+        )
+        .cmd;
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !has(&dir, prefix) {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "SIG{name}: no {prefix} appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(130), "SIG{name}: {err}");
+        assert!(err.contains(said), "SIG{name}: {err}");
+        assert_eq!(stdout(&out), "", "SIG{name}");
+        assert_eq!(
+            listing(&work.join("s/tmp")),
+            Vec::<PathBuf>::new(),
+            "SIG{name}"
+        );
+        assert_eq!(
+            listing(&work.join("out")),
+            Vec::<PathBuf>::new(),
+            "SIG{name}"
+        );
+    }
+}
+
+/// `manifest --json` refuses a name or symlink target that is not UTF-8, as every `--json`
+/// does, naming it with its bytes escaped; it used to print `f\xffg` and `f\xfeg` both as
+/// `f\u{fffd}g`, two files as one. The text manifest still carries them byte for byte.
+#[test]
+fn manifest_json_refuses_names_that_are_not_utf8() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (tree, script, named) in [
+        (
+            "names",
+            "printf 1 > $'f\\xffg' && printf 2 > $'f\\xfeg'",
+            r#""f\xFEg""#,
+        ),
+        ("target", "ln -s $'to\\xff' link", r#""to\xFF""#),
+    ] {
+        let dir = tmp.path().join(tree);
+        fs::create_dir(&dir).unwrap();
+        sh(&dir, script);
+        let out = sealpush(tmp.path(), ["manifest", "--json", tree]).expect_code(2);
+        let err = stderr(&out);
+        assert!(err.contains("not UTF-8"), "{err}");
+        assert!(err.contains(named), "{err}");
+        assert_eq!(stdout(&out), "", "{tree}");
+        let text = sealpush(tmp.path(), ["manifest", tree]).ok().stdout;
+        let want: &[u8] = if tree == "names" {
+            b"f\xfeg"
+        } else {
+            b"to\xff"
+        };
+        assert!(text.windows(want.len()).any(|w| w == want), "{tree}");
+    }
+}
+
+/// A level out of range says which levels the format takes (zstd's documented 1..=22, gzip's
+/// 0..=9), before anything is packed.
+#[test]
+fn a_level_out_of_range_names_the_valid_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for (format, level, said) in [
+        (
+            "tar.zst",
+            "0",
+            "level 0 is out of range for tar.zst: use 1..=22",
+        ),
+        (
+            "tar.zst",
+            "23",
+            "level 23 is out of range for tar.zst: use 1..=22",
+        ),
+        (
+            "tar.gz",
+            "10",
+            "level 10 is out of range for tar.gz: use 0..=9",
+        ),
+        (
+            "tar.gz",
+            "-1",
+            "level -1 is out of range for tar.gz: use 0..=9",
+        ),
+    ] {
+        let args = ["pack", "t", "--store", "s", "--format", format];
+        let out = sealpush(tmp.path(), args)
+            .cmd_arg(format!("--level={level}"))
+            .expect_code(2);
+        assert!(stderr(&out).contains(said), "{}", stderr(&out));
+        assert_eq!(
+            listing(&tmp.path().join("s/artifacts")),
+            Vec::<PathBuf>::new()
+        );
+    }
+}

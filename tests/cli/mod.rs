@@ -1,0 +1,236 @@
+//! Integration tests of command-line edges that span commands: where outputs may be written,
+//! which paths a plan records, how references and arguments are checked.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::TestCommand;
+
+/// `sealpush ARGS` in `cwd` with a private state dir and no inherited store.
+fn sealpush<I, S>(cwd: &Path, args: I) -> TestCommand
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = TestCommand::sealpush(cwd, args)
+        .env("SEALPUSH_STATE_DIR", cwd.join("state"))
+        .env("SEALPUSH_FAULT", "");
+    c.cmd
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("SEALPUSH_STORE");
+    c
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `script` with sh in `cwd`, asserting success.
+fn sh(cwd: &Path, script: &str) {
+    let st = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(cwd)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// A scratch dir holding a tree `t` (one file) packed into the store `s`, and a host parent
+/// dir `host/` to deploy into.
+fn packed() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("t")).unwrap();
+    fs::create_dir_all(tmp.path().join("host")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    sealpush(tmp.path(), ["-q", "pack", "t", "--store", "s"]).ok();
+    tmp
+}
+
+/// `preflight --host local` (run in `cwd`) of a target `host/t-v2` under `dir`, with `extra`
+/// arguments.
+fn preflight(cwd: &Path, dir: &Path, extra: &[&str]) -> TestCommand {
+    let target = dir.join("host/t-v2");
+    let args = ["-q", "preflight", "--host", "local", "--target"];
+    sealpush(cwd, args).cmd_arg(target).cmd_args(extra)
+}
+
+/// `--plan-out` at a fifo, a symlink or a directory is refused before the survey, and what is
+/// there is left as it was (it used to be replaced by a regular file); a missing directory is
+/// named. A regular file is still replaced.
+#[test]
+fn plan_out_refuses_what_is_not_a_regular_file_and_leaves_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let tmp = packed();
+    let d = tmp.path();
+    fs::write(d.join("kept"), "precious").unwrap();
+    sh(d, "mkfifo fifo && ln -s kept link && mkdir dir");
+    for (out, why) in [
+        ("fifo", "fifo: is a fifo"),
+        ("link", "link: is a symlink"),
+        ("dir", "dir: is a directory"),
+        (
+            "nodir/plan",
+            "nodir/plan: the directory nodir does not exist",
+        ),
+    ] {
+        let args = ["--artifact", "t", "--store", "s", "--plan-out", out];
+        let o = preflight(d, d, &args).expect_code(2);
+        assert!(
+            stderr(&o).contains(&format!("--plan-out {why}")),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(stdout(&o), "", "{out}: surveyed before refusing");
+    }
+    let t = |n: &str| fs::symlink_metadata(d.join(n)).unwrap().file_type();
+    assert!(t("fifo").is_fifo() && t("link").is_symlink() && t("dir").is_dir());
+    assert_eq!(fs::read(d.join("kept")).unwrap(), b"precious");
+    assert!(!d.join("nodir").exists());
+    let args = ["--artifact", "t", "--store", "s", "--plan-out", "kept"];
+    preflight(d, d, &args).ok();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("kept")).unwrap()).unwrap();
+    assert_eq!(plan["plan"]["verdict"]["pass"], true, "{plan}");
+}
+
+/// A relative `--artifact` path, `--store` dir or `--ssh-config` file is recorded in the plan
+/// as an absolute path (against the directory preflight ran in), so the plan deploys from any
+/// directory; it used to be sealed as written, and `deploy` elsewhere failed to find the
+/// archive.
+#[test]
+fn relative_artifact_and_store_paths_are_sealed_absolute() {
+    let tmp = packed();
+    let d = tmp.path();
+    let stored = String::from_utf8(
+        sealpush(d, ["store", "show", "t", "--store", "s"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let archive = stored
+        .lines()
+        .find_map(|l| l.strip_prefix("archive: "))
+        .unwrap()
+        .to_string();
+    fs::copy(d.join(&archive), d.join("good.tar.zst")).unwrap();
+    fs::create_dir(d.join("elsewhere")).unwrap();
+    fs::write(d.join("ssh.cfg"), "").unwrap();
+    for (n, artifact) in [("1", "./good.tar.zst"), ("2", "t")] {
+        let plan = format!("plan{n}.json");
+        let target = format!("host/t-v{n}");
+        let args = [
+            "-q",
+            "preflight",
+            "--host",
+            "local",
+            "--store",
+            "s",
+            "--artifact",
+            artifact,
+            "--target",
+        ];
+        sealpush(d, args)
+            .cmd_arg(d.join(&target))
+            .cmd_args(["--plan-out", &plan, "--ssh-config", "ssh.cfg"])
+            .ok();
+        let sealed: serde_json::Value =
+            serde_json::from_slice(&fs::read(d.join(&plan)).unwrap()).unwrap();
+        let recorded = sealed["plan"]["artifact"]["path"].as_str().unwrap();
+        let want = if n == "1" {
+            d.join("good.tar.zst").to_str().unwrap().to_string()
+        } else {
+            // The store's own spelling of its path, made absolute.
+            d.join(&archive).to_str().unwrap().to_string()
+        };
+        assert_eq!(recorded, want, "{artifact}");
+        let cfg = d.join("ssh.cfg");
+        assert_eq!(sealed["plan"]["host"]["ssh_config"], cfg.to_str().unwrap());
+        let out = sealpush(&d.join("elsewhere"), ["-q", "deploy"])
+            .cmd_arg(d.join(&plan))
+            .output();
+        assert!(out.status.success(), "{artifact}: {}", stderr(&out));
+        assert_eq!(fs::read(d.join(&target).join("f")).unwrap(), b"x");
+    }
+}
+
+/// A reference that is a path (it has a `/`; no store id or name does) and names no archive
+/// gets its path's real problem, from verify, unpack and store show alike; it used to be "no
+/// artifact matches" in the store. Without a `/`, a name the store lacks that is a broken link
+/// here says so too; a name that is a directory is still looked up in the store.
+#[test]
+fn a_path_that_is_no_artifact_says_what_is_wrong_with_it() {
+    let tmp = packed();
+    let d = tmp.path();
+    sh(
+        d,
+        "ln -s self.tar.zst self.tar.zst && mkdir dir.tar.zst && ln -s nowhere dangling \
+         && mkfifo fifo && echo text > notes",
+    );
+    let cases = [
+        ("./self.tar.zst", "./self.tar.zst: is a symlink loop"),
+        (
+            "/nonexistent/x.tar.zst",
+            "/nonexistent/x.tar.zst: no such file or directory",
+        ),
+        (
+            "./dir.tar.zst",
+            "./dir.tar.zst: is a directory without meta.json",
+        ),
+        (
+            "./dangling",
+            "./dangling: is a symlink whose target does not exist",
+        ),
+        ("./fifo", "./fifo: is a fifo, socket or device"),
+        ("./notes", "./notes: not a tar.zst or tar.gz archive"),
+        ("self.tar.zst", "self.tar.zst: is a symlink loop"),
+        ("dir.tar.zst", "no artifact matches \"dir.tar.zst\""),
+    ];
+    for (reference, said) in cases {
+        for cmd in [
+            &["verify", reference][..],
+            &["unpack", reference, "dest"],
+            &["store", "show", reference],
+        ] {
+            let out = sealpush(d, cmd).cmd_args(["--store", "s"]).expect_code(2);
+            let err = stderr(&out);
+            assert!(err.contains(said), "{cmd:?}: {err}");
+            if reference.contains('/') {
+                assert!(!err.contains("no artifact matches"), "{cmd:?}: {err}");
+            }
+        }
+    }
+    assert!(!d.join("dest").exists());
+    // A name and a path to an archive still resolve.
+    sealpush(d, ["-q", "verify", "t", "--store", "s"]).ok();
+}
+
+/// Every `-j` takes 1 to 1024 threads: a typo such as `-j 5000` is refused at once (exit 2,
+/// naming the range) instead of spawning thousands of threads or failing with EAGAIN blamed on
+/// the path. The largest value still runs.
+#[test]
+fn every_thread_count_is_capped_at_1024() {
+    let tmp = packed();
+    let d = tmp.path();
+    for cmd in [
+        &["hash", "t"][..],
+        &["manifest", "t"],
+        &["pack", "t", "--store", "s2"],
+        &["bench", "t", "--runs", "1"],
+    ] {
+        for bad in ["5000", "4294967295", "0"] {
+            let out = sealpush(d, cmd).cmd_args(["-j", bad]).expect_code(2);
+            assert!(
+                stderr(&out).contains(&format!("{bad} is not in 1..=1024")),
+                "{cmd:?} -j {bad}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(!d.join("s2").exists());
+    sealpush(d, ["-q", "manifest", "t", "-j", "1024"]).ok();
+}
