@@ -72,9 +72,11 @@ for w in $WHAT; do
     ratios=(); sp_times=(); gnu_times=()
     for i in $(seq "$PAIRS"); do
       rm -rf "$TMP/store" "$TMP/gnu.$fmt"
-      run_sp() { t0=$(now); "$SEALPUSH" -q pack "$w" --format "$fmt" --level "$level" --store "$TMP/store" >/dev/null; t1=$(now); }
-      run_gnu() { t2=$(now); tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$w" | $gnu_comp > "$TMP/gnu.$fmt"; t3=$(now); }
-      # Alternate which goes first, so neither always inherits the other's writeback.
+      # An untimed `sync` first, as in push.sh: no run pays for the writeback of the one
+      # before it (a 2 GiB archive's writeback made whichever ran second up to 30% slower).
+      run_sp() { sync; t0=$(now); "$SEALPUSH" -q pack "$w" --format "$fmt" --level "$level" --store "$TMP/store" >/dev/null; t1=$(now); }
+      run_gnu() { sync; t2=$(now); tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$w" | $gnu_comp > "$TMP/gnu.$fmt"; t3=$(now); }
+      # Alternate which goes first as well.
       if [ $((i % 2)) = 1 ]; then run_sp; run_gnu; else run_gnu; run_sp; fi
       sp=$((t1 - t0)); gnu=$((t3 - t2))
       sp_times+=("$sp"); gnu_times+=("$gnu")
