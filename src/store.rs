@@ -168,6 +168,16 @@ impl StoreError {
                 | StoreError::Unpack(UnpackError::Rejected { .. })
         )
     }
+
+    /// True when the error proves the artifact damaged (a part missing or of the wrong kind, or
+    /// content that does not parse or agree); false when reading it failed for a reason that
+    /// says nothing about it (too many open files, EIO, EACCES).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Broken { .. } | StoreError::Meta { .. } | StoreError::Manifest { .. }
+        )
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -590,11 +600,7 @@ impl Store {
                     }
                     // Only proven damage condemns an artifact. Any other error (too many
                     // open files, EIO, EACCES) says nothing about it: gc stops, removing nothing.
-                    Err(
-                        err @ (StoreError::Broken { .. }
-                        | StoreError::Meta { .. }
-                        | StoreError::Manifest { .. }),
-                    ) => Some(format!("broken: {}", error_chain(&err))),
+                    Err(err) if err.is_damage() => Some(format!("broken: {}", error_chain(&err))),
                     Err(err) => return Err(err),
                 },
                 _ => Some("not an artifact directory".into()),

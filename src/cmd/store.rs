@@ -96,10 +96,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
                             )?;
                         }
                     }
-                    Err(e) => globals.note(format_args!(
+                    Err(e) if e.is_damage() => globals.note(format_args!(
                         "broken artifact {id}: {} (see `sealpush store gc`)",
                         chain(&e)
                     )),
+                    Err(e) => {
+                        globals.note(format_args!("cannot read artifact {id}: {}", chain(&e)))
+                    }
                 }
             }
             if json {
