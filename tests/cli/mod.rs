@@ -3,9 +3,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::support::TestCommand;
+
+use crate::support::{sealpush_clean, stderr, stdout};
 
 /// `sealpush ARGS` in `cwd` with a private state dir and no inherited store.
 fn sealpush<I, S>(cwd: &Path, args: I) -> TestCommand
@@ -13,21 +15,9 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut c = TestCommand::sealpush(cwd, args)
+    sealpush_clean(cwd, args)
         .env("SEALPUSH_STATE_DIR", cwd.join("state"))
-        .env("SEALPUSH_FAULT", "");
-    c.cmd
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("SEALPUSH_STORE");
-    c
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .env("SEALPUSH_FAULT", "")
 }
 
 /// Runs `script` with sh in `cwd`, asserting success.

@@ -472,13 +472,7 @@ fn entry_containing(dir: &Path, part: &str) -> Option<PathBuf> {
         .find(|p| p.file_name().unwrap().to_string_lossy().contains(part))
 }
 
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+pub use crate::support::{stderr, stdout};
 
 /// `n` bytes from /dev/urandom.
 pub fn random_bytes(n: usize) -> Vec<u8> {

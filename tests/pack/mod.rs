@@ -50,26 +50,7 @@ fn real_recipe(parent: &Path, name: &str) -> String {
     s.split_whitespace().next().unwrap().to_string()
 }
 
-/// `sealpush ARGS` with a clean environment (no SOURCE_DATE_EPOCH, no inherited store).
-fn sealpush<I, S>(cwd: &Path, args: I) -> TestCommand
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut c = TestCommand::sealpush(cwd, args);
-    c.cmd
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("SEALPUSH_STORE");
-    c
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::support::{sealpush_clean as sealpush, stderr, stdout};
 
 /// Every path under `dir` (relative), sorted: to assert that nothing else appeared.
 fn listing(dir: &Path) -> Vec<PathBuf> {

@@ -164,3 +164,27 @@ impl Drop for Mounted {
             .status();
     }
 }
+
+/// `sealpush ARGS` in `cwd` with no `SOURCE_DATE_EPOCH` and no inherited store: what a test of
+/// packing or of references expects, whatever the caller's environment holds.
+pub fn sealpush_clean<I, S>(cwd: &Path, args: I) -> TestCommand
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = TestCommand::sealpush(cwd, args);
+    c.cmd
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("SEALPUSH_STORE");
+    c
+}
+
+/// A command's stderr as text (lossy: for assertions and messages).
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A command's stdout as text (lossy: for assertions and messages).
+pub fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
