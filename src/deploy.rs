@@ -668,6 +668,25 @@ impl Run<'_> {
                 self.names.host_receipt.display()
             ));
         }
+        // A rollback of any earlier deploy of this target, cut off or still running, moved its
+        // tree aside into the work dir: a new deploy now would make that rollback's target
+        // another plan's, which it must refuse, and leave it unable to finish.
+        match r.read_dir(&self.names.work_dir) {
+            Ok(entries) => {
+                for e in entries
+                    .iter()
+                    .filter(|e| e.name.starts_with(b"rolling-back-"))
+                {
+                    out.push(format!(
+                        "{} is what is left of a rollback of an earlier deploy of this target, cut off or still running: finish it (`sealpush rollback` on that deploy's plan or receipt, in {}) first",
+                        shape::join(&self.names.work_dir, &e.name).display(),
+                        self.names.work_dir.display()
+                    ));
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(at("recheck")(e)),
+        }
         if let Some(m) = target.map_err(at("recheck"))? {
             out.push(format!(
                 "target {} now exists as {} (it was absent at preflight)",

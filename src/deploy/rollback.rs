@@ -268,13 +268,11 @@ pub fn rollback(
         )?)?),
         None => None,
     };
-    // Where the tree is: at the target, or, when an earlier rollback of this deploy was cut
-    // off after moving it aside (step 2), in the work dir.
+    // Where the tree is: in the work dir when an earlier rollback of this deploy was cut off
+    // after moving it aside (step 2), whatever is at the target now; else at the target.
     let aside = aside_path(receipt);
     let mut root = target.clone();
-    if remote.lstat(&target).map_err(at("rollback"))?.is_none()
-        && matches!(remote.lstat(&aside).map_err(at("rollback"))?, Some(m) if m.kind == FileKind::Dir)
-    {
+    if matches!(remote.lstat(&aside).map_err(at("rollback"))?, Some(m) if m.kind == FileKind::Dir) {
         root = aside.clone();
     }
     // 1. Examine everything before removing anything.
@@ -379,16 +377,31 @@ pub fn rollback(
     if let Some(actual) = &actual {
         // Everything the deploy created and that is still of its kind, then the target itself
         // (the shallowest directory, so removed last).
-        let plan = shape::removal(&expected, actual);
+        let mut plan = shape::removal(&expected, actual);
         stop_if_interrupted("rollback", "nothing was removed yet")?;
         // 2. The tree leaves the target in one rename, into the work dir: from then on the
         // target is absent, however the rest of the rollback ends, and a rollback run again
         // finds what is left there. Only a tree of nothing but the deploy's own entries moves:
         // a name someone added stays where they put it, and the tree is removed in place.
+        // The fault tests' `wait-before:cleanup:FILE` pauses here, checked, not yet moved.
+        journal::wait_point(journal::Step::Cleanup);
         if root == target && plan.extra.is_empty() && plan.replaced.is_empty() {
             // Refused (another filesystem, a name in the way): removed in place, as before.
             if remote.rename_noreplace(&target, &aside).is_ok() {
                 root = aside.clone();
+                // A name added while the tree was being checked (seconds, on a large tree)
+                // moved with it. The work dir is private (0700), so this listing sees every
+                // such name; if there is one, the tree goes back to the target, to be removed
+                // in place around it.
+                let now =
+                    shape::walk_expecting(remote, &aside, &expected).map_err(at("rollback"))?;
+                let again = shape::removal(&expected, &now);
+                if !again.extra.is_empty() || !again.replaced.is_empty() {
+                    if remote.rename_noreplace(&aside, &target).is_ok() {
+                        root = target.clone();
+                    }
+                    plan = again;
+                }
             }
         }
         // The fault tests' `wait-before:reset:FILE` pauses here, the tree moved, none removed.

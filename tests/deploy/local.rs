@@ -677,6 +677,10 @@ fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again_local() {
 pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Host) {
     let env = Env::new(host.clone());
     let before = env.snapshot();
+    // Another plan for the same target, made while it is free (preflight would now refuse).
+    let (store, art) = env.store_tree(&crate::support::fixtures().join("iu-cutter"), "other");
+    let other = env.tmp.path().join("plan-b.json");
+    std::fs::rename(env.plan_for(&store, &art), &other).unwrap();
     let plan = env.plan();
     env.deploy(&plan, &[]).ok();
     let mut cut = env.paused_at(
@@ -701,8 +705,45 @@ pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Hos
         "{}",
         stderr(&again)
     );
+    // Nor can another plan's deploy take the target meanwhile: the rollback could then never
+    // finish (the target would hold another plan's deploy).
+    let out = env.deploy(&other, &[]).expect_code(1);
+    assert!(
+        stderr(&out).contains("is what is left of a rollback"),
+        "{}",
+        stderr(&out)
+    );
     env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
     assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
+
+#[test]
+fn a_name_added_while_a_rollback_checks_stays_where_it_was_put_local() {
+    a_name_added_while_a_rollback_checks_stays_where_it_was_put(Host::Local);
+}
+
+/// A name someone adds to the deployed tree after the rollback has checked it, before the
+/// tree is moved aside, stays at the target: the rollback looks again after the move, moves
+/// the tree back and removes around the name.
+pub fn a_name_added_while_a_rollback_checks_stays_where_it_was_put(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let paused = env.paused_at(
+        env.sealpush(["rollback".as_ref(), plan.as_os_str()]),
+        "cleanup",
+    );
+    let note = env.target.join("docs/NOTE.txt");
+    std::fs::write(&note, b"mine\n").unwrap();
+    paused.release();
+    let out = paused.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("NOTE.txt (not created by the deploy)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(std::fs::read(&note).unwrap(), b"mine\n");
 }
 
 #[test]
