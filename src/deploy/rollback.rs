@@ -812,7 +812,19 @@ pub fn status(
         }
     }
     // Permission bits too: a file or directory opened up since the deploy is a change (the
-    // shape itself keeps only the exec bit).
+    // shape itself keeps only the exec bit). Only for what the deploy wrote, whose modes it
+    // set: the listed files, the deploy manifest and their directories. What a `--check`
+    // created got the host's umask, which the receipt does not record.
+    let mut written: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    written.insert(DEPLOY_MANIFEST.as_bytes());
+    for (p, _) in &listed {
+        let mut at = p.as_slice();
+        written.insert(at);
+        while let Some(i) = at.iter().rposition(|&b| b == b'/') {
+            at = &at[..i];
+            written.insert(at);
+        }
+    }
     let mut modes = Vec::new();
     let mut odd = |path: PathBuf, meta: &crate::remote::Meta| {
         if let Some(why) = shape::odd_mode(meta) {
@@ -825,7 +837,9 @@ pub fn status(
     };
     odd(target.to_path_buf(), &root_meta);
     let mut actual = shape::walk_seen(remote, target, Some(&expected), &mut |rel, meta| {
-        odd(shape::join(target, rel), meta)
+        if written.contains(rel) {
+            odd(shape::join(target, rel), meta)
+        }
     })
     .map_err(at("status"))?;
     report.problems.append(&mut modes);

@@ -900,6 +900,20 @@ fn status_reports_opened_up_modes() {
         set(rel, back);
     }
     env.sealpush(env.status_args()).ok();
+    // What a --check creates gets the host's umask, not a deploy's modes: not a difference.
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let check = "umask 002; mkdir made && echo x > made/out.txt";
+    env.deploy(&plan, &["--check", check]).ok();
+    assert_eq!(
+        std::fs::metadata(env.target.join("made"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o775
+    );
+    env.sealpush(env.status_args()).ok();
 }
 
 #[test]
