@@ -16,6 +16,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -583,10 +584,14 @@ impl Store {
             }
         }
         let arts = self.artifacts_dir();
+        // Which directory each condemned artifact was when examined: a pack may replace it
+        // under the same id before the removal (see `remove_examined`).
+        let mut examined: Vec<Option<(u64, u64)>> = vec![None; out.len()];
         for e in fs::read_dir(&arts).map_err(io_at(&arts))? {
             let e = e.map_err(io_at(&arts))?;
             let p = e.path();
-            let is_dir = e.file_type().map_err(io_at(&p))?.is_dir();
+            let md = e.metadata().map_err(io_at(&p))?;
+            let is_dir = md.is_dir();
             let id = e.file_name().to_str().map(String::from);
             let reason = match (&id, is_dir) {
                 (Some(id), true) => match self.load(id) {
@@ -607,12 +612,21 @@ impl Store {
             };
             if let Some(reason) = reason {
                 out.push(GcItem { path: p, reason });
+                examined.push(is_dir.then(|| (md.dev(), md.ino())));
             }
         }
         if !dry_run {
             // Once more just before removing: the layout may have changed since `open`.
             self.check_layout()?;
-            for item in &out {
+            let tmp_root = self.root.join("tmp");
+            for (item, stamp) in out.iter_mut().zip(&examined) {
+                if let Some(stamp) = stamp {
+                    if !remove_examined(&item.path, *stamp, &tmp_root)? {
+                        item.reason
+                            .push_str(" (replaced by a pack meanwhile: kept)");
+                    }
+                    continue;
+                }
                 let md = fs::symlink_metadata(&item.path).map_err(io_at(&item.path))?;
                 if md.is_dir() {
                     fs::remove_dir_all(&item.path).map_err(io_at(&item.path))?;
@@ -623,6 +637,39 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Removes the artifact directory at `path` if it is still the one examined (`stamp`: device
+/// and inode), and reports whether it did. It is first moved into `tmp_root` in one rename, so
+/// a pack that publishes a complete artifact under the same id meanwhile (after moving the
+/// broken one aside) is never removed instead: a directory that is not the one examined is
+/// moved back, or, if yet another was published meanwhile, left to the next gc in `tmp/`.
+fn remove_examined(path: &Path, stamp: (u64, u64), tmp_root: &Path) -> Result<bool, StoreError> {
+    let aside = tempfile::Builder::new()
+        .prefix("gc-")
+        .tempdir_in(tmp_root)
+        .map_err(io_at(tmp_root))?;
+    let moved = aside.path().join("artifact");
+    match fs::rename(path, &moved) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(io_at(path)(e)),
+    }
+    let md = fs::symlink_metadata(&moved).map_err(io_at(&moved))?;
+    if (md.dev(), md.ino()) == stamp {
+        fs::remove_dir_all(&moved).map_err(io_at(&moved))?;
+        return Ok(true);
+    }
+    match pack::rename_noreplace(&moved, path) {
+        Ok(()) => {}
+        // Yet another was published: this one stays in tmp/ (a complete artifact, but not
+        // the one in use), where the next gc removes it once it is old.
+        Err(UnpackError::Exists { .. }) => {
+            let _ = aside.keep();
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(false)
 }
 
 /// Resolves a REF that is a path to an archive file or an artifact directory, without a store
@@ -1147,5 +1194,37 @@ fn check_meta(a: &StoredArtifact) -> Result<Vec<String>, StoreError> {
                 .into(),
         ]),
         _ => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// gc condemned a directory, then a pack replaced it under the same id: the replacement
+    /// is not removed. The one examined is.
+    #[test]
+    fn gc_removes_only_the_directory_it_examined() {
+        let d = tempfile::tempdir().unwrap();
+        let (art, tmp) = (d.path().join("artifact-id"), d.path().join("tmp"));
+        fs::create_dir(&tmp).unwrap();
+        fs::create_dir(&art).unwrap();
+        let md = fs::symlink_metadata(&art).unwrap();
+        let stamp = (md.dev(), md.ino());
+        // Replaced: the examined directory moved away, a new one published at the same name.
+        fs::rename(&art, d.path().join("old")).unwrap();
+        fs::create_dir(&art).unwrap();
+        fs::write(art.join("meta.json"), "good").unwrap();
+        assert!(!remove_examined(&art, stamp, &tmp).unwrap());
+        assert_eq!(fs::read(art.join("meta.json")).unwrap(), b"good");
+        // The examined one itself is removed.
+        let md = fs::symlink_metadata(&art).unwrap();
+        assert!(remove_examined(&art, (md.dev(), md.ino()), &tmp).unwrap());
+        assert!(!art.exists());
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "nothing left in tmp/"
+        );
     }
 }
