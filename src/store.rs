@@ -473,9 +473,39 @@ impl Store {
     /// Resolves a REF: a path to an archive file (in the store or not), a path to an artifact
     /// directory, a store id, an unambiguous id prefix, or an artifact name (unambiguous).
     pub fn resolve(&self, reference: &str) -> Result<StoredArtifact, StoreError> {
-        if let Some(found) = resolve_path(Path::new(reference)) {
-            return found;
+        let here = resolve_path(Path::new(reference));
+        if reference.contains('/') {
+            if let Some(found) = here {
+                return found;
+            }
+        } else if let Some(found) = here {
+            // A bare name that is also a file here: the store's artifact of that name or id
+            // would be silently passed over for whatever the file holds. Both: ambiguous.
+            return match self.resolve_in_store(reference) {
+                Err(StoreError::NotFound { .. }) => found,
+                Ok(stored)
+                    if found
+                        .as_ref()
+                        .is_ok_and(|f| same_file(&f.archive, &stored.archive)) =>
+                {
+                    Ok(stored)
+                }
+                Ok(stored) => Err(StoreError::Ambiguous {
+                    reference: reference.to_string(),
+                    candidates: vec![
+                        format!("./{reference} (a file here; write it so to mean the file)"),
+                        stored.id.unwrap_or_default(),
+                    ],
+                }),
+                Err(e) => Err(e),
+            };
         }
+        self.resolve_in_store(reference)
+    }
+
+    /// [`Store::resolve`] for a reference that is not a path: a store id, an unambiguous id
+    /// prefix, or an artifact name.
+    fn resolve_in_store(&self, reference: &str) -> Result<StoredArtifact, StoreError> {
         let ids = self.ids()?;
         if ids.iter().any(|id| id == reference) {
             return self.load(reference);
@@ -636,6 +666,36 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// Resolves REF as [`Store::resolve`] does, without creating a store to do it: a path (REF
+/// with a `/`) is read as is, and a bare name that is a file here is read as that file when
+/// there is no store (at `dir`, or the default location) that could also hold it.
+pub fn resolve_anywhere(reference: &str, dir: Option<&Path>) -> Result<StoredArtifact, StoreError> {
+    if let Some(found) = resolve_path(Path::new(reference)) {
+        if is_plainly_a_path(reference, dir) {
+            return found;
+        }
+    }
+    Store::open(dir)?.resolve(reference)
+}
+
+/// True when REF can only mean a path: it has a `/`, or there is no store (at `dir`, or the
+/// default location) whose artifacts a bare name could also name.
+pub fn is_plainly_a_path(reference: &str, dir: Option<&Path>) -> bool {
+    reference.contains('/')
+        || !match dir {
+            Some(d) => d.is_dir(),
+            None => default_location().is_ok_and(|d| d.is_dir()),
+        }
+}
+
+/// True when `a` and `b` name the same file (however spelled).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+        _ => false,
     }
 }
 

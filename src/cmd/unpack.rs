@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sealpush::pack::{self, UnpackError};
-use sealpush::store::{self, Store};
+use sealpush::store;
 
 use super::{CheckFailed, Exit, Globals};
 
@@ -44,15 +44,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     // An archive from outside the store has no separate manifest: it is read once, its entries
     // checked and its content verified as read. Anything else is looked up (a path without
     // opening, and so creating, the store).
-    let artifact = if given.is_file() && !store::is_artifact_archive(given) {
+    let artifact = if given.is_file()
+        && !store::is_artifact_archive(given)
+        && store::is_plainly_a_path(&args.artifact, args.store.as_deref())
+    {
         None
     } else {
-        let found = match store::resolve_path(given) {
-            Some(found) => found,
-            None => Store::open(args.store.as_deref())
-                .context("opening the store")?
-                .resolve(&args.artifact),
-        };
+        let found = store::resolve_anywhere(&args.artifact, args.store.as_deref());
         Some(found.with_context(|| format!("finding artifact {}", args.artifact))?)
     };
     let progress = globals.progress();

@@ -29,12 +29,7 @@ pub struct Args {
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     // A path is read without opening (and so creating) the store.
-    let found = match store::resolve_path(std::path::Path::new(&args.artifact)) {
-        Some(found) => found,
-        None => Store::open(args.store.as_deref())
-            .context("opening the store")?
-            .resolve(&args.artifact),
-    };
+    let found = store::resolve_anywhere(&args.artifact, args.store.as_deref());
     let a = match found {
         Ok(a) => a,
         Err(e) if e.is_check_failure() => {

@@ -199,6 +199,39 @@ fn a_path_that_is_no_artifact_says_what_is_wrong_with_it() {
     sealpush(d, ["-q", "verify", "t", "--store", "s"]).ok();
 }
 
+/// A bare name that is both an artifact in the store and a file here is ambiguous: before, the
+/// file won silently, and preflight would have planned whatever archive it held.
+#[test]
+fn a_name_that_is_also_a_file_here_is_ambiguous() {
+    let tmp = packed();
+    let d = tmp.path();
+    sh(d, "mkdir sub && echo notes > sub/t");
+    let sub = d.join("sub");
+    for cmd in [
+        &["verify", "t"][..],
+        &["unpack", "t", "dest"],
+        &["store", "show", "t"],
+    ] {
+        let out = sealpush(&sub, cmd)
+            .cmd_args(["--store", "../s"])
+            .expect_code(2);
+        assert!(
+            stderr(&out).contains("ambiguous") && stderr(&out).contains("./t (a file here"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
+    }
+    // Spelled as a path it is the file; the store's id is the artifact.
+    let out = sealpush(&sub, ["verify", "./t", "--store", "../s"]).expect_code(2);
+    assert!(
+        stderr(&out).contains("not a tar.zst or tar.gz archive"),
+        "{}",
+        stderr(&out)
+    );
+    sh(d, "rm sub/t");
+    sealpush(&sub, ["-q", "verify", "t", "--store", "../s"]).ok();
+}
+
 /// Every `-j` takes 1 to 1024 threads: a typo such as `-j 5000` is refused at once (exit 2,
 /// naming the range) instead of spawning thousands of threads or failing with EAGAIN blamed on
 /// the path. The largest value still runs.
