@@ -140,13 +140,24 @@ impl SshArgs {
     }
 }
 
-extern "C" fn on_stop_signal(_: libc::c_int) {
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    if sealpush::interrupt::requested() {
+        // A second signal: the user will not wait for the safe point (a zstd job at level 19
+        // can take seconds to finish). The default action ends the process now; what it
+        // leaves is what a kill leaves, which the journal and the temp-file sweeps handle.
+        // SAFETY: signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+        return;
+    }
     // Only an atomic store: async-signal-safe.
     sealpush::interrupt::request();
 }
 
 /// Makes `signals` set the flag that deploy and unpack check at their safe points, so they stop
-/// there (and clean up) instead of dying mid-step.
+/// there (and clean up) instead of dying mid-step. A second signal ends the process at once.
 pub fn stop_at_safe_points_on(signals: &[libc::c_int]) {
     for &sig in signals {
         // SAFETY: `on_stop_signal` only performs an atomic store, which is async-signal-safe;

@@ -971,6 +971,29 @@ fn ctrl_c_stops_a_rollback_at_a_safe_point_that_says_what_is_left() {
     assert_eq!(env.snapshot(), before, "host not exactly as before");
 }
 
+/// The first Ctrl-C waits for the next safe point; a second one ends the process at once, for
+/// a user who will not wait (what it leaves, the next run cleans up, as after a kill).
+#[test]
+fn a_second_ctrl_c_ends_the_deploy_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let paused = env.deploy_paused_at(&plan, &[], "materialise");
+    for _ in 0..2 {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(paused.id() as i32, libc::SIGINT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Never released: only the second signal can have ended it.
+    let out = paused.wait_with_output();
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}", out.status);
+    // The same deploy run again cleans up and finishes.
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+}
+
 #[test]
 fn ctrl_c_stops_at_a_safe_point_and_exits_130() {
     let env = Env::new(Host::Local);
