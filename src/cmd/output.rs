@@ -22,6 +22,11 @@ fn dir_of(path: &Path) -> &Path {
 /// existing directory. `flag` names the option in the error.
 pub fn check(flag: &str, path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
+    // `new.tar.zst/` names a directory, which a file cannot be written as (the rename would
+    // fail with ENOTDIR after all the work).
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        bail!("{flag} {shown}: ends with `/`, which names a directory: name the file to write");
+    }
     match fs::symlink_metadata(path) {
         Ok(md) if md.is_file() => {}
         Ok(md) if md.file_type().is_symlink() => bail!(

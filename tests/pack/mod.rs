@@ -2272,6 +2272,8 @@ fn pack_out_into_a_missing_directory_is_refused_before_packing() {
     for (out, dir, why) in [
         ("nodir/o.tar.zst", "nodir", "does not exist"),
         ("file/o.tar.zst", "file", "is not a directory"),
+        // A trailing slash names a directory: the rename failed only after the pack.
+        ("new.tar.zst/", "new.tar.zst/:", "ends with `/`"),
     ] {
         let o = sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", out]).expect_code(2);
         let err = stderr(&o);
