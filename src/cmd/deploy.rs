@@ -69,8 +69,9 @@ pub struct Args {
     /// ~/.local/state/sealpush].
     #[arg(long, value_name = "DIR", env = "SEALPUSH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Print the receipt as JSON instead of the report; when the deploy stops before a
-    /// receipt exists, `{plan_digest, target, verdict: {pass: false, reasons}}`.
+    /// Print the receipt as JSON instead of the report; when the deploy of a readable plan
+    /// stops before a receipt exists (the host unreachable, drift, a failure),
+    /// `{plan_digest, target, verdict: {pass: false, reasons}}`.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -102,11 +103,22 @@ pub fn connect(
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let plan = read_plan(&args.plan)?;
-    let remote = connect(
+    let remote = match connect(
         &plan.plan.host.destination,
         plan.plan.host.ssh_config.as_ref(),
         &args.ssh,
-    )?;
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            if args.json {
+                super::emit(&format!(
+                    "{}\n",
+                    failure_json(&plan, vec![format!("{e:#}")])
+                ))?;
+            }
+            return Err(e);
+        }
+    };
     let opts = DeployOptions {
         keep_archive: args.keep_archive,
         verify: args.verify,
@@ -128,14 +140,18 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let result = deploy::deploy(remote.as_ref(), &plan, &opts, progress.as_ref());
     if let (Err(e), true) = (&result, args.json) {
         // A script reading stdout gets a verdict whatever happened, not an empty page.
-        println!("{}", failure_json(&plan, e));
+        let reasons = match e {
+            deploy::DeployError::Drift { changes } => changes.clone(),
+            other => vec![other.to_string()],
+        };
+        super::emit(&format!("{}\n", failure_json(&plan, reasons)))?;
     }
     match result {
         Ok(receipt) => {
             if args.json {
-                print!("{}", receipt.to_json());
+                super::emit(&receipt.to_json())?;
             } else {
-                print!("{}", deploy::render_receipt(&receipt));
+                super::emit(&deploy::render_receipt(&receipt))?;
             }
             if receipt.verdict.pass {
                 Ok(Exit::Ok)
@@ -165,11 +181,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
 
 /// What `deploy --json` prints when no receipt was written: the plan, the target and a FAIL
 /// verdict whose reasons are the error (each drift on its own).
-fn failure_json(plan: &SealedPlan, e: &deploy::DeployError) -> serde_json::Value {
-    let reasons = match e {
-        deploy::DeployError::Drift { changes } => changes.clone(),
-        other => vec![other.to_string()],
-    };
+fn failure_json(plan: &SealedPlan, reasons: Vec<String>) -> serde_json::Value {
     serde_json::json!({
         "plan_digest": plan.digest,
         "target": plan.plan.target.to_string_lossy(),

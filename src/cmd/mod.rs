@@ -191,3 +191,12 @@ pub fn json_path<'a>(what: &str, path: &'a std::path::Path) -> anyhow::Result<&'
         )
     })
 }
+
+/// Writes `text` to stdout. Unlike `print!`, a closed stdout (`sealpush status … | head`) is an
+/// error the caller returns, which [`exit_status`] ends quietly, instead of a panic.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}

@@ -39,7 +39,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "SEALPUSH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Print the report as JSON (`complete` true when everything is gone and the anchor is
-    /// unchanged).
+    /// unchanged); when there is no report (an error, an interruption), `{complete: false,
+    /// error}`.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -47,6 +48,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
+    let json = args.json;
+    let mut reported = false;
+    let result = roll_back(args, globals, &mut reported);
+    if json && !reported {
+        // A script reading stdout gets an answer whatever happened, not an empty page.
+        let error = match &result {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => "interrupted".to_string(),
+        };
+        super::emit(&format!(
+            "{}\n",
+            serde_json::json!({"complete": false, "error": error})
+        ))?;
+    }
+    result
+}
+
+fn roll_back(args: Args, globals: &Globals, reported: &mut bool) -> anyhow::Result<Exit> {
     let text =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let local_state = args
@@ -109,10 +128,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         Err(e) => return Err(anyhow::Error::new(e)),
     };
     if args.json {
-        println!("{}", super::to_json(&report)?);
+        super::emit(&format!("{}\n", super::to_json(&report)?))?;
     } else {
-        print!("{}", deploy::render_rollback(&report));
+        super::emit(&deploy::render_rollback(&report))?;
     }
+    *reported = true;
     if report.complete {
         Ok(Exit::Ok)
     } else {

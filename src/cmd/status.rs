@@ -43,9 +43,9 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         // The error names its step and path ("status: lstat /srv/app: ..."); no context.
         .map_err(anyhow::Error::new)?;
     if args.json {
-        println!("{}", super::to_json(&report)?);
+        super::emit(&format!("{}\n", super::to_json(&report)?))?;
     } else {
-        print!("{}", deploy::render_status(&report));
+        super::emit(&deploy::render_status(&report))?;
     }
     if report.ok() {
         Ok(Exit::Ok)

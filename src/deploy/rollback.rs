@@ -712,12 +712,13 @@ pub fn status(
     let dm = match remote.read_file(&dm_path, 1 << 30) {
         Ok(b) => b,
         Err(e) if e.is_not_found() => {
-            // The deploy manifest goes early in a rollback done in place; the receipt, last.
+            // A rollback removes the deploy manifest last of the tree, and the receipt after
+            // it: a receipt with no manifest means the file was removed by someone else.
             let receipts = work_dir_entries(remote, target, "receipt-")?;
             report.problems.push(match receipts.first() {
                 None => format!("{} is missing: not a sealpush deploy", dm_path.display()),
                 Some(r) => format!(
-                    "{} is missing, though {} records a deploy here: it was removed, or a rollback was cut off (run `sealpush rollback {}` to finish one)",
+                    "{} is missing, though {} records a deploy here: the file was removed, and without it neither status nor rollback takes this tree for the deploy's (if nothing but the target's root is left, `sealpush rollback {}` finishes a rollback that was cut off)",
                     dm_path.display(),
                     r.display(),
                     r.display()

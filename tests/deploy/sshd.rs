@@ -369,6 +369,42 @@ mod sftp {
     );
 }
 
+/// A script that asks for JSON gets JSON on stdout even when the host cannot be reached:
+/// deploy a FAIL verdict naming the plan, rollback `complete: false` with the error.
+#[test]
+fn json_output_when_the_host_cannot_be_reached() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let plan = env.plan();
+    let bad = env.tmp.path().join("bad-config");
+    std::fs::write(
+        &bad,
+        format!("Host {}\n  HostName 127.0.0.1\n  Port 1\n", sshd.alias()),
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let out = env
+        .deploy(&plan, &["--json", "--ssh-config", bad])
+        .expect_code(2);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["pass"], false, "{v}");
+    assert!(
+        v["verdict"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("connecting"),
+        "{v}"
+    );
+    let out = env
+        .sealpush(["rollback".as_ref(), plan.as_os_str(), "--json".as_ref()])
+        .cmd_args(["--ssh-config", bad])
+        .expect_code(2);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["complete"], false, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("connecting"), "{v}");
+}
+
 #[test]
 fn modes_are_exact_whatever_the_servers_umask() {
     // sealpush learns the mode the server gives a new file and chmods only when it differs:
