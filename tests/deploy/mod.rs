@@ -474,6 +474,16 @@ fn entry_containing(dir: &Path, part: &str) -> Option<PathBuf> {
 
 pub use crate::support::{stderr, stdout};
 
+/// `deploy --json` output that stopped before a receipt: a FAIL verdict whose first reason
+/// says `reason`. Returns the JSON for further checks.
+pub fn json_fail_verdict(out: &Output, reason: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"]["pass"], false, "{v}");
+    let first = v["verdict"]["reasons"][0].as_str().unwrap_or_default();
+    assert!(first.contains(reason), "{v}");
+    v
+}
+
 /// `n` bytes from /dev/urandom.
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut data = vec![0u8; n];

@@ -387,15 +387,7 @@ fn json_output_when_the_host_cannot_be_reached() {
     let out = env
         .deploy(&plan, &["--json", "--ssh-config", bad])
         .expect_code(2);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["verdict"]["pass"], false, "{v}");
-    assert!(
-        v["verdict"]["reasons"][0]
-            .as_str()
-            .unwrap()
-            .contains("connecting"),
-        "{v}"
-    );
+    crate::deploy::json_fail_verdict(&out, "connecting");
     let out = env
         .sealpush(["rollback".as_ref(), plan.as_os_str(), "--json".as_ref()])
         .cmd_args(["--ssh-config", bad])
