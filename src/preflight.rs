@@ -784,6 +784,35 @@ fn conflicts(
             lookalikes.push(show);
         }
     }
+    // The deploy keeps its lock, journal and receipt in `.sealpush/NAME` and refuses to use
+    // either through a symlink or as anything but a directory: say so now, not at deploy time.
+    let mut bad_work = Vec::new();
+    for dir in [work_dir.parent(), Some(work_dir)].into_iter().flatten() {
+        match remote.lstat(dir) {
+            Ok(Some(m)) if m.kind != FileKind::Dir => {
+                bad_work.push(format!("{} is a {}", dir.display(), describe(&m)))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                fatal(e)?;
+            }
+        }
+    }
+    checks.add(
+        "work-dir",
+        bad_work.is_empty(),
+        if bad_work.is_empty() {
+            format!(
+                "{} is absent or a directory (the deploy keeps its lock, journal and receipt there)",
+                work_dir.display()
+            )
+        } else {
+            format!(
+                "{}: the deploy keeps its lock, journal and receipt there and uses only directories, never a symlink; remove or rename it",
+                bad_work.join(", ")
+            )
+        },
+    );
     let mut lock = None;
     let mut work_files = Vec::new();
     match remote.read_dir(work_dir) {

@@ -405,6 +405,22 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
         "{:?}",
         plan.verdict
     );
+    // A work dir the deploy would refuse: `.sealpush` as a symlink.
+    std::fs::remove_file(work.join("lock")).unwrap();
+    let elsewhere = scene.base.parent().unwrap().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::rename(scene.base.join(".sealpush"), elsewhere.join(".sealpush")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join(".sealpush"), scene.base.join(".sealpush")).unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["work-dir"], "{:?}", plan.verdict);
+    assert!(
+        plan.verdict.reasons[0].contains("is a symlink"),
+        "{:?}",
+        plan.verdict
+    );
+    std::fs::remove_file(scene.base.join(".sealpush")).unwrap();
+    std::fs::rename(elsewhere.join(".sealpush"), scene.base.join(".sealpush")).unwrap();
+    std::fs::write(work.join("lock"), b"pid 1").unwrap();
     // What a rollback cut off after moving the tree aside left.
     std::fs::remove_file(work.join("lock")).unwrap();
     std::fs::create_dir(work.join("rolling-back-0123456789abcdef")).unwrap();
