@@ -1773,6 +1773,7 @@ impl Run<'_> {
                     size: None,
                     executable: false,
                     target: None,
+                    by_check: !expected.contains_key(p),
                 };
                 match k {
                     Kind::File {

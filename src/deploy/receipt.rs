@@ -43,6 +43,10 @@ pub struct TreeEntry {
     /// Escaped symlink target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Created by the `--check` command, not written by the deploy: its mode is the host's
+    /// umask's, not one the deploy set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_check: bool,
 }
 
 /// A path outside the tree that the deploy created (work dir, kept archive, receipt, journal).

@@ -814,16 +814,25 @@ pub fn status(
     }
     // Permission bits too: a file or directory opened up since the deploy is a change (the
     // shape itself keeps only the exec bit). Only for what the deploy wrote, whose modes it
-    // set: the listed files, the deploy manifest and their directories. What a `--check`
-    // created got the host's umask, which the receipt does not record.
-    let mut written: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-    written.insert(DEPLOY_MANIFEST.as_bytes());
-    for (p, _) in &listed {
-        let mut at = p.as_slice();
-        written.insert(at);
-        while let Some(i) = at.iter().rposition(|&b| b == b'/') {
-            at = &at[..i];
-            written.insert(at);
+    // set: what a `--check` created got the host's umask (the receipt marks it). Without a
+    // receipt: the listed files, the deploy manifest and their directories.
+    let mut written: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    match &receipt {
+        Some(r) => {
+            for e in r.tree.iter().filter(|e| !e.by_check) {
+                written.extend(unescape_path(&e.path));
+            }
+        }
+        None => {
+            written.insert(DEPLOY_MANIFEST.as_bytes().to_vec());
+            for (p, _) in &listed {
+                let mut at = p.as_slice();
+                written.insert(at.to_vec());
+                while let Some(i) = at.iter().rposition(|&b| b == b'/') {
+                    at = &at[..i];
+                    written.insert(at.to_vec());
+                }
+            }
         }
     }
     let mut modes = Vec::new();

@@ -892,6 +892,27 @@ fn status_reports_opened_up_modes() {
         set(rel, back);
     }
     env.sealpush(env.status_args()).ok();
+    // An empty directory and one holding only a symlink were written by the deploy too.
+    let env = Env::new(Host::Local);
+    let src = env.tmp.path().join("shapes-src");
+    std::fs::create_dir_all(src.join("e")).unwrap();
+    std::fs::create_dir_all(src.join("s")).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("../f", src.join("s/l")).unwrap();
+    let (store, art) = env.store_tree(&src, "shapes");
+    env.deploy(&env.plan_for(&store, &art), &[]).ok();
+    for rel in ["e", "s"] {
+        std::fs::set_permissions(env.target.join(rel), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let out = env.sealpush(env.status_args()).expect_code(1);
+    for rel in ["e", "s"] {
+        assert!(
+            stdout(&out).contains(&format!("{rel}: mode 0777")),
+            "{}",
+            stdout(&out)
+        );
+    }
     // What a --check creates gets the host's umask, not a deploy's modes: not a difference.
     let env = Env::new(Host::Local);
     let plan = env.plan();
