@@ -673,10 +673,9 @@ impl Run<'_> {
         // another plan's, which it must refuse, and leave it unable to finish.
         match r.read_dir(&self.names.work_dir) {
             Ok(entries) => {
-                for e in entries
-                    .iter()
-                    .filter(|e| e.name.starts_with(b"rolling-back-"))
-                {
+                for e in entries.iter().filter(|e| {
+                    e.name.starts_with(b"rolling-back-") && e.meta.kind == FileKind::Dir
+                }) {
                     out.push(format!(
                         "{} is what is left of a rollback of an earlier deploy of this target, cut off or still running: finish it (`sealpush rollback` on that deploy's plan or receipt, in {}) first",
                         shape::join(&self.names.work_dir, &e.name).display(),

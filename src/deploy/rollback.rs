@@ -268,11 +268,28 @@ pub fn rollback(
         )?)?),
         None => None,
     };
-    // Where the tree is: in the work dir when an earlier rollback of this deploy was cut off
-    // after moving it aside (step 2), whatever is at the target now; else at the target.
+    // Where the tree is: at the target while the target carries this deploy's manifest; else,
+    // when an earlier rollback of it was cut off after moving it aside (step 2), in the work
+    // dir, whatever is at the target now. (A directory planted under the aside name, with the
+    // tree still at the target, must not stand in for the tree.)
     let aside = aside_path(receipt);
     let mut root = target.clone();
-    if matches!(remote.lstat(&aside).map_err(at("rollback"))?, Some(m) if m.kind == FileKind::Dir) {
+    let ours_at_target = match remote.lstat(&target).map_err(at("rollback"))? {
+        Some(m) if m.kind == FileKind::Dir => {
+            match remote.read_file(&target.join(DEPLOY_MANIFEST), 1 << 30) {
+                Ok(dm) => {
+                    super::deploy_manifest_field(&dm, "plan_digest")
+                        == Some(&receipt.plan_digest.to_hex())
+                }
+                Err(e) if e.is_not_found() => false,
+                Err(e) => return Err(at("rollback")(e)),
+            }
+        }
+        _ => false,
+    };
+    if !ours_at_target
+        && matches!(remote.lstat(&aside).map_err(at("rollback"))?, Some(m) if m.kind == FileKind::Dir)
+    {
         root = aside.clone();
     }
     // 1. Examine everything before removing anything.

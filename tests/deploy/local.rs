@@ -718,6 +718,39 @@ pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Hos
 }
 
 #[test]
+fn a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree_local() {
+    a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree(Host::Local);
+}
+
+/// An empty directory planted as `rolling-back-<plan>` while the tree is still at the target:
+/// the rollback removes the tree at the target, and does not report PASS over an empty stand-in.
+pub fn a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let short = &v["digest"].as_str().unwrap()[..16];
+    let planted = env
+        .parent
+        .join(".sealpush/iu-cutter-v0.6")
+        .join(format!("rolling-back-{short}"));
+    std::fs::create_dir(&planted).unwrap();
+    let out = env
+        .sealpush(["rollback".as_ref(), plan.as_os_str()])
+        .output();
+    assert!(
+        !env.target.exists(),
+        "the tree at the target is removed: {}",
+        stdout(&out)
+    );
+    assert!(
+        planted.is_dir(),
+        "the planted directory is not the rollback's to remove"
+    );
+}
+
+#[test]
 fn a_name_added_while_a_rollback_checks_stays_where_it_was_put_local() {
     a_name_added_while_a_rollback_checks_stays_where_it_was_put(Host::Local);
 }

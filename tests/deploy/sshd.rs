@@ -365,6 +365,7 @@ mod sftp {
         a_rollback_that_stops_short_can_be_finished_from_another_machine,
         rollback_never_removes_a_tree_without_its_deploy_manifest,
         a_name_added_while_a_rollback_checks_stays_where_it_was_put,
+        a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
 }
