@@ -493,7 +493,7 @@ impl Store {
                 Ok(stored) => Err(StoreError::Ambiguous {
                     reference: reference.to_string(),
                     candidates: vec![
-                        format!("./{reference} (a file here; write it so to mean the file)"),
+                        format!("./{reference} (here, in the working directory; write it so to mean it)"),
                         stored.id.unwrap_or_default(),
                     ],
                 }),

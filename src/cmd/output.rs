@@ -22,10 +22,18 @@ fn dir_of(path: &Path) -> &Path {
 /// existing directory. `flag` names the option in the error.
 pub fn check(flag: &str, path: &Path) -> anyhow::Result<()> {
     let shown = path.display();
-    // `new.tar.zst/` names a directory, which a file cannot be written as (the rename would
-    // fail with ENOTDIR after all the work).
-    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
-        bail!("{flag} {shown}: ends with `/`, which names a directory: name the file to write");
+    // `new.tar.zst/`, `x/.` and `x/..` name directories, which a file cannot be written as (the
+    // rename would fail after all the work; `Path` itself drops a trailing `.`).
+    let last = path
+        .as_os_str()
+        .as_encoded_bytes()
+        .rsplit(|&b| b == b'/')
+        .next();
+    if matches!(last, Some(b"" | b"." | b"..")) {
+        bail!(
+            "{flag} {shown}: ends with `/`, `/.` or `/..`, which name a directory: name the \
+             file to write"
+        );
     }
     match fs::symlink_metadata(path) {
         Ok(md) if md.is_file() => {}

@@ -132,7 +132,14 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         }
         StoreCommand::Verify { reference } => {
             let targets: Vec<(String, Result<StoredArtifact, _>)> = match reference {
-                Some(r) => vec![(r.clone(), store.resolve(&r))],
+                // A REF that names no artifact (none, several, not an archive) is a usage
+                // error (exit 2), not a failed verification: nothing was verified.
+                Some(r) => match store.resolve(&r) {
+                    Err(e) if !e.is_damage() && !e.is_check_failure() => {
+                        return Err(e).with_context(|| format!("finding artifact {r}"));
+                    }
+                    found => vec![(r.clone(), found)],
+                },
                 None => store.list()?,
             };
             let progress = globals.progress();

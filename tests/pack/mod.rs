@@ -2274,6 +2274,7 @@ fn pack_out_into_a_missing_directory_is_refused_before_packing() {
         ("file/o.tar.zst", "file", "is not a directory"),
         // A trailing slash names a directory: the rename failed only after the pack.
         ("new.tar.zst/", "new.tar.zst/:", "ends with `/`"),
+        ("new.tar.zst/.", "new.tar.zst/.:", "ends with `/`"),
     ] {
         let o = sealpush(tmp.path(), ["pack", "t", "--store", "s", "--out", out]).expect_code(2);
         let err = stderr(&o);
