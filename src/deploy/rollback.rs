@@ -274,27 +274,35 @@ pub fn rollback(
     // tree still at the target, must not stand in for the tree.)
     let aside = aside_path(receipt);
     let mut root = target.clone();
-    let ours_at_target = match remote.lstat(&target).map_err(at("rollback"))? {
-        Some(m) if m.kind == FileKind::Dir => {
-            match remote.read_file(&target.join(DEPLOY_MANIFEST), 1 << 30) {
-                Ok(dm) => {
-                    super::deploy_manifest_field(&dm, "plan_digest")
-                        == Some(&receipt.plan_digest.to_hex())
+    // Both at once (one round trip); the manifest is read only when both exist.
+    let [at_target, at_aside]: [_; 2] = remote
+        .lstats(&[target.clone(), aside.clone()])
+        .try_into()
+        .expect("one result per path");
+    let at_target = at_target.map_err(at("rollback"))?;
+    let at_aside = at_aside.map_err(at("rollback"))?;
+    if matches!(&at_aside, Some(m) if m.kind == FileKind::Dir) {
+        let ours_at_target = match &at_target {
+            Some(m) if m.kind == FileKind::Dir => {
+                match remote.read_file(&target.join(DEPLOY_MANIFEST), 1 << 30) {
+                    Ok(dm) => {
+                        super::deploy_manifest_field(&dm, "plan_digest")
+                            == Some(&receipt.plan_digest.to_hex())
+                    }
+                    Err(e) if e.is_not_found() => false,
+                    Err(e) => return Err(at("rollback")(e)),
                 }
-                Err(e) if e.is_not_found() => false,
-                Err(e) => return Err(at("rollback")(e)),
             }
+            _ => false,
+        };
+        if !ours_at_target {
+            root = aside.clone();
         }
-        _ => false,
-    };
-    if !ours_at_target
-        && matches!(remote.lstat(&aside).map_err(at("rollback"))?, Some(m) if m.kind == FileKind::Dir)
-    {
-        root = aside.clone();
     }
     // 1. Examine everything before removing anything.
     let mut changed = Vec::new();
-    let actual: Option<Shape> = match remote.lstat(&root).map_err(at("rollback"))? {
+    let root_meta = if root == target { at_target } else { at_aside };
+    let actual: Option<Shape> = match root_meta {
         None => None,
         Some(m) if m.kind != FileKind::Dir => {
             changed.push(format!(
@@ -464,10 +472,18 @@ pub fn rollback(
             &format!("{left}; run the rollback again to finish"),
         )?;
         progress.start("removing", None, Some((doomed.len() + last.len()) as u64));
+        // Moved aside, the tree is in the private work dir, where nobody adds names and no
+        // rerun needs the manifest as a mark: one round, one round trip fewer.
+        let (doomed, last) = if root == aside {
+            (doomed.into_iter().chain(last).collect(), Vec::new())
+        } else {
+            (doomed, last)
+        };
         let first = remove_round(remote, &doomed, &mut report, progress);
         // The manifest and the root go only when nothing else of the tree is kept: a rerun
         // after the user moved their names away must still find the manifest.
         let rest = match first {
+            Ok(()) if last.is_empty() => Ok(()),
             Ok(()) if report.kept.is_empty() => remove_round(remote, &last, &mut report, progress),
             Ok(()) => {
                 report.kept.push(format!(
