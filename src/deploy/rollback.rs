@@ -259,6 +259,51 @@ pub fn rollback(
             });
         }
     }
+    // Everything the rollback touches outside the tree lives in the target's own work dir, as
+    // the deploy made it: a receipt (edited, or copied from elsewhere) that puts it anywhere
+    // else, the anchor say, is refused before anything is read or moved there.
+    let work_dir = work_dir_of(&target).ok_or_else(|| DeployError::BadReceipt {
+        path: target.clone(),
+        reason: "the target has no parent directory".into(),
+    })?;
+    let mut outside: Vec<String> = receipt
+        .kept_archive
+        .iter()
+        .chain(receipt.created.iter().map(|c| &c.path))
+        .filter(|p| {
+            **p != work_dir && !p.starts_with(&work_dir) && Some(p.as_path()) != work_dir.parent()
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    if receipt.work_dir != work_dir {
+        outside.push(format!("its work dir {}", receipt.work_dir.display()));
+    }
+    if !outside.is_empty() {
+        return Err(DeployError::BadReceipt {
+            path: target,
+            reason: format!(
+                "it names {} outside the target's work dir {}, where a deploy keeps what it makes beside the tree; nothing was touched",
+                outside.join(", "),
+                work_dir.display()
+            ),
+        });
+    }
+    // The work dir and `.sealpush` must be directories, never symlinks: the deploy refuses
+    // them otherwise, and the move aside and the bookkeeping would go where a link points.
+    for dir in [work_dir.parent(), Some(work_dir.as_path())]
+        .into_iter()
+        .flatten()
+    {
+        match remote.lstat(dir).map_err(at("rollback"))? {
+            Some(m) if m.kind != FileKind::Dir => {
+                return Err(DeployError::Foreign {
+                    path: dir.to_path_buf(),
+                    kind: super::kind_name(m.kind),
+                })
+            }
+            _ => {}
+        }
+    }
     // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
     // of the same plan running on this machine meanwhile would be undone under its feet.
     let mut journal = match &opts.local_state {
@@ -635,6 +680,12 @@ fn work_dir_entries(
     };
     out.sort();
     Ok(out)
+}
+
+/// `PARENT/.sealpush/NAME` for a target `PARENT/NAME`: where a deploy keeps its lock, journal,
+/// receipt and kept archive (see `Names`).
+pub fn work_dir_of(target: &Path) -> Option<PathBuf> {
+    Some(target.parent()?.join(".sealpush").join(target.file_name()?))
 }
 
 /// Where a rollback moves the deployed tree before removing it: `<work dir>/rolling-back-<plan

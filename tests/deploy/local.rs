@@ -751,6 +751,56 @@ pub fn a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree(h
 }
 
 #[test]
+fn rollback_never_moves_or_removes_through_a_work_dir_that_is_not_the_targets_local() {
+    rollback_never_moves_or_removes_through_a_work_dir_that_is_not_the_targets(Host::Local);
+}
+
+/// The move aside and the bookkeeping go into the target's own work dir: one that is a
+/// symlink (to the anchor, say), or a receipt that names another, is refused before anything
+/// is moved, and the anchor is untouched.
+pub fn rollback_never_moves_or_removes_through_a_work_dir_that_is_not_the_targets(host: Host) {
+    let env = Env::new(host.clone());
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let anchor = env.real_recipe(&env.anchor);
+    // A receipt whose work dir is the anchor.
+    let local = std::fs::read_dir(env.state.join("deploys"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("receipt.json"))
+        .next()
+        .unwrap();
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
+    r["work_dir"] = env.anchor.to_str().into();
+    let edited = env.tmp.path().join("edited-receipt.json");
+    std::fs::write(&edited, serde_json::to_vec(&r).unwrap()).unwrap();
+    let before = env.snapshot();
+    let out = env
+        .sealpush(["rollback".as_ref(), edited.as_os_str()])
+        .expect_code(2);
+    assert!(
+        stderr(&out).contains("outside the target's work dir"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.snapshot(), before);
+    // The work dir swapped for a symlink to the anchor.
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    std::fs::rename(&work, env.tmp.path().join("real-work")).unwrap();
+    std::os::unix::fs::symlink(&env.anchor, &work).unwrap();
+    let before = env.snapshot();
+    let out = env
+        .sealpush(["rollback".as_ref(), plan.as_os_str()])
+        .expect_code(2);
+    assert!(
+        stderr(&out).contains("exists as a symlink"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.snapshot(), before);
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+}
+
+#[test]
 fn a_name_added_while_a_rollback_checks_stays_where_it_was_put_local() {
     a_name_added_while_a_rollback_checks_stays_where_it_was_put(Host::Local);
 }
@@ -801,6 +851,10 @@ pub fn rollback_never_removes_a_tree_without_its_deploy_manifest(host: Host) {
     let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
     r["target"] = env.anchor.to_str().into();
     r["anchor"] = serde_json::Value::Null;
+    // Consistent with that target, so that only the missing manifest can stop it.
+    r["work_dir"] = env.parent.join(".sealpush/iu-cutter").to_str().into();
+    r["created"] = serde_json::json!([]);
+    r["kept_archive"] = serde_json::Value::Null;
     r["tree"]
         .as_array_mut()
         .unwrap()

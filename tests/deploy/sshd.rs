@@ -366,6 +366,7 @@ mod sftp {
         rollback_never_removes_a_tree_without_its_deploy_manifest,
         a_name_added_while_a_rollback_checks_stays_where_it_was_put,
         a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree,
+        rollback_never_moves_or_removes_through_a_work_dir_that_is_not_the_targets,
         rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_names,
     );
 }
