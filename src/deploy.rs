@@ -674,7 +674,8 @@ impl Run<'_> {
         match r.read_dir(&self.names.work_dir) {
             Ok(entries) => {
                 for e in entries.iter().filter(|e| {
-                    e.name.starts_with(b"rolling-back-") && e.meta.kind == FileKind::Dir
+                    e.name.starts_with(rollback::ASIDE_PREFIX.as_bytes())
+                        && e.meta.kind == FileKind::Dir
                 }) {
                     out.push(format!(
                         "{} is what is left of a rollback of an earlier deploy of this target, cut off or still running: finish it (`sealpush rollback` on that deploy's plan or receipt, in {}) first",

@@ -821,7 +821,11 @@ fn conflicts(
                 let p = work_dir.join(OsStr::from_bytes(&e.name));
                 if e.name == b"lock" {
                     lock = Some(p.display().to_string());
-                } else if e.name.starts_with(b"rolling-back-") {
+                } else if e
+                    .name
+                    .starts_with(crate::deploy::rollback::ASIDE_PREFIX.as_bytes())
+                    && e.meta.kind == FileKind::Dir
+                {
                     // What a cut-off rollback left (see `deploy::rollback::aside_path`).
                     leftovers.push(format!(
                         "{} (a rollback that did not finish: run it again)",

@@ -715,7 +715,15 @@ fn remove_examined(path: &Path, stamp: (u64, u64), tmp_root: &Path) -> Result<bo
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(io_at(path)(e)),
     }
-    let md = fs::symlink_metadata(&moved).map_err(io_at(&moved))?;
+    // From here on, what was moved may be a good artifact: on any error it stays in tmp/
+    // (the TempDir would remove it when dropped), for the next gc to judge once it is old.
+    let md = match fs::symlink_metadata(&moved) {
+        Ok(md) => md,
+        Err(e) => {
+            let _ = aside.keep();
+            return Err(io_at(&moved)(e));
+        }
+    };
     if (md.dev(), md.ino()) == stamp {
         fs::remove_dir_all(&moved).map_err(io_at(&moved))?;
         return Ok(true);
@@ -727,7 +735,10 @@ fn remove_examined(path: &Path, stamp: (u64, u64), tmp_root: &Path) -> Result<bo
         Err(UnpackError::Exists { .. }) => {
             let _ = aside.keep();
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            let _ = aside.keep();
+            return Err(e.into());
+        }
     }
     Ok(false)
 }

@@ -111,10 +111,10 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         Ok(r) => r,
         Err(e) => {
             if args.json {
-                super::emit(&format!(
+                let _ = super::emit(&format!(
                     "{}\n",
                     failure_json(&plan, vec![format!("{e:#}")])
-                ))?;
+                ));
             }
             return Err(e);
         }
@@ -144,7 +144,8 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             deploy::DeployError::Drift { changes } => changes.clone(),
             other => vec![other.to_string()],
         };
-        super::emit(&format!("{}\n", failure_json(&plan, reasons)))?;
+        // Best effort: a closed stdout must not hide the deploy's own error and exit status.
+        let _ = super::emit(&format!("{}\n", failure_json(&plan, reasons)));
     }
     match result {
         Ok(receipt) => {

@@ -127,12 +127,13 @@ fn roll_back(args: Args, globals: &Globals, reported: &mut bool) -> anyhow::Resu
         // The error names its step ("rollback: ..."); a context would say it twice.
         Err(e) => return Err(anyhow::Error::new(e)),
     };
+    // The rollback ran: whatever happens to its report now, `{complete: false}` would be false.
+    *reported = true;
     if args.json {
         super::emit(&format!("{}\n", super::to_json(&report)?))?;
     } else {
         super::emit(&deploy::render_rollback(&report))?;
     }
-    *reported = true;
     if report.complete {
         Ok(Exit::Ok)
     } else {

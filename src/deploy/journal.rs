@@ -227,8 +227,6 @@ pub struct Journal {
 impl Journal {
     pub fn open(state: &StateDir) -> Result<Journal, DeployError> {
         let path = state.journal_path();
-        let records = read_records(&path)?;
-        let seq = records.last().map_or(0, |r| r.seq);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -237,7 +235,11 @@ impl Journal {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
+        // Locked before it is read: a run of this plan that ends meanwhile has then written
+        // its last record, and this run starts from it.
         lock_exclusive(&file, &path)?;
+        let records = read_records(&path)?;
+        let seq = records.last().map_or(0, |r| r.seq);
         Ok(Journal {
             path,
             file,

@@ -688,11 +688,15 @@ pub fn work_dir_of(target: &Path) -> Option<PathBuf> {
     Some(target.parent()?.join(".sealpush").join(target.file_name()?))
 }
 
+/// The name prefix of a tree a rollback moved aside (see [`aside_path`]); deploy, preflight and
+/// status look for it too.
+pub const ASIDE_PREFIX: &str = "rolling-back-";
+
 /// Where a rollback moves the deployed tree before removing it: `<work dir>/rolling-back-<plan
 /// 16 hex>`, beside the receipt, on the target's filesystem.
 pub fn aside_path(receipt: &Receipt) -> PathBuf {
     receipt.work_dir.join(format!(
-        "rolling-back-{}",
+        "{ASIDE_PREFIX}{}",
         &receipt.plan_digest.to_hex()[..16]
     ))
 }
@@ -772,7 +776,7 @@ pub fn status(
     let root_meta = match remote.lstat(target).map_err(at("status"))? {
         None => {
             let mut problem = format!("{} does not exist", target.display());
-            let left = work_dir_entries(remote, target, "rolling-back-")?;
+            let left = work_dir_entries(remote, target, ASIDE_PREFIX)?;
             if let Some(p) = left.first() {
                 problem.push_str(&format!(
                     ": a rollback of its deploy was cut off, and what is left of the tree is in {}; run `sealpush rollback` on its plan or receipt again to finish",
@@ -802,9 +806,8 @@ pub fn status(
             report.problems.push(match receipts.first() {
                 None => format!("{} is missing: not a sealpush deploy", dm_path.display()),
                 Some(r) => format!(
-                    "{} is missing, though {} records a deploy here: the file was removed, and without it neither status nor rollback takes this tree for the deploy's (if nothing but the target's root is left, `sealpush rollback {}` finishes a rollback that was cut off)",
+                    "{} is missing, though {} records a deploy here: the file was removed, and without it neither status nor rollback takes this tree for the deploy's (if nothing but the target's root is left, a rollback was cut off: `sealpush rollback` on its plan, or on a local copy of that receipt, finishes it)",
                     dm_path.display(),
-                    r.display(),
                     r.display()
                 ),
             });
