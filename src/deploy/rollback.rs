@@ -288,22 +288,6 @@ pub fn rollback(
             ),
         });
     }
-    // The work dir and `.sealpush` must be directories, never symlinks: the deploy refuses
-    // them otherwise, and the move aside and the bookkeeping would go where a link points.
-    for dir in [work_dir.parent(), Some(work_dir.as_path())]
-        .into_iter()
-        .flatten()
-    {
-        match remote.lstat(dir).map_err(at("rollback"))? {
-            Some(m) if m.kind != FileKind::Dir => {
-                return Err(DeployError::Foreign {
-                    path: dir.to_path_buf(),
-                    kind: super::kind_name(m.kind),
-                })
-            }
-            _ => {}
-        }
-    }
     // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
     // of the same plan running on this machine meanwhile would be undone under its feet.
     let mut journal = match &opts.local_state {
@@ -313,17 +297,36 @@ pub fn rollback(
         )?)?),
         None => None,
     };
+    // `.sealpush`, the work dir, the target and the aside name, in one round trip.
+    let aside = aside_path(receipt);
+    let work_root = work_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let [at_root, at_work, at_target, at_aside]: [_; 4] = remote
+        .lstats(&[
+            work_root.clone(),
+            work_dir.clone(),
+            target.clone(),
+            aside.clone(),
+        ])
+        .try_into()
+        .expect("one result per path");
+    // The work dir and `.sealpush` must be directories, never symlinks: the deploy refuses
+    // them otherwise, and the move aside and the bookkeeping would go where a link points.
+    for (dir, meta) in [(&work_root, at_root), (&work_dir, at_work)] {
+        if let Some(m) = meta.map_err(at("rollback"))? {
+            if m.kind != FileKind::Dir {
+                return Err(DeployError::Foreign {
+                    path: dir.clone(),
+                    kind: super::kind_name(m.kind),
+                });
+            }
+        }
+    }
     // Where the tree is: at the target while the target carries this deploy's manifest; else,
     // when an earlier rollback of it was cut off after moving it aside (step 2), in the work
     // dir, whatever is at the target now. (A directory planted under the aside name, with the
-    // tree still at the target, must not stand in for the tree.)
-    let aside = aside_path(receipt);
+    // tree still at the target, must not stand in for the tree.) The manifest is read only
+    // when both exist.
     let mut root = target.clone();
-    // Both at once (one round trip); the manifest is read only when both exist.
-    let [at_target, at_aside]: [_; 2] = remote
-        .lstats(&[target.clone(), aside.clone()])
-        .try_into()
-        .expect("one result per path");
     let at_target = at_target.map_err(at("rollback"))?;
     let at_aside = at_aside.map_err(at("rollback"))?;
     if matches!(&at_aside, Some(m) if m.kind == FileKind::Dir) {
