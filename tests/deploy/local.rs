@@ -129,9 +129,7 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
                 vec![".sealpush", "iu-cutter-v0.6"],
                 "{fault}"
             );
-            let rb = env
-                .sealpush(["rollback".as_ref(), plan.as_os_str()])
-                .output();
+            let rb = env.rollback(&plan, &[]).output();
             assert!(rb.status.success(), "{fault}: rollback: {}", stderr(&rb));
             assert_eq!(
                 env.snapshot(),
@@ -279,9 +277,7 @@ fn rollback_after_a_kill_before_the_unlock_removes_the_dead_runs_lock() {
         let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
         assert_eq!(out.status.code(), None, "{fault}: not killed");
         assert!(env.parent.join(".sealpush/iu-cutter-v0.6/lock").exists());
-        let rb = env
-            .sealpush(["rollback".as_ref(), plan.as_os_str()])
-            .output();
+        let rb = env.rollback(&plan, &[]).output();
         assert!(rb.status.success(), "{fault}: rollback: {}", stderr(&rb));
         assert!(stdout(&rb).ends_with("verdict: PASS\n"), "{fault}");
         assert_eq!(env.snapshot(), before, "{fault}");
@@ -297,14 +293,12 @@ fn a_stale_receipt_never_rolls_back_a_later_plans_deploy() {
     let plan_a = env.tmp.path().join("plan-a.json");
     std::fs::rename(env.plan(), &plan_a).unwrap();
     env.deploy(&plan_a, &[]).ok();
-    env.sealpush(["rollback".as_ref(), plan_a.as_os_str()]).ok();
+    env.rollback(&plan_a, &[]).ok();
     let plan_b = env.plan();
     env.deploy(&plan_b, &[]).ok();
     let deployed = env.snapshot();
     for extra in [&[][..], &["--force"]] {
-        let mut args = vec!["rollback".as_ref(), plan_a.as_os_str()];
-        args.extend(extra.iter().map(std::ffi::OsStr::new));
-        let out = env.sealpush(args).output();
+        let out = env.rollback(&plan_a, extra).output();
         assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("holds the deploy of plan"),
@@ -313,7 +307,7 @@ fn a_stale_receipt_never_rolls_back_a_later_plans_deploy() {
         );
         assert_eq!(env.snapshot(), deployed, "{extra:?}");
     }
-    env.sealpush(["rollback".as_ref(), plan_b.as_os_str()]).ok();
+    env.rollback(&plan_b, &[]).ok();
     assert!(!env.target.exists());
 }
 
@@ -644,10 +638,8 @@ pub fn rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans(host: Host)
         edit(&mut r, &env);
         std::fs::write(&receipt, serde_json::to_vec(&r).unwrap()).unwrap();
         let before = env.snapshot();
-        let mut args = vec!["rollback".as_ref(), plan.as_os_str()];
-        args.extend(extra.iter().map(std::ffi::OsStr::new));
         let out = env
-            .sealpush(args)
+            .rollback(&plan, extra)
             .env("SEALPUSH_STATE_DIR", &elsewhere)
             .expect_code(2);
         assert!(
@@ -659,7 +651,7 @@ pub fn rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans(host: Host)
     }
     // The real receipt still rolls back from there, and the copy stays.
     std::fs::write(&receipt, &original).unwrap();
-    env.sealpush(["rollback".as_ref(), plan.as_os_str()])
+    env.rollback(&plan, &[])
         .env("SEALPUSH_STATE_DIR", &elsewhere)
         .ok();
     assert!(!env.target.exists());
@@ -683,10 +675,7 @@ pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Hos
     std::fs::rename(env.plan_for(&store, &art), &other).unwrap();
     let plan = env.plan();
     env.deploy(&plan, &[]).ok();
-    let mut cut = env.paused_at(
-        env.sealpush(["rollback".as_ref(), plan.as_os_str()]),
-        "reset",
-    );
+    let mut cut = env.paused_at(env.rollback(&plan, &[]), "reset");
     cut.child.kill().unwrap();
     cut.child.wait().unwrap();
     assert!(!env.target.exists(), "the target is gone at once");
@@ -713,7 +702,7 @@ pub fn a_rollback_cut_off_leaves_no_target_and_finishes_when_run_again(host: Hos
         "{}",
         stderr(&out)
     );
-    env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before, "host not exactly as before");
 }
 
@@ -736,9 +725,7 @@ pub fn a_directory_planted_under_the_aside_name_does_not_stand_in_for_the_tree(h
         .join(".sealpush/iu-cutter-v0.6")
         .join(format!("rolling-back-{short}"));
     std::fs::create_dir(&planted).unwrap();
-    let out = env
-        .sealpush(["rollback".as_ref(), plan.as_os_str()])
-        .output();
+    let out = env.rollback(&plan, &[]).output();
     assert!(
         !env.target.exists(),
         "the tree at the target is removed: {}",
@@ -764,19 +751,13 @@ pub fn rollback_never_moves_or_removes_through_a_work_dir_that_is_not_the_target
     env.deploy(&plan, &[]).ok();
     let anchor = env.real_recipe(&env.anchor);
     // A receipt whose work dir is the anchor.
-    let local = std::fs::read_dir(env.state.join("deploys"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("receipt.json"))
-        .next()
-        .unwrap();
+    let local = env.state_file("receipt.json");
     let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
     r["work_dir"] = env.anchor.to_str().into();
     let edited = env.tmp.path().join("edited-receipt.json");
     std::fs::write(&edited, serde_json::to_vec(&r).unwrap()).unwrap();
     let before = env.snapshot();
-    let out = env
-        .sealpush(["rollback".as_ref(), edited.as_os_str()])
-        .expect_code(2);
+    let out = env.rollback(&edited, &[]).expect_code(2);
     assert!(
         stderr(&out).contains("outside the target's work dir"),
         "{}",
@@ -788,9 +769,7 @@ pub fn rollback_never_moves_or_removes_through_a_work_dir_that_is_not_the_target
     std::fs::rename(&work, env.tmp.path().join("real-work")).unwrap();
     std::os::unix::fs::symlink(&env.anchor, &work).unwrap();
     let before = env.snapshot();
-    let out = env
-        .sealpush(["rollback".as_ref(), plan.as_os_str()])
-        .expect_code(2);
+    let out = env.rollback(&plan, &[]).expect_code(2);
     assert!(
         stderr(&out).contains("exists as a symlink"),
         "{}",
@@ -812,10 +791,7 @@ pub fn a_name_added_while_a_rollback_checks_stays_where_it_was_put(host: Host) {
     let env = Env::new(host.clone());
     let plan = env.plan();
     env.deploy(&plan, &[]).ok();
-    let paused = env.paused_at(
-        env.sealpush(["rollback".as_ref(), plan.as_os_str()]),
-        "cleanup",
-    );
+    let paused = env.paused_at(env.rollback(&plan, &[]), "cleanup");
     let note = env.target.join("docs/NOTE.txt");
     std::fs::write(&note, b"mine\n").unwrap();
     paused.release();
@@ -843,11 +819,7 @@ pub fn rollback_never_removes_a_tree_without_its_deploy_manifest(host: Host) {
     let (store, art) = env.store_tree(&crate::support::fixtures().join("iu-cutter"), "same-tree");
     let plan = env.plan_for(&store, &art);
     env.deploy(&plan, &[]).ok();
-    let local = std::fs::read_dir(env.state.join("deploys"))
-        .unwrap()
-        .map(|e| e.unwrap().path().join("receipt.json"))
-        .next()
-        .unwrap();
+    let local = env.state_file("receipt.json");
     let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&local).unwrap()).unwrap();
     r["target"] = env.anchor.to_str().into();
     r["anchor"] = serde_json::Value::Null;
@@ -862,9 +834,7 @@ pub fn rollback_never_removes_a_tree_without_its_deploy_manifest(host: Host) {
     let forged = env.tmp.path().join("forged-receipt.json");
     std::fs::write(&forged, serde_json::to_vec(&r).unwrap()).unwrap();
     let before = env.snapshot();
-    let out = env
-        .sealpush(["rollback".as_ref(), forged.as_os_str(), "--force".as_ref()])
-        .expect_code(1);
+    let out = env.rollback(&forged, &["--force"]).expect_code(1);
     assert!(
         stderr(&out).contains("it is not a tree a deploy made"),
         "{}",
@@ -887,17 +857,8 @@ pub fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_nam
     std::fs::write(&edited, b"edited on the host").unwrap();
     let foreign = env.target.join("operator-notes.txt");
     std::fs::write(&foreign, b"mine").unwrap();
-    let receipt = env.state.join("deploys");
-    let receipt = std::fs::read_dir(&receipt)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("receipt.json");
-    let out = env
-        .sealpush(["rollback".as_ref(), receipt.as_os_str()])
-        .expect_code(1);
+    let receipt = env.state_file("receipt.json");
+    let out = env.rollback(&receipt, &[]).expect_code(1);
     let e = stderr(&out);
     assert!(
         e.contains("rollback refused") && e.contains("README.md"),
@@ -908,9 +869,7 @@ pub fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_nam
         env.target.join("DEPLOY-MANIFEST.txt").exists(),
         "nothing removed"
     );
-    let forced = env
-        .sealpush(["rollback".as_ref(), receipt.as_os_str(), "--force".as_ref()])
-        .expect_code(1);
+    let forced = env.rollback(&receipt, &["--force"]).expect_code(1);
     assert!(
         stdout(&forced).contains("operator-notes.txt (not created by the deploy)"),
         "{}",
@@ -920,8 +879,7 @@ pub fn rollback_refuses_edited_files_unless_forced_and_never_removes_foreign_nam
     assert!(!edited.exists());
     std::fs::remove_file(&foreign).unwrap();
     // A second run finishes the job.
-    env.sealpush(["rollback".as_ref(), receipt.as_os_str()])
-        .ok();
+    env.rollback(&receipt, &[]).ok();
     assert_eq!(env.snapshot(), before);
 }
 
@@ -1032,7 +990,7 @@ pub fn a_rollback_that_stops_short_can_be_finished_from_another_machine(host: Ho
     std::fs::write(&note, b"mine\n").unwrap();
     let elsewhere = env.tmp.path().join("elsewhere");
     let rollback = || {
-        env.sealpush(["rollback".as_ref(), plan.as_os_str()])
+        env.rollback(&plan, &[])
             .env("SEALPUSH_STATE_DIR", &elsewhere)
     };
     let out = rollback().expect_code(1);
@@ -1049,10 +1007,7 @@ fn ctrl_c_stops_a_rollback_at_a_safe_point_that_says_what_is_left() {
     let before = env.snapshot();
     let plan = env.plan();
     env.deploy(&plan, &[]).ok();
-    let paused = env.paused_at(
-        env.sealpush(["rollback".as_ref(), plan.as_os_str()]),
-        "reset",
-    );
+    let paused = env.paused_at(env.rollback(&plan, &[]), "reset");
     // SAFETY: signalling our own child process.
     unsafe {
         libc::kill(paused.id() as i32, libc::SIGINT);
@@ -1067,7 +1022,7 @@ fn ctrl_c_stops_a_rollback_at_a_safe_point_that_says_what_is_left() {
         stderr(&out)
     );
     assert!(!env.target.exists());
-    env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before, "host not exactly as before");
 }
 
@@ -1146,8 +1101,7 @@ fn a_refused_automatic_rollback_still_reports_the_live_deploy() {
     assert!(report.ends_with("verdict: FAIL\n"), "{report}");
     assert!(env.target.join("README.md").exists());
     // As the report says: a forced rollback removes it.
-    env.sealpush(["rollback".as_ref(), plan.as_os_str(), "--force".as_ref()])
-        .ok();
+    env.rollback(&plan, &["--force"]).ok();
     assert!(!env.target.exists());
 }
 
@@ -1177,7 +1131,7 @@ fn kill_during_the_cleanup_of_a_resumed_run_then_rerun_finishes() {
         stdout(&out)
     );
     env.assert_complete();
-    env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before);
 }
 

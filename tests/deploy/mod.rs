@@ -215,9 +215,7 @@ impl Env {
         assert_eq!(st["problems"], serde_json::json!([]), "{st}");
         assert_eq!(st["target"], self.target.to_str().unwrap(), "{st}");
         assert!(st["files_checked"].as_u64().unwrap() > 0, "{st}");
-        let rb = self
-            .sealpush(["rollback".as_ref(), plan.as_os_str(), "--json".as_ref()])
-            .ok();
+        let rb = self.rollback(plan, &["--json"]).ok();
         let rb: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
         assert_eq!(rb["complete"], true, "{rb}");
         assert_eq!(rb["anchor"]["expected"], rb["anchor"]["actual"], "{rb}");
@@ -304,6 +302,23 @@ impl Env {
         let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(receipt["verify"], "host-sha256sum");
         assert_eq!(receipt["verdict"]["pass"], true);
+    }
+
+    /// `sealpush rollback FILE EXTRA` (a plan or a receipt) with this env's state dir.
+    pub fn rollback(&self, file: &Path, extra: &[&str]) -> TestCommand {
+        let mut args: Vec<std::ffi::OsString> = vec!["rollback".into(), file.into()];
+        args.extend(extra.iter().map(Into::into));
+        self.sealpush(args)
+    }
+
+    /// `name` in the local state dir of the one plan this env deployed (`receipt.json`,
+    /// `journal.jsonl`).
+    pub fn state_file(&self, name: &str) -> PathBuf {
+        std::fs::read_dir(self.state.join("deploys"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join(name))
+            .next()
+            .expect("a deployed plan's state dir")
     }
 
     pub fn deploy(&self, plan: &Path, extra: &[&str]) -> TestCommand {
@@ -405,11 +420,7 @@ impl Env {
     /// record from its first one on the host through `unlock done` (done records reach the host
     /// late, with the next record, but none may be lost), and nothing else.
     pub fn assert_host_journal_complete(&self) {
-        let local = std::fs::read_dir(self.state.join("deploys"))
-            .unwrap()
-            .map(|e| e.unwrap().path().join("journal.jsonl"))
-            .next()
-            .expect("a local journal");
+        let local = self.state_file("journal.jsonl");
         let lines: Vec<(String, String)> = std::fs::read_to_string(&local)
             .unwrap()
             .lines()

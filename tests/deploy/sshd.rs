@@ -300,9 +300,7 @@ fn external_kill_9_at_random_times_then_rerun() {
             "{msg}"
         );
         env.assert_complete();
-        let rb = env
-            .sealpush(["rollback".as_ref(), plan.as_os_str()])
-            .output();
+        let rb = env.rollback(&plan, &[]).output();
         assert!(rb.status.success(), "{msg}: rollback {}", stderr(&rb));
         assert_eq!(env.snapshot(), before, "{msg}");
     }
@@ -391,7 +389,7 @@ fn json_output_when_the_host_cannot_be_reached() {
         .expect_code(2);
     crate::deploy::json_fail_verdict(&out, "connecting");
     let out = env
-        .sealpush(["rollback".as_ref(), plan.as_os_str(), "--json".as_ref()])
+        .rollback(&plan, &["--json"])
         .cmd_args(["--ssh-config", bad])
         .expect_code(2);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -484,7 +482,7 @@ fn rollback_of_a_plan_connects_once() {
     env.deploy(&plan, &[]).ok();
     let logins = || sshd.log().matches("Accepted publickey").count();
     let n = logins();
-    let rb = env.sealpush(["rollback".as_ref(), plan.as_os_str()]).ok();
+    let rb = env.rollback(&plan, &[]).ok();
     assert!(
         stdout(&rb).contains("anchor_unchanged: YES"),
         "{}",
