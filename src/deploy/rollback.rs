@@ -262,10 +262,7 @@ pub fn rollback(
     // Everything the rollback touches outside the tree lives in the target's own work dir, as
     // the deploy made it: a receipt (edited, or copied from elsewhere) that puts it anywhere
     // else, the anchor say, is refused before anything is read or moved there.
-    let work_dir = work_dir_of(&target).ok_or_else(|| DeployError::BadReceipt {
-        path: target.clone(),
-        reason: "the target has no parent directory".into(),
-    })?;
+    let work_dir = crate::preflight::work_dir_for(&target);
     let mut outside: Vec<String> = receipt
         .kept_archive
         .iter()
@@ -668,10 +665,7 @@ fn work_dir_entries(
     target: &Path,
     prefix: &str,
 ) -> Result<Vec<PathBuf>, DeployError> {
-    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
-        return Ok(Vec::new());
-    };
-    let dir = parent.join(".sealpush").join(name);
+    let dir = crate::preflight::work_dir_for(target);
     let mut out: Vec<PathBuf> = match remote.read_dir(&dir) {
         Ok(entries) => entries
             .iter()
@@ -683,12 +677,6 @@ fn work_dir_entries(
     };
     out.sort();
     Ok(out)
-}
-
-/// `PARENT/.sealpush/NAME` for a target `PARENT/NAME`: where a deploy keeps its lock, journal,
-/// receipt and kept archive (see `Names`).
-pub fn work_dir_of(target: &Path) -> Option<PathBuf> {
-    Some(target.parent()?.join(".sealpush").join(target.file_name()?))
 }
 
 /// The name prefix of a tree a rollback moved aside (see [`aside_path`]); deploy, preflight and
@@ -824,11 +812,9 @@ pub fn status(
     report.artifact_identity =
         super::deploy_manifest_field(&dm, "tree_identity").and_then(Digest::from_hex);
     // The receipt beside the target.
-    let receipt = match (report.plan_digest, target.parent(), target.file_name()) {
-        (Some(pd), Some(parent), Some(name)) => {
-            let p = parent
-                .join(".sealpush")
-                .join(name)
+    let receipt = match report.plan_digest {
+        Some(pd) => {
+            let p = crate::preflight::work_dir_for(target)
                 .join(format!("receipt-{}.json", &pd.to_hex()[..16]));
             match remote.read_file(&p, 1 << 30) {
                 Ok(b) => match Receipt::from_json(&b) {
@@ -852,7 +838,7 @@ pub fn status(
                 Err(e) => return Err(at("status")(e)),
             }
         }
-        _ => {
+        None => {
             report
                 .problems
                 .push(format!("{} names no plan digest", dm_path.display()));
