@@ -328,7 +328,6 @@ impl Names {
         let Some(work_root) = plan.work_dir.parent() else {
             return Err(bad(&plan.work_dir, "has no parent directory"));
         };
-        let short = &plan_digest.to_hex()[..16];
         let name_s = name.to_string_lossy();
         Ok(Names {
             target: plan.target.clone(),
@@ -339,8 +338,8 @@ impl Names {
             work_root: work_root.to_path_buf(),
             work_dir: plan.work_dir.clone(),
             lock: plan.work_dir.join("lock"),
-            journal_dir: plan.work_dir.join(format!("journal-{short}")),
-            host_receipt: plan.work_dir.join(format!("receipt-{short}.json")),
+            journal_dir: host_journal_dir(&plan.work_dir, plan_digest),
+            host_receipt: host_receipt_path(&plan.work_dir, plan_digest),
             kept_archive: plan.work_dir.join(format!(
                 "{name_s}-{}.{}",
                 &plan.artifact.archive_sha256.to_hex()[..12],
@@ -424,6 +423,16 @@ fn kind_name(k: FileKind) -> String {
         FileKind::Symlink => "a symlink".into(),
         other => format!("a {other:?}").to_lowercase(),
     }
+}
+
+/// `<work_dir>/receipt-<plan digest, 16 hex>.json`: the host's copy of a deploy's receipt.
+pub fn host_receipt_path(work_dir: &Path, plan: &Digest) -> PathBuf {
+    work_dir.join(format!("receipt-{}.json", &plan.to_hex()[..16]))
+}
+
+/// `<work_dir>/journal-<plan digest, 16 hex>`: the host's copy of a deploy's journal.
+pub fn host_journal_dir(work_dir: &Path, plan: &Digest) -> PathBuf {
+    work_dir.join(format!("journal-{}", &plan.to_hex()[..16]))
 }
 
 /// The text of DEPLOY-MANIFEST.txt: `key: value` header lines, then the per-file list in the

@@ -559,15 +559,15 @@ pub fn rollback(
     if !report.kept.is_empty() {
         return finish(remote, receipt, report, journal.as_mut(), progress);
     }
-    let short = &receipt.plan_digest.to_hex()[..16];
-    let host_receipt = receipt.work_dir.join(format!("receipt-{short}.json"));
+    let host_receipt = super::host_receipt_path(&receipt.work_dir, &receipt.plan_digest);
+    let journal_dir = super::host_journal_dir(&receipt.work_dir, &receipt.plan_digest);
     match remote.lstat(&host_receipt).map_err(at("rollback"))? {
         Some(m) if m.kind == FileKind::File => {
             gone_ok(remote.remove_file(&host_receipt), &mut report)?;
         }
         _ => {}
     }
-    remove_journal_dir(remote, &receipt.work_dir.join(format!("journal-{short}")))?;
+    remove_journal_dir(remote, &journal_dir)?;
     // A run of this very deploy killed between its receipt and its unlock left its lock: it
     // goes when it names this plan and its owner is provably not running (this machine, no
     // such process). Any other lock stays, and the work dir holding it is reported below.
@@ -584,8 +584,7 @@ pub fn rollback(
         }
     }
     for c in receipt.created.iter().rev() {
-        if c.kind == CreatedKind::Dir && c.path != receipt.work_dir.join(format!("journal-{short}"))
-        {
+        if c.kind == CreatedKind::Dir && c.path != journal_dir {
             match remote.remove_dir(&c.path) {
                 Ok(()) => report.removed += 1,
                 Err(e) if e.is_not_found() => {}
@@ -814,8 +813,7 @@ pub fn status(
     // The receipt beside the target.
     let receipt = match report.plan_digest {
         Some(pd) => {
-            let p = crate::preflight::work_dir_for(target)
-                .join(format!("receipt-{}.json", &pd.to_hex()[..16]));
+            let p = super::host_receipt_path(&crate::preflight::work_dir_for(target), &pd);
             match remote.read_file(&p, 1 << 30) {
                 Ok(b) => match Receipt::from_json(&b) {
                     Ok(r) => {
