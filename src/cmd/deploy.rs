@@ -13,7 +13,7 @@ use super::{CheckFailed, Exit, Globals, SshArgs};
 const HELP: &str =
     "Exit status: 0 deployed and proven (and the --check passed); 1 a check failed (the plan was
 edited or failed, the host drifted from it, a verification mismatch, a failed --check); 2 could
-not run or was cut off (the error says what is left on the host and to run the same command
+not run (PLAN is no plan this sealpush reads, say cut short) or was cut off (the error says what is left on the host and to run the same command
 again); 130 interrupted.
 
 Examples:
@@ -78,12 +78,21 @@ pub struct Args {
     pub ssh: SshArgs,
 }
 
-/// Reads and checks a plan file (digest, format, verdict).
+/// Reads and checks a plan file (digest, format, verdict). A file that is no plan this
+/// sealpush reads (not JSON, cut short, another format) is bad input, exit 2, as an unreadable
+/// receipt or a file that is no archive is; a plan edited since preflight, or one whose verdict
+/// is FAIL, is a failed check, exit 1.
 pub fn read_plan(path: &std::path::Path) -> anyhow::Result<SealedPlan> {
+    use sealpush::plan::PlanError;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading plan {}", path.display()))?;
     SealedPlan::from_json(&text)
-        .map_err(|e| anyhow::Error::new(CheckFailed(e.to_string())))
+        .map_err(|e| match e {
+            PlanError::Parse(_) | PlanError::Format { .. } => anyhow::Error::new(e),
+            PlanError::Tampered { .. } | PlanError::Failed(_) => {
+                anyhow::Error::new(CheckFailed(e.to_string()))
+            }
+        })
         .with_context(|| format!("plan {}", path.display()))
 }
 

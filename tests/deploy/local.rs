@@ -239,6 +239,25 @@ fn edited_plan_is_refused() {
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 
+/// A plan cut short is no plan: bad input (exit 2), as a receipt cut short is for rollback.
+/// Before, deploy called it a failed check (exit 1), and the two commands disagreed.
+#[test]
+fn truncated_plan_is_bad_input() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let text = std::fs::read(&plan).unwrap();
+    std::fs::write(&plan, &text[..text.len() / 2]).unwrap();
+    let out = env.deploy(&plan, &[]).expect_code(2);
+    assert!(
+        stderr(&out).contains("not a sealpush plan"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.rollback(&plan, &[]).expect_code(2);
+    assert!(stderr(&out).contains("is not JSON"), "{}", stderr(&out));
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
 #[test]
 fn byte_changed_between_upload_and_read_back_stops_the_deploy_local() {
     byte_changed_between_upload_and_read_back_stops_the_deploy(Host::Local);
