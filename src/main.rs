@@ -10,6 +10,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     tune_allocator();
     let cli = cli::Cli::parse();
+    if let Err(msg) = cmd::check_rayon_threads(std::env::var_os("RAYON_NUM_THREADS").as_deref()) {
+        eprintln!("sealpush: error: {msg}");
+        return ExitCode::from(cmd::Exit::Error as u8);
+    }
     let globals = cmd::Globals {
         quiet: cli.quiet,
         no_progress: cli.no_progress,

@@ -260,3 +260,27 @@ fn every_thread_count_is_capped_at_1024() {
     assert!(!d.join("s2").exists());
     sealpush(d, ["-q", "manifest", "t", "-j", "1024"]).ok();
 }
+
+/// `RAYON_NUM_THREADS` is held to the same range: rayon itself took `100000` and `hash` spent
+/// minutes spawning threads (a `timeout 60` ran out), and it ignores a value that does not
+/// parse. 0 stays rayon's "all cores".
+#[test]
+fn rayon_num_threads_is_capped_like_j() {
+    let tmp = packed();
+    let d = tmp.path();
+    for bad in ["100000", "1025", "-1", "four"] {
+        let out = sealpush(d, ["hash", "t"])
+            .env("RAYON_NUM_THREADS", bad)
+            .expect_code(2);
+        assert!(
+            stderr(&out).contains(&format!("RAYON_NUM_THREADS={bad}: use 1 to 1024")),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    for good in ["0", "1", "1024"] {
+        sealpush(d, ["-q", "hash", "t"])
+            .env("RAYON_NUM_THREADS", good)
+            .ok();
+    }
+}
