@@ -13,6 +13,7 @@ const HELP: &str = "Environment:
   SOURCE_DATE_EPOCH    the mtime recorded in packed archives (default 1153704088)
   SEALPUSH_TMPDIR      where deploy unpacks an artifact it cannot stream (default /dev/shm
                        when it has room, else the system temp dir)
+  RAYON_NUM_THREADS    worker threads where -j is not given (1 to 1024; 0 or unset: all cores)
 
 The main job, on the bundled fixtures and no server: sealpush demo
 Each command's --help has its details and examples; the formats are in store-layout.md.";
