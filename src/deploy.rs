@@ -1981,14 +1981,6 @@ impl Run<'_> {
                         .iter()
                         .map(|(p, is_dir)| (shape::join(&root, p), *is_dir))
                         .collect();
-                    // A name gone since the walk is fine. Anything else stops here.
-                    for res in r.remove_all(&entries, &crate::progress::NoProgress) {
-                        match res {
-                            Ok(()) => {}
-                            Err(e) if gone(&e) => {}
-                            Err(e) => return Err(at("cleanup")(e)),
-                        }
-                    }
                     let foreign: Vec<String> = plan
                         .replaced
                         .iter()
@@ -1998,6 +1990,20 @@ impl Run<'_> {
                         })
                         .chain(plan.extra.iter().map(|p| crate::manifest::show(p)))
                         .collect();
+                    // A name gone since the walk is fine. A directory holding a foreign name
+                    // stays with it (reported below, as the rerun cannot remove it either);
+                    // anything else stops here.
+                    for ((_, is_dir), res) in entries
+                        .iter()
+                        .zip(r.remove_all(&entries, &crate::progress::NoProgress))
+                    {
+                        match res {
+                            Ok(()) => {}
+                            Err(e) if gone(&e) => {}
+                            Err(_) if *is_dir && !foreign.is_empty() => {}
+                            Err(e) => return Err(at("cleanup")(e)),
+                        }
+                    }
                     if !foreign.is_empty() {
                         return Err(DeployError::ForeignEntries {
                             path: root,
@@ -2006,7 +2012,30 @@ impl Run<'_> {
                     }
                     r.remove_dir(&root).map_err(at("cleanup"))?;
                 }
-                r.remove_dir(&self.names.staging).map_err(at("cleanup"))?;
+                match r.remove_dir(&self.names.staging) {
+                    Ok(()) => {}
+                    Err(e) if gone(&e) => {}
+                    Err(e) => {
+                        // Names beside the staged tree are none of the deploy's: name them
+                        // rather than report a bare "directory not empty" a rerun repeats.
+                        let names: Vec<String> = r
+                            .read_dir(&self.names.staging)
+                            .map(|entries| {
+                                entries
+                                    .iter()
+                                    .map(|e| crate::manifest::show(&e.name))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if names.is_empty() {
+                            return Err(at("cleanup")(e));
+                        }
+                        return Err(DeployError::ForeignEntries {
+                            path: self.names.staging.clone(),
+                            names,
+                        });
+                    }
+                }
             }
         }
         match r.lstat(&self.names.kept_archive).map_err(at("cleanup"))? {

@@ -1255,3 +1255,46 @@ pub fn check_still_running_at_the_op_timeout_is_stopped(host: Host) {
     }
     assert!(gone(pid), "the check (pid {pid}) still runs on the host");
 }
+
+/// A deploy killed before its promote leaves its staging; before the re-run someone puts a
+/// file of their own into a staged directory, or beside the staged tree in the staging dir.
+/// The re-run's cleanup keeps that file and everything holding it, names it, and says to
+/// remove it by hand (not "rerun to clean up", which would fail the same way forever); once
+/// it is gone, the re-run cleans up and deploys.
+#[test]
+fn a_name_added_to_an_interrupted_deploys_staging_is_named_and_kept() {
+    for inside_tree in [true, false] {
+        let env = Env::new(Host::Local);
+        let anchor = env.real_recipe(&env.anchor);
+        let plan = env.plan();
+        let out = env
+            .deploy(&plan, &[])
+            .env("SEALPUSH_FAULT", "abort-before:promote")
+            .output();
+        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        let staging = env.staging_dir().unwrap();
+        let mine = if inside_tree {
+            staging.join("iu-cutter-v0.6/docs/mine.txt")
+        } else {
+            staging.join("mine.txt")
+        };
+        std::fs::write(&mine, "mine\n").unwrap();
+        for _ in 0..2 {
+            let again = env.deploy(&plan, &[]).output();
+            let e = stderr(&again);
+            assert!(!again.status.success(), "{e}");
+            assert!(e.contains("mine.txt"), "inside_tree {inside_tree}: {e}");
+            assert!(
+                e.contains("did not create, left alone"),
+                "inside_tree {inside_tree}: {e}"
+            );
+            assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine\n");
+            assert!(!env.target.exists());
+            env.assert_absent_or_complete(&anchor);
+        }
+        std::fs::remove_file(&mine).unwrap();
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
+    }
+}
