@@ -219,6 +219,8 @@ pub enum DeployError {
     AlreadyDeployed { receipt: PathBuf },
     #[error("no receipt for plan {plan}: looked in {}", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
     NoReceipt { plan: Digest, looked: Vec<PathBuf> },
+    #[error("no receipt for plan {plan} yet: its deploy did not finish (journal {}); run `sealpush deploy` on this plan again, which finishes it (after the promote) or removes what it staged (before), then roll back if you still want to", journal.display())]
+    DeployUnfinished { plan: Digest, journal: PathBuf },
     #[error("receipt {}: {reason}", path.display())]
     BadReceipt { path: PathBuf, reason: String },
     #[error("rollback refused, nothing was removed: these changed since the deploy (use --force to remove them anyway):\n  - {}", changed.join("\n  - "))]

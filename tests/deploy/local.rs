@@ -1331,3 +1331,35 @@ fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging(
     env.deploy(&plan2, &[]).ok();
     env.assert_complete();
 }
+
+/// `rollback PLAN` of a deploy killed before it wrote its receipt (before or after the
+/// promote) cannot roll anything back (it follows the receipt), and preflight's hint for the
+/// leftovers names it: it says the deploy did not finish and that running the same deploy
+/// again finishes it or cleans up, instead of only "no receipt", and touches nothing.
+#[test]
+fn rollback_of_a_deploy_cut_off_before_its_receipt_says_to_run_the_deploy_again() {
+    for fault in ["abort-before:promote", "abort-after:promote"] {
+        let env = Env::new(Host::Local);
+        let before = env.snapshot();
+        let plan = env.plan();
+        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{fault}: not killed: {}",
+            stderr(&out)
+        );
+        let cut = env.snapshot();
+        let rb = env.rollback(&plan, &[]).expect_code(2);
+        let e = stderr(&rb);
+        assert!(
+            e.contains("did not finish") && e.contains("run `sealpush deploy` on this plan again"),
+            "{fault}: {e}"
+        );
+        assert_eq!(env.snapshot(), cut, "{fault}: rollback touched the host");
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        env.rollback(&plan, &[]).ok();
+        assert_eq!(env.snapshot(), before, "{fault}");
+    }
+}
