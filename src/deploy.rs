@@ -158,6 +158,8 @@ pub enum DeployError {
     BadPlanPath { path: PathBuf, reason: String },
     #[error("the host no longer matches the plan, nothing was written:\n  - {}", changes.join("\n  - "))]
     Drift { changes: Vec<String> },
+    #[error("the host no longer matches the plan, so its interrupted deploy cannot finish; what that run had staged and its lock were removed:\n  - {}\nrun preflight again for a new plan", changes.join("\n  - "))]
+    DriftCleanedUp { changes: Vec<String> },
     #[error("another sealpush run of this plan is under way on this machine (it holds {}); wait for it to end, then run again", journal.display())]
     Busy { journal: PathBuf },
     #[error("{} is held by {holder}", path.display())]
@@ -251,6 +253,7 @@ impl DeployError {
             DeployError::PlanTampered { .. }
                 | DeployError::PlanFailed
                 | DeployError::Drift { .. }
+                | DeployError::DriftCleanedUp { .. }
                 | DeployError::ArchiveMismatch { .. }
                 | DeployError::IdentityMismatch { .. }
                 | DeployError::DigestMismatch { .. }
@@ -605,9 +608,12 @@ impl Run<'_> {
         if promoted_before {
             self.promoted = true;
         } else {
-            let drift = self.drift(&prior)?;
+            let (drift, benign_only) = self.drift(&prior)?;
             if !drift.is_empty() {
                 self.record(Step::Recheck, Phase::Failed, drift.join("; "))?;
+                if benign_only && prior.intended(Step::WorkDir) {
+                    return Err(self.clean_up_after_drift(&prior, drift));
+                }
                 return Err(DeployError::Drift { changes: drift });
             }
         }
@@ -657,11 +663,15 @@ impl Run<'_> {
         Ok(ours)
     }
 
-    /// Step 1: every way the host may have drifted from the plan.
-    fn drift(&mut self, prior: &journal::History) -> Result<Vec<String>, DeployError> {
+    /// Step 1: every way the host may have drifted from the plan, and whether every one of
+    /// them is about the anchor or the space only: drift that leaves the paths this deploy
+    /// writes to as preflight saw them, so an earlier run's leftovers can still be removed.
+    fn drift(&mut self, prior: &journal::History) -> Result<(Vec<String>, bool), DeployError> {
         let plan = &self.sealed.plan;
         let r = self.remote;
         let mut out = Vec::new();
+        // How many of `out` are about the anchor or the space.
+        let mut benign = 0;
         // All at once: no lookup depends on another.
         let [target, staging, receipt]: [_; 3] = r
             .lstats(&[
@@ -766,6 +776,7 @@ impl Run<'_> {
                 // leftovers are about to be removed, so the check is skipped on resume.
                 let need = crate::preflight::space_needed(&plan.artifact, st.frsize);
                 if st.avail_bytes() < need && !prior.done(Step::Staging) {
+                    benign += 1;
                     out.push(format!(
                         "not enough space on {}: {} bytes available, {need} needed with margin",
                         self.names.parent.display(),
@@ -796,6 +807,7 @@ impl Run<'_> {
             }
         }
         if let Some(a) = &plan.anchor {
+            let before = out.len();
             match r.lstat(&a.path).map_err(at("recheck"))? {
                 None => out.push(format!("anchor {} is gone", a.path.display())),
                 Some(_) => {
@@ -815,8 +827,38 @@ impl Run<'_> {
                     }
                 }
             }
+            benign += out.len() - before;
         }
-        Ok(out)
+        let benign_only = benign == out.len();
+        Ok((out, benign_only))
+    }
+
+    /// An earlier run of this plan was cut off before its promote, and the host has since
+    /// drifted so that the plan can never finish (the anchor was edited, say). Left alone,
+    /// its staged tree, lock and host journal would stay for good: this deploy drifts again
+    /// each time, rollback finds no receipt, preflight fails on them. They are removed as a
+    /// failed deploy removes its own, under the lock; the drift is reported as the cause.
+    fn clean_up_after_drift(
+        &mut self,
+        prior: &journal::History,
+        changes: Vec<String>,
+    ) -> DeployError {
+        let taken = self
+            .enter_work_dir(prior)
+            .and_then(|()| self.take_lock())
+            .and_then(|()| self.open_host_journal());
+        if let Err(e) = taken {
+            let note = format!(
+                "; what the interrupted run left could not be removed ({e}); fix that, then rerun the same deploy to remove it"
+            );
+            // Taken before opening the host journal failed: not kept past this run.
+            let _ = self.release_lock();
+            return DeployError::WithLeftovers {
+                error: Box::new(DeployError::Drift { changes }),
+                note,
+            };
+        }
+        self.fail(DeployError::DriftCleanedUp { changes })
     }
 
     /// `<parent>/.sealpush/<name>/`, created if absent (never through a symlink).

@@ -1300,15 +1300,13 @@ fn a_name_added_to_an_interrupted_deploys_staging_is_named_and_kept() {
 }
 
 /// A deploy killed before its promote, then the anchor is edited (a hotfix of the running
-/// version): the re-run reports the drift but, since the drift is found before it takes the
-/// lock, leaves the killed run's staged tree, lock and host journal where they are and says
-/// "nothing was written". No command removes them then: the same deploy drifts again, rollback
-/// finds no receipt, and preflight fails on the unfinished deploy, so the operator must
-/// remove sealpush's leftovers by hand. Expected: the re-run cleans up what the killed run of
-/// this plan created (drift in the anchor does not make that unsafe), journals the reset, then
-/// reports the drift.
+/// version). Before, the re-run reported the drift, found before it takes the lock, and left
+/// the killed run's staged tree, lock and host journal for good: the same deploy drifted
+/// again, rollback found no receipt (and said to run the deploy again), preflight failed on
+/// the unfinished deploy. Now the re-run removes what the killed run of this plan created
+/// (drift in the anchor or the space leaves the paths it writes to as they were), journals
+/// the reset, and reports the drift.
 #[test]
-#[ignore = "open finding: a resumed deploy that drifts before the lock leaves the killed run's leftovers for good; see the review notes"]
 fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
@@ -1321,7 +1319,15 @@ fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging(
     let again = env.deploy(&plan, &[]).expect_code(1);
     let e = stderr(&again);
     assert!(e.contains("anchor") && e.contains("changed"), "{e}");
+    assert!(e.contains("were removed"), "{e}");
     assert!(env.staging_dir().is_none(), "staging left: {e}");
+    // Reset in the journal: nothing of that deploy is left to roll back.
+    let out = env.rollback(&plan, &[]).expect_code(2);
+    assert!(
+        stderr(&out).contains("no receipt for plan") && !stderr(&out).contains("did not finish"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         !env.parent.join(".sealpush/iu-cutter-v0.6/lock").exists(),
         "lock left: {e}"
