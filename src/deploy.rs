@@ -934,7 +934,18 @@ impl Run<'_> {
                     .as_ref()
                     .is_some_and(|i| i.is_dead_run_of(&self.sealed.digest));
                 if !((self.opts.clear_stale_lock && stale) || own_dead_run) {
-                    let hint = if stale {
+                    let other_plan = holder
+                        .as_ref()
+                        .filter(|i| i.plan_digest != self.sealed.digest)
+                        .map(|i| i.plan_digest);
+                    let hint = if let (true, Some(d)) = (stale, other_plan) {
+                        // Clearing it would strand that deploy's staged tree beside the target
+                        // (and fail every later preflight): its own plan finishes or removes it.
+                        format!(
+                            "it is the lock of a deploy of another plan ({}), cut off: run `sealpush deploy` on that plan again, which finishes it or removes what it staged; --clear-stale-lock would leave its staging behind",
+                            &d.to_hex()[..16]
+                        )
+                    } else if stale {
                         "if no deploy of this target is running, rerun with --clear-stale-lock"
                             .to_string()
                     } else {

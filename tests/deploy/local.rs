@@ -1369,3 +1369,36 @@ fn rollback_of_a_deploy_cut_off_before_its_receipt_says_to_run_the_deploy_again(
         assert_eq!(env.snapshot(), before, "{fault}");
     }
 }
+
+/// Two plans for one target; the first is killed before its promote. Its lock stopped the
+/// second with "rerun with --clear-stale-lock", and doing so deployed the second beside the
+/// first's staged tree, which then only a rollback of the second and a rerun of the first
+/// could remove. The hint now names the other plan and says to run its deploy again.
+#[test]
+fn a_cut_off_deploy_of_another_plan_is_named_by_its_lock() {
+    let env = Env::new(Host::Local);
+    let first = env.tmp.path().join("first.json");
+    std::fs::copy(env.plan(), &first).unwrap();
+    let second = env.tmp.path().join("second.json");
+    std::fs::copy(env.plan(), &second).unwrap();
+    let out = env
+        .deploy(&first, &[])
+        .env("SEALPUSH_FAULT", "abort-before:promote")
+        .output();
+    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    let digest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    let digest = digest["digest"].as_str().unwrap().to_string();
+    let e = stderr(&env.deploy(&second, &[]).expect_code(2));
+    assert!(
+        e.contains("a deploy of another plan") && e.contains(&digest[..16]),
+        "{e}"
+    );
+    assert!(
+        e.contains("run `sealpush deploy` on that plan again"),
+        "{e}"
+    );
+    // As the hint says: the first plan's deploy finishes.
+    env.deploy(&first, &[]).ok();
+    env.assert_complete();
+}
