@@ -158,6 +158,8 @@ pub enum DeployError {
     BadPlanPath { path: PathBuf, reason: String },
     #[error("the host no longer matches the plan, nothing was written:\n  - {}", changes.join("\n  - "))]
     Drift { changes: Vec<String> },
+    #[error("the host no longer matches the plan, so its interrupted deploy cannot finish; what that run had staged and its lock were removed:\n  - {}\nrun preflight again for a new plan", changes.join("\n  - "))]
+    DriftCleanedUp { changes: Vec<String> },
     #[error("another sealpush run of this plan is under way on this machine (it holds {}); wait for it to end, then run again", journal.display())]
     Busy { journal: PathBuf },
     #[error("{} is held by {holder}", path.display())]
@@ -219,6 +221,8 @@ pub enum DeployError {
     AlreadyDeployed { receipt: PathBuf },
     #[error("no receipt for plan {plan}: looked in {}", looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
     NoReceipt { plan: Digest, looked: Vec<PathBuf> },
+    #[error("no receipt for plan {plan} yet: its deploy did not finish (journal {}); run `sealpush deploy` on this plan again, which finishes it (after the promote) or removes what it staged (before), then roll back if you still want to", journal.display())]
+    DeployUnfinished { plan: Digest, journal: PathBuf },
     #[error("receipt {}: {reason}", path.display())]
     BadReceipt { path: PathBuf, reason: String },
     #[error("rollback refused, nothing was removed: these changed since the deploy (use --force to remove them anyway):\n  - {}", changed.join("\n  - "))]
@@ -249,6 +253,7 @@ impl DeployError {
             DeployError::PlanTampered { .. }
                 | DeployError::PlanFailed
                 | DeployError::Drift { .. }
+                | DeployError::DriftCleanedUp { .. }
                 | DeployError::ArchiveMismatch { .. }
                 | DeployError::IdentityMismatch { .. }
                 | DeployError::DigestMismatch { .. }
@@ -603,9 +608,12 @@ impl Run<'_> {
         if promoted_before {
             self.promoted = true;
         } else {
-            let drift = self.drift(&prior)?;
+            let (drift, benign_only) = self.drift(&prior)?;
             if !drift.is_empty() {
                 self.record(Step::Recheck, Phase::Failed, drift.join("; "))?;
+                if benign_only && prior.intended(Step::WorkDir) {
+                    return Err(self.clean_up_after_drift(&prior, drift));
+                }
                 return Err(DeployError::Drift { changes: drift });
             }
         }
@@ -655,11 +663,15 @@ impl Run<'_> {
         Ok(ours)
     }
 
-    /// Step 1: every way the host may have drifted from the plan.
-    fn drift(&mut self, prior: &journal::History) -> Result<Vec<String>, DeployError> {
+    /// Step 1: every way the host may have drifted from the plan, and whether every one of
+    /// them is about the anchor or the space only: drift that leaves the paths this deploy
+    /// writes to as preflight saw them, so an earlier run's leftovers can still be removed.
+    fn drift(&mut self, prior: &journal::History) -> Result<(Vec<String>, bool), DeployError> {
         let plan = &self.sealed.plan;
         let r = self.remote;
         let mut out = Vec::new();
+        // How many of `out` are about the anchor or the space.
+        let mut benign = 0;
         // All at once: no lookup depends on another.
         let [target, staging, receipt]: [_; 3] = r
             .lstats(&[
@@ -764,6 +776,7 @@ impl Run<'_> {
                 // leftovers are about to be removed, so the check is skipped on resume.
                 let need = crate::preflight::space_needed(&plan.artifact, st.frsize);
                 if st.avail_bytes() < need && !prior.done(Step::Staging) {
+                    benign += 1;
                     out.push(format!(
                         "not enough space on {}: {} bytes available, {need} needed with margin",
                         self.names.parent.display(),
@@ -794,6 +807,7 @@ impl Run<'_> {
             }
         }
         if let Some(a) = &plan.anchor {
+            let before = out.len();
             match r.lstat(&a.path).map_err(at("recheck"))? {
                 None => out.push(format!("anchor {} is gone", a.path.display())),
                 Some(_) => {
@@ -813,8 +827,38 @@ impl Run<'_> {
                     }
                 }
             }
+            benign += out.len() - before;
         }
-        Ok(out)
+        let benign_only = benign == out.len();
+        Ok((out, benign_only))
+    }
+
+    /// An earlier run of this plan was cut off before its promote, and the host has since
+    /// drifted so that the plan can never finish (the anchor was edited, say). Left alone,
+    /// its staged tree, lock and host journal would stay for good: this deploy drifts again
+    /// each time, rollback finds no receipt, preflight fails on them. They are removed as a
+    /// failed deploy removes its own, under the lock; the drift is reported as the cause.
+    fn clean_up_after_drift(
+        &mut self,
+        prior: &journal::History,
+        changes: Vec<String>,
+    ) -> DeployError {
+        let taken = self
+            .enter_work_dir(prior)
+            .and_then(|()| self.take_lock())
+            .and_then(|()| self.open_host_journal());
+        if let Err(e) = taken {
+            let note = format!(
+                "; what the interrupted run left could not be removed ({e}); fix that, then rerun the same deploy to remove it"
+            );
+            // Taken before opening the host journal failed: not kept past this run.
+            let _ = self.release_lock();
+            return DeployError::WithLeftovers {
+                error: Box::new(DeployError::Drift { changes }),
+                note,
+            };
+        }
+        self.fail(DeployError::DriftCleanedUp { changes })
     }
 
     /// `<parent>/.sealpush/<name>/`, created if absent (never through a symlink).
@@ -890,7 +934,18 @@ impl Run<'_> {
                     .as_ref()
                     .is_some_and(|i| i.is_dead_run_of(&self.sealed.digest));
                 if !((self.opts.clear_stale_lock && stale) || own_dead_run) {
-                    let hint = if stale {
+                    let other_plan = holder
+                        .as_ref()
+                        .filter(|i| i.plan_digest != self.sealed.digest)
+                        .map(|i| i.plan_digest);
+                    let hint = if let (true, Some(d)) = (stale, other_plan) {
+                        // Clearing it would strand that deploy's staged tree beside the target
+                        // (and fail every later preflight): its own plan finishes or removes it.
+                        format!(
+                            "it is the lock of a deploy of another plan ({}), cut off: run `sealpush deploy` on that plan again, which finishes it or removes what it staged; --clear-stale-lock would leave its staging behind",
+                            &d.to_hex()[..16]
+                        )
+                    } else if stale {
                         "if no deploy of this target is running, rerun with --clear-stale-lock"
                             .to_string()
                     } else {
@@ -1981,14 +2036,6 @@ impl Run<'_> {
                         .iter()
                         .map(|(p, is_dir)| (shape::join(&root, p), *is_dir))
                         .collect();
-                    // A name gone since the walk is fine. Anything else stops here.
-                    for res in r.remove_all(&entries, &crate::progress::NoProgress) {
-                        match res {
-                            Ok(()) => {}
-                            Err(e) if gone(&e) => {}
-                            Err(e) => return Err(at("cleanup")(e)),
-                        }
-                    }
                     let foreign: Vec<String> = plan
                         .replaced
                         .iter()
@@ -1998,6 +2045,20 @@ impl Run<'_> {
                         })
                         .chain(plan.extra.iter().map(|p| crate::manifest::show(p)))
                         .collect();
+                    // A name gone since the walk is fine. A directory holding a foreign name
+                    // stays with it (reported below, as the rerun cannot remove it either);
+                    // anything else stops here.
+                    for ((_, is_dir), res) in entries
+                        .iter()
+                        .zip(r.remove_all(&entries, &crate::progress::NoProgress))
+                    {
+                        match res {
+                            Ok(()) => {}
+                            Err(e) if gone(&e) => {}
+                            Err(_) if *is_dir && !foreign.is_empty() => {}
+                            Err(e) => return Err(at("cleanup")(e)),
+                        }
+                    }
                     if !foreign.is_empty() {
                         return Err(DeployError::ForeignEntries {
                             path: root,
@@ -2006,7 +2067,30 @@ impl Run<'_> {
                     }
                     r.remove_dir(&root).map_err(at("cleanup"))?;
                 }
-                r.remove_dir(&self.names.staging).map_err(at("cleanup"))?;
+                match r.remove_dir(&self.names.staging) {
+                    Ok(()) => {}
+                    Err(e) if gone(&e) => {}
+                    Err(e) => {
+                        // Names beside the staged tree are none of the deploy's: name them
+                        // rather than report a bare "directory not empty" a rerun repeats.
+                        let names: Vec<String> = r
+                            .read_dir(&self.names.staging)
+                            .map(|entries| {
+                                entries
+                                    .iter()
+                                    .map(|e| crate::manifest::show(&e.name))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        if names.is_empty() {
+                            return Err(at("cleanup")(e));
+                        }
+                        return Err(DeployError::ForeignEntries {
+                            path: self.names.staging.clone(),
+                            names,
+                        });
+                    }
+                }
             }
         }
         match r.lstat(&self.names.kept_archive).map_err(at("cleanup"))? {

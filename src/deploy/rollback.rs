@@ -115,10 +115,24 @@ pub fn find_receipt(
     }
     match remote.read_file(&names.host_receipt, 1 << 30) {
         Ok(bytes) => parse(&bytes, names.host_receipt.clone()),
-        Err(e) if e.is_not_found() => Err(DeployError::NoReceipt {
-            plan: plan.digest,
-            looked: vec![local, names.host_receipt.clone()],
-        }),
+        Err(e) if e.is_not_found() => {
+            // A deploy of this plan that was cut off before its receipt: only running it again
+            // finishes it or cleans up after it, so say so rather than only "no receipt".
+            let records =
+                journal::read_records(&local.with_file_name("journal.jsonl")).unwrap_or_default();
+            let history = journal::history_of(&records);
+            // (A run stopped by drift before it wrote anything leaves only recheck records.)
+            if history.intended(journal::Step::WorkDir) && !history.done(journal::Step::Finished) {
+                return Err(DeployError::DeployUnfinished {
+                    plan: plan.digest,
+                    journal: local.with_file_name("journal.jsonl"),
+                });
+            }
+            Err(DeployError::NoReceipt {
+                plan: plan.digest,
+                looked: vec![local, names.host_receipt.clone()],
+            })
+        }
         Err(e) => Err(at("read receipt")(e)),
     }
 }

@@ -1274,3 +1274,150 @@ pub fn check_still_running_at_the_op_timeout_is_stopped(host: Host) {
     }
     assert!(gone(pid), "the check (pid {pid}) still runs on the host");
 }
+
+/// A deploy killed before its promote leaves its staging; before the re-run someone puts a
+/// file of their own into a staged directory, or beside the staged tree in the staging dir.
+/// The re-run's cleanup keeps that file and everything holding it, names it, and says to
+/// remove it by hand (not "rerun to clean up", which would fail the same way forever); once
+/// it is gone, the re-run cleans up and deploys.
+#[test]
+fn a_name_added_to_an_interrupted_deploys_staging_is_named_and_kept() {
+    for inside_tree in [true, false] {
+        let env = Env::new(Host::Local);
+        let anchor = env.real_recipe(&env.anchor);
+        let plan = env.plan();
+        let out = env
+            .deploy(&plan, &[])
+            .env("SEALPUSH_FAULT", "abort-before:promote")
+            .output();
+        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        let staging = env.staging_dir().unwrap();
+        let mine = if inside_tree {
+            staging.join("iu-cutter-v0.6/docs/mine.txt")
+        } else {
+            staging.join("mine.txt")
+        };
+        std::fs::write(&mine, "mine\n").unwrap();
+        for _ in 0..2 {
+            let again = env.deploy(&plan, &[]).output();
+            let e = stderr(&again);
+            assert!(!again.status.success(), "{e}");
+            assert!(e.contains("mine.txt"), "inside_tree {inside_tree}: {e}");
+            assert!(
+                e.contains("did not create, left alone"),
+                "inside_tree {inside_tree}: {e}"
+            );
+            assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine\n");
+            assert!(!env.target.exists());
+            env.assert_absent_or_complete(&anchor);
+        }
+        std::fs::remove_file(&mine).unwrap();
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        assert_eq!(env.leftovers(), vec![".sealpush", "iu-cutter-v0.6"]);
+    }
+}
+
+/// A deploy killed before its promote, then the anchor is edited (a hotfix of the running
+/// version). Before, the re-run reported the drift, found before it takes the lock, and left
+/// the killed run's staged tree, lock and host journal for good: the same deploy drifted
+/// again, rollback found no receipt (and said to run the deploy again), preflight failed on
+/// the unfinished deploy. Now the re-run removes what the killed run of this plan created
+/// (drift in the anchor or the space leaves the paths it writes to as they were), journals
+/// the reset, and reports the drift.
+#[test]
+fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let out = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_FAULT", "abort-before:promote")
+        .output();
+    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    std::fs::write(env.anchor.join("README.md"), "hotfix\n").unwrap();
+    let again = env.deploy(&plan, &[]).expect_code(1);
+    let e = stderr(&again);
+    assert!(e.contains("anchor") && e.contains("changed"), "{e}");
+    assert!(e.contains("were removed"), "{e}");
+    assert!(env.staging_dir().is_none(), "staging left: {e}");
+    // Reset in the journal: nothing of that deploy is left to roll back.
+    let out = env.rollback(&plan, &[]).expect_code(2);
+    assert!(
+        stderr(&out).contains("no receipt for plan") && !stderr(&out).contains("did not finish"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !env.parent.join(".sealpush/iu-cutter-v0.6/lock").exists(),
+        "lock left: {e}"
+    );
+    // A new plan for the edited anchor can then be made and deployed.
+    let plan2 = env.plan();
+    env.deploy(&plan2, &[]).ok();
+    env.assert_complete();
+}
+
+/// `rollback PLAN` of a deploy killed before it wrote its receipt (before or after the
+/// promote) cannot roll anything back (it follows the receipt), and preflight's hint for the
+/// leftovers names it: it says the deploy did not finish and that running the same deploy
+/// again finishes it or cleans up, instead of only "no receipt", and touches nothing.
+#[test]
+fn rollback_of_a_deploy_cut_off_before_its_receipt_says_to_run_the_deploy_again() {
+    for fault in ["abort-before:promote", "abort-after:promote"] {
+        let env = Env::new(Host::Local);
+        let before = env.snapshot();
+        let plan = env.plan();
+        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{fault}: not killed: {}",
+            stderr(&out)
+        );
+        let cut = env.snapshot();
+        let rb = env.rollback(&plan, &[]).expect_code(2);
+        let e = stderr(&rb);
+        assert!(
+            e.contains("did not finish") && e.contains("run `sealpush deploy` on this plan again"),
+            "{fault}: {e}"
+        );
+        assert_eq!(env.snapshot(), cut, "{fault}: rollback touched the host");
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        env.rollback(&plan, &[]).ok();
+        assert_eq!(env.snapshot(), before, "{fault}");
+    }
+}
+
+/// Two plans for one target; the first is killed before its promote. Its lock stopped the
+/// second with "rerun with --clear-stale-lock", and doing so deployed the second beside the
+/// first's staged tree, which then only a rollback of the second and a rerun of the first
+/// could remove. The hint now names the other plan and says to run its deploy again.
+#[test]
+fn a_cut_off_deploy_of_another_plan_is_named_by_its_lock() {
+    let env = Env::new(Host::Local);
+    let first = env.tmp.path().join("first.json");
+    std::fs::copy(env.plan(), &first).unwrap();
+    let second = env.tmp.path().join("second.json");
+    std::fs::copy(env.plan(), &second).unwrap();
+    let out = env
+        .deploy(&first, &[])
+        .env("SEALPUSH_FAULT", "abort-before:promote")
+        .output();
+    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    let digest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    let digest = digest["digest"].as_str().unwrap().to_string();
+    let e = stderr(&env.deploy(&second, &[]).expect_code(2));
+    assert!(
+        e.contains("a deploy of another plan") && e.contains(&digest[..16]),
+        "{e}"
+    );
+    assert!(
+        e.contains("run `sealpush deploy` on that plan again"),
+        "{e}"
+    );
+    // As the hint says: the first plan's deploy finishes.
+    env.deploy(&first, &[]).ok();
+    env.assert_complete();
+}
