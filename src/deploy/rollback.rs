@@ -786,6 +786,12 @@ pub fn status(
                     ": a rollback of its deploy was cut off, and what is left of the tree is in {}; run `sealpush rollback` on its plan or receipt again to finish",
                     p.display()
                 ));
+            } else if let Some(j) = work_dir_entries(remote, target, "journal-")?.first() {
+                // A deploy's host journal outlives its run only when the run was cut off.
+                problem.push_str(&format!(
+                    ": a deploy of it was cut off before its promote (its journal is {}); run `sealpush deploy` on that plan again, which finishes it or removes what it staged",
+                    j.display()
+                ));
             }
             report.problems.push(problem);
             return Ok(report);
@@ -842,9 +848,18 @@ pub fn status(
                     }
                 },
                 Err(e) if e.is_not_found() => {
-                    report
-                        .problems
-                        .push(format!("receipt {} is missing", p.display()));
+                    let journal =
+                        super::host_journal_dir(&crate::preflight::work_dir_for(target), &pd);
+                    let cut_off = remote.lstat(&journal).map_err(at("status"))?.is_some();
+                    report.problems.push(if cut_off {
+                        format!(
+                            "receipt {} is missing: the deploy was cut off after its promote (its journal is {}); run `sealpush deploy` on that plan again to finish it (prove, receipt)",
+                            p.display(),
+                            journal.display()
+                        )
+                    } else {
+                        format!("receipt {} is missing", p.display())
+                    });
                     None
                 }
                 Err(e) => return Err(at("status")(e)),

@@ -1421,3 +1421,26 @@ fn a_cut_off_deploy_of_another_plan_is_named_by_its_lock() {
     env.deploy(&first, &[]).ok();
     env.assert_complete();
 }
+
+/// `status` of a target whose deploy was cut off said only "does not exist" (before the
+/// promote) or "receipt is missing" (after it): nothing about the unfinished deploy, or that
+/// running it again finishes it. It now says both, from the deploy's host journal.
+#[test]
+fn status_names_a_cut_off_deploy_and_what_finishes_it() {
+    for (fault, said) in [
+        ("abort-before:promote", "cut off before its promote"),
+        ("abort-after:promote", "cut off after its promote"),
+    ] {
+        let env = Env::new(Host::Local);
+        let plan = env.plan();
+        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+        assert!(
+            e.contains(said) && e.contains("run `sealpush deploy` on that plan again"),
+            "{fault}: {e}"
+        );
+        env.deploy(&plan, &[]).ok();
+        env.sealpush(env.status_args()).ok();
+    }
+}
