@@ -708,21 +708,46 @@ impl Run<'_> {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(at("recheck")(e)),
         }
+        // This plan's host journal with nothing in the local one: a run of this plan from
+        // another machine (or state dir) got that far; only its local journal can resume it.
+        let elsewhere = || -> Result<Option<PathBuf>, DeployError> {
+            if !prior.records.iter().all(|r| r.step == Step::Recheck) {
+                return Ok(None);
+            }
+            let j = host_journal_dir(&self.names.work_dir, &self.sealed.digest);
+            Ok(r.lstat(&j).map_err(at("recheck"))?.map(|_| j))
+        };
+        let by_another_run = |j: &Path| {
+            format!(
+                ": a run of this plan from another machine or state dir got this far (its host journal is {}); run the deploy again there, where its local journal is",
+                j.display()
+            )
+        };
         if let Some(m) = target.map_err(at("recheck"))? {
-            out.push(format!(
+            let mut change = format!(
                 "target {} now exists as {} (it was absent at preflight)",
                 self.names.target.display(),
                 kind_name(m.kind)
-            ));
+            );
+            if let Some(j) = elsewhere()? {
+                change.push_str(&by_another_run(&j));
+            }
+            out.push(change);
         }
         match staging.map_err(at("recheck"))? {
             None => {}
             Some(m) if m.kind == FileKind::Dir && prior.done(Step::Staging) => {}
-            Some(m) => out.push(format!(
-                "staging {} exists as {}, which this deploy did not create",
-                self.names.staging.display(),
-                kind_name(m.kind)
-            )),
+            Some(m) => {
+                let mut change = format!(
+                    "staging {} exists as {}, which this deploy did not create",
+                    self.names.staging.display(),
+                    kind_name(m.kind)
+                );
+                if let Some(j) = elsewhere()? {
+                    change.push_str(&by_another_run(&j));
+                }
+                out.push(change);
+            }
         }
         // Every component of the target's and the staging's parents as preflight requires them:
         // no symlink, none world-writable without the sticky bit. The plan's verdict is not

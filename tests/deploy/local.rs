@@ -1444,3 +1444,32 @@ fn status_names_a_cut_off_deploy_and_what_finishes_it() {
         env.sealpush(env.status_args()).ok();
     }
 }
+
+/// The same plan deployed from a second machine (another state dir) after the first run was
+/// cut off: it said only that the staging (or the target) exists and "this deploy did not
+/// create" it. It now says a run of this plan from elsewhere got that far and where to resume.
+#[test]
+fn a_cut_off_run_from_another_machine_is_named_by_its_host_journal() {
+    for fault in ["abort-before:promote", "abort-after:promote"] {
+        let env = Env::new(Host::Local);
+        let plan = env.plan();
+        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        let before = env.snapshot();
+        let elsewhere = env.tmp.path().join("other-machine-state");
+        let e = stderr(
+            &env.deploy(&plan, &[])
+                .env("SEALPUSH_STATE_DIR", &elsewhere)
+                .expect_code(1),
+        );
+        assert!(
+            e.contains("a run of this plan from another machine or state dir got this far")
+                && e.contains("journal-"),
+            "{fault}: {e}"
+        );
+        assert_eq!(env.snapshot(), before, "{fault}: {e}");
+        // Where its local journal is, it finishes.
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+    }
+}
