@@ -1999,13 +1999,21 @@ impl Run<'_> {
         self.record(Step::Unlock, Phase::Intent, "")?;
         // Only our own lock, byte for byte: a cleared-and-retaken lock belongs to someone else
         // now. (Hashed with its size as the hint: no end-of-file request.)
-        let ours = hash_sized(
+        // A lost or stalled connection says nothing about whose lock it is: an error, so the
+        // lock is reported as left rather than journalled as "no longer ours". Anything the
+        // host answered (gone, a directory now) means it is not ours.
+        let ours = match hash_sized(
             self.remote,
             &self.names.lock,
             size,
             &crate::progress::NoProgress,
-        )
-        .is_ok_and(|got| got == (digest, size));
+        ) {
+            Ok(got) => got == (digest, size),
+            Err(e @ (RemoteError::Disconnected { .. } | RemoteError::Timeout { .. })) => {
+                return Err(at("unlock")(e))
+            }
+            Err(_) => false,
+        };
         if ours {
             self.remote
                 .remove_file(&self.names.lock)
