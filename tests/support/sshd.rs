@@ -555,8 +555,15 @@ fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
                 Ok(())
             });
         }
+        let _ = std::fs::remove_file(&log);
         let mut child = cmd.spawn().expect("spawn sshd");
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: on a loaded CI machine key loading and the first accept can take seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Our sshd says so in its log once it listens. A banner alone is not enough: the port
+        // was free when `free_port` looked, but another test's server (or anything) may have
+        // taken it since, and its banner would make us hand out a server that is not ours
+        // (its host key fails our known_hosts) while ours exits with "Address already in use".
+        let listening = format!("Server listening on 127.0.0.1 port {port}.");
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -565,14 +572,14 @@ fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
                 }
                 panic!("sshd exited early ({status}):\n{text}");
             }
-            if banner(port) {
+            if std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&listening)) && banner(port) {
                 return (child, port);
             }
             if Instant::now() > deadline {
                 kill_tree(child.id());
                 let _ = child.wait();
                 panic!(
-                    "sshd did not answer on port {port} within 15s:\n{}",
+                    "sshd did not answer on port {port} within 60s:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
