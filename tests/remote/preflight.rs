@@ -693,7 +693,7 @@ fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
         .unwrap();
     let t = std::time::Instant::now();
     while !marker.exists() {
-        assert!(t.elapsed().as_secs() < 30, "the probe never started");
+        assert!(t.elapsed().as_secs() < 60, "the probe never started");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // sealpush now waits on the probe: its ssh children are the sftp channel and the probe.
@@ -727,8 +727,9 @@ fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
         if alive.is_empty() {
             break;
         }
+        // Generous for a loaded machine: the property is that none is left, not how fast.
         assert!(
-            t.elapsed().as_secs() < 5,
+            t.elapsed().as_secs() < 60,
             "ssh outlived a killed sealpush: {alive:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -582,7 +582,10 @@ fn helper_connect_and_hang() {
         return;
     };
     let r = SftpRemote::connect("sealpush-test", &opts(Path::new(&cfg))).unwrap();
-    std::fs::write(&marker, r.ssh_pid().unwrap().to_string()).unwrap();
+    // Written whole, then renamed into place: the test reads it as soon as it exists.
+    let tmp = format!("{}.tmp", Path::new(&marker).display());
+    std::fs::write(&tmp, r.ssh_pid().unwrap().to_string()).unwrap();
+    std::fs::rename(&tmp, &marker).unwrap();
     loop {
         let _ = r.hash_files(&[PathBuf::from("/etc/hostname")], &NoProgress);
     }
@@ -604,16 +607,24 @@ fn kill_9_leaves_no_ssh_behind() {
         .env("SEALPUSH_HELPER_MARKER", &marker)
         .spawn()
         .unwrap();
+    // Until the helper has connected (it renames the marker into place, whole).
     let t = Instant::now();
-    while !marker.exists() && t.elapsed() < Duration::from_secs(20) {
+    let ssh_pid: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the helper exited early ({status})");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the helper never connected"
+        );
         std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let ssh_pid: u32 = std::fs::read_to_string(&marker)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    };
     let before = sshd::descendants(child.id());
     assert!(
         before.contains(&ssh_pid),
@@ -642,8 +653,9 @@ fn kill_9_leaves_no_ssh_behind() {
         if alive.is_empty() && sessions.is_empty() {
             break;
         }
+        // Generous for a loaded machine: the property is that nothing is left, not how fast.
         assert!(
-            t.elapsed() < Duration::from_secs(5),
+            t.elapsed() < Duration::from_secs(60),
             "left behind: client processes {:?}, server sessions {:?}",
             alive.iter().map(|p| sshd::cmdline(*p)).collect::<Vec<_>>(),
             sessions
