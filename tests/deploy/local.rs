@@ -1035,11 +1035,14 @@ fn a_second_ctrl_c_ends_the_deploy_at_once() {
     let plan = env.plan();
     let paused = env.deploy_paused_at(&plan, &[], "materialise");
     for _ in 0..2 {
+        // Two signals pending at once are one signal: the second is sent only once the first
+        // has been taken (no longer pending for any of its threads), so its handler has run or
+        // runs first with SIGINT blocked. A fixed pause here was a guess at scheduling.
+        wait_until_no_sigint_pending(paused.id());
         // SAFETY: signalling our own child process.
         unsafe {
             libc::kill(paused.id() as i32, libc::SIGINT);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // Never released: only the second signal can have ended it.
     let out = paused.wait_with_output();
@@ -1047,6 +1050,35 @@ fn a_second_ctrl_c_ends_the_deploy_at_once() {
     // The same deploy run again cleans up and finishes.
     env.deploy(&plan, &[]).ok();
     env.assert_complete();
+}
+
+/// Waits (60 s at most) until no thread of `pid` has SIGINT pending (`SigPnd`, `ShdPnd` in
+/// /proc/PID/task/*/status), i.e. any SIGINT sent to it has been delivered.
+fn wait_until_no_sigint_pending(pid: u32) {
+    let bit = 1u64 << (libc::SIGINT - 1);
+    let pending = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false; // gone: nothing pending
+        };
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("SigPnd:")
+                        .or_else(|| l.strip_prefix("ShdPnd:"))
+                })
+                .any(|v| u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & bit != 0))
+        })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pending() {
+        assert!(
+            std::time::Instant::now() < until,
+            "SIGINT still pending for {pid} after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
