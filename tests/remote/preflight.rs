@@ -648,11 +648,8 @@ fn unreachable_and_untrusted_hosts_fail_with_exit_1() {
         )
         .expect_code(1);
     assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = crate::support::RefusedPort::bind();
+    let port = refused.port;
     let out = scene
         .cli(
             sshd,

@@ -497,11 +497,8 @@ fn changed_host_key_is_refused_even_with_accept_new() {
 #[test]
 fn unreachable_host_is_a_clear_connect_error() {
     let sshd = crate::sshd_or_skip!(shared);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = crate::support::RefusedPort::bind();
+    let port = refused.port;
     let t = Instant::now();
     let msg = connect_err(
         sshd,
