@@ -1054,11 +1054,14 @@ fn a_second_ctrl_c_ends_the_deploy_at_once() {
     let plan = env.plan();
     let paused = env.deploy_paused_at(&plan, &[], "materialise");
     for _ in 0..2 {
+        // Two signals pending at once are one signal: the second is sent only once the first
+        // has been taken (no longer pending for any of its threads), so its handler has run or
+        // runs first with SIGINT blocked. A fixed pause here was a guess at scheduling.
+        wait_until_no_sigint_pending(paused.id());
         // SAFETY: signalling our own child process.
         unsafe {
             libc::kill(paused.id() as i32, libc::SIGINT);
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // Never released: only the second signal can have ended it.
     let out = paused.wait_with_output();
@@ -1066,6 +1069,35 @@ fn a_second_ctrl_c_ends_the_deploy_at_once() {
     // The same deploy run again cleans up and finishes.
     env.deploy(&plan, &[]).ok();
     env.assert_complete();
+}
+
+/// Waits (60 s at most) until no thread of `pid` has SIGINT pending (`SigPnd`, `ShdPnd` in
+/// /proc/PID/task/*/status), i.e. any SIGINT sent to it has been delivered.
+fn wait_until_no_sigint_pending(pid: u32) {
+    let bit = 1u64 << (libc::SIGINT - 1);
+    let pending = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false; // gone: nothing pending
+        };
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("status"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("SigPnd:")
+                        .or_else(|| l.strip_prefix("ShdPnd:"))
+                })
+                .any(|v| u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & bit != 0))
+        })
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pending() {
+        assert!(
+            std::time::Instant::now() < until,
+            "SIGINT still pending for {pid} after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -1244,31 +1276,38 @@ fn check_still_running_at_the_op_timeout_is_stopped_local() {
 pub fn check_still_running_at_the_op_timeout_is_stopped(host: Host) {
     let env = Env::new(host);
     // The check leaves its pid outside the host tree (the snapshot must not change), then
-    // hangs; the sleep ignores TERM, so only the final KILL ends it.
+    // hangs; the sleep ignores TERM, so only the final KILL ends it. The limit is 10 s, not
+    // less: it also bounds every other request of the deploy, and the check's shell must have
+    // started and run its `trap` (ssh session, shell start-up) before it passes, which a loaded
+    // CI machine does not always do within 3 s. The sleep outlasts the limit, the 5 s grace
+    // and the wait below together, so a check that was not stopped still fails the test.
     let pidfile = env.tmp.path().join("check.pid");
-    let check = format!("echo $$ > {}; trap '' TERM; sleep 30", pidfile.display());
+    let check = format!("echo $$ > {}; trap '' TERM; sleep 300", pidfile.display());
     env.check_fails_and_rolls_back(
         &check,
-        &["--op-timeout", "3"],
-        "did not finish within 3s (--op-timeout)",
+        &["--op-timeout", "10"],
+        "did not finish within 10s (--op-timeout)",
     );
     // The host is this machine: the command's shell must be gone (or a zombie) soon after
-    // sealpush gave up, not 30 s later. TERM, then KILL after 5 s at most.
+    // sealpush gave up, not 300 s later. TERM, then KILL after 5 s at most.
     let pid: u32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
+        .expect("the check never started within the 10 s limit")
         .trim()
         .parse()
         .unwrap();
-    let gone = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
+    // State and start time (field 22) from /proc: the start time first seen tells a pid that
+    // another process took over meanwhile from the check's shell.
+    let stat = |pid: u32| -> Option<(String, String)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        Some((rest.first()?.to_string(), rest.get(19)?.to_string()))
     };
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let first = stat(pid).map(|(_, start)| start);
+    let gone = |pid: u32| match (stat(pid), &first) {
+        (Some((state, start)), Some(first)) => state == "Z" || &start != first,
+        _ => true,
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !gone(pid) && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }

@@ -648,11 +648,8 @@ fn unreachable_and_untrusted_hosts_fail_with_exit_1() {
         )
         .expect_code(1);
     assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = crate::support::RefusedPort::bind();
+    let port = refused.port;
     let out = scene
         .cli(
             sshd,
@@ -693,7 +690,7 @@ fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
         .unwrap();
     let t = std::time::Instant::now();
     while !marker.exists() {
-        assert!(t.elapsed().as_secs() < 30, "the probe never started");
+        assert!(t.elapsed().as_secs() < 60, "the probe never started");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // sealpush now waits on the probe: its ssh children are the sftp channel and the probe.
@@ -727,8 +724,9 @@ fn killing_sealpush_mid_operation_leaves_no_ssh_behind() {
         if alive.is_empty() {
             break;
         }
+        // Generous for a loaded machine: the property is that none is left, not how fast.
         assert!(
-            t.elapsed().as_secs() < 5,
+            t.elapsed().as_secs() < 60,
             "ssh outlived a killed sealpush: {alive:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -188,3 +188,47 @@ pub fn stderr(o: &std::process::Output) -> String {
 pub fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// A port on 127.0.0.1 that refuses connections for as long as this lives: a socket is bound to
+/// it but never listens, so a connect gets a reset ("Connection refused"). A port merely freed
+/// after `bind(127.0.0.1:0)` can be taken meanwhile by anything that picks free ports the same
+/// way (every test sshd does), and the "unreachable" host then answers.
+pub struct RefusedPort {
+    _socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl RefusedPort {
+    pub fn bind() -> RefusedPort {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: plain socket calls on a descriptor we own (OwnedFd closes it), with a
+        // zero-initialised sockaddr_in of the size we pass.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let socket = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let sa = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            assert_eq!(
+                libc::bind(socket.as_raw_fd(), sa, len),
+                0,
+                "bind: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut got = len;
+            assert_eq!(
+                libc::getsockname(socket.as_raw_fd(), sa, &mut got),
+                0,
+                "getsockname: {}",
+                std::io::Error::last_os_error()
+            );
+            RefusedPort {
+                _socket: socket,
+                port: u16::from_be(addr.sin_port),
+            }
+        }
+    }
+}

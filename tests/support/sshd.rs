@@ -496,6 +496,14 @@ fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
     );
     let log = sshd_dir.join("sshd.log");
 
+    // `SetEnv SHLVL=1` below: bash runs `~/.bashrc` for a command started by sshd, but only as
+    // a top-level shell (SHLVL < 2). Without it every remote command of every test ran the
+    // runner's own root dotfiles: on a machine whose ~/.bashrc does `pyenv init` that is a
+    // `pyenv rehash` under a global lock file, so parallel sessions queued behind each other,
+    // and a session killed mid-startup by a fault test left the lock behind: every later
+    // remote command on the machine then waited 60 s for it (and wrote "cannot overwrite
+    // existing file" to stderr), failing exec and probe tests with `no answer within 20s`.
+    // The server under test is this harness's, not the machine's login environment.
     for attempt in 0..20 {
         let port = free_port();
         let config = format!(
@@ -503,7 +511,8 @@ fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
              AuthorizedKeysFile {ak}/%u\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
              Subsystem sftp internal-sftp {sftp_args}\nMaxSessions 64\nMaxStartups 64:30:100\nLogLevel VERBOSE\n\
-             UseDNS no\nPrintMotd no\nX11Forwarding no\nAllowTcpForwarding no\nClientAliveInterval 0\n",
+             UseDNS no\nPrintMotd no\nX11Forwarding no\nAllowTcpForwarding no\nClientAliveInterval 0\n\
+             SetEnv SHLVL=1\n",
             hk = host_key.display(),
             ak = sshd_dir.join("authorized_keys").display(),
         );
@@ -546,8 +555,15 @@ fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
                 Ok(())
             });
         }
+        let _ = std::fs::remove_file(&log);
         let mut child = cmd.spawn().expect("spawn sshd");
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: on a loaded CI machine key loading and the first accept can take seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Our sshd says so in its log once it listens. A banner alone is not enough: the port
+        // was free when `free_port` looked, but another test's server (or anything) may have
+        // taken it since, and its banner would make us hand out a server that is not ours
+        // (its host key fails our known_hosts) while ours exits with "Address already in use".
+        let listening = format!("Server listening on 127.0.0.1 port {port}.");
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -556,14 +572,14 @@ fn launch(dir: &Path, sftp_args: &str) -> (Child, u16) {
                 }
                 panic!("sshd exited early ({status}):\n{text}");
             }
-            if banner(port) {
+            if std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&listening)) && banner(port) {
                 return (child, port);
             }
             if Instant::now() > deadline {
                 kill_tree(child.id());
                 let _ = child.wait();
                 panic!(
-                    "sshd did not answer on port {port} within 15s:\n{}",
+                    "sshd did not answer on port {port} within 60s:\n{}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
