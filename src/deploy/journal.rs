@@ -17,8 +17,9 @@
 //! itself with SIGKILL right after the intent record of `<step>` is durable (before the
 //! mutation) or right after the step completes: the precise equivalent of `kill -9` at that
 //! point, used by the fault tests. `SEALPUSH_FAULT=wait-before:<step>:<file>` instead creates
-//! `<file>.reached` once the intent is durable and waits (up to two minutes) until `<file>`
-//! exists, so a test can tamper with the host at that exact point. Steps are the [`Step`] names.
+//! `<file>.reached` once the intent is durable and waits until `<file>` exists, so a test can
+//! tamper with the host at that exact point; after two minutes without it the process aborts.
+//! Steps are the [`Step`] names.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Write};
@@ -366,7 +367,15 @@ fn fault_point(step: Step, phase: Phase) {
             if s == step.name() {
                 let _ = fs::write(format!("{file}.reached"), b"");
                 let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
-                while !Path::new(file).exists() && std::time::Instant::now() < until {
+                while !Path::new(file).exists() {
+                    if std::time::Instant::now() >= until {
+                        // Going on would run the step untampered, and a test could pass for
+                        // the wrong reason: stop where the test can see it.
+                        eprintln!(
+                            "sealpush: SEALPUSH_FAULT={spec}: {file} did not appear within 120 s; aborting"
+                        );
+                        std::process::abort();
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
             }
