@@ -98,7 +98,9 @@ fn connection_cut_mid_upload_leaves_target_absent_and_rerun_completes() {
     let (store_dir, art) = env.store_tree(&src, "big-store");
     let plan = env.plan_for(&store_dir, &art);
     let anchor = env.real_recipe(&env.anchor);
-    let child = env.deploy_paused_at(&plan, &[], "materialise");
+    // 4 KiB requests: 8,192 of them, so the upload lasts long enough that a test thread the
+    // scheduler sets aside for a while still cuts it midway (255 KiB requests took ~50 ms).
+    let child = env.deploy_paused_at(&plan, &["--sftp-request-size", "4096"], "materialise");
     child.release();
     // Wait until bytes are arriving in the staged file, then cut the connection.
     let staged = |env: &Env| env.staging_dir().map(|p| p.join("iu-cutter-v0.6/blob.bin"));
