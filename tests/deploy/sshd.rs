@@ -381,10 +381,17 @@ fn json_output_when_the_host_cannot_be_reached() {
     let _log = sshd.log_on_panic();
     let env = ssh_env(sshd);
     let plan = env.plan();
+    // A port held bound and not listening: refused for sure (port 1 is refused only while
+    // nothing on the machine listens there).
+    let refused = crate::support::RefusedPort::bind();
     let bad = env.tmp.path().join("bad-config");
     std::fs::write(
         &bad,
-        format!("Host {}\n  HostName 127.0.0.1\n  Port 1\n", sshd.alias()),
+        format!(
+            "Host {}\n  HostName 127.0.0.1\n  Port {}\n",
+            sshd.alias(),
+            refused.port
+        ),
     )
     .unwrap();
     let bad = bad.to_str().unwrap();
