@@ -53,6 +53,17 @@ fn v06() -> &'static (tempfile::TempDir, StoredArtifact) {
         let art = store
             .add_dir(&fixtures().join("iu-cutter-v0.6"), None, &opts, &NoProgress)
             .unwrap();
+        // A static is never dropped, so its TempDir would stay in /tmp after every run (288 of
+        // them here): removed when the test binary exits instead.
+        extern "C" fn remove_store() {
+            if let Some((d, _)) = ART.get() {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+        // SAFETY: registers a plain function with no arguments; it runs once, at exit.
+        unsafe {
+            libc::atexit(remove_store);
+        }
         (d, art)
     })
 }
