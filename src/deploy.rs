@@ -158,8 +158,11 @@ pub enum DeployError {
     BadPlanPath { path: PathBuf, reason: String },
     #[error("the host no longer matches the plan, nothing was written:\n  - {}", changes.join("\n  - "))]
     Drift { changes: Vec<String> },
-    #[error("the host no longer matches the plan, so its interrupted deploy cannot finish; what that run had staged and its lock were removed:\n  - {}\nrun preflight again for a new plan", changes.join("\n  - "))]
-    DriftCleanedUp { changes: Vec<String> },
+    #[error("the host no longer matches the plan, so its interrupted deploy cannot finish:\n  - {}\n{outcome}", changes.join("\n  - "))]
+    DriftCleanedUp {
+        changes: Vec<String>,
+        outcome: String,
+    },
     #[error("another sealpush run of this plan is under way on this machine (it holds {}); wait for it to end, then run again", journal.display())]
     Busy { journal: PathBuf },
     #[error("{} is held by {holder}", path.display())]
@@ -873,17 +876,37 @@ impl Run<'_> {
             .and_then(|()| self.take_lock())
             .and_then(|()| self.open_host_journal());
         if let Err(e) = taken {
-            let note = format!(
-                "; what the interrupted run left could not be removed ({e}); fix that, then rerun the same deploy to remove it"
-            );
             // Taken before opening the host journal failed: not kept past this run.
             let _ = self.release_lock();
-            return DeployError::WithLeftovers {
-                error: Box::new(DeployError::Drift { changes }),
-                note,
+            return DeployError::DriftCleanedUp {
+                changes,
+                outcome: format!(
+                    "what the interrupted run left is still there: {e}; fix that, then rerun the same deploy to remove it"
+                ),
             };
         }
-        self.fail(DeployError::DriftCleanedUp { changes })
+        let removed = "what that run had staged, its lock and its host journal were removed; run preflight again for a new plan";
+        match self.fail(DeployError::DriftCleanedUp {
+            changes,
+            outcome: removed.into(),
+        }) {
+            // Not all of it went: fail's note says what is left; the outcome must not say
+            // otherwise.
+            DeployError::WithLeftovers { error, note } => match *error {
+                DeployError::DriftCleanedUp { changes, .. } => DeployError::WithLeftovers {
+                    error: Box::new(DeployError::DriftCleanedUp {
+                        changes,
+                        outcome: "removing what the interrupted run left did not finish".into(),
+                    }),
+                    note,
+                },
+                other => DeployError::WithLeftovers {
+                    error: Box::new(other),
+                    note,
+                },
+            },
+            other => other,
+        }
     }
 
     /// `<parent>/.sealpush/<name>/`, created if absent (never through a symlink).

@@ -1396,6 +1396,29 @@ fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging(
     env.assert_complete();
 }
 
+/// The same with a file someone put in the killed run's staging: it stays, with the
+/// directory holding it, and the message says what is left instead of "were removed".
+#[test]
+fn a_drifted_rerun_that_cannot_remove_everything_says_what_is_left() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let out = env
+        .deploy(&plan, &[])
+        .env("SEALPUSH_FAULT", "abort-before:promote")
+        .output();
+    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    let staging = env.staging_dir().expect("the killed run's staging");
+    std::fs::write(staging.join("iu-cutter-v0.6/mine.txt"), "mine\n").unwrap();
+    std::fs::write(env.anchor.join("README.md"), "hotfix\n").unwrap();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("anchor") && e.contains("changed"), "{e}");
+    assert!(
+        e.contains("did not finish") && e.contains("mine.txt") && !e.contains("were removed"),
+        "{e}"
+    );
+    assert!(staging.join("iu-cutter-v0.6/mine.txt").exists());
+}
+
 /// `rollback PLAN` of a deploy killed before it wrote its receipt (before or after the
 /// promote) cannot roll anything back (it follows the receipt), and preflight's hint for the
 /// leftovers names it: it says the deploy did not finish and that running the same deploy
