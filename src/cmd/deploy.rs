@@ -13,8 +13,8 @@ use super::{CheckFailed, Exit, Globals, SshArgs};
 const HELP: &str =
     "Exit status: 0 deployed and proven (and the --check passed); 1 a check failed (the plan was
 edited or failed, the host drifted from it, a verification mismatch, a failed --check); 2 could
-not run (PLAN is no plan this sealpush reads, say cut short) or was cut off (the error says what is left on the host and to run the same command
-again); 130 interrupted.
+not run (PLAN is no plan this sealpush reads, say cut short) or was cut off (the error says
+what is left on the host and to run the same command again); 130 interrupted.
 
 Examples:
   sealpush deploy deploy.plan
