@@ -448,7 +448,7 @@ pub fn host_journal_dir(work_dir: &Path, plan: &Digest) -> PathBuf {
 /// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
 pub fn deploy_manifest_text(
     plan: &SealedPlan,
-    tree_recipe: &Digest,
+    tree_recipe: &Result<Digest, String>,
     manifest: &crate::manifest::Manifest,
     hostname: &str,
     time: &str,
@@ -482,7 +482,14 @@ pub fn deploy_manifest_text(
         format = p.artifact.format,
         archive = p.artifact.archive_sha256,
         identity = p.artifact.tree_identity,
-        recipe = tree_recipe,
+        recipe = match tree_recipe {
+            Ok(d) => d.to_hex(),
+            // One header line whatever the reason holds (a name may hold a newline).
+            Err(why) => format!(
+                "none (the recipe cannot hash this tree: {})",
+                why.replace(['\n', '\r'], " ")
+            ),
+        },
         plan_digest = plan.digest,
         dest = p.host.destination,
         target_raw = p.target.display(),
@@ -1926,7 +1933,7 @@ impl Run<'_> {
             started: self.started.clone(),
             finished: rfc3339(unix_now()),
             verify: self.opts.verify.name().into(),
-            tree_recipe_digest: self.art.recipe_digest,
+            tree_recipe_digest: self.art.recipe_digest.as_ref().ok().copied(),
             deploy_manifest_sha256: dm_digest,
             tree,
             created: self.created.clone(),

@@ -31,8 +31,12 @@ pub struct Prepared {
     /// The manifest as a shape.
     pub expected: Shape,
     /// `cd <tmp> && find NAME -type f | LC_ALL=C sort | xargs sha256sum | sha256sum`: the
-    /// target's recipe digest once deployed, without DEPLOY-MANIFEST.txt.
-    pub recipe_digest: Digest,
+    /// target's recipe digest once deployed, without DEPLOY-MANIFEST.txt; `Err(why)` when the
+    /// recipe cannot hash the tree (`xargs` stops at an unmatched quote, a piece of a name
+    /// would be read as an option, ...). That is information for the operator, not a reason to
+    /// refuse: `pack` stores such a tree, preflight passes it, and the audit (`sha256sum -c` of
+    /// DEPLOY-MANIFEST.txt) covers every name.
+    pub recipe_digest: Result<Digest, String>,
 }
 
 /// Where the bytes of a [`Prepared`] artifact come from.
@@ -74,7 +78,7 @@ pub fn prepare(
                     contents: Contents::Archive(a.path.clone()),
                     expected: shape_of(m),
                     manifest: m.clone(),
-                    recipe_digest,
+                    recipe_digest: Ok(recipe_digest),
                 });
             }
         }
@@ -130,18 +134,23 @@ pub fn prepare(
     // For plain names the recipe follows from the manifest's digests (no second read of the
     // tree); otherwise the recipe itself runs over the unpacked copy.
     let recipe_digest = match crate::manifest::recipe_from_entries(&names.name, &manifest.entries) {
-        Some(d) => d,
-        None => {
-            crate::tree::recipe_digest_of_dir(
-                &tree,
-                &RecipeOptions {
-                    threads: None,
-                    collation: Collation::c(),
-                },
-            )
-            .map_err(|e| bad(e.to_string()))?
-            .digest
-        }
+        Some(d) => Ok(d),
+        None => match crate::tree::recipe_digest_of_dir(
+            &tree,
+            &RecipeOptions {
+                threads: None,
+                collation: Collation::c(),
+            },
+        ) {
+            Ok(out) => Ok(out.digest),
+            // The pipeline itself has no digest for this tree (as `pack` records it: none).
+            Err(
+                e @ (crate::tree::RecipeError::Break { .. }
+                | crate::tree::RecipeError::Refuse { .. }),
+            ) => Err(e.to_string()),
+            // Our own copy could not be read: that is a failure of this run.
+            Err(e) => return Err(bad(e.to_string())),
+        },
     };
     Ok(Prepared {
         _tmp: Some(tmp),

@@ -95,8 +95,9 @@ pub struct Receipt {
     /// "read-back" (every byte read over the transport and hashed here) or "host-sha256sum".
     pub verify: String,
     /// Recipe digest of the deployed tree without DEPLOY-MANIFEST.txt, as
-    /// `cd PARENT && find NAME -type f | sort | xargs sha256sum | sha256sum` (LC_ALL=C).
-    pub tree_recipe_digest: Digest,
+    /// `cd PARENT && find NAME -type f | sort | xargs sha256sum | sha256sum` (LC_ALL=C);
+    /// `null` when the recipe cannot hash the tree (DEPLOY-MANIFEST.txt says why).
+    pub tree_recipe_digest: Option<Digest>,
     /// sha256 of DEPLOY-MANIFEST.txt.
     pub deploy_manifest_sha256: Digest,
     /// The tree under `target`, including DEPLOY-MANIFEST.txt; the target directory itself is
@@ -230,7 +231,17 @@ pub fn render_receipt(r: &Receipt) -> String {
     let _ = writeln!(s, "3. Promote");
     let _ = writeln!(s, "staging: {}", r.staging.display());
     let _ = writeln!(s, "target: {}", r.target.display());
-    let _ = writeln!(s, "target_recipe_sha256: {}", r.tree_recipe_digest);
+    match &r.tree_recipe_digest {
+        Some(d) => {
+            let _ = writeln!(s, "target_recipe_sha256: {d}");
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "target_recipe_sha256: none (the recipe cannot hash this tree; see DEPLOY-MANIFEST.txt)"
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "deploy_manifest: {}/DEPLOY-MANIFEST.txt",

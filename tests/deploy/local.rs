@@ -1535,3 +1535,78 @@ fn a_cut_off_run_from_another_machine_is_named_by_its_host_journal() {
         env.assert_complete();
     }
 }
+
+#[test]
+fn a_tree_the_recipe_cannot_hash_deploys_and_rolls_back_local() {
+    a_tree_the_recipe_cannot_hash_deploys_and_rolls_back(Host::Local);
+}
+
+/// `pack` stores a tree whose names the seed's recipe cannot get through (`xargs` stops at an
+/// unmatched quote; sha256sum would read a blank-separated `-b` as an option) with recipe
+/// digest "none", and preflight passes its plan: the deploy must then deploy it too, recording
+/// that there is no recipe digest, rather than stop at its first step. The recipe digest is
+/// information for the operator; the audit (`sha256sum -c` of DEPLOY-MANIFEST.txt) covers
+/// every name.
+pub fn a_tree_the_recipe_cannot_hash_deploys_and_rolls_back(host: Host) {
+    let env = Env::new(host);
+    let before = env.snapshot();
+    let src = env.tmp.path().join("quotes/payload");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("it's.txt"), "apostrophe\n").unwrap();
+    std::fs::write(src.join("sub/say \"hi\".txt"), "quotes\n").unwrap();
+    std::fs::write(src.join("a -b"), "option-like\n").unwrap();
+    std::fs::write(src.join("plain.txt"), "plain\n").unwrap();
+    let (store, art) = env.store_tree(&src, "quotes-store");
+    let plan = env.plan_for(&store, &art);
+    let out = env.deploy(&plan, &[]).output();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a plan preflight passed must deploy: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let dm = std::fs::read_to_string(env.target.join("DEPLOY-MANIFEST.txt")).unwrap();
+    assert!(
+        dm.lines()
+            .any(|l| l.starts_with("recipe_sha256: none (the recipe cannot hash this tree")),
+        "{dm}"
+    );
+    assert!(
+        stdout(&out).contains("target_recipe_sha256: none"),
+        "{}",
+        stdout(&out)
+    );
+    let receipt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state_file("receipt.json")).unwrap())
+            .unwrap();
+    assert_eq!(receipt["tree_recipe_digest"], serde_json::Value::Null);
+    env.assert_audit();
+    assert_eq!(
+        std::fs::read_to_string(env.target.join("sub/say \"hi\".txt")).unwrap(),
+        "quotes\n"
+    );
+    env.status_passes_then_rollback_restores(&plan, &before);
+    // And the same plan deploys again.
+    env.deploy(&plan, &[]).ok();
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+}
+
+/// A `--check` that leaves a fifo (or a unix socket, as a test suite's server might) in the
+/// target: the receipt must record it as what it is, so `status` right after the PASS deploy
+/// passes and `rollback` removes it without `--force`. Today the receipt records it as a file
+/// of unknown size (`Kind::Other` falls through to `CreatedKind::File` in the receipt's tree),
+/// so `status` fails ("expected file of 0 bytes, found a fifo") and the rollback refuses.
+/// The fix needs a receipt kind for such entries (or a check failure naming them), which
+/// rollback then removes: a format decision, left to the maintainers.
+#[test]
+#[ignore = "receipt has no kind for a fifo/socket a --check creates; needs a format decision"]
+fn a_fifo_made_by_the_check_is_recorded_and_rolled_back() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &["--check", "mkfifo made-by-check-fifo"])
+        .ok();
+    env.status_passes_then_rollback_restores(&plan, &before);
+}

@@ -564,3 +564,10 @@ fn capped_request_size_splits_every_read_and_write_and_the_tree_arrives_whole() 
         }
     }
 }
+
+#[test]
+fn a_tree_the_recipe_cannot_hash_deploys_and_rolls_back_over_sftp() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    super::local::a_tree_the_recipe_cannot_hash_deploys_and_rolls_back(ssh_host(sshd));
+}
