@@ -1909,7 +1909,17 @@ impl Run<'_> {
                         e.kind = CreatedKind::Symlink;
                         e.target = Some(receipt::escape_path(target));
                     }
-                    Kind::Other(_) => {}
+                    // What a --check left that is none of those (a fifo, a socket): recorded
+                    // as what it is, so status and rollback see the kind they find.
+                    Kind::Other(k) => {
+                        e.kind = match k {
+                            FileKind::Fifo => CreatedKind::Fifo,
+                            FileKind::Socket => CreatedKind::Socket,
+                            FileKind::CharDevice => CreatedKind::CharDevice,
+                            FileKind::BlockDevice => CreatedKind::BlockDevice,
+                            _ => CreatedKind::Other,
+                        }
+                    }
                 }
                 e
             })

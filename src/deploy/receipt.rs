@@ -26,6 +26,13 @@ pub enum CreatedKind {
     File,
     Dir,
     Symlink,
+    /// Only ever made by a `--check` (a test suite's fifo or unix socket, say): the deploy
+    /// writes files, directories and symlinks alone.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Other,
 }
 
 /// One entry of the deployed tree, relative to the target.

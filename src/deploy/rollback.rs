@@ -83,6 +83,11 @@ fn receipt_shape(r: &Receipt) -> Result<Shape, DeployError> {
                     .transpose()?
                     .unwrap_or_default(),
             },
+            CreatedKind::Fifo => Kind::Other(FileKind::Fifo),
+            CreatedKind::Socket => Kind::Other(FileKind::Socket),
+            CreatedKind::CharDevice => Kind::Other(FileKind::CharDevice),
+            CreatedKind::BlockDevice => Kind::Other(FileKind::BlockDevice),
+            CreatedKind::Other => Kind::Other(FileKind::Other),
         };
         s.insert(path, kind);
     }

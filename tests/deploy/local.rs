@@ -1594,16 +1594,17 @@ pub fn a_tree_the_recipe_cannot_hash_deploys_and_rolls_back(host: Host) {
 }
 
 /// A `--check` that leaves a fifo (or a unix socket, as a test suite's server might) in the
-/// target: the receipt must record it as what it is, so `status` right after the PASS deploy
-/// passes and `rollback` removes it without `--force`. Today the receipt records it as a file
-/// of unknown size (`Kind::Other` falls through to `CreatedKind::File` in the receipt's tree),
-/// so `status` fails ("expected file of 0 bytes, found a fifo") and the rollback refuses.
-/// The fix needs a receipt kind for such entries (or a check failure naming them), which
-/// rollback then removes: a format decision, left to the maintainers.
+/// target: the receipt records it as what it is, so `status` right after the PASS deploy
+/// passes and `rollback` removes it without `--force`. Before, the receipt recorded it as a
+/// file of unknown size, so `status` failed ("expected file of 0 bytes, found a fifo") and
+/// the rollback refused.
 #[test]
-#[ignore = "receipt has no kind for a fifo/socket a --check creates; needs a format decision"]
-fn a_fifo_made_by_the_check_is_recorded_and_rolled_back() {
-    let env = Env::new(Host::Local);
+fn a_fifo_made_by_the_check_is_recorded_and_rolled_back_local() {
+    a_fifo_made_by_the_check_is_recorded_and_rolled_back(Host::Local);
+}
+
+pub fn a_fifo_made_by_the_check_is_recorded_and_rolled_back(host: Host) {
+    let env = Env::new(host);
     let before = env.snapshot();
     let plan = env.plan();
     env.deploy(&plan, &["--check", "mkfifo made-by-check-fifo"])

@@ -571,3 +571,10 @@ fn a_tree_the_recipe_cannot_hash_deploys_and_rolls_back_over_sftp() {
     let _log = sshd.log_on_panic();
     super::local::a_tree_the_recipe_cannot_hash_deploys_and_rolls_back(ssh_host(sshd));
 }
+
+#[test]
+fn a_fifo_made_by_the_check_is_recorded_and_rolled_back_over_sftp() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    super::local::a_fifo_made_by_the_check_is_recorded_and_rolled_back(ssh_host(sshd));
+}
