@@ -1419,7 +1419,12 @@ pub fn render_report(plan: &Plan) -> String {
     r.kv("archive_sha256", &plan.artifact.archive_sha256.to_hex());
     r.kv("archive_size", &human_bytes(plan.artifact.archive_size));
     r.kv("tree_identity", &plan.artifact.tree_identity.to_hex());
-    r.kv("recipe_digest", &plan.artifact.recipe_digest.to_hex());
+    // The plan holds zeros where the store says "none" (a tree the recipe cannot hash).
+    if plan.artifact.recipe_digest == Digest::default() {
+        r.kv("recipe_digest", "none (the recipe cannot hash this tree)");
+    } else {
+        r.kv("recipe_digest", &plan.artifact.recipe_digest.to_hex());
+    }
     r.kv("files", &plan.artifact.files.to_string());
     r.kv("unpacked", &human_bytes(plan.artifact.unpacked_bytes));
     r.kv("intact", &mark(check("artifact-intact")));

@@ -1558,6 +1558,29 @@ pub fn a_tree_the_recipe_cannot_hash_deploys_and_rolls_back(host: Host) {
     std::fs::write(src.join("plain.txt"), "plain\n").unwrap();
     let (store, art) = env.store_tree(&src, "quotes-store");
     let plan = env.plan_for(&store, &art);
+    // The report says there is none, not 64 zeros (the plan's spelling of "none").
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    assert_eq!(report["plan"]["artifact"]["recipe_digest"], "0".repeat(64));
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "preflight".into(),
+        "--host".into(),
+        env.destination().into(),
+        "--artifact".into(),
+        art.id.clone().unwrap().into(),
+        "--store".into(),
+        store.clone().into(),
+        "--target".into(),
+        env.target.clone().into(),
+    ];
+    if let Host::Ssh { config, .. } = &env.host {
+        args.extend(["--ssh-config".into(), config.into()]);
+    }
+    let shown = stdout(&env.sealpush(args).ok());
+    assert!(
+        shown.contains("recipe_digest: none (the recipe cannot hash this tree)"),
+        "{shown}"
+    );
     let out = env.deploy(&plan, &[]).output();
     assert_eq!(
         out.status.code(),
