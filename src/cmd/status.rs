@@ -17,8 +17,9 @@ const HELP: &str = "Examples:
 /// Reads DEPLOY-MANIFEST.txt in the target and the receipt in the work dir beside it
 /// (`PARENT/.sealpush/NAME/`), then reads every file of the target back and compares names,
 /// kinds, permission bits (files 0644 or 0755, directories at most 0755), symlink targets and
-/// sha256. It says so when a rollback of the deploy was cut off. Exit 0 when the target is
-/// exactly as deployed, 1 when anything differs.
+/// sha256. It says so when the deploy or a rollback of it was cut off. Exit 0 when the target
+/// is exactly as deployed by a deploy that passed, 1 when anything differs or the receipt's
+/// verdict is FAIL (a failed --check, say).
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {

@@ -882,6 +882,14 @@ pub fn status(
     let listed: Vec<(Vec<u8>, Digest)> = shape::parse_sha256sum_lines(&dm);
     let mut expected: Shape = match &receipt {
         Some(r) => {
+            // The tree may be intact and still not a good deploy: its --check failed (and it
+            // was not rolled back). Said here, or status would pass what the deploy failed.
+            if !r.verdict.pass {
+                report.problems.push(format!(
+                    "the deploy's verdict was FAIL ({}); the tree was left in place: `sealpush rollback` on its plan or receipt removes it",
+                    r.verdict.reasons.join("; ")
+                ));
+            }
             if r.deploy_manifest_sha256 != dm_digest {
                 report.problems.push(format!(
                     "{}: expected sha256 {} (receipt), found {dm_digest}",

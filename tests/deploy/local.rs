@@ -1634,3 +1634,19 @@ pub fn a_fifo_made_by_the_check_is_recorded_and_rolled_back(host: Host) {
         .ok();
     env.status_passes_then_rollback_restores(&plan, &before);
 }
+
+/// A deploy whose `--check` failed, without `--rollback-on-check-failure`, leaves its tree in
+/// place with verdict FAIL. `status` re-verified the tree and said PASS (exit 0), as if the
+/// deploy had been good; it now names the receipt's FAIL and exits 1, and after the
+/// rollback the host is as before.
+#[test]
+fn status_of_a_deploy_whose_check_failed_is_not_a_pass() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &["--check", "exit 3"]).expect_code(1);
+    let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+    assert!(e.contains("the deploy's verdict was FAIL"), "{e}");
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+}
