@@ -565,11 +565,33 @@ pub fn deploy(
     }
     let names = Names::of(&plan.plan, &plan.digest)?;
     let state = StateDir::open(&opts.local_state, &plan.digest)?;
-    let journal = Journal::open(&state)?;
+    let mut journal = Journal::open(&state)?;
     if journal.history.done(Step::Finished) {
-        return Err(DeployError::AlreadyDeployed {
-            receipt: state.receipt_path(),
-        });
+        // Rolled back from another machine (through the host's receipt, which a complete
+        // rollback removes with the tree and the host journal): nothing of that deploy is
+        // left, so this one starts afresh rather than ask for a rollback there is nothing for.
+        let gone = remote
+            .lstats(&[
+                names.target.clone(),
+                names.host_receipt.clone(),
+                names.journal_dir.clone(),
+            ])
+            .into_iter()
+            .try_fold(true, |all, m| {
+                m.map(|m| all && m.is_none()).map_err(at("recheck"))
+            })?;
+        if !gone {
+            return Err(DeployError::AlreadyDeployed {
+                receipt: state.receipt_path(),
+            });
+        }
+        journal.record(
+            remote,
+            Step::Reset,
+            Phase::Done,
+            "rolled back elsewhere: the target, the host's receipt and journal are gone",
+        )?;
+        journal.history = journal::History::default();
     }
     // Reading only: the archive's sha256 and a checked local unpack.
     let t0 = Instant::now();

@@ -1650,3 +1650,26 @@ fn status_of_a_deploy_whose_check_failed_is_not_a_pass() {
     env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before);
 }
+
+/// Deployed from machine A, rolled back from machine B (through the host's receipt): A's
+/// journal still said "finished", so deploying the plan again from A was refused with "roll
+/// it back first", though nothing of that deploy was left. It now starts afresh.
+#[test]
+fn a_plan_rolled_back_from_another_machine_deploys_again() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let elsewhere = env.tmp.path().join("machine-b-state");
+    env.rollback(&plan, &[])
+        .env("SEALPUSH_STATE_DIR", &elsewhere)
+        .ok();
+    assert_eq!(env.snapshot(), before);
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+    // Still refused while the deploy is there.
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(2));
+    assert!(e.contains("already deployed"), "{e}");
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+}
