@@ -749,37 +749,30 @@ impl Run<'_> {
             let j = host_journal_dir(&self.names.work_dir, &self.sealed.digest);
             Ok(r.lstat(&j).map_err(at("recheck"))?.map(|_| j))
         };
-        let by_another_run = |j: &Path| {
-            format!(
-                ": a run of this plan from another machine or state dir got this far (its host journal is {}); run the deploy again there, where its local journal is",
-                j.display()
-            )
+        let or_elsewhere = |change: String| -> Result<String, DeployError> {
+            Ok(match elsewhere()? {
+                Some(j) => format!(
+                    "{change}: a run of this plan from another machine or state dir got this far (its host journal is {}); run the deploy again there, where its local journal is",
+                    j.display()
+                ),
+                None => change,
+            })
         };
         if let Some(m) = target.map_err(at("recheck"))? {
-            let mut change = format!(
+            out.push(or_elsewhere(format!(
                 "target {} now exists as {} (it was absent at preflight)",
                 self.names.target.display(),
                 kind_name(m.kind)
-            );
-            if let Some(j) = elsewhere()? {
-                change.push_str(&by_another_run(&j));
-            }
-            out.push(change);
+            ))?);
         }
         match staging.map_err(at("recheck"))? {
             None => {}
             Some(m) if m.kind == FileKind::Dir && prior.done(Step::Staging) => {}
-            Some(m) => {
-                let mut change = format!(
-                    "staging {} exists as {}, which this deploy did not create",
-                    self.names.staging.display(),
-                    kind_name(m.kind)
-                );
-                if let Some(j) = elsewhere()? {
-                    change.push_str(&by_another_run(&j));
-                }
-                out.push(change);
-            }
+            Some(m) => out.push(or_elsewhere(format!(
+                "staging {} exists as {}, which this deploy did not create",
+                self.names.staging.display(),
+                kind_name(m.kind)
+            ))?),
         }
         // Every component of the target's and the staging's parents as preflight requires them:
         // no symlink, none world-writable without the sticky bit. The plan's verdict is not

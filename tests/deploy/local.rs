@@ -146,11 +146,7 @@ fn kill_at_every_journal_step_leaves_target_absent_or_complete_and_rerun_finishe
 fn stale_lock_names_owner_and_age_and_is_cleared_only_on_request() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
-    let out = env
-        .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", "abort-after:materialise")
-        .output();
-    assert_eq!(out.status.code(), None);
+    env.deploy_killed(&plan, "abort-after:materialise");
     let lock = env.parent.join(".sealpush/iu-cutter-v0.6/lock");
     let mut info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
@@ -337,11 +333,7 @@ fn a_stale_receipt_never_rolls_back_a_later_plans_deploy() {
 fn a_foreign_target_after_a_kill_before_the_promote_is_drift_not_ours() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
-    let out = env
-        .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", "abort-before:promote")
-        .output();
-    assert_eq!(out.status.code(), None, "not killed");
+    env.deploy_killed(&plan, "abort-before:promote");
     std::fs::remove_dir_all(env.staging_dir().unwrap()).unwrap();
     std::fs::create_dir(&env.target).unwrap();
     std::fs::write(env.target.join("theirs.txt"), "someone else's").unwrap();
@@ -1325,11 +1317,7 @@ fn a_name_added_to_an_interrupted_deploys_staging_is_named_and_kept() {
         let env = Env::new(Host::Local);
         let anchor = env.real_recipe(&env.anchor);
         let plan = env.plan();
-        let out = env
-            .deploy(&plan, &[])
-            .env("SEALPUSH_FAULT", "abort-before:promote")
-            .output();
-        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        env.deploy_killed(&plan, "abort-before:promote");
         let staging = env.staging_dir().unwrap();
         let mine = if inside_tree {
             staging.join("iu-cutter-v0.6/docs/mine.txt")
@@ -1368,11 +1356,7 @@ fn a_name_added_to_an_interrupted_deploys_staging_is_named_and_kept() {
 fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
-    let out = env
-        .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", "abort-before:promote")
-        .output();
-    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    env.deploy_killed(&plan, "abort-before:promote");
     std::fs::write(env.anchor.join("README.md"), "hotfix\n").unwrap();
     let again = env.deploy(&plan, &[]).expect_code(1);
     let e = stderr(&again);
@@ -1402,11 +1386,7 @@ fn an_anchor_edited_after_a_kill_before_the_promote_does_not_strand_the_staging(
 fn a_drifted_rerun_that_cannot_remove_everything_says_what_is_left() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
-    let out = env
-        .deploy(&plan, &[])
-        .env("SEALPUSH_FAULT", "abort-before:promote")
-        .output();
-    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    env.deploy_killed(&plan, "abort-before:promote");
     let staging = env.staging_dir().expect("the killed run's staging");
     std::fs::write(staging.join("iu-cutter-v0.6/mine.txt"), "mine\n").unwrap();
     std::fs::write(env.anchor.join("README.md"), "hotfix\n").unwrap();
@@ -1462,11 +1442,7 @@ fn a_cut_off_deploy_of_another_plan_is_named_by_its_lock() {
     std::fs::copy(env.plan(), &first).unwrap();
     let second = env.tmp.path().join("second.json");
     std::fs::copy(env.plan(), &second).unwrap();
-    let out = env
-        .deploy(&first, &[])
-        .env("SEALPUSH_FAULT", "abort-before:promote")
-        .output();
-    assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+    env.deploy_killed(&first, "abort-before:promote");
     let digest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
     let digest = digest["digest"].as_str().unwrap().to_string();
@@ -1495,8 +1471,7 @@ fn status_names_a_cut_off_deploy_and_what_finishes_it() {
     ] {
         let env = Env::new(Host::Local);
         let plan = env.plan();
-        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
-        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        env.deploy_killed(&plan, fault);
         let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
         assert!(
             e.contains(said) && e.contains("run `sealpush deploy` on that plan again"),
@@ -1515,8 +1490,7 @@ fn a_cut_off_run_from_another_machine_is_named_by_its_host_journal() {
     for fault in ["abort-before:promote", "abort-after:promote"] {
         let env = Env::new(Host::Local);
         let plan = env.plan();
-        let out = env.deploy(&plan, &[]).env("SEALPUSH_FAULT", fault).output();
-        assert_eq!(out.status.code(), None, "not killed: {}", stderr(&out));
+        env.deploy_killed(&plan, fault);
         let before = env.snapshot();
         let elsewhere = env.tmp.path().join("other-machine-state");
         let e = stderr(

@@ -315,6 +315,18 @@ impl Env {
         assert_eq!(receipt["verdict"]["pass"], true);
     }
 
+    /// Deploys `plan` with `SEALPUSH_FAULT=FAULT` (`abort-before:STEP`, `abort-after:STEP`)
+    /// and asserts that it was killed there, as `kill -9` would.
+    pub fn deploy_killed(&self, plan: &Path, fault: &str) {
+        let out = self.deploy(plan, &[]).env("SEALPUSH_FAULT", fault).output();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "not killed at {fault}: {}",
+            stderr(&out)
+        );
+    }
+
     /// `sealpush rollback FILE EXTRA` (a plan or a receipt) with this env's state dir.
     pub fn rollback(&self, file: &Path, extra: &[&str]) -> TestCommand {
         let mut args: Vec<std::ffi::OsString> = vec!["rollback".into(), file.into()];
