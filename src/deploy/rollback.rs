@@ -116,7 +116,27 @@ pub fn find_receipt(
         }
     };
     if let Ok(bytes) = std::fs::read(&local) {
-        return parse(&bytes, local);
+        let mine = parse(&bytes, local.clone())?;
+        // This machine's receipt may describe an earlier deploy of the plan, rolled back from
+        // another machine, which then deployed the plan again: the tree there is that deploy's,
+        // and its receipt is the host's. Taken only when the target's deploy manifest is the
+        // one the host's receipt records and not the one this machine's does.
+        let here = match remote.read_file(&names.target.join(super::DEPLOY_MANIFEST), 1 << 30) {
+            Ok(text) => Some(Digest::of(&text)),
+            Err(_) => None,
+        };
+        if here.is_some_and(|d| d != mine.deploy_manifest_sha256) {
+            if let Ok(theirs) = remote
+                .read_file(&names.host_receipt, 1 << 30)
+                .map_err(|e| e.to_string())
+                .and_then(|b| parse(&b, names.host_receipt.clone()).map_err(|e| e.to_string()))
+            {
+                if Some(theirs.deploy_manifest_sha256) == here {
+                    return Ok(theirs);
+                }
+            }
+        }
+        return Ok(mine);
     }
     match remote.read_file(&names.host_receipt, 1 << 30) {
         Ok(bytes) => parse(&bytes, names.host_receipt.clone()),

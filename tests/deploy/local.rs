@@ -1647,3 +1647,29 @@ fn a_plan_rolled_back_from_another_machine_deploys_again() {
     env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before);
 }
+
+/// Deployed from machine A, rolled back and deployed again from machine B: the tree is B's
+/// deploy of the same plan. A rollback of the plan from A used A's own receipt, of the
+/// earlier deploy, and refused ("DEPLOY-MANIFEST.txt changed since the deploy"). It now takes
+/// the host's receipt, which records the deploy manifest that is there.
+#[test]
+fn rollback_from_a_machine_whose_receipt_is_of_an_earlier_deploy_of_the_plan() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let b = env.tmp.path().join("machine-b-state");
+    env.rollback(&plan, &[]).env("SEALPUSH_STATE_DIR", &b).ok();
+    // A second later, so the deploy manifest's time differs.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.deploy(&plan, &[]).env("SEALPUSH_STATE_DIR", &b).ok();
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+    // An edited deploy manifest is still a change, whichever receipt is asked.
+    env.deploy(&plan, &[]).ok();
+    let dm = env.target.join("DEPLOY-MANIFEST.txt");
+    let text = std::fs::read_to_string(&dm).unwrap();
+    std::fs::write(&dm, text.replacen("plan_digest", "plan_digest ", 1)).unwrap();
+    let e = stderr(&env.rollback(&plan, &[]).expect_code(1));
+    assert!(e.contains("DEPLOY-MANIFEST.txt"), "{e}");
+}
