@@ -1647,3 +1647,42 @@ fn a_plan_rolled_back_from_another_machine_deploys_again() {
     env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before);
 }
+
+/// Deployed, rolled back (here or from another machine), deployed again and cut off before
+/// the promote: the first deploy's local receipt.json is still in the state dir, and
+/// `rollback PLAN` reads the local receipt first. It must not take that stale receipt for
+/// the cut-off deploy's: it would remove the cut-off run's host journal and lock, reset the
+/// local journal ("complete"), and strand its staging, which no rerun then removes.
+#[test]
+fn rollback_after_a_redeploy_cut_off_before_its_receipt_ignores_the_old_receipt() {
+    for elsewhere in [false, true] {
+        let env = Env::new(Host::Local);
+        let before = env.snapshot();
+        let plan = env.plan();
+        env.deploy(&plan, &[]).ok();
+        let other = env.tmp.path().join("machine-b-state");
+        let mut rb = env.rollback(&plan, &[]);
+        if elsewhere {
+            rb = rb.env("SEALPUSH_STATE_DIR", &other);
+        }
+        rb.ok();
+        assert_eq!(env.snapshot(), before);
+        env.deploy_killed(&plan, "abort-before:promote");
+        let cut = env.snapshot();
+        let e = stderr(&env.rollback(&plan, &[]).expect_code(2));
+        assert!(
+            e.contains("did not finish") && e.contains("run `sealpush deploy` on this plan again"),
+            "elsewhere {elsewhere}: {e}"
+        );
+        assert_eq!(
+            env.snapshot(),
+            cut,
+            "elsewhere {elsewhere}: rollback touched the host"
+        );
+        // As it says: the deploy, run again, finishes.
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        env.rollback(&plan, &[]).ok();
+        assert_eq!(env.snapshot(), before, "elsewhere {elsewhere}");
+    }
+}
