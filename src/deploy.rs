@@ -536,6 +536,8 @@ struct Run<'a> {
     deploy_manifest: Option<Digest>,
     /// Digests read back while the upload ran (read-back mode), by remote path.
     read_back: Option<std::collections::HashMap<PathBuf, ReadBack>>,
+    /// This run journalled an upload of the kept archive (see [`Run::remove_staged`]).
+    archive_intended: bool,
 }
 
 /// Executes a locked plan (see the module docs). Returns the receipt, whose verdict is FAIL
@@ -619,6 +621,7 @@ pub fn deploy(
         created: Vec::new(),
         deploy_manifest: None,
         read_back: None,
+        archive_intended: false,
     };
     run.execute()
 }
@@ -1456,6 +1459,7 @@ impl Run<'_> {
             Phase::Intent,
             path.display().to_string(),
         )?;
+        self.archive_intended = true;
         self.progress
             .start("archive", Some(plan.artifact.archive_size), Some(1));
         let put = self.remote.put_new_files(
@@ -2181,8 +2185,14 @@ impl Run<'_> {
                 }
             }
         }
+        // The kept archive's name is the same for every plan of the artifact: a file there is
+        // this plan's only when this run or an earlier one of it set out to upload it. (A run
+        // that stopped under the lock because another deploy finished meanwhile must not take
+        // that deploy's kept archive for a partial one of its own.)
+        let archive_ours =
+            self.archive_intended || self.journal.history.intended(Step::UploadArchive);
         match r.lstat(&self.names.kept_archive).map_err(at("cleanup"))? {
-            Some(m) if m.kind == FileKind::File => r
+            Some(m) if m.kind == FileKind::File && archive_ours => r
                 .remove_file(&self.names.kept_archive)
                 .map_err(at("cleanup"))?,
             _ => {}

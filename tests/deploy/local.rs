@@ -1686,3 +1686,23 @@ fn rollback_after_a_redeploy_cut_off_before_its_receipt_ignores_the_old_receipt(
         assert_eq!(env.snapshot(), before, "elsewhere {elsewhere}");
     }
 }
+
+/// As `a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone`, the winner with
+/// `--keep-archive`: the late run stops under the lock and cleans up as a failed deploy,
+/// and that cleanup removed the kept archive by its name (the same for every plan of the
+/// artifact) though the late run never made it; the winner's receipt still lists it.
+#[test]
+fn a_run_that_waited_for_the_lock_leaves_the_winners_kept_archive_alone() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let late = env.deploy_paused_at(&plan, &[], "lock");
+    env.deploy(&plan, &["--keep-archive"])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("other-machine"))
+        .ok();
+    env.assert_complete();
+    let after_winner = env.snapshot();
+    late.release();
+    let out = late.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(env.snapshot(), after_winner);
+}
