@@ -718,7 +718,8 @@ impl Run<'_> {
             .expect("one result per path");
         // A receipt of this plan on the host with no target (this is not a resume after the
         // promote): a rollback of its deploy did not finish, and owns what is left.
-        if receipt.map_err(at("recheck"))?.is_some() {
+        let receipt_there = receipt.map_err(at("recheck"))?.is_some();
+        if receipt_there {
             out.push(format!(
                 "a receipt of this plan is on the host ({}): its deploy is there, or its rollback did not finish; run `sealpush rollback` on this plan first",
                 self.names.host_receipt.display()
@@ -745,8 +746,10 @@ impl Run<'_> {
         }
         // This plan's host journal with nothing in the local one: a run of this plan from
         // another machine (or state dir) got that far; only its local journal can resume it.
+        // (Not with its receipt there: that deploy finished, and its journal stays until the
+        // rollback; running it again there says "already deployed".)
         let elsewhere = || -> Result<Option<PathBuf>, DeployError> {
-            if !prior.records.iter().all(|r| r.step == Step::Recheck) {
+            if receipt_there || !prior.records.iter().all(|r| r.step == Step::Recheck) {
                 return Ok(None);
             }
             let j = host_journal_dir(&self.names.work_dir, &self.sealed.digest);

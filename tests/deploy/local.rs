@@ -1706,3 +1706,21 @@ fn a_run_that_waited_for_the_lock_leaves_the_winners_kept_archive_alone() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(env.snapshot(), after_winner);
 }
+
+/// The plan deployed whole from another machine (its host journal stays, as after every
+/// deploy, until the rollback): a run of it from here must not say that run "got this far"
+/// and is to be run again there (it would say "already deployed"); the host's receipt says
+/// it is deployed.
+#[test]
+fn a_deploy_finished_from_another_machine_is_not_called_cut_off() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("other-machine"))
+        .ok();
+    let before = env.snapshot();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("a receipt of this plan is on the host"), "{e}");
+    assert!(!e.contains("got this far"), "{e}");
+    assert_eq!(env.snapshot(), before);
+}
