@@ -773,7 +773,11 @@ impl Run<'_> {
         }
         match staging.map_err(at("recheck"))? {
             None => {}
-            Some(m) if m.kind == FileKind::Dir && prior.done(Step::Staging) => {}
+            // Ours once the journal holds the intent to make it: a kill between the mkdir and
+            // its `done` record leaves it there with only the intent, and the name is the
+            // plan's unguessable one (preflight saw it absent). The cleanup removes only what
+            // the artifact names, never through a symlink.
+            Some(m) if m.kind == FileKind::Dir && prior.intended(Step::Staging) => {}
             Some(m) => out.push(or_elsewhere(format!(
                 "staging {} exists as {}, which this deploy did not create",
                 self.names.staging.display(),

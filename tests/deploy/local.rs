@@ -1724,3 +1724,27 @@ fn a_deploy_finished_from_another_machine_is_not_called_cut_off() {
     assert!(!e.contains("got this far"), "{e}");
     assert_eq!(env.snapshot(), before);
 }
+
+/// A kill -9 between the staging mkdir and its `done` record (simulated: killed just after
+/// it, the `done` line then dropped from the local journal, as a kill a moment earlier
+/// leaves it). The staging dir has the plan's unguessable name and the journal holds the
+/// intent to make it: the rerun must take it for its own and clean up, not report it as
+/// "staging ... which this deploy did not create" on every rerun.
+#[test]
+fn a_kill_between_the_staging_mkdir_and_its_record_is_finished_by_a_rerun() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-after:staging");
+    let j = env.state_file("journal.jsonl");
+    let text = std::fs::read_to_string(&j).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.contains("\"step\":\"staging\"") && l.contains("\"phase\":\"done\"")))
+        .collect();
+    assert_eq!(kept.len() + 1, text.lines().count(), "{text}");
+    std::fs::write(&j, kept.join("\n") + "\n").unwrap();
+    assert!(env.staging_dir().is_some());
+    let out = env.deploy(&plan, &[]).output();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.assert_complete();
+}
