@@ -536,6 +536,8 @@ struct Run<'a> {
     deploy_manifest: Option<Digest>,
     /// Digests read back while the upload ran (read-back mode), by remote path.
     read_back: Option<std::collections::HashMap<PathBuf, ReadBack>>,
+    /// This run journalled an upload of the kept archive (see [`Run::remove_staged`]).
+    archive_intended: bool,
 }
 
 /// Executes a locked plan (see the module docs). Returns the receipt, whose verdict is FAIL
@@ -619,6 +621,7 @@ pub fn deploy(
         created: Vec::new(),
         deploy_manifest: None,
         read_back: None,
+        archive_intended: false,
     };
     run.execute()
 }
@@ -715,7 +718,8 @@ impl Run<'_> {
             .expect("one result per path");
         // A receipt of this plan on the host with no target (this is not a resume after the
         // promote): a rollback of its deploy did not finish, and owns what is left.
-        if receipt.map_err(at("recheck"))?.is_some() {
+        let receipt_there = receipt.map_err(at("recheck"))?.is_some();
+        if receipt_there {
             out.push(format!(
                 "a receipt of this plan is on the host ({}): its deploy is there, or its rollback did not finish; run `sealpush rollback` on this plan first",
                 self.names.host_receipt.display()
@@ -742,8 +746,10 @@ impl Run<'_> {
         }
         // This plan's host journal with nothing in the local one: a run of this plan from
         // another machine (or state dir) got that far; only its local journal can resume it.
+        // (Not with its receipt there: that deploy finished, and its journal stays until the
+        // rollback; running it again there says "already deployed".)
         let elsewhere = || -> Result<Option<PathBuf>, DeployError> {
-            if !prior.records.iter().all(|r| r.step == Step::Recheck) {
+            if receipt_there || !prior.records.iter().all(|r| r.step == Step::Recheck) {
                 return Ok(None);
             }
             let j = host_journal_dir(&self.names.work_dir, &self.sealed.digest);
@@ -767,7 +773,11 @@ impl Run<'_> {
         }
         match staging.map_err(at("recheck"))? {
             None => {}
-            Some(m) if m.kind == FileKind::Dir && prior.done(Step::Staging) => {}
+            // Ours once the journal holds the intent to make it: a kill between the mkdir and
+            // its `done` record leaves it there with only the intent, and the name is the
+            // plan's unguessable one (preflight saw it absent). The cleanup removes only what
+            // the artifact names, never through a symlink.
+            Some(m) if m.kind == FileKind::Dir && prior.intended(Step::Staging) => {}
             Some(m) => out.push(or_elsewhere(format!(
                 "staging {} exists as {}, which this deploy did not create",
                 self.names.staging.display(),
@@ -1456,6 +1466,7 @@ impl Run<'_> {
             Phase::Intent,
             path.display().to_string(),
         )?;
+        self.archive_intended = true;
         self.progress
             .start("archive", Some(plan.artifact.archive_size), Some(1));
         let put = self.remote.put_new_files(
@@ -2181,8 +2192,14 @@ impl Run<'_> {
                 }
             }
         }
+        // The kept archive's name is the same for every plan of the artifact: a file there is
+        // this plan's only when this run or an earlier one of it set out to upload it. (A run
+        // that stopped under the lock because another deploy finished meanwhile must not take
+        // that deploy's kept archive for a partial one of its own.)
+        let archive_ours =
+            self.archive_intended || self.journal.history.intended(Step::UploadArchive);
         match r.lstat(&self.names.kept_archive).map_err(at("cleanup"))? {
-            Some(m) if m.kind == FileKind::File => r
+            Some(m) if m.kind == FileKind::File && archive_ours => r
                 .remove_file(&self.names.kept_archive)
                 .map_err(at("cleanup"))?,
             _ => {}

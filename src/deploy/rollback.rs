@@ -115,39 +115,49 @@ pub fn find_receipt(
             Some(reason) => Err(DeployError::BadReceipt { path, reason }),
         }
     };
-    if let Ok(bytes) = std::fs::read(&local) {
-        let mine = parse(&bytes, local.clone())?;
-        // This machine's receipt may describe an earlier deploy of the plan, rolled back from
-        // another machine, which then deployed the plan again: the tree there is that deploy's,
-        // and its receipt is the host's. Taken only when the target's deploy manifest is the
-        // one the host's receipt records and not the one this machine's does.
-        let here = match remote.read_file(&names.target.join(super::DEPLOY_MANIFEST), 1 << 30) {
-            Ok(text) => Some(Digest::of(&text)),
-            Err(_) => None,
-        };
-        if here.is_some_and(|d| d != mine.deploy_manifest_sha256) {
-            if let Ok(theirs) = remote
-                .read_file(&names.host_receipt, 1 << 30)
-                .map_err(|e| e.to_string())
-                .and_then(|b| parse(&b, names.host_receipt.clone()).map_err(|e| e.to_string()))
-            {
-                if Some(theirs.deploy_manifest_sha256) == here {
-                    return Ok(theirs);
+    // A deploy of this plan that was cut off before its receipt: only running it again
+    // finishes it or cleans up after it. (A run stopped by drift before it wrote anything
+    // leaves only recheck records.)
+    let records = journal::read_records(&local.with_file_name("journal.jsonl")).unwrap_or_default();
+    let history = journal::history_of(&records);
+    let unfinished = history.intended(journal::Step::WorkDir)
+        && !history.done(journal::Step::Receipt)
+        && !history.done(journal::Step::Finished);
+    // The local receipt is written once per deploy and never removed: while such a cut-off
+    // deploy is in the journal, a receipt there is an earlier deploy's of the same plan (rolled
+    // back since, here or from elsewhere), which would remove the cut-off run's lock and host
+    // journal, reset its journal and strand its staging.
+    if !unfinished {
+        if let Ok(bytes) = std::fs::read(&local) {
+            let mine = parse(&bytes, local.clone())?;
+            // This machine's receipt may describe an earlier deploy of the plan, rolled back
+            // from another machine, which then deployed the plan again: the tree there is that
+            // deploy's, and its receipt is the host's. Taken only when the target's deploy
+            // manifest is the one the host's receipt records and not the one this machine's
+            // does.
+            let here = match remote.read_file(&names.target.join(super::DEPLOY_MANIFEST), 1 << 30) {
+                Ok(text) => Some(Digest::of(&text)),
+                Err(_) => None,
+            };
+            if here.is_some_and(|d| d != mine.deploy_manifest_sha256) {
+                if let Ok(theirs) = remote
+                    .read_file(&names.host_receipt, 1 << 30)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| parse(&b, names.host_receipt.clone()).map_err(|e| e.to_string()))
+                {
+                    if Some(theirs.deploy_manifest_sha256) == here {
+                        return Ok(theirs);
+                    }
                 }
             }
+            return Ok(mine);
         }
-        return Ok(mine);
     }
     match remote.read_file(&names.host_receipt, 1 << 30) {
         Ok(bytes) => parse(&bytes, names.host_receipt.clone()),
         Err(e) if e.is_not_found() => {
-            // A deploy of this plan that was cut off before its receipt: only running it again
-            // finishes it or cleans up after it, so say so rather than only "no receipt".
-            let records =
-                journal::read_records(&local.with_file_name("journal.jsonl")).unwrap_or_default();
-            let history = journal::history_of(&records);
-            // (A run stopped by drift before it wrote anything leaves only recheck records.)
-            if history.intended(journal::Step::WorkDir) && !history.done(journal::Step::Finished) {
+            // Say so rather than only "no receipt".
+            if unfinished {
                 return Err(DeployError::DeployUnfinished {
                     plan: plan.digest,
                     journal: local.with_file_name("journal.jsonl"),

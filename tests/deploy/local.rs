@@ -1673,3 +1673,104 @@ fn rollback_from_a_machine_whose_receipt_is_of_an_earlier_deploy_of_the_plan() {
     let e = stderr(&env.rollback(&plan, &[]).expect_code(1));
     assert!(e.contains("DEPLOY-MANIFEST.txt"), "{e}");
 }
+
+/// Deployed, rolled back (here or from another machine), deployed again and cut off before
+/// the promote: the first deploy's local receipt.json is still in the state dir, and
+/// `rollback PLAN` reads the local receipt first. It must not take that stale receipt for
+/// the cut-off deploy's: it would remove the cut-off run's host journal and lock, reset the
+/// local journal ("complete"), and strand its staging, which no rerun then removes.
+#[test]
+fn rollback_after_a_redeploy_cut_off_before_its_receipt_ignores_the_old_receipt() {
+    for elsewhere in [false, true] {
+        let env = Env::new(Host::Local);
+        let before = env.snapshot();
+        let plan = env.plan();
+        env.deploy(&plan, &[]).ok();
+        let other = env.tmp.path().join("machine-b-state");
+        let mut rb = env.rollback(&plan, &[]);
+        if elsewhere {
+            rb = rb.env("SEALPUSH_STATE_DIR", &other);
+        }
+        rb.ok();
+        assert_eq!(env.snapshot(), before);
+        env.deploy_killed(&plan, "abort-before:promote");
+        let cut = env.snapshot();
+        let e = stderr(&env.rollback(&plan, &[]).expect_code(2));
+        assert!(
+            e.contains("did not finish") && e.contains("run `sealpush deploy` on this plan again"),
+            "elsewhere {elsewhere}: {e}"
+        );
+        assert_eq!(
+            env.snapshot(),
+            cut,
+            "elsewhere {elsewhere}: rollback touched the host"
+        );
+        // As it says: the deploy, run again, finishes.
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        env.rollback(&plan, &[]).ok();
+        assert_eq!(env.snapshot(), before, "elsewhere {elsewhere}");
+    }
+}
+
+/// As `a_run_that_waited_for_the_lock_leaves_the_winners_deploy_alone`, the winner with
+/// `--keep-archive`: the late run stops under the lock and cleans up as a failed deploy,
+/// and that cleanup removed the kept archive by its name (the same for every plan of the
+/// artifact) though the late run never made it; the winner's receipt still lists it.
+#[test]
+fn a_run_that_waited_for_the_lock_leaves_the_winners_kept_archive_alone() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let late = env.deploy_paused_at(&plan, &[], "lock");
+    env.deploy(&plan, &["--keep-archive"])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("other-machine"))
+        .ok();
+    env.assert_complete();
+    let after_winner = env.snapshot();
+    late.release();
+    let out = late.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(env.snapshot(), after_winner);
+}
+
+/// The plan deployed whole from another machine (its host journal stays, as after every
+/// deploy, until the rollback): a run of it from here must not say that run "got this far"
+/// and is to be run again there (it would say "already deployed"); the host's receipt says
+/// it is deployed.
+#[test]
+fn a_deploy_finished_from_another_machine_is_not_called_cut_off() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[])
+        .env("SEALPUSH_STATE_DIR", env.tmp.path().join("other-machine"))
+        .ok();
+    let before = env.snapshot();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("a receipt of this plan is on the host"), "{e}");
+    assert!(!e.contains("got this far"), "{e}");
+    assert_eq!(env.snapshot(), before);
+}
+
+/// A kill -9 between the staging mkdir and its `done` record (simulated: killed just after
+/// it, the `done` line then dropped from the local journal, as a kill a moment earlier
+/// leaves it). The staging dir has the plan's unguessable name and the journal holds the
+/// intent to make it: the rerun must take it for its own and clean up, not report it as
+/// "staging ... which this deploy did not create" on every rerun.
+#[test]
+fn a_kill_between_the_staging_mkdir_and_its_record_is_finished_by_a_rerun() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-after:staging");
+    let j = env.state_file("journal.jsonl");
+    let text = std::fs::read_to_string(&j).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.contains("\"step\":\"staging\"") && l.contains("\"phase\":\"done\"")))
+        .collect();
+    assert_eq!(kept.len() + 1, text.lines().count(), "{text}");
+    std::fs::write(&j, kept.join("\n") + "\n").unwrap();
+    assert!(env.staging_dir().is_some());
+    let out = env.deploy(&plan, &[]).output();
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.assert_complete();
+}
