@@ -53,10 +53,11 @@ impl Globals {
 
 /// Checks `RAYON_NUM_THREADS` as `-j` is checked. rayon takes any count from it, and a typo
 /// such as `100000` left `hash` spawning threads for minutes; it ignores what does not parse,
-/// which would hide a typo of the other kind. 0 is rayon's "all cores", so it stays allowed.
+/// which would hide a typo of the other kind (rayon does not trim blanks either: " 5" is
+/// refused). 0 is rayon's "all cores", so it stays allowed.
 pub fn check_rayon_threads(value: Option<&std::ffi::OsStr>) -> Result<(), String> {
     let Some(value) = value else { return Ok(()) };
-    match value.to_str().map(|s| s.trim().parse::<i64>()) {
+    match value.to_str().map(|s| s.parse::<i64>()) {
         Some(Ok(n)) if (0..=MAX_THREADS).contains(&n) => Ok(()),
         _ => Err(format!(
             "RAYON_NUM_THREADS={}: use 1 to {MAX_THREADS} worker threads (0 or unset: all cores)",

@@ -268,7 +268,7 @@ fn every_thread_count_is_capped_at_1024() {
 fn rayon_num_threads_is_capped_like_j() {
     let tmp = packed();
     let d = tmp.path();
-    for bad in ["100000", "1025", "-1", "four"] {
+    for bad in ["100000", "1025", "-1", "four", " 5"] {
         let out = sealpush(d, ["hash", "t"])
             .env("RAYON_NUM_THREADS", bad)
             .expect_code(2);
