@@ -822,11 +822,26 @@ pub fn status(
                     p.display()
                 ));
             } else if let Some(j) = work_dir_entries(remote, target, "journal-")?.first() {
-                // A deploy's host journal outlives its run only when the run was cut off.
-                problem.push_str(&format!(
-                    ": a deploy of it was cut off before its promote (its journal is {}); run `sealpush deploy` on that plan again, which finishes it or removes what it staged",
-                    j.display()
+                // A host journal stays after a deploy, finished or cut off; its receipt beside
+                // it says which.
+                let receipt = j.with_file_name(format!(
+                    "receipt-{}.json",
+                    j.file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.strip_prefix("journal-"))
+                        .unwrap_or_default()
                 ));
+                problem.push_str(&if remote.lstat(&receipt).map_err(at("status"))?.is_some() {
+                    format!(
+                        ": its deploy finished (receipt {}), and the target was removed since, not by `sealpush rollback`",
+                        receipt.display()
+                    )
+                } else {
+                    format!(
+                        ": a deploy of it was cut off before its promote (its journal is {}); run `sealpush deploy` on that plan again, which finishes it or removes what it staged",
+                        j.display()
+                    )
+                });
             }
             report.problems.push(problem);
             return Ok(report);
@@ -885,8 +900,22 @@ pub fn status(
                 Err(e) if e.is_not_found() => {
                     let journal =
                         super::host_journal_dir(&crate::preflight::work_dir_for(target), &pd);
-                    let cut_off = remote.lstat(&journal).map_err(at("status"))?.is_some();
-                    report.problems.push(if cut_off {
+                    // A journal that records the receipt written: it was removed since, by
+                    // hand; one that does not: the deploy was cut off before writing it.
+                    let receipt_written = match remote.read_dir(&journal) {
+                        Ok(records) => {
+                            Some(records.iter().any(|r| r.name.ends_with(b"-receipt-done")))
+                        }
+                        Err(e) if e.is_not_found() => None,
+                        Err(e) => return Err(at("status")(e)),
+                    };
+                    report.problems.push(if receipt_written == Some(true) {
+                        format!(
+                            "receipt {} is missing: the deploy wrote it (its journal {} says so), and it was removed since",
+                            p.display(),
+                            journal.display()
+                        )
+                    } else if receipt_written == Some(false) {
                         format!(
                             "receipt {} is missing: the deploy was cut off after its promote (its journal is {}); run `sealpush deploy` on that plan again to finish it (prove, receipt)",
                             p.display(),

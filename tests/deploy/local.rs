@@ -1774,3 +1774,33 @@ fn a_kill_between_the_staging_mkdir_and_its_record_is_finished_by_a_rerun() {
     assert!(out.status.success(), "{}", stderr(&out));
     env.assert_complete();
 }
+
+/// A finished deploy keeps its host journal, so after a hand removal of its target or its
+/// host receipt `status` called it "cut off". The receipt (or the journal's record of it)
+/// tells the two apart.
+#[test]
+fn status_does_not_call_a_finished_deploy_cut_off() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let receipt = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("receipt-"))
+        .expect("host receipt");
+    let aside = env.tmp.path().join("receipt-aside.json");
+    std::fs::rename(&receipt, &aside).unwrap();
+    let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+    assert!(
+        e.contains("the deploy wrote it") && !e.contains("cut off"),
+        "{e}"
+    );
+    std::fs::rename(&aside, &receipt).unwrap();
+    std::fs::rename(&env.target, env.tmp.path().join("target-aside")).unwrap();
+    let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+    assert!(
+        e.contains("its deploy finished") && !e.contains("cut off"),
+        "{e}"
+    );
+}
