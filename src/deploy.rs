@@ -433,6 +433,26 @@ fn kind_name(k: FileKind) -> String {
     }
 }
 
+/// How much of each of a `--check`'s output streams the receipt keeps: its end, where a test
+/// runner prints its summary. A chatty suite printed 3 MB into every copy of the receipt.
+const CHECK_OUTPUT_KEPT: usize = 256 * 1024;
+
+/// The last `keep` bytes of `text` (from a character boundary), after a line saying how much
+/// was left out.
+fn keep_tail(text: String, keep: usize) -> String {
+    if text.len() <= keep {
+        return text;
+    }
+    let mut start = text.len() - keep;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!(
+        "[sealpush: the first {start} bytes of this output are left out]\n{}",
+        &text[start..]
+    )
+}
+
 /// `<work_dir>/receipt-<plan digest, 16 hex>.json`: the host's copy of a deploy's receipt.
 pub fn host_receipt_path(work_dir: &Path, plan: &Digest) -> PathBuf {
     work_dir.join(format!("receipt-{}.json", &plan.to_hex()[..16]))
@@ -1880,6 +1900,8 @@ impl Run<'_> {
                     r => (r.map_err(at("check"))?, None),
                 };
                 out.command = cmd.clone();
+                out.stdout = keep_tail(std::mem::take(&mut out.stdout), CHECK_OUTPUT_KEPT);
+                out.stderr = keep_tail(std::mem::take(&mut out.stderr), CHECK_OUTPUT_KEPT);
                 let passed = out.status == Some(0);
                 if let Some(secs) = timed_out {
                     reasons.push(format!(
@@ -2363,6 +2385,19 @@ fn hash_sized(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keep_tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(super::keep_tail("short".into(), 10), "short");
+        let t = super::keep_tail("aaaé".into(), 2);
+        // "é" is two bytes: the cut moves forward to the boundary before it.
+        assert_eq!(
+            t,
+            "[sealpush: the first 3 bytes of this output are left out]\né"
+        );
+        let t = super::keep_tail("abcdef".into(), 3);
+        assert!(t.ends_with("\ndef"), "{t}");
+    }
+
     use super::*;
 
     /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is

@@ -1804,3 +1804,21 @@ fn status_does_not_call_a_finished_deploy_cut_off() {
         "{e}"
     );
 }
+
+/// A `--check` that prints a lot: the receipt keeps the end of each stream (where a test
+/// runner's summary is), not all of it (3 MB went into every copy of the receipt before).
+#[test]
+fn a_chatty_check_keeps_the_end_of_its_output() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let check = "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo SUMMARY: ok";
+    let out = env.deploy(&plan, &["--check", check, "--json"]).ok();
+    let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = receipt["check"]["output"]["stdout"].as_str().unwrap();
+    assert!(stdout.len() < 300 * 1024, "{} bytes kept", stdout.len());
+    assert!(
+        stdout.starts_with("[sealpush: the first ") && stdout.ends_with("SUMMARY: ok\n"),
+        "{}",
+        &stdout[..200]
+    );
+}
