@@ -1681,9 +1681,18 @@ async fn put_one(
         }
         Err(e) => {
             // The file is ours (exclusive create): do not leave a partial one behind. Best
-            // effort: on a stalled connection this fails at once too.
-            let mut fs = c.sftp.fs();
-            let _ = tokio::time::timeout(c.limit, fs.remove_file(remote)).await;
+            // effort, and not tried on a connection found stalled (the error may be that very
+            // timeout): waiting a second op timeout for its answer would double the time a
+            // stall takes to be reported. The deploy's cleanup or its rerun removes the file.
+            if !c.stalled.load(Ordering::Relaxed) {
+                let mut fs = c.sftp.fs();
+                if tokio::time::timeout(c.limit, fs.remove_file(remote))
+                    .await
+                    .is_err()
+                {
+                    c.stalled.store(true, Ordering::Relaxed);
+                }
+            }
             Err(e)
         }
     }

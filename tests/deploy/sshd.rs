@@ -167,6 +167,63 @@ fn stalled_server_ends_in_a_clear_error() {
     env.assert_complete();
 }
 
+/// A stall in the middle of a large file's upload ends within one --op-timeout (and the
+/// teardown), not two: the partial file's removal, on a connection already found stalled, must
+/// not wait for an answer of its own.
+#[test]
+fn stall_in_the_middle_of_a_large_file_ends_within_one_op_timeout() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let src = env.tmp.path().join("big/payload");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("blob.bin"), super::random_bytes(32 << 20)).unwrap();
+    let (store_dir, art) = env.store_tree(&src, "big-store");
+    let plan = env.plan_for(&store_dir, &art);
+    let anchor = env.real_recipe(&env.anchor);
+    // 4 KiB requests: the upload lasts long enough to be caught in the middle (see
+    // `connection_cut_mid_upload_leaves_target_absent_and_rerun_completes`).
+    let args = ["--op-timeout", "10", "--sftp-request-size", "4096"];
+    let child = env.deploy_paused_at(&plan, &args, "materialise");
+    child.release();
+    let staged = |env: &Env| env.staging_dir().map(|p| p.join("iu-cutter-v0.6/blob.bin"));
+    let until = Instant::now() + Duration::from_secs(60);
+    while staged(&env)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+        == 0
+    {
+        assert!(Instant::now() < until, "upload never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let conns = connections(&sshd);
+    signal_all(&conns, libc::SIGSTOP);
+    let stalled = Instant::now();
+    let partial = staged(&env)
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    let out = child.wait_with_output();
+    let took = stalled.elapsed();
+    signal_all(&conns, libc::SIGCONT);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        partial < 32 << 20,
+        "the upload had already finished; make the artifact bigger"
+    );
+    assert!(
+        e.contains("materialise") && e.contains("blob.bin") && e.contains("no answer within 10s"),
+        "{e}"
+    );
+    // One op-timeout (10 s) and the teardown (at most 4 s), with slack; two were 22 s.
+    assert!(took < Duration::from_secs(18), "took {took:?}: {e}");
+    assert!(!env.target.exists());
+    assert_eq!(env.real_recipe(&env.anchor), anchor);
+    // The server is back: the same deploy cleans up and completes.
+    env.deploy(&plan, &args).ok();
+    env.assert_audit();
+}
+
 #[test]
 fn disk_full_during_upload_leaves_target_absent() {
     let sshd = crate::sshd_or_skip!(shared);
