@@ -550,6 +550,9 @@ struct Run<'a> {
     /// The digest and size of the lock this run wrote, while it holds it.
     held_lock: Option<(Digest, u64)>,
     promoted: bool,
+    /// The promote's rename went unanswered (a stall, a lost connection): the host may still
+    /// carry it out, so the target is absent or complete, and which one is not known here.
+    promote_unanswered: bool,
     resume: String,
     /// Paths outside the tree this deploy created (including by earlier runs since a reset).
     created: Vec<CreatedPath>,
@@ -637,6 +640,7 @@ pub fn deploy(
         verify_secs: 0.0,
         held_lock: None,
         promoted: false,
+        promote_unanswered: false,
         resume: String::new(),
         created: Vec::new(),
         deploy_manifest: None,
@@ -1740,7 +1744,18 @@ impl Run<'_> {
                     staged: self.names.staged_tree.clone(),
                 });
             }
-            Err(e) => return Err(at("promote")(e)),
+            Err(e) => {
+                // Without an answer the rename may still happen on the host (a stopped server
+                // resumes and carries out what it received): the error must not say that the
+                // target was not created. The rerun finds out (`promote_happened`).
+                if matches!(
+                    e,
+                    RemoteError::Timeout { .. } | RemoteError::Disconnected { .. }
+                ) {
+                    self.promote_unanswered = true;
+                }
+                return Err(at("promote")(e));
+            }
         }
         self.promoted = true;
         self.record(Step::Promote, Phase::Done, "")
@@ -2247,7 +2262,7 @@ impl Run<'_> {
         if let Err(e) = self.release_lock() {
             left.push(format!("lock {} ({e})", self.names.lock.display()));
         }
-        if left.is_empty() && !self.promoted {
+        if left.is_empty() && !self.promoted && !self.promote_unanswered {
             // Nothing of ours is left but bookkeeping: remove it too, so the host is as before.
             // A record that cannot be written must not stop the cleanup (as above).
             let _ = self.journal.detach_host(self.remote);
@@ -2259,6 +2274,16 @@ impl Run<'_> {
         let note = if self.promoted {
             format!(
                 "; the target {} is complete; rerun the same deploy to finish (prove, receipt)",
+                self.names.target.display()
+            )
+        } else if self.promote_unanswered {
+            let left = if left.is_empty() {
+                String::new()
+            } else {
+                format!("; left on the host: {}", left.join(", "))
+            };
+            format!(
+                "{left}; the promote got no answer, so the host may still carry it out: the target {} is either absent or complete; rerun the same deploy, which finishes it if the promote took effect and otherwise cleans up and starts over",
                 self.names.target.display()
             )
         } else if !left.is_empty() {

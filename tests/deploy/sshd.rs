@@ -263,6 +263,105 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
     env.assert_complete();
 }
 
+/// The promote's rename reaches the server, which carries it out only after sealpush gave up
+/// waiting (strace holds the server's rename syscalls for 15 s, as a stopped server resumed
+/// later would): the error must not say that the target was not created, and the same deploy
+/// run again finishes it.
+#[test]
+fn promote_answered_too_late_is_not_reported_as_not_created() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let anchor = env.real_recipe(&env.anchor);
+    let plan = env.plan();
+    let args = ["--op-timeout", "5"];
+    let child = env.deploy_paused_at(&plan, &args, "promote");
+    let Some(_tracers) = DelayedSyscalls::attach(
+        &connections(&sshd),
+        "rename,renameat,renameat2",
+        Duration::from_secs(15),
+    ) else {
+        child.release();
+        return;
+    };
+    child.release();
+    let out = child.wait_with_output();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("promote") && e.contains("no answer within 5s"),
+        "{e}"
+    );
+    assert!(!e.contains("the target was not created"), "{e}");
+    assert!(e.contains("either absent or complete"), "{e}");
+    // The server carries out the rename it received.
+    let until = Instant::now() + Duration::from_secs(30);
+    while !env.target.exists() {
+        assert!(Instant::now() < until, "the delayed rename never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.assert_absent_or_complete(&anchor);
+    let re = env.deploy(&plan, &args).ok();
+    assert!(stdout(&re).ends_with("verdict: PASS\n"), "{}", stdout(&re));
+    env.assert_complete();
+}
+
+/// `strace -e inject=SYSCALLS:delay_enter=...` attached to processes (the server side of a
+/// connection): each of those system calls starts only after the delay. Detached on drop.
+struct DelayedSyscalls(Vec<std::process::Child>);
+
+impl DelayedSyscalls {
+    /// `None` (after a loud message) when strace is missing or cannot attach.
+    fn attach(pids: &[u32], syscalls: &str, delay: Duration) -> Option<DelayedSyscalls> {
+        let mut tracers = DelayedSyscalls(Vec::new());
+        for &pid in pids {
+            let spawned = std::process::Command::new("strace")
+                .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+                .arg(format!(
+                    "inject={syscalls}:delay_enter={}",
+                    delay.as_micros()
+                ))
+                .arg("-p")
+                .arg(pid.to_string())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(c) => tracers.0.push(c),
+                Err(e) => {
+                    eprintln!("\n*** SKIPPING: cannot run strace ({e}) ***\n");
+                    return None;
+                }
+            }
+        }
+        // Attached once the kernel names a tracer for every process.
+        let traced = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("TracerPid:"))
+                    .is_some_and(|v| v.trim() != "0")
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while !pids.iter().all(|&p| traced(p)) {
+            if Instant::now() > until {
+                eprintln!("\n*** SKIPPING: strace cannot attach (ptrace not permitted?) ***\n");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(tracers)
+    }
+}
+
+impl Drop for DelayedSyscalls {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 #[test]
 fn disk_full_during_upload_leaves_target_absent() {
     let sshd = crate::sshd_or_skip!(shared);
