@@ -504,9 +504,35 @@ pub fn rollback(
         // a name someone added stays where they put it, and the tree is removed in place.
         // The fault tests' `wait-before:cleanup:FILE` pauses here, checked, not yet moved.
         journal::wait_point(journal::Step::Cleanup);
+        // A rename that got no answer (a stalled or lost connection) may still be carried out
+        // by the host: where the tree is is not known here, and nothing is removed.
+        let unanswered = |e: RemoteError, now: &str| {
+            match e {
+            e @ (RemoteError::Timeout { .. } | RemoteError::Disconnected { .. }) => {
+                Err(DeployError::Remote {
+                    step: "rollback",
+                    cause: e,
+                    note: format!(
+                        "; nothing was removed; the host may still carry out that rename, so the tree is {now}; run the rollback again, which finds it in either place"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+        };
         if root == target && plan.extra.is_empty() && plan.replaced.is_empty() {
             // Refused (another filesystem, a name in the way): removed in place, as before.
-            if remote.rename_noreplace(&target, &aside).is_ok() {
+            let moved = match remote.rename_noreplace(&target, &aside) {
+                Ok(()) => true,
+                Err(e) => {
+                    unanswered(
+                        e,
+                        &format!("at {} or in {}", target.display(), aside.display()),
+                    )?;
+                    false
+                }
+            };
+            if moved {
                 root = aside.clone();
                 // A name added while the tree was being checked (seconds, on a large tree)
                 // moved with it. The work dir is private (0700), so this listing sees every
@@ -516,8 +542,12 @@ pub fn rollback(
                     shape::walk_expecting(remote, &aside, &expected).map_err(at("rollback"))?;
                 let again = shape::removal(&expected, &now);
                 if !again.extra.is_empty() || !again.replaced.is_empty() {
-                    if remote.rename_noreplace(&aside, &target).is_ok() {
-                        root = target.clone();
+                    match remote.rename_noreplace(&aside, &target) {
+                        Ok(()) => root = target.clone(),
+                        Err(e) => unanswered(
+                            e,
+                            &format!("in {} or back at {}", aside.display(), target.display()),
+                        )?,
                     }
                     plan = again;
                 }

@@ -306,6 +306,49 @@ fn promote_answered_too_late_is_not_reported_as_not_created() {
     env.assert_complete();
 }
 
+/// The rollback's rename of the tree aside reaches the server, which carries it out only
+/// after sealpush gave up waiting. `is_ok()` took the timeout for a refusal, the removal in
+/// place then failed at once, and the error said "the target is partly removed" while the
+/// whole tree had moved, intact. It now says nothing was removed and where the tree may be,
+/// and the rollback run again finishes with the host as before.
+#[test]
+fn rollback_rename_answered_too_late_says_where_the_tree_may_be() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let args = ["--op-timeout", "5"];
+    let child = env.paused_at(env.rollback(&plan, &args), "cleanup");
+    let Some(_tracers) = DelayedSyscalls::attach(
+        &connections(&sshd),
+        "rename,renameat,renameat2",
+        Duration::from_secs(15),
+    ) else {
+        child.release();
+        return;
+    };
+    child.release();
+    let out = child.wait_with_output();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("nothing was removed") && e.contains("carry out that rename"),
+        "{e}"
+    );
+    assert!(!e.contains("partly removed"), "{e}");
+    // The server carries out the rename it received: the target goes, intact, aside.
+    let until = Instant::now() + Duration::from_secs(30);
+    while env.target.exists() {
+        assert!(Instant::now() < until, "the delayed rename never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(_tracers);
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+}
+
 /// `strace -e inject=SYSCALLS:delay_enter=...` attached to processes (the server side of a
 /// connection): each of those system calls starts only after the delay. Detached on drop.
 struct DelayedSyscalls(Vec<std::process::Child>);
