@@ -550,6 +550,9 @@ struct Run<'a> {
     /// The digest and size of the lock this run wrote, while it holds it.
     held_lock: Option<(Digest, u64)>,
     promoted: bool,
+    /// The receipt is written, locally and on the host: what a rerun has left to do is the
+    /// unlock.
+    receipt_written: bool,
     /// The promote's rename went unanswered (a stall, a lost connection): the host may still
     /// carry it out, so the target is absent or complete, and which one is not known here.
     promote_unanswered: bool,
@@ -640,6 +643,7 @@ pub fn deploy(
         verify_secs: 0.0,
         held_lock: None,
         promoted: false,
+        receipt_written: false,
         promote_unanswered: false,
         resume: String::new(),
         created: Vec::new(),
@@ -2054,6 +2058,7 @@ impl Run<'_> {
             Err(e) => return Err(at("receipt")(e)),
         }
         write_local_atomic(&self.state.receipt_path(), json.as_bytes())?;
+        self.receipt_written = true;
         self.record(Step::Receipt, Phase::Done, "")?;
         self.release_lock()?;
         self.journal.detach_host(self.remote)?;
@@ -2271,7 +2276,12 @@ impl Run<'_> {
                 let _ = self.record(Step::Reset, Phase::Done, "cleaned up after a failed deploy");
             }
         }
-        let note = if self.promoted {
+        let note = if self.promoted && self.receipt_written {
+            format!(
+                "; the target {} is complete and its receipt written; rerun the same deploy to finish (release the lock)",
+                self.names.target.display()
+            )
+        } else if self.promoted {
             format!(
                 "; the target {} is complete; rerun the same deploy to finish (prove, receipt)",
                 self.names.target.display()

@@ -167,6 +167,32 @@ fn stalled_server_ends_in_a_clear_error() {
     env.assert_complete();
 }
 
+/// A stall at the unlock, after the receipt was written: the note said "rerun the same deploy
+/// to finish (prove, receipt)", though only the unlock was left. It now says so, and the
+/// rerun finishes.
+#[test]
+fn a_stall_at_the_unlock_says_only_the_unlock_is_left() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let plan = env.plan();
+    let child = env.deploy_paused_at(&plan, &["--op-timeout", "5"], "unlock");
+    let conns = connections(&sshd);
+    signal_all(&conns, libc::SIGSTOP);
+    child.release();
+    let out = child.wait_with_output();
+    signal_all(&conns, libc::SIGCONT);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("its receipt written") && e.contains("release the lock"),
+        "{e}"
+    );
+    assert!(!e.contains("(prove, receipt)"), "{e}");
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+}
+
 /// A stall in the middle of a large file's upload ends within one --op-timeout (and the
 /// teardown), not two: the partial file's removal, on a connection already found stalled, must
 /// not wait for an answer of its own.
