@@ -1752,12 +1752,7 @@ impl Run<'_> {
                 // Without an answer the rename may still happen on the host (a stopped server
                 // resumes and carries out what it received): the error must not say that the
                 // target was not created. The rerun finds out (`promote_happened`).
-                if matches!(
-                    e,
-                    RemoteError::Timeout { .. } | RemoteError::Disconnected { .. }
-                ) {
-                    self.promote_unanswered = true;
-                }
+                self.promote_unanswered = e.went_unanswered();
                 return Err(at("promote")(e));
             }
         }
@@ -2117,9 +2112,7 @@ impl Run<'_> {
             &crate::progress::NoProgress,
         ) {
             Ok(got) => got == (digest, size),
-            Err(e @ (RemoteError::Disconnected { .. } | RemoteError::Timeout { .. })) => {
-                return Err(at("unlock")(e))
-            }
+            Err(e) if e.went_unanswered() => return Err(at("unlock")(e)),
             Err(_) => false,
         };
         if ours {

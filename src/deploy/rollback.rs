@@ -506,19 +506,17 @@ pub fn rollback(
         journal::wait_point(journal::Step::Cleanup);
         // A rename that got no answer (a stalled or lost connection) may still be carried out
         // by the host: where the tree is is not known here, and nothing is removed.
-        let unanswered = |e: RemoteError, now: &str| {
-            match e {
-            e @ (RemoteError::Timeout { .. } | RemoteError::Disconnected { .. }) => {
-                Err(DeployError::Remote {
-                    step: "rollback",
-                    cause: e,
-                    note: format!(
-                        "; nothing was removed; the host may still carry out that rename, so the tree is {now}; run the rollback again, which finds it in either place"
-                    ),
-                })
+        let unanswered = |e: RemoteError, now: String| {
+            if !e.went_unanswered() {
+                return Ok(());
             }
-            _ => Ok(()),
-        }
+            Err(DeployError::Remote {
+                step: "rollback",
+                cause: e,
+                note: format!(
+                    "; nothing was removed; the host may still carry out that rename, so the tree is {now}; run the rollback again, which finds it in either place"
+                ),
+            })
         };
         if root == target && plan.extra.is_empty() && plan.replaced.is_empty() {
             // Refused (another filesystem, a name in the way): removed in place, as before.
@@ -527,7 +525,7 @@ pub fn rollback(
                 Err(e) => {
                     unanswered(
                         e,
-                        &format!("at {} or in {}", target.display(), aside.display()),
+                        format!("at {} or in {}", target.display(), aside.display()),
                     )?;
                     false
                 }
@@ -546,7 +544,7 @@ pub fn rollback(
                         Ok(()) => root = target.clone(),
                         Err(e) => unanswered(
                             e,
-                            &format!("in {} or back at {}", aside.display(), target.display()),
+                            format!("in {} or back at {}", aside.display(), target.display()),
                         )?,
                     }
                     plan = again;

@@ -190,6 +190,15 @@ impl RemoteError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RemoteError::NotFound { .. })
     }
+
+    /// True when the request got no answer (a stalled or lost connection): the host may still
+    /// carry it out, or may have already, so nothing can be concluded about what it did.
+    pub fn went_unanswered(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Timeout { .. } | RemoteError::Disconnected { .. }
+        )
+    }
 }
 
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
