@@ -135,19 +135,17 @@ pub fn find_receipt(
             // deploy's, and its receipt is the host's. Taken only when the target's deploy
             // manifest is the one the host's receipt records and not the one this machine's
             // does.
-            let here = match remote.read_file(&names.target.join(super::DEPLOY_MANIFEST), 1 << 30) {
-                Ok(text) => Some(Digest::of(&text)),
-                Err(_) => None,
-            };
+            let here = remote
+                .read_file(&names.target.join(super::DEPLOY_MANIFEST), 1 << 30)
+                .ok()
+                .map(|text| Digest::of(&text));
             if here.is_some_and(|d| d != mine.deploy_manifest_sha256) {
-                if let Ok(theirs) = remote
+                let theirs = remote
                     .read_file(&names.host_receipt, 1 << 30)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| parse(&b, names.host_receipt.clone()).map_err(|e| e.to_string()))
-                {
-                    if Some(theirs.deploy_manifest_sha256) == here {
-                        return Ok(theirs);
-                    }
+                    .ok()
+                    .and_then(|b| parse(&b, names.host_receipt.clone()).ok());
+                if let Some(theirs) = theirs.filter(|t| Some(t.deploy_manifest_sha256) == here) {
+                    return Ok(theirs);
                 }
             }
             return Ok(mine);
@@ -937,20 +935,18 @@ pub fn status(
                         Err(e) if e.is_not_found() => None,
                         Err(e) => return Err(at("status")(e)),
                     };
-                    report.problems.push(if receipt_written == Some(true) {
-                        format!(
+                    report.problems.push(match receipt_written {
+                        Some(true) => format!(
                             "receipt {} is missing: the deploy wrote it (its journal {} says so), and it was removed since",
                             p.display(),
                             journal.display()
-                        )
-                    } else if receipt_written == Some(false) {
-                        format!(
+                        ),
+                        Some(false) => format!(
                             "receipt {} is missing: the deploy was cut off after its promote (its journal is {}); run `sealpush deploy` on that plan again to finish it (prove, receipt)",
                             p.display(),
                             journal.display()
-                        )
-                    } else {
-                        format!("receipt {} is missing", p.display())
+                        ),
+                        None => format!("receipt {} is missing", p.display()),
                     });
                     None
                 }
