@@ -302,16 +302,9 @@ fn promote_answered_too_late_is_not_reported_as_not_created() {
     let plan = env.plan();
     let args = ["--op-timeout", "5"];
     let child = env.deploy_paused_at(&plan, &args, "promote");
-    let Some(_tracers) = DelayedSyscalls::attach(
-        &connections(&sshd),
-        "rename,renameat,renameat2",
-        Duration::from_secs(15),
-    ) else {
-        child.release();
+    let Some((out, _tracers)) = run_with_renames_held(&sshd, child) else {
         return;
     };
-    child.release();
-    let out = child.wait_with_output();
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{e}");
     assert!(
@@ -321,11 +314,7 @@ fn promote_answered_too_late_is_not_reported_as_not_created() {
     assert!(!e.contains("the target was not created"), "{e}");
     assert!(e.contains("either absent or complete"), "{e}");
     // The server carries out the rename it received.
-    let until = Instant::now() + Duration::from_secs(30);
-    while !env.target.exists() {
-        assert!(Instant::now() < until, "the delayed rename never happened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    delayed_rename_happens(|| env.target.exists());
     env.assert_absent_or_complete(&anchor);
     let re = env.deploy(&plan, &args).ok();
     assert!(stdout(&re).ends_with("verdict: PASS\n"), "{}", stdout(&re));
@@ -347,16 +336,9 @@ fn rollback_rename_answered_too_late_says_where_the_tree_may_be() {
     env.deploy(&plan, &[]).ok();
     let args = ["--op-timeout", "5"];
     let child = env.paused_at(env.rollback(&plan, &args), "cleanup");
-    let Some(_tracers) = DelayedSyscalls::attach(
-        &connections(&sshd),
-        "rename,renameat,renameat2",
-        Duration::from_secs(15),
-    ) else {
-        child.release();
+    let Some((out, tracers)) = run_with_renames_held(&sshd, child) else {
         return;
     };
-    child.release();
-    let out = child.wait_with_output();
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{e}");
     assert!(
@@ -365,14 +347,37 @@ fn rollback_rename_answered_too_late_says_where_the_tree_may_be() {
     );
     assert!(!e.contains("partly removed"), "{e}");
     // The server carries out the rename it received: the target goes, intact, aside.
+    delayed_rename_happens(|| !env.target.exists());
+    drop(tracers);
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+}
+
+/// Releases `child` with the server's renames held for 15 s ([`DelayedSyscalls`]) and waits
+/// for it to end; `None` (the test skips, said loudly) when strace cannot hold them.
+fn run_with_renames_held(
+    sshd: &Sshd,
+    child: super::Paused,
+) -> Option<(std::process::Output, DelayedSyscalls)> {
+    let Some(tracers) = DelayedSyscalls::attach(
+        &connections(sshd),
+        "rename,renameat,renameat2",
+        Duration::from_secs(15),
+    ) else {
+        child.release();
+        return None;
+    };
+    child.release();
+    Some((child.wait_with_output(), tracers))
+}
+
+/// Waits (up to 30 s) until `done`: the held rename has been carried out.
+fn delayed_rename_happens(done: impl Fn() -> bool) {
     let until = Instant::now() + Duration::from_secs(30);
-    while env.target.exists() {
+    while !done() {
         assert!(Instant::now() < until, "the delayed rename never happened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(_tracers);
-    env.rollback(&plan, &[]).ok();
-    assert_eq!(env.snapshot(), before);
 }
 
 /// `strace -e inject=SYSCALLS:delay_enter=...` attached to processes (the server side of a
