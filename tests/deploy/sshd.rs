@@ -148,11 +148,7 @@ fn stalled_server_ends_in_a_clear_error() {
     // 10 s, not less: the limit also bounds every request before the stall (the lock, the
     // staging dirs, their fsyncs), which a loaded CI machine can take seconds to answer.
     let child = env.deploy_paused_at(&plan, &["--op-timeout", "10"], "materialise");
-    let conns = connections(&sshd);
-    signal_all(&conns, libc::SIGSTOP);
-    child.release();
-    let out = child.wait_with_output();
-    signal_all(&conns, libc::SIGCONT);
+    let out = run_with_the_server_stopped(&sshd, child);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("no answer within 10s"),
@@ -177,11 +173,7 @@ fn a_stall_at_the_unlock_says_only_the_unlock_is_left() {
     let env = ssh_env(&sshd);
     let plan = env.plan();
     let child = env.deploy_paused_at(&plan, &["--op-timeout", "5"], "unlock");
-    let conns = connections(&sshd);
-    signal_all(&conns, libc::SIGSTOP);
-    child.release();
-    let out = child.wait_with_output();
-    signal_all(&conns, libc::SIGCONT);
+    let out = run_with_the_server_stopped(&sshd, child);
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{e}");
     assert!(
@@ -266,11 +258,7 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
     let plan = env.plan();
     let args = ["--op-timeout", "10"];
     let child = env.deploy_paused_at(&plan, &args, "lock");
-    let conns = connections(&sshd);
-    signal_all(&conns, libc::SIGSTOP);
-    child.release();
-    let out = child.wait_with_output();
-    signal_all(&conns, libc::SIGCONT);
+    let out = run_with_the_server_stopped(&sshd, child);
     let e = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{e}");
     assert!(
@@ -351,6 +339,17 @@ fn rollback_rename_answered_too_late_says_where_the_tree_may_be() {
     drop(tracers);
     env.rollback(&plan, &[]).ok();
     assert_eq!(env.snapshot(), before);
+}
+
+/// Releases `child` with the server side of its connection stopped (SIGSTOP), waits for it to
+/// end, then lets the server go on.
+fn run_with_the_server_stopped(sshd: &Sshd, child: super::Paused) -> std::process::Output {
+    let conns = connections(sshd);
+    signal_all(&conns, libc::SIGSTOP);
+    child.release();
+    let out = child.wait_with_output();
+    signal_all(&conns, libc::SIGCONT);
+    out
 }
 
 /// Releases `child` with the server's renames held for 15 s ([`DelayedSyscalls`]) and waits
