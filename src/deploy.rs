@@ -756,8 +756,17 @@ impl Run<'_> {
         // A rollback of any earlier deploy of this target, cut off or still running, moved its
         // tree aside into the work dir: a new deploy now would make that rollback's target
         // another plan's, which it must refuse, and leave it unable to finish.
+        let journal_name = self
+            .names
+            .journal_dir
+            .file_name()
+            .map(std::os::unix::ffi::OsStrExt::as_bytes);
+        let mut journal_there = false;
         match r.read_dir(&self.names.work_dir) {
             Ok(entries) => {
+                journal_there = entries
+                    .iter()
+                    .any(|e| Some(e.name.as_slice()) == journal_name);
                 for e in entries.iter().filter(|e| {
                     e.name.starts_with(rollback::ASIDE_PREFIX.as_bytes())
                         && e.meta.kind == FileKind::Dir
@@ -776,28 +785,26 @@ impl Run<'_> {
         // another machine (or state dir) got that far; only its local journal can resume it.
         // (Not with its receipt there: that deploy finished, and its journal stays until the
         // rollback; running it again there says "already deployed".)
-        let elsewhere = || -> Result<Option<PathBuf>, DeployError> {
-            if receipt_there || !prior.records.iter().all(|r| r.step == Step::Recheck) {
-                return Ok(None);
-            }
-            let j = host_journal_dir(&self.names.work_dir, &self.sealed.digest);
-            Ok(r.lstat(&j).map_err(at("recheck"))?.map(|_| j))
-        };
-        let or_elsewhere = |change: String| -> Result<String, DeployError> {
-            Ok(match elsewhere()? {
-                Some(j) => format!(
+        // (Seen in the work dir's listing above: no request of its own.)
+        let elsewhere = journal_there
+            && !receipt_there
+            && prior.records.iter().all(|r| r.step == Step::Recheck);
+        let or_elsewhere = |change: String| {
+            if elsewhere {
+                format!(
                     "{change}: a run of this plan from another machine or state dir got this far (its host journal is {}); run the deploy again there, where its local journal is",
-                    j.display()
-                ),
-                None => change,
-            })
+                    self.names.journal_dir.display()
+                )
+            } else {
+                change
+            }
         };
         if let Some(m) = target.map_err(at("recheck"))? {
             out.push(or_elsewhere(format!(
                 "target {} now exists as {} (it was absent at preflight)",
                 self.names.target.display(),
                 kind_name(m.kind)
-            ))?);
+            )));
         }
         match staging.map_err(at("recheck"))? {
             None => {}
@@ -810,7 +817,7 @@ impl Run<'_> {
                 "staging {} exists as {}, which this deploy did not create",
                 self.names.staging.display(),
                 kind_name(m.kind)
-            ))?),
+            ))),
         }
         // Every component of the target's and the staging's parents as preflight requires them:
         // no symlink, none world-writable without the sticky bit. The plan's verdict is not
