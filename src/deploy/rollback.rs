@@ -732,25 +732,26 @@ fn finish(
     Ok(report)
 }
 
-/// The entries of `target`'s work dir (`PARENT/.sealpush/NAME/`) whose names start with
-/// `prefix`, sorted; none when there is no work dir.
-fn work_dir_entries(
-    remote: &dyn Remote,
-    target: &Path,
-    prefix: &str,
-) -> Result<Vec<PathBuf>, DeployError> {
+/// The entries of `target`'s work dir (`PARENT/.sealpush/NAME/`), sorted; none when there is
+/// no work dir.
+fn work_dir_listing(remote: &dyn Remote, target: &Path) -> Result<Vec<PathBuf>, DeployError> {
     let dir = crate::preflight::work_dir_for(target);
     let mut out: Vec<PathBuf> = match remote.read_dir(&dir) {
-        Ok(entries) => entries
-            .iter()
-            .filter(|e| e.name.starts_with(prefix.as_bytes()))
-            .map(|e| shape::join(&dir, &e.name))
-            .collect(),
+        Ok(entries) => entries.iter().map(|e| shape::join(&dir, &e.name)).collect(),
         Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => return Err(at("status")(e)),
     };
     out.sort();
     Ok(out)
+}
+
+/// The first entry of a [`work_dir_listing`] whose name starts with `prefix`.
+fn first_named<'a>(listing: &'a [PathBuf], prefix: &str) -> Option<&'a PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    listing.iter().find(|p| {
+        p.file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(prefix.as_bytes()))
+    })
 }
 
 /// The name prefix of a tree a rollback moved aside (see [`aside_path`]); deploy, preflight and
@@ -841,13 +842,15 @@ pub fn status(
     let root_meta = match remote.lstat(target).map_err(at("status"))? {
         None => {
             let mut problem = format!("{} does not exist", target.display());
-            let left = work_dir_entries(remote, target, ASIDE_PREFIX)?;
-            if let Some(p) = left.first() {
+            // One listing of the work dir answers all three: a tree moved aside, a journal,
+            // its receipt.
+            let listing = work_dir_listing(remote, target)?;
+            if let Some(p) = first_named(&listing, ASIDE_PREFIX) {
                 problem.push_str(&format!(
                     ": a rollback of its deploy was cut off, and what is left of the tree is in {}; run `sealpush rollback` on its plan or receipt again to finish",
                     p.display()
                 ));
-            } else if let Some(j) = work_dir_entries(remote, target, "journal-")?.first() {
+            } else if let Some(j) = first_named(&listing, "journal-") {
                 // A host journal stays after a deploy, finished or cut off; its receipt beside
                 // it says which.
                 let receipt = j.with_file_name(format!(
@@ -857,7 +860,7 @@ pub fn status(
                         .and_then(|n| n.strip_prefix("journal-"))
                         .unwrap_or_default()
                 ));
-                problem.push_str(&if remote.lstat(&receipt).map_err(at("status"))?.is_some() {
+                problem.push_str(&if listing.contains(&receipt) {
                     format!(
                         ": its deploy finished (receipt {}), and the target was removed since, not by `sealpush rollback`",
                         receipt.display()
@@ -888,8 +891,8 @@ pub fn status(
         Err(e) if e.is_not_found() => {
             // A rollback removes the deploy manifest last of the tree, and the receipt after
             // it: a receipt with no manifest means the file was removed by someone else.
-            let receipts = work_dir_entries(remote, target, "receipt-")?;
-            report.problems.push(match receipts.first() {
+            let listing = work_dir_listing(remote, target)?;
+            report.problems.push(match first_named(&listing, "receipt-") {
                 None => format!("{} is missing: not a sealpush deploy", dm_path.display()),
                 Some(r) => format!(
                     "{} is missing, though {} records a deploy here: the file was removed, and without it neither status nor rollback takes this tree for the deploy's (if nothing but the target's root is left, a rollback was cut off: `sealpush rollback` on its plan, or on a local copy of that receipt, finishes it)",
