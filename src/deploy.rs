@@ -598,16 +598,14 @@ pub fn deploy(
         // Rolled back from another machine (through the host's receipt, which a complete
         // rollback removes with the tree and the host journal): nothing of that deploy is
         // left, so this one starts afresh rather than ask for a rollback there is nothing for.
-        let gone = remote
-            .lstats(&[
-                names.target.clone(),
-                names.host_receipt.clone(),
-                names.journal_dir.clone(),
-            ])
-            .into_iter()
-            .try_fold(true, |all, m| {
-                m.map(|m| all && m.is_none()).map_err(at("recheck"))
-            })?;
+        let mut gone = true;
+        for m in remote.lstats(&[
+            names.target.clone(),
+            names.host_receipt.clone(),
+            names.journal_dir.clone(),
+        ]) {
+            gone &= m.map_err(at("recheck"))?.is_none();
+        }
         if !gone {
             return Err(DeployError::AlreadyDeployed {
                 receipt: state.receipt_path(),
