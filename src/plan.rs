@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::remote::{ExecOutput, FsStats, HostFacts};
+use crate::stamp::FileStamp;
 
 /// Current plan format version.
 pub const PLAN_FORMAT: u32 = 1;
@@ -74,6 +75,10 @@ pub struct ArtifactRef {
     pub files: u64,
     /// Sum of file sizes once unpacked.
     pub unpacked_bytes: u64,
+    /// The archive's stamp when preflight hashed it, if the stamp could vouch for the bytes
+    /// hashed (see [`crate::stamp`]): the deploy does not hash a file that still has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_stamp: Option<FileStamp>,
 }
 
 /// The old version next to the target.

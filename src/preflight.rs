@@ -567,16 +567,25 @@ pub fn preflight(
     }
 
     // The local artifact is what the plan says it is.
-    match crate::store::sha256_file(&req.artifact.path) {
-        Ok((d, n)) => {
+    let mut archive_stamp = None;
+    match crate::store::sha256_file_stamped(&req.artifact.path) {
+        Ok((d, n, stamp)) => {
             let ok = d == req.artifact.archive_sha256 && n == req.artifact.archive_size;
+            if ok {
+                archive_stamp = stamp;
+            }
             checks.add(
                 "artifact-intact",
                 ok,
                 if ok {
                     format!(
-                        "re-hashed {}: sha256 and size ({n} B) match",
-                        req.artifact.path.display()
+                        "re-hashed {}: sha256 and size ({n} B) match{}",
+                        req.artifact.path.display(),
+                        if stamp.is_some() {
+                            "; its stamp (device, inode, size, mtime, ctime) is in the plan: the deploy hashes it again only if that changes"
+                        } else {
+                            "; it changed within 2 s of this check, so the deploy hashes it again"
+                        }
                     )
                 } else {
                     format!(
@@ -670,7 +679,10 @@ pub fn preflight(
         created: now_rfc3339(),
         host: req.host.clone(),
         facts,
-        artifact: req.artifact.clone(),
+        artifact: ArtifactRef {
+            archive_stamp,
+            ..req.artifact.clone()
+        },
         target: target.clone(),
         target_fs,
         anchor,
@@ -1647,6 +1659,7 @@ mod tests {
             recipe_digest: Digest::default(),
             files: 10,
             unpacked_bytes: 5000,
+            archive_stamp: None,
         };
         let base = 1000 + 5000 + 10 * 4096;
         assert_eq!(space_needed(&a, 4096), base + base / 10 + 4 * 1024 * 1024);

@@ -82,6 +82,8 @@ impl StoredArtifact {
             recipe_digest: self.meta.recipe_digest.unwrap_or_default(),
             files: self.meta.files,
             unpacked_bytes: self.meta.unpacked_bytes,
+            // Set by preflight, which hashes the archive.
+            archive_stamp: None,
         }
     }
 }
@@ -1065,6 +1067,21 @@ fn load_dir(dir: &Path, id: Option<String>) -> Result<StoredArtifact, StoreError
 /// sha256 and size of a file.
 pub fn sha256_file(path: &Path) -> Result<(Digest, u64), StoreError> {
     sha256_reader(fs::File::open(path).map_err(io_at(path))?, path)
+}
+
+/// [`sha256_file`], and the file's stamp when it can vouch for the bytes hashed (see
+/// [`crate::stamp::settled`]): looked at through the open handle before and after the read.
+pub fn sha256_file_stamped(
+    path: &Path,
+) -> Result<(Digest, u64, Option<crate::stamp::FileStamp>), StoreError> {
+    use crate::stamp::{settled, FileStamp};
+    let f = fs::File::open(path).map_err(io_at(path))?;
+    let look = |f: &fs::File| f.metadata().map(|m| FileStamp::of(&m)).map_err(io_at(path));
+    let before = look(&f)?;
+    let began = std::time::SystemTime::now();
+    let (digest, n) = sha256_reader(&f, path)?;
+    let after = look(&f)?;
+    Ok((digest, n, settled(before, after, n, began)))
 }
 
 /// sha256 and size of what `f` reads to its end (`path` names it in errors).
