@@ -564,6 +564,8 @@ struct Run<'a> {
     read_back: Option<std::collections::HashMap<PathBuf, ReadBack>>,
     /// This run journalled an upload of the kept archive (see [`Run::remove_staged`]).
     archive_intended: bool,
+    /// [`Receipt::archive_check`]: how this run vouched for the local archive it read.
+    archive_check: &'static str,
 }
 
 /// Executes a locked plan (see the module docs). Returns the receipt, whose verdict is FAIL
@@ -622,6 +624,7 @@ pub fn deploy(
     // Reading only: the archive's sha256 and a checked local unpack.
     let t0 = Instant::now();
     let art = artifact::prepare(&plan.plan, &names, progress)?;
+    let archive_check = art.archive_check;
     let prepare_secs = t0.elapsed().as_secs_f64();
     let hostname = remote.facts().map(|f| f.hostname).unwrap_or_default();
     let mut run = Run {
@@ -648,6 +651,7 @@ pub fn deploy(
         deploy_manifest: None,
         read_back: None,
         archive_intended: false,
+        archive_check,
     };
     run.execute()
 }
@@ -1363,14 +1367,17 @@ impl Run<'_> {
         // When the last upload returned: the read-back still running after it is verify time.
         let mut uploaded_at: Option<Instant> = None;
         // The stream's producer: Some(its outcome) once joined.
-        let mut produced: Option<Result<Option<(Digest, u64)>, DeployError>> = None;
+        let mut produced: Option<Result<Option<crate::pack::ArchiveRead>, DeployError>> = None;
+        let stamp = self.sealed.plan.artifact.archive_stamp;
         let produced_ref = &mut produced;
         let result: Result<Vec<ReadBack>, DeployError> = std::thread::scope(|scope| {
             // Files decompressed from the archive during the upload, when streaming: a small
             // bound, so memory stays at a few MiB of small files plus pieces of large ones.
             let (file_tx, mut file_rx) = tokio::sync::mpsc::channel(64);
             let producer = streamed_from.map(|archive| {
-                scope.spawn(move || artifact::stream_files(archive, manifest, root_ref, file_tx))
+                scope.spawn(move || {
+                    artifact::stream_files(archive, manifest, stamp.as_ref(), root_ref, file_tx)
+                })
             });
             let (tx, rx) = std::sync::mpsc::channel::<std::ops::Range<usize>>();
             let reader = overlap.then(|| {
@@ -1442,14 +1449,32 @@ impl Run<'_> {
                     reason: "the archive stream stopped before its end".into(),
                 })
             }
-            Some(Ok(Some((digest, size)))) if result.is_ok() => {
+            Some(Ok(Some(read))) if result.is_ok() => {
                 let a = &self.sealed.plan.artifact;
-                if digest != a.archive_sha256 || size != a.archive_size {
-                    return Err(DeployError::ArchiveMismatch {
-                        path: a.path.clone(),
-                        expected: a.archive_sha256,
-                        actual: digest,
-                    });
+                match read {
+                    crate::pack::ArchiveRead::Hashed(digest, size) => {
+                        if digest != a.archive_sha256 || size != a.archive_size {
+                            return Err(DeployError::ArchiveMismatch {
+                                path: a.path.clone(),
+                                expected: a.archive_sha256,
+                                actual: digest,
+                            });
+                        }
+                        self.archive_check = artifact::ARCHIVE_REHASHED;
+                    }
+                    // The stamp includes the size: a shortfall would be the file's own.
+                    crate::pack::ArchiveRead::Unchanged(size) => {
+                        if size != a.archive_size {
+                            return Err(DeployError::Artifact {
+                                path: a.path.clone(),
+                                reason: format!(
+                                    "read {size} bytes of the archive, whose size is {}",
+                                    a.archive_size
+                                ),
+                            });
+                        }
+                        self.archive_check = artifact::ARCHIVE_UNCHANGED;
+                    }
                 }
             }
             _ => {}
@@ -2010,6 +2035,7 @@ impl Run<'_> {
             started: self.started.clone(),
             finished: rfc3339(unix_now()),
             verify: self.opts.verify.name().into(),
+            archive_check: self.archive_check.into(),
             tree_recipe_digest: self.art.recipe_digest.as_ref().ok().copied(),
             deploy_manifest_sha256: dm_digest,
             tree,

@@ -23,9 +23,18 @@ use crate::remote::{Payload, StreamedFile};
 use crate::tree::{Collation, RecipeOptions};
 
 /// A checked artifact, ready to be sent.
+/// [`Receipt::archive_check`](super::receipt::Receipt::archive_check) when the archive was
+/// hashed again and matched the plan.
+pub const ARCHIVE_REHASHED: &str = "sha256";
+/// ... when it had the plan's stamp from before it was read to after (not hashed again).
+pub const ARCHIVE_UNCHANGED: &str = "stamp";
+
 pub struct Prepared {
     /// Removed on drop.
     _tmp: Option<tempfile::TempDir>,
+    /// How the archive was vouched for, when the unpack read it ([`ARCHIVE_REHASHED`] or
+    /// [`ARCHIVE_UNCHANGED`]); empty when the deploy streams it (the stream decides).
+    pub archive_check: &'static str,
     pub contents: Contents,
     pub manifest: Manifest,
     /// The manifest as a shape.
@@ -75,6 +84,8 @@ pub fn prepare(
             {
                 return Ok(Prepared {
                     _tmp: None,
+                    // Decided by the stream, which reads it.
+                    archive_check: "",
                     contents: Contents::Archive(a.path.clone()),
                     expected: shape_of(m),
                     manifest: m.clone(),
@@ -102,22 +113,41 @@ pub fn prepare(
     // structure and sizes but does not hash the content: every byte is compared with this
     // manifest when it is read back from the host (or by sha256sum -c there), before the
     // promote. Hashing it here too cost a second of CPU per 2 GiB on the critical path.
+    // A file that still has the plan's stamp before and after the unpack is not hashed again
+    // (see `crate::stamp`).
+    let stamp_now = || {
+        std::fs::symlink_metadata(&a.path)
+            .ok()
+            .map(|m| crate::stamp::FileStamp::of(&m))
+    };
+    let unchanged = a.archive_stamp.filter(|s| stamp_now() == Some(*s));
     let (digest, manifest) = std::thread::scope(|s| {
-        let hasher = s.spawn(|| crate::tree::hash_file(&a.path));
+        let hasher = s.spawn(|| match unchanged {
+            Some(_) => Ok(None),
+            None => crate::tree::hash_file(&a.path).map(Some),
+        });
         let manifest = match &stored {
             Some(m) => crate::pack::unpack_unhashed(&a.path, &tree, m, progress),
             None => crate::pack::unpack(&a.path, &tree, None, progress),
         };
         (hasher.join().expect("hash thread"), manifest)
     });
-    let (digest, _) = digest.map_err(|e| bad(e.to_string()))?;
-    if digest != a.archive_sha256 {
-        return Err(DeployError::ArchiveMismatch {
-            path: a.path.clone(),
-            expected: a.archive_sha256,
-            actual: digest,
-        });
-    }
+    let archive_check = match digest.map_err(|e| bad(e.to_string()))? {
+        Some((digest, _)) if digest != a.archive_sha256 => {
+            return Err(DeployError::ArchiveMismatch {
+                path: a.path.clone(),
+                expected: a.archive_sha256,
+                actual: digest,
+            })
+        }
+        Some(_) => ARCHIVE_REHASHED,
+        None if stamp_now() != unchanged => {
+            return Err(bad(
+                "changed while it was unpacked (its size, mtime or ctime moved)".into(),
+            ))
+        }
+        None => ARCHIVE_UNCHANGED,
+    };
     let manifest = manifest.map_err(|e| bad(e.to_string()))?;
     if manifest.identity() != a.tree_identity {
         return Err(DeployError::IdentityMismatch {
@@ -154,6 +184,7 @@ pub fn prepare(
     };
     Ok(Prepared {
         _tmp: Some(tmp),
+        archive_check,
         expected: shape_of(&manifest),
         contents: Contents::Unpacked(tree),
         manifest,
@@ -187,14 +218,17 @@ const WHOLE: u64 = crate::remote::STREAM_PIECE as u64;
 /// a new file under `root`, in archive order. Every entry is checked as `sealpush unpack`
 /// checks it, and must be the manifest's next entry (same path, kind, size, exec bit, link
 /// target); contents are not hashed here (the deploy compares what it reads back from the host
-/// with the manifest). Returns the sha256 and size of the archive file, read once for both;
-/// `None` when the receiving side hung up first (its own error is the one to report).
+/// with the manifest). Returns how the archive file was vouched for, read once for that and
+/// the entries: its sha256 and size, or, when it has the stamp `unchanged` (the plan's), that
+/// stamp throughout (see [`crate::stamp`]); `None` when the receiving side hung up first (its
+/// own error is the one to report).
 pub fn stream_files(
     archive: &std::path::Path,
     manifest: &Manifest,
+    unchanged: Option<&crate::stamp::FileStamp>,
     root: &std::path::Path,
     files: tokio::sync::mpsc::Sender<StreamedFile>,
-) -> Result<Option<(Digest, u64)>, DeployError> {
+) -> Result<Option<crate::pack::ArchiveRead>, DeployError> {
     let hung_up = std::cell::Cell::new(false);
     let bad = |reason: String| DeployError::Artifact {
         path: archive.to_path_buf(),
@@ -208,113 +242,114 @@ pub fn stream_files(
         }
     };
     let mut next = manifest.entries.iter();
-    let streamed = crate::pack::read_checked_streaming(archive, manifest, |entry, data| {
-        let want = next.next();
-        // Ok(None): not a file; Ok(Some((size, exec))): a file to send; Err: not the manifest's.
-        let file = match (&entry.kind, want.map(|w| &w.kind)) {
-            _ if want.map_or(true, |w| w.path != entry.path) => Err(()),
-            (CheckedKind::Dir, Some(EntryKind::Dir)) => Ok(None),
-            (CheckedKind::Symlink { target }, Some(EntryKind::Symlink { target: t }))
-                if target == t =>
-            {
-                Ok(None)
-            }
-            (
-                CheckedKind::File { size, executable },
-                Some(EntryKind::File {
-                    size: s,
-                    executable: x,
-                    ..
-                }),
-            ) if size == s && executable == x => Ok(Some((*size, *executable))),
-            // Only an empty file can be a hard link here (see `streamable`).
-            (
-                CheckedKind::HardLink { .. },
-                Some(EntryKind::File {
-                    size: 0,
-                    executable,
-                    ..
-                }),
-            ) => Ok(Some((0, *executable))),
-            _ => Err(()),
-        };
-        let Ok(file) = file else {
-            return Err(crate::pack::UnpackError::Mismatch {
-                path: archive.to_path_buf(),
-                detail: format!(
-                    "entry {:?} is not the manifest's next entry ({})",
-                    crate::manifest::show(&entry.path),
-                    want.map_or("none left".into(), |w| format!(
-                        "{:?}",
-                        crate::manifest::show(&w.path)
-                    ))
-                ),
-            });
-        };
-        let Some((len, executable)) = file else {
-            return Ok(());
-        };
-        let remote = super::shape::join(root, &entry.path);
-        let mode = if executable { 0o755 } else { 0o644 };
-        if len <= WHOLE {
-            let mut buf = Vec::with_capacity(len as usize);
-            data.read_to_end(&mut buf)
-                .map_err(|source| crate::pack::UnpackError::Corrupt {
+    let streamed =
+        crate::pack::read_checked_streaming(archive, manifest, unchanged, |entry, data| {
+            let want = next.next();
+            // Ok(None): not a file; Ok(Some((size, exec))): a file to send; Err: not the manifest's.
+            let file = match (&entry.kind, want.map(|w| &w.kind)) {
+                _ if want.map_or(true, |w| w.path != entry.path) => Err(()),
+                (CheckedKind::Dir, Some(EntryKind::Dir)) => Ok(None),
+                (CheckedKind::Symlink { target }, Some(EntryKind::Symlink { target: t }))
+                    if target == t =>
+                {
+                    Ok(None)
+                }
+                (
+                    CheckedKind::File { size, executable },
+                    Some(EntryKind::File {
+                        size: s,
+                        executable: x,
+                        ..
+                    }),
+                ) if size == s && executable == x => Ok(Some((*size, *executable))),
+                // Only an empty file can be a hard link here (see `streamable`).
+                (
+                    CheckedKind::HardLink { .. },
+                    Some(EntryKind::File {
+                        size: 0,
+                        executable,
+                        ..
+                    }),
+                ) => Ok(Some((0, *executable))),
+                _ => Err(()),
+            };
+            let Ok(file) = file else {
+                return Err(crate::pack::UnpackError::Mismatch {
                     path: archive.to_path_buf(),
-                    source,
-                })?;
-            let data = Payload::Whole(buf.into());
-            return files
+                    detail: format!(
+                        "entry {:?} is not the manifest's next entry ({})",
+                        crate::manifest::show(&entry.path),
+                        want.map_or("none left".into(), |w| format!(
+                            "{:?}",
+                            crate::manifest::show(&w.path)
+                        ))
+                    ),
+                });
+            };
+            let Some((len, executable)) = file else {
+                return Ok(());
+            };
+            let remote = super::shape::join(root, &entry.path);
+            let mode = if executable { 0o755 } else { 0o644 };
+            if len <= WHOLE {
+                let mut buf = Vec::with_capacity(len as usize);
+                data.read_to_end(&mut buf)
+                    .map_err(|source| crate::pack::UnpackError::Corrupt {
+                        path: archive.to_path_buf(),
+                        source,
+                    })?;
+                let data = Payload::Whole(buf.into());
+                return files
+                    .blocking_send(StreamedFile {
+                        remote,
+                        len,
+                        mode,
+                        data,
+                    })
+                    .map_err(|_| stopped());
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            files
                 .blocking_send(StreamedFile {
                     remote,
                     len,
                     mode,
-                    data,
+                    data: Payload::Pieces(rx),
                 })
-                .map_err(|_| stopped());
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        files
-            .blocking_send(StreamedFile {
-                remote,
-                len,
-                mode,
-                data: Payload::Pieces(rx),
-            })
-            .map_err(|_| stopped())?;
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(crate::remote::STREAM_PIECE as u64) as usize;
-            // Into spare capacity: no zeroing of bytes about to be overwritten.
-            let mut piece = Vec::with_capacity(want);
-            use std::io::Read as _;
-            let got = <&mut dyn std::io::Read as std::io::Read>::take(&mut *data, want as u64)
-                .read_to_end(&mut piece)
-                .map_err(|source| crate::pack::UnpackError::Corrupt {
-                    path: archive.to_path_buf(),
-                    source,
-                })?;
-            if got < want {
-                return Err(crate::pack::UnpackError::Corrupt {
-                    path: archive.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "entry {:?} is truncated",
-                            crate::manifest::show(&entry.path)
+                .map_err(|_| stopped())?;
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(crate::remote::STREAM_PIECE as u64) as usize;
+                // Into spare capacity: no zeroing of bytes about to be overwritten.
+                let mut piece = Vec::with_capacity(want);
+                use std::io::Read as _;
+                let got = <&mut dyn std::io::Read as std::io::Read>::take(&mut *data, want as u64)
+                    .read_to_end(&mut piece)
+                    .map_err(|source| crate::pack::UnpackError::Corrupt {
+                        path: archive.to_path_buf(),
+                        source,
+                    })?;
+                if got < want {
+                    return Err(crate::pack::UnpackError::Corrupt {
+                        path: archive.to_path_buf(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "entry {:?} is truncated",
+                                crate::manifest::show(&entry.path)
+                            ),
                         ),
-                    ),
-                });
+                    });
+                }
+                tx.blocking_send(piece.into()).map_err(|_| stopped())?;
+                left -= want as u64;
             }
-            tx.blocking_send(piece.into()).map_err(|_| stopped())?;
-            left -= want as u64;
-        }
-        Ok(())
-    });
+            Ok(())
+        });
     if streamed.is_err() && hung_up.get() {
         return Ok(None);
     }
-    let (got, digest, size) = streamed.map_err(|e| {
+    let (got, read) = streamed.map_err(|e| {
         // "corrupt or truncated archive: <decoder's words>", without repeating the path.
         let text = e.to_string();
         let mut reason = text
@@ -331,7 +366,7 @@ pub fn stream_files(
     if next.next().is_some() || got.identity() != manifest.identity() {
         return Err(bad("the archive's entries differ from its manifest".into()));
     }
-    Ok(Some((digest, size)))
+    Ok(Some(read))
 }
 
 /// Prefix of the private unpack dirs: `sealpush-unpack-<pid>-<random>`.

@@ -101,6 +101,13 @@ pub struct Receipt {
     pub finished: String,
     /// "read-back" (every byte read over the transport and hashed here) or "host-sha256sum".
     pub verify: String,
+    /// How the local archive was vouched for before anything was sent from it: "sha256"
+    /// (hashed again, matching the plan) or "stamp" (it kept the device, inode, size, mtime and
+    /// ctime it had when preflight hashed it; see `store-layout.md`); empty when this run did
+    /// not read it (a rerun past the upload). Either way the host's copy is checked against
+    /// the manifest by `verify`.
+    #[serde(default)]
+    pub archive_check: String,
     /// Recipe digest of the deployed tree without DEPLOY-MANIFEST.txt, as
     /// `cd PARENT && find NAME -type f | sort | xargs sha256sum | sha256sum` (LC_ALL=C);
     /// `null` when the recipe cannot hash the tree (DEPLOY-MANIFEST.txt says why).
@@ -222,6 +229,18 @@ pub fn render_receipt(r: &Receipt) -> String {
         r.files, r.bytes, r.upload_secs
     );
     let _ = writeln!(s, "verify: {} ({:.2}s)", r.verify, r.verify_secs);
+    match r.archive_check.as_str() {
+        "" => {}
+        "stamp" => {
+            let _ = writeln!(
+                s,
+                "archive_check: stamp (unchanged since preflight hashed it: same device, inode, size, mtime, ctime)"
+            );
+        }
+        other => {
+            let _ = writeln!(s, "archive_check: {other} (hashed again: matches the plan)");
+        }
+    }
     let _ = writeln!(
         s,
         "local_check_and_unpack: {:.2}s; total: {:.2}s",

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crate::digest::Digest;
 use crate::manifest::{self, Entry, EntryKind, Manifest, ManifestError};
 use crate::progress::Progress;
+use crate::stamp::FileStamp;
 
 use super::check::{CheckedEntry, CheckedKind, Checker, RawEntry, Rejected};
 use super::fsat::{self, Dir};
@@ -68,6 +69,8 @@ pub enum UnpackError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("{path}: changed while it was read (its size, mtime or ctime moved): if something writes to the store, let it finish, then run this again")]
+    Changed { path: PathBuf },
     #[error("interrupted; what was written so far has been removed")]
     Interrupted,
     #[error("{path}: archive entries do not form a valid manifest")]
@@ -85,9 +88,13 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     }
 }
 
-/// sha256 and length of every byte read from the archive file, shared with the caller while the
-/// decoder owns the reader.
-type ArchiveTally = std::sync::Arc<std::sync::Mutex<(sha2::Sha256, u64)>>;
+/// sha256 (when hashing) and length of every byte read from the archive file, shared with the
+/// caller while the decoder owns the reader.
+type ArchiveTally = std::sync::Arc<std::sync::Mutex<(Option<sha2::Sha256>, u64)>>;
+
+fn hashing_tally() -> ArchiveTally {
+    std::sync::Arc::new(std::sync::Mutex::new((Some(sha2::Digest::new()), 0)))
+}
 
 /// The archive file, tallied when asked.
 struct Tallied {
@@ -101,20 +108,30 @@ impl Read for Tallied {
         let n = self.file.read(buf)?;
         if let Some(t) = &self.tally {
             let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
-            t.0.update(&buf[..n]);
+            if let Some(h) = &mut t.0 {
+                h.update(&buf[..n]);
+            }
             t.1 += n as u64;
         }
         Ok(n)
     }
 }
 
-/// Opens `archive` and returns a decompressing reader, format chosen by magic bytes.
-fn open_decoder(archive: &Path, tally: Option<ArchiveTally>) -> Result<Decoded, UnpackError> {
+/// Opens `archive` (unless given it open) and returns a decompressing reader, format chosen by
+/// magic bytes.
+fn open_decoder(
+    archive: &Path,
+    opened: Option<fs::File>,
+    tally: Option<ArchiveTally>,
+) -> Result<Decoded, UnpackError> {
     let open = |source| UnpackError::Open {
         path: archive.to_path_buf(),
         source,
     };
-    let file = fs::File::open(archive).map_err(open)?;
+    let file = match opened {
+        Some(f) => f,
+        None => fs::File::open(archive).map_err(open)?,
+    };
     let mut f = BufReader::with_capacity(1 << 20, Tallied { file, tally });
     let head = {
         use io::BufRead;
@@ -245,27 +262,66 @@ fn read_checked_with(
     known: Option<&Manifest>,
     visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
 ) -> Result<Manifest, UnpackError> {
-    read_checked_tallied(archive, known, None, visit)
+    read_checked_tallied(archive, known, None, None, visit)
+}
+
+/// How [`read_checked_streaming`] vouched for the archive file's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveRead {
+    /// The sha256 and size of the bytes read, computed from the very bytes decompressed.
+    Hashed(Digest, u64),
+    /// Not hashed: the file had the stamp it was given from before its first byte was read to
+    /// after its last (see [`crate::stamp`]); the size is of the bytes read.
+    Unchanged(u64),
 }
 
 /// [`read_checked`] against a known manifest (contents not hashed, as in [`unpack_unhashed`]),
-/// also returning the sha256 and size of the archive file itself, computed from the very bytes
-/// that were decompressed: one read of the file serves both the archive check and the entries.
+/// also vouching for the archive file itself (one read serves both): by its sha256, or, when
+/// the file has the stamp `unchanged` when opened, by that stamp, looked at again at the end.
 pub fn read_checked_streaming(
     archive: &Path,
     known: &Manifest,
+    unchanged: Option<&FileStamp>,
     visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
-) -> Result<(Manifest, Digest, u64), UnpackError> {
+) -> Result<(Manifest, ArchiveRead), UnpackError> {
     use sha2::Digest as _;
-    let tally: ArchiveTally = Default::default();
-    let m = read_checked_tallied(archive, Some(known), Some(tally.clone()), visit)?;
+    let file = fs::File::open(archive).map_err(|source| UnpackError::Open {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let look = |f: &fs::File| {
+        f.metadata()
+            .map(|m| FileStamp::of(&m))
+            .map_err(io_at(archive))
+    };
+    let trusted = match unchanged {
+        Some(s) if look(&file)? == *s => Some((*s, file.try_clone().map_err(io_at(archive))?)),
+        _ => None,
+    };
+    let tally = match trusted {
+        Some(_) => ArchiveTally::default(),
+        None => hashing_tally(),
+    };
+    let m = read_checked_tallied(archive, Some(known), Some(file), Some(tally.clone()), visit)?;
     let (h, n) = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok((m, Digest(h.finalize().into()), n))
+    match (trusted, h) {
+        (Some((stamp, f)), _) => {
+            if look(&f)? != stamp {
+                return Err(UnpackError::Changed {
+                    path: archive.to_path_buf(),
+                });
+            }
+            Ok((m, ArchiveRead::Unchanged(n)))
+        }
+        (None, Some(h)) => Ok((m, ArchiveRead::Hashed(Digest(h.finalize().into()), n))),
+        (None, None) => unreachable!("the tally hashes unless the stamp vouches"),
+    }
 }
 
 fn read_checked_tallied(
     archive: &Path,
     known: Option<&Manifest>,
+    opened: Option<fs::File>,
     tally: Option<ArchiveTally>,
     mut visit: impl FnMut(&CheckedEntry, &mut dyn Read) -> Result<(), UnpackError>,
 ) -> Result<Manifest, UnpackError> {
@@ -274,7 +330,7 @@ fn read_checked_tallied(
         source,
     };
     let mut ar = tar::Archive::new(Counted {
-        inner: open_decoder(archive, tally)?,
+        inner: open_decoder(archive, opened, tally)?,
         n: 0,
     });
     // Where the last entry's data, padded to a block, ends in the tar stream.
@@ -501,7 +557,7 @@ fn unpack_with(
     let failed: std::sync::Mutex<Option<UnpackError>> = std::sync::Mutex::new(None);
     let mut links: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut dirs = Parents::new(tmp.root.clone());
-    let tally = archive_digest.map(|_| ArchiveTally::default());
+    let tally = archive_digest.map(|_| hashing_tally());
     type Job = (Arc<Dir>, CString, PathBuf, Vec<u8>, u32);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(256);
     let rx = std::sync::Mutex::new(rx);
@@ -522,7 +578,7 @@ fn unpack_with(
         }
         let mut buf = vec![0u8; 256 * 1024];
         let known = if hash { None } else { expected };
-        let r = read_checked_tallied(archive, known, tally.clone(), |entry, data| {
+        let r = read_checked_tallied(archive, known, None, tally.clone(), |entry, data| {
             if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(e);
             }
@@ -611,7 +667,7 @@ fn unpack_with(
     if let (Some((sha256, size)), Some(t)) = (archive_digest, tally) {
         use sha2::Digest as _;
         let (h, n) = std::mem::take(&mut *t.lock().unwrap_or_else(|e| e.into_inner()));
-        let actual = Digest(h.finalize().into());
+        let actual = Digest(h.expect("a hashing tally").finalize().into());
         if actual != sha256 || n != size {
             return Err(UnpackError::ArchiveMismatch {
                 path: archive.to_path_buf(),

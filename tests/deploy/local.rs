@@ -1193,6 +1193,59 @@ fn mixed_artifact(env: &Env, hard_link: bool) -> (PathBuf, sealpush::store::Stor
     env.store_tree(&src, "mixed-store")
 }
 
+/// Preflight hashes the archive and records its stamp (device, inode, size, mtime, ctime) when
+/// the file last changed at least 2 s before; the deploy then reads it without hashing it again
+/// while it keeps that stamp, streamed or through the unpacked copy (a tree with hard links).
+/// An archive rewritten after the preflight, even with the same bytes, is hashed again; the
+/// receipt says which was done.
+#[test]
+fn deploy_hashes_the_archive_again_unless_it_kept_the_stamp_preflight_recorded() {
+    let env = Env::new(Host::Local);
+    let (streamed, stream_art) = mixed_artifact(&env, false);
+    let (rewritten, rewritten_art) = env.store_tree(&env.tmp.path().join("mixed/payload"), "b");
+    let (linked, linked_art) = {
+        let src = env.tmp.path().join("linked");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), super::random_bytes(1 << 20)).unwrap();
+        std::fs::hard_link(src.join("a.bin"), src.join("b.bin")).unwrap();
+        env.store_tree(&src, "c")
+    };
+    // Settled: last changed more than the 2 s `sealpush::stamp::SETTLED` before the preflights.
+    std::thread::sleep(sealpush::stamp::SETTLED + std::time::Duration::from_millis(200));
+    let stamp_of = |plan: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(plan).unwrap()).unwrap();
+        v["plan"]["artifact"]["archive_stamp"].clone()
+    };
+    let deployed_with = |plan: &Path, how: &str| {
+        let out = env.deploy(plan, &["--json"]).ok();
+        let receipt: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(receipt["archive_check"], how);
+        env.assert_audit();
+        env.rollback(plan, &[]).ok();
+    };
+    let plan = env.plan_for(&streamed, &stream_art);
+    assert!(stamp_of(&plan)["ctime_sec"].is_i64(), "{}", stamp_of(&plan));
+    let out = env.deploy(&plan, &[]).ok();
+    assert!(
+        stdout(&out).contains("archive_check: stamp (unchanged since preflight hashed it"),
+        "{}",
+        stdout(&out)
+    );
+    env.rollback(&plan, &[]).ok();
+    let plan = env.plan_for(&linked, &linked_art);
+    assert!(stamp_of(&plan).is_object());
+    deployed_with(&plan, "stamp");
+    let plan = env.plan_for(&rewritten, &rewritten_art);
+    assert!(stamp_of(&plan).is_object());
+    let bytes = std::fs::read(&rewritten_art.archive).unwrap();
+    std::fs::write(&rewritten_art.archive, bytes).unwrap();
+    deployed_with(&plan, "sha256");
+    // Rewritten just now: the next preflight records no stamp.
+    let plan = env.plan_for(&rewritten, &rewritten_art);
+    assert!(stamp_of(&plan).is_null(), "{}", stamp_of(&plan));
+}
+
 #[test]
 fn corrupted_stored_archive_stops_the_deploy_before_the_promote_local() {
     corrupted_stored_archive_stops_the_deploy_before_the_promote(Host::Local);

@@ -2483,3 +2483,64 @@ fn a_level_out_of_range_names_the_valid_range() {
         );
     }
 }
+
+/// The deploy streams an archive without hashing it when the file has the stamp preflight
+/// recorded (`sealpush::stamp`). The stamp must hold from the open to after the last byte: a
+/// change while the file is read (here a chmod, which moves only the ctime) is an error, and a
+/// file without that stamp is hashed, giving the digest `pack` computed.
+#[test]
+fn streaming_trusts_a_stamp_only_while_the_file_keeps_it() {
+    use sealpush::pack::ArchiveRead;
+    use sealpush::stamp::FileStamp;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    build_tree(&t, "022", false, "@5", None);
+    let archive = tmp.path().join("t.tar.zst");
+    let packed = pack::pack_to_file(
+        &t,
+        &archive,
+        &PackOptions::default(),
+        &sealpush::progress::NoProgress,
+    )
+    .unwrap();
+    let m = &packed.manifest;
+    let stamp = FileStamp::of(&fs::metadata(&archive).unwrap());
+    let read = |unchanged: Option<&FileStamp>, touch: bool| {
+        let mut first = true;
+        pack::read_checked_streaming(&archive, m, unchanged, |_, _| {
+            if touch && std::mem::take(&mut first) {
+                // Past any timestamp tick the creation fell in, so the ctime must move.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                fs::set_permissions(&archive, fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            Ok(())
+        })
+        .map(|(got, how)| {
+            assert_eq!(got.identity(), m.identity());
+            how
+        })
+    };
+    assert_eq!(
+        read(Some(&stamp), false).unwrap(),
+        ArchiveRead::Unchanged(packed.archive_size)
+    );
+    let other = FileStamp {
+        ctime_nsec: (stamp.ctime_nsec + 1) % 1_000_000_000,
+        ..stamp
+    };
+    assert_eq!(
+        read(Some(&other), false).unwrap(),
+        ArchiveRead::Hashed(packed.archive_sha256, packed.archive_size)
+    );
+    assert_eq!(
+        read(None, false).unwrap(),
+        ArchiveRead::Hashed(packed.archive_sha256, packed.archive_size)
+    );
+    let e = read(Some(&stamp), true).unwrap_err();
+    assert!(
+        matches!(e, pack::UnpackError::Changed { .. }),
+        "{e}: the stamp moved while the archive was read"
+    );
+    assert!(e.to_string().contains("changed while it was read"), "{e}");
+}
