@@ -115,8 +115,9 @@ pub fn prepare(
     // promote. Hashing it here too cost a second of CPU per 2 GiB on the critical path.
     // A file that still has the plan's stamp before and after the unpack is not hashed again
     // (see `crate::stamp`).
+    // Followed, as preflight's open followed it.
     let stamp_now = || {
-        std::fs::symlink_metadata(&a.path)
+        std::fs::metadata(&a.path)
             .ok()
             .map(|m| crate::stamp::FileStamp::of(&m))
     };
