@@ -736,6 +736,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// A lookup made to explain an error: under the op timeout, not sent once the connection
+    /// is found stalled, and marking it stalled when it times out. Otherwise an error met
+    /// just before a stall would wait a full limit for each of its lookups, one after another.
+    /// `None` when not sent or unanswered.
+    async fn probe<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        if self.stalled.load(Ordering::Relaxed) {
+            return None;
+        }
+        match tokio::time::timeout(self.limit, fut).await {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.stalled.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// The first component of `path`'s parent that does not exist (lstat), if any.
     async fn first_missing_component(&self, path: &Path) -> Option<PathBuf> {
         let mut fs = self.sftp.fs();
@@ -745,10 +762,12 @@ impl Ctx<'_> {
             if matches!(c, Component::RootDir) {
                 continue;
             }
-            if let Ok(Err(SftpError::SftpError(SftpErrorKind::NoSuchFile, _))) =
-                tokio::time::timeout(self.limit, fs.symlink_metadata(&prefix)).await
-            {
-                return Some(prefix);
+            match self.probe(fs.symlink_metadata(&prefix)).await {
+                Some(Err(SftpError::SftpError(SftpErrorKind::NoSuchFile, _))) => {
+                    return Some(prefix)
+                }
+                Some(_) => {}
+                None => return None,
             }
         }
         None
@@ -764,8 +783,8 @@ impl Ctx<'_> {
             reason,
         };
         let creating = CREATING.contains(&op);
-        let lst = tokio::time::timeout(self.limit, fs.symlink_metadata(path)).await;
-        if let Ok(Ok(meta)) = &lst {
+        let lst = self.probe(fs.symlink_metadata(path)).await;
+        if let Some(Ok(meta)) = &lst {
             let kind = kind_of(meta);
             if creating {
                 return RemoteError::Exists {
@@ -777,7 +796,7 @@ impl Ctx<'_> {
                 if kind != FileKind::Dir {
                     return failed("not a directory".into());
                 }
-                if let Ok(Ok(d)) = tokio::time::timeout(self.limit, fs.open_dir(path)).await {
+                if let Some(Ok(d)) = self.probe(fs.open_dir(path)).await {
                     let entries: Vec<_> = d.read_dir().try_collect().await.unwrap_or_default();
                     if entries
                         .iter()
@@ -799,27 +818,28 @@ impl Ctx<'_> {
             if matches!(c, Component::RootDir) {
                 continue;
             }
-            match tokio::time::timeout(self.limit, fs.metadata(&prefix)).await {
-                Ok(Ok(m)) if kind_of(&m) != FileKind::Dir => {
+            match self.probe(fs.metadata(&prefix)).await {
+                Some(Ok(m)) if kind_of(&m) != FileKind::Dir => {
                     return failed(format!("{} is not a directory", prefix.display()));
                 }
-                Ok(Err(SftpError::SftpError(SftpErrorKind::NoSuchFile, _))) => {
+                Some(Err(SftpError::SftpError(SftpErrorKind::NoSuchFile, _))) => {
                     return RemoteError::NotFound {
                         op,
                         path: prefix.clone(),
                     };
                 }
-                Ok(Err(SftpError::SftpError(SftpErrorKind::PermDenied, _))) => {
+                Some(Err(SftpError::SftpError(SftpErrorKind::PermDenied, _))) => {
                     return RemoteError::PermissionDenied {
                         op,
                         path: prefix.clone(),
                     };
                 }
-                _ => {}
+                Some(_) => {}
+                None => break,
             }
         }
         if self.statvfs {
-            if let Ok(Ok(st)) = tokio::time::timeout(self.limit, fs.statvfs(parent)).await {
+            if let Some(Ok(st)) = self.probe(fs.statvfs(parent)).await {
                 if st.flag & 1 != 0 {
                     return failed(format!("read-only filesystem at {}", parent.display()));
                 }
@@ -836,6 +856,12 @@ impl Ctx<'_> {
                     ));
                 }
             }
+        }
+        if self.stalled.load(Ordering::Relaxed) {
+            return failed(format!(
+                "the server reported a failure, then did not answer the lookups for its cause within {}s (the connection stalled)",
+                self.limit.as_secs()
+            ));
         }
         failed("the server reported a failure without a cause, and none was found".into())
     }
