@@ -242,14 +242,12 @@ fn stall_in_the_middle_of_a_large_file_ends_within_one_op_timeout() {
     env.assert_audit();
 }
 
-/// A stall while the lock is being created: the create request reaches the server, which makes
-/// the lock file (empty: the write never came) when it resumes. The same deploy run again should
-/// finish, as after a stall at any later step.
+/// A stall while the lock is being taken: the create request reaches the server, which makes
+/// the file (empty: the write never came) when it resumes. A lock created in place was then
+/// empty, "unreadable", and the rerun refused it, asking for --clear-stale-lock. The lock is now
+/// written whole in a file of its own and linked to its name: the stall leaves that file, never
+/// the lock, and the same deploy run again removes it and finishes.
 #[test]
-#[ignore = "known bug: the empty lock a stalled create leaves is 'unreadable', so the rerun \
-            refuses it and asks for --clear-stale-lock; it cannot tell it apart from another \
-            deploy's lock between its create and its write without a lock written whole (for \
-            example a temp file hard-linked to the lock name)"]
 fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
     let sshd = Sshd::start();
     let _log = sshd.log_on_panic();
@@ -266,15 +264,20 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
         "{e}"
     );
     env.assert_absent_or_complete(&anchor);
-    // The resumed server carries out the create it had queued.
-    let lock = env.parent.join(".sealpush/iu-cutter-v0.6/lock");
+    // The resumed server carries out the create it had queued: the lock's own file, empty.
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let temp = || super::entry_containing(&work, "lock.new-");
     let until = Instant::now() + Duration::from_secs(10);
-    while !lock.exists() && Instant::now() < until {
+    while temp().is_none() {
+        assert!(Instant::now() < until, "the queued create never happened");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert_eq!(std::fs::metadata(temp().unwrap()).unwrap().len(), 0);
+    assert!(!work.join("lock").exists(), "a lock without its content");
     let re = env.deploy(&plan, &args).output();
     assert!(re.status.success(), "{}", stderr(&re));
     env.assert_complete();
+    env.assert_work_dir_holds_only_records();
 }
 
 /// The promote's rename reaches the server, which carries it out only after sealpush gave up
