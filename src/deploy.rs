@@ -478,22 +478,25 @@ fn new_lock_temp(work_dir: &Path, plan: &Digest) -> std::io::Result<PathBuf> {
     Ok(work_dir.join(format!("{LOCK_TEMP_PREFIX}{}-{hex}", &plan.to_hex()[..16])))
 }
 
-/// The lock temp files that the `lock` intent records of `history` name (one per run that set
-/// out to take the lock): the lines that are paths of such a file in `work_dir`.
+/// The lock temp files that the runs journalled in `history` set out to create: the lines of
+/// `lock` intent records that are paths of such a file in `work_dir`, less those a `lock`
+/// failure record names (found already there: someone else's).
 fn recorded_lock_temps(history: &journal::History, work_dir: &Path) -> Vec<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let mut out: Vec<PathBuf> = Vec::new();
-    let records = history
-        .records
-        .iter()
-        .filter(|r| r.step == Step::Lock && r.phase == Phase::Intent);
-    for line in records.flat_map(|r| r.detail.lines()) {
-        let p = Path::new(line);
-        let temp_shaped = p.parent() == Some(work_dir)
-            && p.file_name()
-                .is_some_and(|n| n.as_bytes().starts_with(LOCK_TEMP_PREFIX.as_bytes()));
-        if temp_shaped && !out.iter().any(|q| q == p) {
-            out.push(p.to_path_buf());
+    for r in history.records.iter().filter(|r| r.step == Step::Lock) {
+        for line in r.detail.lines() {
+            let p = Path::new(line);
+            let temp_shaped = p.parent() == Some(work_dir)
+                && p.file_name()
+                    .is_some_and(|n| n.as_bytes().starts_with(LOCK_TEMP_PREFIX.as_bytes()));
+            if !temp_shaped {
+                continue;
+            }
+            out.retain(|q| q != p);
+            if r.phase == Phase::Intent {
+                out.push(p.to_path_buf());
+            }
         }
     }
     out
@@ -1179,7 +1182,8 @@ impl Run<'_> {
 
     /// Writes the lock's content into `temp`, a name new to this run: exclusive create, fsynced
     /// where the server can. Anything already there was put there by someone else, who read
-    /// the name in the journal: it is neither written through nor removed.
+    /// the name in the journal: it is neither written through nor removed, now or by a rerun
+    /// (the failure record names it).
     fn write_lock_temp(&mut self, temp: PathBuf, bytes: &[u8]) -> Result<(), DeployError> {
         match self.remote.write_new(&temp, bytes, 0o600, true) {
             Ok(()) => {
@@ -1187,13 +1191,21 @@ impl Run<'_> {
                 Ok(())
             }
             Err(e @ RemoteError::Exists { .. }) => {
-                match self.remote.lstat(&temp).map_err(at("lock"))? {
-                    Some(m) => Err(DeployError::Foreign {
-                        path: temp,
-                        kind: kind_name(m.kind),
-                    }),
-                    None => Err(at("lock")(e)),
-                }
+                let kind = self
+                    .remote
+                    .lstat(&temp)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "something".into(), |m| kind_name(m.kind));
+                self.record(
+                    Step::Lock,
+                    Phase::Failed,
+                    format!(
+                        "{}\nalready there ({kind}), not this run's: {e}",
+                        temp.display()
+                    ),
+                )?;
+                Err(DeployError::Foreign { path: temp, kind })
             }
             Err(e) => {
                 // The create may have happened (the write failed, or no answer came): the
@@ -2620,6 +2632,95 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn recorded_lock_temps_are_the_temp_paths_of_lock_intents_in_the_work_dir() {
+        let rec = |step, phase, detail: &str| journal::Record {
+            seq: 1,
+            run: "1@1".into(),
+            time: String::new(),
+            step,
+            phase,
+            detail: detail.into(),
+        };
+        let w = Path::new("/p/.sealpush/t");
+        let history = journal::History {
+            records: vec![
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-1",
+                ),
+                // In place: no temp.
+                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/lock"),
+                // Free text naming a temp is not a line of its own.
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "removing ...: /p/.sealpush/t/lock.new-a-1",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-2",
+                ),
+                // Again (the same run's takeover does not name it twice, but dedup anyway).
+                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/lock.new-a-2"),
+                // Another step, another phase, another dir, another name: none of them.
+                rec(Step::WorkDir, Phase::Done, "/p/.sealpush/t/lock.new-a-3"),
+                rec(Step::Lock, Phase::Done, "/p/.sealpush/t/lock.new-a-4"),
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/elsewhere/lock.new-a-5\n/p/.sealpush/t/x-6",
+                ),
+                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/sub/lock.new-a-7"),
+                // Found already there, by the run that named it: not that run's.
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-8",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Failed,
+                    "/p/.sealpush/t/lock.new-a-8\nalready there",
+                ),
+            ],
+        };
+        assert_eq!(
+            recorded_lock_temps(&history, w),
+            [w.join("lock.new-a-1"), w.join("lock.new-a-2")]
+        );
+        assert!(recorded_lock_temps(&journal::History::default(), w).is_empty());
+    }
+
+    #[test]
+    fn a_new_lock_temp_is_named_by_the_plan_and_new_each_time() {
+        let w = Path::new("/p/.sealpush/t");
+        let plan = Digest::of(b"plan");
+        let a = new_lock_temp(w, &plan).unwrap();
+        let b = new_lock_temp(w, &plan).unwrap();
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_str().unwrap();
+        let rest = name
+            .strip_prefix(&format!("{LOCK_TEMP_PREFIX}{}-", &plan.to_hex()[..16]))
+            .unwrap();
+        assert!(rest.len() == 16 && rest.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.parent(), Some(w));
+        // What a rerun finds again in the intent record.
+        let history = journal::History {
+            records: vec![journal::Record {
+                seq: 1,
+                run: "1@1".into(),
+                time: String::new(),
+                step: Step::Lock,
+                phase: Phase::Intent,
+                detail: format!("{}\n{}", w.join("lock").display(), a.display()),
+            }],
+        };
+        assert_eq!(recorded_lock_temps(&history, w), [a]);
+    }
 
     /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is
     /// what coreutils' nproc honours); returns the exit status and what is left beside the list.
