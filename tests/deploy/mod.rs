@@ -505,6 +505,25 @@ impl Env {
         );
     }
 
+    /// The file the last run that set out to take the lock wrote it in: named by its `lock`
+    /// intent record in the local journal (before the file is made).
+    pub fn recorded_lock_temp(&self) -> PathBuf {
+        let journal = std::fs::read_to_string(self.state_file("journal.jsonl")).unwrap();
+        journal
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["step"] == "lock" && r["phase"] == "intent")
+            .find_map(|r| {
+                r["detail"]
+                    .as_str()?
+                    .lines()
+                    .find(|l| l.contains("/lock.new-"))
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| panic!("no lock intent names the lock's file: {journal}"))
+    }
+
     /// Names beside the target that a deploy may leave: staging dirs and the work dir.
     pub fn leftovers(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.parent)
