@@ -1571,6 +1571,26 @@ fn status_names_a_cut_off_deploy_and_what_finishes_it() {
     }
 }
 
+/// A deploy cut off while taking its lock leaves the file it writes the lock in, and no host
+/// journal yet: `status` said only "does not exist". It now names the file and what removes it.
+#[test]
+fn status_names_a_deploy_cut_off_while_taking_its_lock() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-before:lock");
+    let temp = env.recorded_lock_temp();
+    std::fs::write(&temp, b"").unwrap();
+    let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+    assert!(
+        e.contains("cut off while taking it")
+            && e.contains(&temp.display().to_string())
+            && e.contains("run `sealpush deploy` on that plan again"),
+        "{e}"
+    );
+    env.deploy(&plan, &[]).ok();
+    env.sealpush(env.status_args()).ok();
+}
+
 /// The same plan deployed from a second machine (another state dir) after the first run was
 /// cut off: it said only that the staging (or the target) exists and "this deploy did not
 /// create" it. It now says a run of this plan from elsewhere got that far and where to resume.
