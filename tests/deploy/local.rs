@@ -489,6 +489,22 @@ fn a_lock_temp_left_by_a_cut_off_run_is_removed_by_the_rerun() {
     }
 }
 
+/// The same with the anchor edited before the rerun: the plan can never finish, and the rerun
+/// removes what the cut-off run left, as after a kill before the promote, the lock's file
+/// included, so nothing of the deploy is left.
+#[test]
+fn a_drifted_rerun_removes_a_lock_temp_left_by_a_cut_off_run() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-before:lock");
+    let temp = env.recorded_lock_temp();
+    std::fs::write(&temp, b"").unwrap();
+    std::fs::write(env.anchor.join("README.md"), "hotfix\n").unwrap();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("anchor") && e.contains("were removed"), "{e}");
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "{e}");
+}
+
 #[test]
 fn a_name_planted_at_the_lock_temp_is_neither_written_through_nor_removed_local() {
     a_name_planted_at_the_lock_temp_is_neither_written_through_nor_removed(Host::Local);
