@@ -3,9 +3,11 @@
 //!
 //! 1. re-check the plan's digest and the live host (target and staging absent, same filesystem,
 //!    space, anchor digest); any drift stops the deploy before it writes anything;
-//! 2. take a lock beside the target (`<work_dir>/lock`, exclusive create naming owner pid, host
-//!    and time); a stale lock is reported with its owner and age and cleared only on request,
-//!    except one left by a dead run of this same plan on this machine, which a re-run takes over;
+//! 2. take a lock beside the target (`<work_dir>/lock`, naming owner pid, host and time; written
+//!    whole in a file of its own, then hard-linked to that name, which fails if it exists, so the
+//!    lock never exists without its content); a stale lock is reported with its owner and age
+//!    and cleared only on request, except one left by a dead run of this same plan on this
+//!    machine, which a re-run takes over;
 //! 3. materialise the artifact's tree in a fresh staging directory: `STAGING` (mode 0700, so
 //!    nobody else can reach into it) holding `STAGING/NAME`, the tree that will be promoted (as
 //!    the seed staged `/tmp/o6b-stage/iu-cutter-v0.6/`). The tree comes from the local archive,
