@@ -3,9 +3,11 @@
 //!
 //! 1. re-check the plan's digest and the live host (target and staging absent, same filesystem,
 //!    space, anchor digest); any drift stops the deploy before it writes anything;
-//! 2. take a lock beside the target (`<work_dir>/lock`, exclusive create naming owner pid, host
-//!    and time); a stale lock is reported with its owner and age and cleared only on request,
-//!    except one left by a dead run of this same plan on this machine, which a re-run takes over;
+//! 2. take a lock beside the target (`<work_dir>/lock`, naming owner pid, host and time; written
+//!    whole in a file of its own, then hard-linked to that name, which fails if it exists, so the
+//!    lock never exists without its content); a stale lock is reported with its owner and age
+//!    and cleared only on request, except one left by a dead run of this same plan on this
+//!    machine, which a re-run takes over;
 //! 3. materialise the artifact's tree in a fresh staging directory: `STAGING` (mode 0700, so
 //!    nobody else can reach into it) holding `STAGING/NAME`, the tree that will be promoted (as
 //!    the seed staged `/tmp/o6b-stage/iu-cutter-v0.6/`). The tree comes from the local archive,
@@ -463,6 +465,45 @@ pub fn host_journal_dir(work_dir: &Path, plan: &Digest) -> PathBuf {
     work_dir.join(format!("journal-{}", &plan.to_hex()[..16]))
 }
 
+/// The name prefix of the file a deploy writes its lock in before linking it to the lock's
+/// name; preflight and status look for it too.
+pub const LOCK_TEMP_PREFIX: &str = "lock.new-";
+
+/// `<work_dir>/lock.new-<plan digest, 16 hex>-<16 random hex>`: where one run writes its lock
+/// before linking it to `<work_dir>/lock`. New to each run, so two runs of one plan (from two
+/// machines) never share it and nobody can plant it in advance; the journal names it.
+fn new_lock_temp(work_dir: &Path, plan: &Digest) -> std::io::Result<PathBuf> {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(work_dir.join(format!("{LOCK_TEMP_PREFIX}{}-{hex}", &plan.to_hex()[..16])))
+}
+
+/// The lock temp files that the runs journalled in `history` set out to create: the lines of
+/// `lock` intent records that are paths of such a file in `work_dir`, less those a `lock`
+/// failure record names (found already there: someone else's).
+fn recorded_lock_temps(history: &journal::History, work_dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out: Vec<PathBuf> = Vec::new();
+    for r in history.records.iter().filter(|r| r.step == Step::Lock) {
+        for line in r.detail.lines() {
+            let p = Path::new(line);
+            let temp_shaped = p.parent() == Some(work_dir)
+                && p.file_name()
+                    .is_some_and(|n| n.as_bytes().starts_with(LOCK_TEMP_PREFIX.as_bytes()));
+            if !temp_shaped {
+                continue;
+            }
+            out.retain(|q| q != p);
+            if r.phase == Phase::Intent {
+                out.push(p.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
 /// The text of DEPLOY-MANIFEST.txt: `key: value` header lines, then the per-file list in the
 /// form `sha256sum -c` reads. Audit on a host with only coreutils:
 /// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
@@ -549,6 +590,9 @@ struct Run<'a> {
     verify_secs: f64,
     /// The digest and size of the lock this run wrote, while it holds it.
     held_lock: Option<(Digest, u64)>,
+    /// The file this run writes its lock in before linking it to the lock's name, while it may
+    /// be on the host (see [`Run::take_lock`]).
+    lock_temp: Option<PathBuf>,
     promoted: bool,
     /// The receipt is written, locally and on the host: what a rerun has left to do is the
     /// unlock.
@@ -643,6 +687,7 @@ pub fn deploy(
         upload_secs: 0.0,
         verify_secs: 0.0,
         held_lock: None,
+        lock_temp: None,
         promoted: false,
         receipt_written: false,
         promote_unanswered: false,
@@ -1023,8 +1068,28 @@ impl Run<'_> {
         self.created.push(CreatedPath { path, kind, sha256 });
     }
 
-    /// Step 2: the lock.
+    /// Step 2: the lock, written whole. Its JSON goes into a file of this run's own in the
+    /// work dir, which is then hard-linked to the lock's name (one atomic step that fails if
+    /// the name exists) and removed. So the lock never exists without its content: a run cut
+    /// off while taking it leaves at most that file, which its rerun removes (the journal
+    /// names it), never the empty lock a server stalled between a create and its write made,
+    /// which cannot be told from another deploy's lock about to be written. Where the host
+    /// cannot link (no `hardlink@openssh.com`, a filesystem without hard links), the lock is
+    /// created in place, as before.
     fn take_lock(&mut self) -> Result<(), DeployError> {
+        let taken = self.take_lock_whole_or_in_place();
+        if taken.is_err() {
+            // Nothing of it is kept past this run while the host answers; what a stall or a
+            // kill leaves, the rerun removes or takes over.
+            let _ = self.remove_lock_temp();
+            if self.held_lock.is_some() {
+                let _ = self.release_lock();
+            }
+        }
+        taken
+    }
+
+    fn take_lock_whole_or_in_place(&mut self) -> Result<(), DeployError> {
         let now = unix_now();
         let info = LockInfo {
             owner_host: local_hostname(),
@@ -1036,12 +1101,30 @@ impl Run<'_> {
             tool_version: crate::TOOL_VERSION.into(),
         };
         let bytes = serde_json::to_vec_pretty(&info).expect("lock serializes");
-        self.record(
-            Step::Lock,
-            Phase::Intent,
-            self.names.lock.display().to_string(),
-        )?;
-        match self.remote.write_new(&self.names.lock, &bytes, 0o600, true) {
+        let temp = if self.remote.supports_hard_links() {
+            let t = new_lock_temp(&self.names.work_dir, &self.sealed.digest).map_err(|e| {
+                DeployError::LocalState {
+                    path: "/dev/urandom".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            Some(t)
+        } else {
+            None
+        };
+        // The lock, then the file it is written in: a rerun removes the files its earlier
+        // runs named here (see `recorded_lock_temps`).
+        let mut detail = self.names.lock.display().to_string();
+        if let Some(t) = &temp {
+            detail.push('\n');
+            detail.push_str(&t.display().to_string());
+        }
+        self.record(Step::Lock, Phase::Intent, detail)?;
+        self.remove_earlier_lock_temps()?;
+        if let Some(t) = temp {
+            self.write_lock_temp(t, &bytes)?;
+        }
+        match self.place_lock(&bytes)? {
             Ok(()) => {}
             Err(RemoteError::Exists { .. }) => {
                 let (holder, state, stale) = self.lock_holder();
@@ -1083,8 +1166,9 @@ impl Run<'_> {
                 self.remote
                     .remove_file(&self.names.lock)
                     .map_err(at("clear stale lock"))?;
-                if let Err(e) = self.remote.write_new(&self.names.lock, &bytes, 0o600, true) {
-                    if let RemoteError::Exists { .. } = e {
+                match self.place_lock(&bytes)? {
+                    Ok(()) => {}
+                    Err(RemoteError::Exists { .. }) => {
                         let (holder, state, _) = self.lock_holder();
                         return Err(self.locked_error(
                             holder,
@@ -1092,13 +1176,131 @@ impl Run<'_> {
                             "another deploy took it first".into(),
                         ));
                     }
-                    return Err(at("lock")(e));
+                    Err(e) => return Err(at("lock")(e)),
                 }
             }
             Err(e) => return Err(at("lock")(e)),
         }
         self.held_lock = Some((Digest::of(&bytes), bytes.len() as u64));
+        self.remove_lock_temp().map_err(at("lock"))?;
         self.record(Step::Lock, Phase::Done, "")
+    }
+
+    /// Writes the lock's content into `temp`, a name new to this run: exclusive create, fsynced
+    /// where the server can. Anything already there was put there by someone else, who read
+    /// the name in the journal: it is neither written through nor removed, now or by a rerun
+    /// (the failure record names it).
+    fn write_lock_temp(&mut self, temp: PathBuf, bytes: &[u8]) -> Result<(), DeployError> {
+        match self.remote.write_new(&temp, bytes, 0o600, true) {
+            Ok(()) => {
+                self.lock_temp = Some(temp);
+                Ok(())
+            }
+            Err(e @ RemoteError::Exists { .. }) => {
+                let kind = self
+                    .remote
+                    .lstat(&temp)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| "something".into(), |m| kind_name(m.kind));
+                self.record(
+                    Step::Lock,
+                    Phase::Failed,
+                    format!(
+                        "{}\nalready there ({kind}), not this run's: {e}",
+                        temp.display()
+                    ),
+                )?;
+                Err(DeployError::Foreign { path: temp, kind })
+            }
+            Err(e) => {
+                // The create may have happened (the write failed, or no answer came): the
+                // name is this run's to remove.
+                if !matches!(
+                    e,
+                    RemoteError::NotFound { .. } | RemoteError::PermissionDenied { .. }
+                ) {
+                    self.lock_temp = Some(temp);
+                }
+                Err(at("lock")(e))
+            }
+        }
+    }
+
+    /// Creates the lock's name: a hard link to the file the lock was written in, else the lock
+    /// written in place. A host that refuses the link (a filesystem without hard links, a
+    /// server that denies the request) gets the lock in place, as a host without the
+    /// extension does. The inner result is the host's answer; the outer one, the journal's.
+    fn place_lock(&mut self, bytes: &[u8]) -> Result<Result<(), RemoteError>, DeployError> {
+        if let Some(temp) = self.lock_temp.clone() {
+            match self.remote.hard_link(&temp, &self.names.lock) {
+                Err(e @ (RemoteError::PermissionDenied { .. } | RemoteError::Failed { .. })) => {
+                    self.record(
+                        Step::Lock,
+                        Phase::Intent,
+                        format!("the host refused the hard link ({e}): writing the lock in place"),
+                    )?;
+                    if let Err(e) = self.remove_lock_temp() {
+                        return Ok(Err(e));
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+        Ok(self.remote.write_new(&self.names.lock, bytes, 0o600, true))
+    }
+
+    /// Removes this run's lock temp file, if it may be on the host; gone already is fine.
+    fn remove_lock_temp(&mut self) -> Result<(), RemoteError> {
+        let Some(temp) = &self.lock_temp else {
+            return Ok(());
+        };
+        match self.remote.remove_file(temp) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        self.lock_temp = None;
+        Ok(())
+    }
+
+    /// Removes the lock temp files that earlier runs of this plan (since the last reset) set
+    /// out to create and left: cut off between the create and the removal, or answered too late
+    /// (a stalled server creates the file when it resumes). Only regular files: nothing else
+    /// at such a name is a run's.
+    fn remove_earlier_lock_temps(&mut self) -> Result<(), DeployError> {
+        let recorded = recorded_lock_temps(&self.journal.history, &self.names.work_dir);
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let mut left = Vec::new();
+        for (p, m) in recorded.iter().zip(self.remote.lstats(&recorded)) {
+            if m.map_err(at("lock"))?
+                .is_some_and(|m| m.kind == FileKind::File)
+            {
+                left.push(p);
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        let shown: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+        self.record(
+            Step::Lock,
+            Phase::Intent,
+            format!(
+                "removing what earlier runs of this plan left of their lock: {}",
+                shown.join(", ")
+            ),
+        )?;
+        for p in left {
+            match self.remote.remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(at("lock")(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The recheck ran before the lock: another deploy of this plan or target (from another
@@ -2458,6 +2660,95 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn recorded_lock_temps_are_the_temp_paths_of_lock_intents_in_the_work_dir() {
+        let rec = |step, phase, detail: &str| journal::Record {
+            seq: 1,
+            run: "1@1".into(),
+            time: String::new(),
+            step,
+            phase,
+            detail: detail.into(),
+        };
+        let w = Path::new("/p/.sealpush/t");
+        let history = journal::History {
+            records: vec![
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-1",
+                ),
+                // In place: no temp.
+                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/lock"),
+                // Free text naming a temp is not a line of its own.
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "removing ...: /p/.sealpush/t/lock.new-a-1",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-2",
+                ),
+                // Again (the same run's takeover does not name it twice, but dedup anyway).
+                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/lock.new-a-2"),
+                // Another step, another phase, another dir, another name: none of them.
+                rec(Step::WorkDir, Phase::Done, "/p/.sealpush/t/lock.new-a-3"),
+                rec(Step::Lock, Phase::Done, "/p/.sealpush/t/lock.new-a-4"),
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/elsewhere/lock.new-a-5\n/p/.sealpush/t/x-6",
+                ),
+                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/sub/lock.new-a-7"),
+                // Found already there, by the run that named it: not that run's.
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-8",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Failed,
+                    "/p/.sealpush/t/lock.new-a-8\nalready there",
+                ),
+            ],
+        };
+        assert_eq!(
+            recorded_lock_temps(&history, w),
+            [w.join("lock.new-a-1"), w.join("lock.new-a-2")]
+        );
+        assert!(recorded_lock_temps(&journal::History::default(), w).is_empty());
+    }
+
+    #[test]
+    fn a_new_lock_temp_is_named_by_the_plan_and_new_each_time() {
+        let w = Path::new("/p/.sealpush/t");
+        let plan = Digest::of(b"plan");
+        let a = new_lock_temp(w, &plan).unwrap();
+        let b = new_lock_temp(w, &plan).unwrap();
+        assert_ne!(a, b);
+        let name = a.file_name().unwrap().to_str().unwrap();
+        let rest = name
+            .strip_prefix(&format!("{LOCK_TEMP_PREFIX}{}-", &plan.to_hex()[..16]))
+            .unwrap();
+        assert!(rest.len() == 16 && rest.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.parent(), Some(w));
+        // What a rerun finds again in the intent record.
+        let history = journal::History {
+            records: vec![journal::Record {
+                seq: 1,
+                run: "1@1".into(),
+                time: String::new(),
+                step: Step::Lock,
+                phase: Phase::Intent,
+                detail: format!("{}\n{}", w.join("lock").display(), a.display()),
+            }],
+        };
+        assert_eq!(recorded_lock_temps(&history, w), [a]);
+    }
 
     /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is
     /// what coreutils' nproc honours); returns the exit status and what is left beside the list.

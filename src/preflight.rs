@@ -835,6 +835,16 @@ fn conflicts(
                     lock = Some(p.display().to_string());
                 } else if e
                     .name
+                    .starts_with(crate::deploy::LOCK_TEMP_PREFIX.as_bytes())
+                {
+                    // The file a deploy writes its lock in before linking it to `lock`: that
+                    // deploy is taking the lock now, or was cut off doing so.
+                    leftovers.push(format!(
+                        "{} (a deploy taking the lock, or cut off while taking it)",
+                        p.display()
+                    ));
+                } else if e
+                    .name
                     .starts_with(crate::deploy::rollback::ASIDE_PREFIX.as_bytes())
                     && e.meta.kind == FileKind::Dir
                 {
@@ -1568,7 +1578,10 @@ impl Report {
 
 fn describe_op(op: &Operation) -> String {
     match op {
-        Operation::TakeLock { path } => format!("take lock {} (exclusive create)", path.display()),
+        Operation::TakeLock { path } => format!(
+            "take lock {} (written whole, then hard-linked to that name: fails if it exists)",
+            path.display()
+        ),
         Operation::MakeStaging { path } => {
             format!("mkdir {} (mode 0700, exclusive)", path.display())
         }

@@ -39,7 +39,9 @@ pub enum Step {
     Recheck,
     /// Create `<parent>/.sealpush/<name>/` if absent.
     WorkDir,
-    /// Exclusive create of the lock file.
+    /// The lock file: written whole in a file of its own (the intent names it), hard-linked to
+    /// the lock's name, which fails if it exists, then removed; or created in place, exclusive,
+    /// where the host cannot link.
     Lock,
     /// Remove what an interrupted earlier run left (staging, partial archive).
     Cleanup,

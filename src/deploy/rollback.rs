@@ -842,8 +842,8 @@ pub fn status(
     let root_meta = match remote.lstat(target).map_err(at("status"))? {
         None => {
             let mut problem = format!("{} does not exist", target.display());
-            // One listing of the work dir answers all three: a tree moved aside, a journal,
-            // its receipt.
+            // One listing of the work dir answers them all: a tree moved aside, a journal, its
+            // receipt, a lock's temp file.
             let listing = work_dir_listing(remote, target)?;
             if let Some(p) = first_named(&listing, ASIDE_PREFIX) {
                 problem.push_str(&format!(
@@ -871,6 +871,12 @@ pub fn status(
                         j.display()
                     )
                 });
+            } else if let Some(t) = first_named(&listing, super::LOCK_TEMP_PREFIX) {
+                // Made before the host journal: a deploy that got no further than its lock.
+                problem.push_str(&format!(
+                    ": a deploy of it is taking its lock or was cut off while taking it, and left {}, the file it writes the lock in; run `sealpush deploy` on that plan again, which removes it",
+                    t.display()
+                ));
             }
             report.problems.push(problem);
             return Ok(report);

@@ -301,6 +301,11 @@ pub trait Remote: Send + Sync {
     }
     /// Creates a hard link `link` to the existing file `existing`; fails if `link` exists.
     fn hard_link(&self, existing: &Path, link: &Path) -> Result<()>;
+    /// Whether [`Remote::hard_link`] can be asked at all (SFTP: the server offers
+    /// `hardlink@openssh.com`). A filesystem may still refuse a link.
+    fn supports_hard_links(&self) -> bool {
+        true
+    }
     /// Renames `from` to `to`, failing (never replacing) if `to` exists in any form,
     /// including as an empty directory.
     fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<()>;

@@ -144,6 +144,8 @@ pub struct SftpRemote {
     /// Files in flight for bulk operations, chosen from the round trip at connect.
     in_flight: usize,
     fsync: bool,
+    /// The server offers `hardlink@openssh.com`.
+    hardlink: bool,
     statvfs: bool,
     filter: Arc<FilterStats>,
     /// The mode an exclusive create without attributes gives here (the server's umask, or a
@@ -361,6 +363,7 @@ impl SftpRemote {
             }
         };
         let fsync = sftp.support_fsync();
+        let hardlink = sftp.support_hardlink();
         let statvfs = sftp.support_statvfs();
         let in_flight = match rt.block_on(round_trip(&sftp, opts.op_timeout)) {
             Some(rtt) if rtt >= FAR => FILES_IN_FLIGHT_FAR,
@@ -379,6 +382,7 @@ impl SftpRemote {
             in_flight,
             _keeper: keeper,
             fsync,
+            hardlink,
             statvfs,
             filter,
         })
@@ -2422,6 +2426,10 @@ impl Remote for SftpRemote {
             let mut fs = c.sftp.fs();
             c.t("hard_link", link, fs.hard_link(existing, link)).await
         })
+    }
+
+    fn supports_hard_links(&self) -> bool {
+        self.hardlink
     }
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<()> {

@@ -43,6 +43,7 @@ fn local_deploy_status_rollback_end_to_end() {
     assert!(report.contains("anchor_unchanged: YES"), "{report}");
     env.assert_complete();
     env.assert_host_journal_complete();
+    env.assert_work_dir_holds_only_records();
     assert_eq!(env.real_recipe(&env.anchor), anchor);
     // The tree's modes: directories 0755 (staging was 0700, the tree inside it was not).
     use std::os::unix::fs::MetadataExt;
@@ -449,6 +450,110 @@ pub fn a_lock_retaken_by_someone_else_is_left_to_them(host: Host) {
         theirs,
         "their lock is untouched"
     );
+}
+
+/// A run cut off while taking the lock leaves the file it wrote the lock in (its `lock` intent
+/// record names it): empty, when the server stalled between the create and the write, or whole
+/// and linked to the lock, when the run was cut off before removing it. The same deploy run
+/// again removes it (taking over the dead run's lock in the second case), and neither the deploy
+/// nor its rollback leaves anything of it.
+#[test]
+fn a_lock_temp_left_by_a_cut_off_run_is_removed_by_the_rerun() {
+    for (fault, left) in [
+        ("abort-before:lock", "empty"),
+        ("abort-after:lock", "linked to the lock"),
+    ] {
+        let env = Env::new(Host::Local);
+        let before = env.snapshot();
+        let plan = env.plan();
+        env.deploy_killed(&plan, fault);
+        let temp = env.recorded_lock_temp();
+        let lock = env.parent.join(".sealpush/iu-cutter-v0.6/lock");
+        if left == "empty" {
+            assert!(!lock.exists(), "{left}");
+            std::fs::write(&temp, b"").unwrap();
+        } else {
+            // That run linked its file and removed it: back to the moment between the two.
+            std::fs::hard_link(&lock, &temp).unwrap();
+        }
+        let out = env.deploy(&plan, &[]).ok();
+        assert!(stdout(&out).ends_with("verdict: PASS\n"), "{left}");
+        assert!(
+            !temp.exists(),
+            "{left}: the cut-off run's lock file is left"
+        );
+        env.assert_complete();
+        env.assert_work_dir_holds_only_records();
+        env.rollback(&plan, &[]).ok();
+        assert_eq!(env.snapshot(), before, "{left}");
+    }
+}
+
+/// The same with the anchor edited before the rerun: the plan can never finish, and the rerun
+/// removes what the cut-off run left, as after a kill before the promote, the lock's file
+/// included, so nothing of the deploy is left.
+#[test]
+fn a_drifted_rerun_removes_a_lock_temp_left_by_a_cut_off_run() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-before:lock");
+    let temp = env.recorded_lock_temp();
+    std::fs::write(&temp, b"").unwrap();
+    std::fs::write(env.anchor.join("README.md"), "hotfix\n").unwrap();
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
+    assert!(e.contains("anchor") && e.contains("were removed"), "{e}");
+    assert_eq!(env.leftovers(), Vec::<String>::new(), "{e}");
+}
+
+#[test]
+fn a_name_planted_at_the_lock_temp_is_neither_written_through_nor_removed_local() {
+    a_name_planted_at_the_lock_temp_is_neither_written_through_nor_removed(Host::Local);
+}
+
+/// The file the lock is written in has a name new to each run, which the journal says before
+/// the file is made: a name planted there in between (a symlink to a file elsewhere, a file)
+/// is not written through, and the run stops, naming it, with no lock taken. The same deploy
+/// run again leaves it alone too (its journal says it was found there), and runs.
+pub fn a_name_planted_at_the_lock_temp_is_neither_written_through_nor_removed(host: Host) {
+    for planted in ["symlink", "file"] {
+        let env = Env::new(host.clone());
+        let before = env.snapshot();
+        let plan = env.plan();
+        let elsewhere = env.tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"not the lock's").unwrap();
+        let child = env.deploy_paused_at(&plan, &[], "lock");
+        let temp = env.recorded_lock_temp();
+        if planted == "symlink" {
+            std::os::unix::fs::symlink(&elsewhere, &temp).unwrap();
+        } else {
+            std::fs::write(&temp, b"theirs").unwrap();
+        }
+        let untouched = |env: &Env| {
+            assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not the lock's");
+            if planted == "symlink" {
+                assert_eq!(std::fs::read_link(&temp).unwrap(), elsewhere);
+            } else {
+                assert_eq!(std::fs::read(&temp).unwrap(), b"theirs");
+            }
+            assert!(!env.parent.join(".sealpush/iu-cutter-v0.6/lock").exists());
+        };
+        child.release();
+        let out = child.wait_with_output();
+        let e = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{planted}: {e}");
+        assert!(
+            e.contains(&format!("{} exists as a {planted}", temp.display())),
+            "{e}"
+        );
+        untouched(&env);
+        assert!(!env.target.exists());
+        env.deploy(&plan, &[]).ok();
+        env.assert_complete();
+        untouched(&env);
+        std::fs::remove_file(&temp).unwrap();
+        env.rollback(&plan, &[]).ok();
+        assert_eq!(env.snapshot(), before, "{planted}");
+    }
 }
 
 #[test]
@@ -1533,6 +1638,26 @@ fn status_names_a_cut_off_deploy_and_what_finishes_it() {
         env.deploy(&plan, &[]).ok();
         env.sealpush(env.status_args()).ok();
     }
+}
+
+/// A deploy cut off while taking its lock leaves the file it writes the lock in, and no host
+/// journal yet: `status` said only "does not exist". It now names the file and what removes it.
+#[test]
+fn status_names_a_deploy_cut_off_while_taking_its_lock() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-before:lock");
+    let temp = env.recorded_lock_temp();
+    std::fs::write(&temp, b"").unwrap();
+    let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+    assert!(
+        e.contains("cut off while taking it")
+            && e.contains(&temp.display().to_string())
+            && e.contains("run `sealpush deploy` on that plan again"),
+        "{e}"
+    );
+    env.deploy(&plan, &[]).ok();
+    env.sealpush(env.status_args()).ok();
 }
 
 /// The same plan deployed from a second machine (another state dir) after the first run was

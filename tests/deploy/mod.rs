@@ -486,6 +486,44 @@ impl Env {
         assert_eq!(host, want, "host journal contents");
     }
 
+    /// After a finished deploy: the work dir holds its records (host journal, receipt, a kept
+    /// archive) and nothing of the lock, neither the lock nor the file it was written in.
+    pub fn assert_work_dir_holds_only_records(&self) {
+        let work = self
+            .parent
+            .join(".sealpush")
+            .join(self.target.file_name().unwrap());
+        let names: Vec<String> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("journal-")
+                || n.starts_with("receipt-")
+                || n.ends_with(".tar.zst")),
+            "{names:?}"
+        );
+    }
+
+    /// The file the last run that set out to take the lock wrote it in: named by its `lock`
+    /// intent record in the local journal (before the file is made).
+    pub fn recorded_lock_temp(&self) -> PathBuf {
+        let journal = std::fs::read_to_string(self.state_file("journal.jsonl")).unwrap();
+        journal
+            .lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["step"] == "lock" && r["phase"] == "intent")
+            .find_map(|r| {
+                r["detail"]
+                    .as_str()?
+                    .lines()
+                    .find(|l| l.contains("/lock.new-"))
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| panic!("no lock intent names the lock's file: {journal}"))
+    }
+
     /// Names beside the target that a deploy may leave: staging dirs and the work dir.
     pub fn leftovers(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.parent)
@@ -499,7 +537,7 @@ impl Env {
 }
 
 /// The first entry of `dir` whose name contains `part`.
-fn entry_containing(dir: &Path, part: &str) -> Option<PathBuf> {
+pub fn entry_containing(dir: &Path, part: &str) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -405,8 +405,19 @@ fn leftovers_symlinked_and_world_writable_parents_fail() {
         "{:?}",
         plan.verdict
     );
-    // A work dir the deploy would refuse: `.sealpush` as a symlink.
+    // What a deploy cut off while taking the lock left: the file the lock is written in.
     std::fs::remove_file(work.join("lock")).unwrap();
+    let temp = work.join("lock.new-0123456789abcdef-0123456789abcdef");
+    std::fs::write(&temp, b"").unwrap();
+    let plan = preflight(&r, &scene.request(&r), &NoProgress).unwrap();
+    assert_eq!(failed_checks(&plan), vec!["no-unfinished-deploy"]);
+    assert!(
+        plan.verdict.reasons[0].contains("cut off while taking it"),
+        "{:?}",
+        plan.verdict
+    );
+    std::fs::remove_file(&temp).unwrap();
+    // A work dir the deploy would refuse: `.sealpush` as a symlink.
     let elsewhere = scene.base.parent().unwrap().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::rename(scene.base.join(".sealpush"), elsewhere.join(".sealpush")).unwrap();
