@@ -18,7 +18,10 @@
 # CPU is the delta of the sshd listener's cutime+cstime (its per-connection children).
 #
 # Every timed command starts after a `sync` (untimed), so none pays for the writeback of the
-# previous one's data.
+# previous one's data. Memory: with the page cache full (here after a 32 GB /tmp had been read),
+# the kernel reclaims pages while the host side fills its tmpfs, and every tool slowed down,
+# sealpush's upload most (2.9-4.4 s for 1 GiB against 1.5-1.9 s). Run
+# `sync; echo 3 > /proc/sys/vm/drop_caches` first on a box that has been busy.
 #
 # The untimed preflight hashes the archive; the deploy does not hash it again when it kept the
 # stamp preflight recorded (store-layout.md, "The archive's stamp"), which needs the archive to
