@@ -101,27 +101,44 @@ pub fn pack_dir<W: Write + Send>(
             total += size;
         }
     }
-    refuse_unpackable(dir, &found, &link_to)?;
     progress.start("packing", Some(total), None);
 
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    // The entry rules are checked beside the packing, not before it (a serial pass over every
+    // entry while the other core idled); a refusal stops the producer and is the error given.
+    let refused = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|s| {
-        let producer = s.spawn(|| produce(dir, &found, &link_to, opts.mtime, tx, progress));
+        let checker = s.spawn(|| {
+            let checked = refuse_unpackable(dir, &found, &link_to);
+            if checked.is_err() {
+                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            checked
+        });
+        let producer = s.spawn(|| {
+            let entries = produce(dir, &found, &link_to, opts.mtime, tx, &refused, progress)?;
+            // The channel is closed: the manifest and its recipe digest are built here while
+            // the compressor finishes the last chunks, not after it.
+            let mut manifest = Manifest::from_entries(entries, None)?;
+            manifest.recipe = manifest::recipe_record(dir, &manifest.entries)?;
+            Ok::<_, PackError>(manifest)
+        });
         let consumed = consume(rx, out, opts);
         let produced = producer
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        checker
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         match (produced, consumed) {
-            (Ok(entries), Ok((sha, size))) => Ok((entries, sha, size)),
+            (Ok(manifest), Ok((sha, size))) => Ok((manifest, sha, size)),
             // The producer only fails to send because the consumer failed: its error is the cause.
             (Err(PackError::Output(_)), Err(e)) => Err(e),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         }
     });
     progress.finish();
-    let (entries, archive_sha256, archive_size) = result?;
-    let mut manifest = Manifest::from_entries(entries, None)?;
-    manifest.recipe = manifest::recipe_record(dir, &manifest.entries)?;
+    let (manifest, archive_sha256, archive_size) = result?;
     Ok(Packed {
         manifest,
         archive_sha256,
@@ -333,6 +350,7 @@ fn produce(
     link_to: &[Option<usize>],
     mtime: u64,
     tx: mpsc::SyncSender<Vec<u8>>,
+    refused: &std::sync::atomic::AtomicBool,
     progress: &dyn Progress,
 ) -> Result<Vec<Entry>, PackError> {
     use sha2::Digest as _;
@@ -395,6 +413,10 @@ fn produce(
     };
     for (i, (rel, f)) in found.iter().enumerate() {
         stop_if_interrupted()?;
+        if refused.load(std::sync::atomic::Ordering::Relaxed) {
+            // pack_dir reports the refusal itself, not this.
+            return Err(PackError::Interrupted);
+        }
         match f {
             Found::Dir => {
                 layout::write_header(rel, TarKind::Dir, mtime, &mut buf);
