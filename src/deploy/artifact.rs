@@ -114,22 +114,29 @@ pub fn prepare(
     // manifest when it is read back from the host (or by sha256sum -c there), before the
     // promote. Hashing it here too cost a second of CPU per 2 GiB on the critical path.
     // A file that still has the plan's stamp before and after the unpack is not hashed again
-    // (see `crate::stamp`).
-    // Followed, as preflight's open followed it.
-    let stamp_now = || {
-        std::fs::metadata(&a.path)
-            .ok()
-            .map(|m| crate::stamp::FileStamp::of(&m))
+    // (see `crate::stamp`). It is opened once (following a symlink, as preflight's open did),
+    // looked at through that handle, and unpacked from it: a name swapped meanwhile (the
+    // archive replaced by a rename and put back, a directory above it renamed away and back,
+    // neither of which moves the file's ctime) cannot have other bytes unpacked.
+    let look = |f: &std::fs::File| f.metadata().ok().map(|m| crate::stamp::FileStamp::of(&m));
+    let unchanged = a.archive_stamp.and_then(|s| {
+        let f = std::fs::File::open(&a.path).ok()?;
+        let read = f.try_clone().ok()?;
+        (look(&f) == Some(s)).then_some((s, f, read))
+    });
+    let (unchanged, read) = match unchanged {
+        Some((s, f, read)) => (Some((s, f)), Some(read)),
+        None => (None, None),
     };
-    let unchanged = a.archive_stamp.filter(|s| stamp_now() == Some(*s));
     let (digest, manifest) = std::thread::scope(|s| {
         let hasher = s.spawn(|| match unchanged {
             Some(_) => Ok(None),
             None => crate::tree::hash_file(&a.path).map(Some),
         });
-        let manifest = match &stored {
-            Some(m) => crate::pack::unpack_unhashed(&a.path, &tree, m, progress),
-            None => crate::pack::unpack(&a.path, &tree, None, progress),
+        let manifest = match (read, &stored) {
+            (Some(f), m) => crate::pack::unpack_opened(&a.path, f, &tree, m.as_ref(), progress),
+            (None, Some(m)) => crate::pack::unpack_unhashed(&a.path, &tree, m, progress),
+            (None, None) => crate::pack::unpack(&a.path, &tree, None, progress),
         };
         (hasher.join().expect("hash thread"), manifest)
     });
@@ -142,7 +149,7 @@ pub fn prepare(
             })
         }
         Some(_) => ARCHIVE_REHASHED,
-        None if stamp_now() != unchanged => {
+        None if unchanged.as_ref().is_some_and(|(s, f)| look(f) != Some(*s)) => {
             return Err(bad(
                 "changed while it was unpacked (its size, mtime or ctime moved)".into(),
             ))

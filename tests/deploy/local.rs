@@ -1351,6 +1351,69 @@ fn deploy_hashes_the_archive_again_unless_it_kept_the_stamp_preflight_recorded()
     assert!(stamp_of(&plan).is_null(), "{}", stamp_of(&plan));
 }
 
+/// The unpacked-copy path (a tree with hard links) looked at the archive's stamp by its path,
+/// and the unpack opened that path again: a directory above the archive renamed away and back
+/// around the open (which moves no ctime of the archive) had another file's bytes unpacked, with
+/// the stamp taken for the plan's file and nothing hashed. The stamp must be the one of the file
+/// the unpack reads.
+#[test]
+fn the_unpacked_copy_reads_the_file_whose_stamp_was_looked_at() {
+    use sealpush::deploy::artifact::{prepare, Contents};
+    let env = Env::new(Host::Local);
+    let tree = |name: &str| {
+        let src = env.tmp.path().join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), super::random_bytes(1 << 16)).unwrap();
+        std::fs::hard_link(src.join("a.bin"), src.join("b.bin")).unwrap();
+        src
+    };
+    let (store, art) = env.store_tree(&tree("ours"), "ours-store");
+    let (_, theirs) = env.store_tree(&tree("theirs"), "theirs-store");
+    std::thread::sleep(sealpush::stamp::SETTLED + std::time::Duration::from_millis(200));
+    let plan = env.plan_for(&store, &art);
+    let sealed =
+        sealpush::plan::SealedPlan::from_json(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    assert!(sealed.plan.artifact.archive_stamp.is_some());
+    let names = sealpush::deploy::Names::of(&sealed.plan, &sealed.digest).unwrap();
+    // A copy of the store's directory with the other tree's archive (same names and sizes) at
+    // the archive's place.
+    let swapped = env.tmp.path().join("swapped-store");
+    super::copy_tree(&store, &swapped);
+    let rel = art.archive.strip_prefix(&store).unwrap();
+    std::fs::copy(&theirs.archive, swapped.join(rel)).unwrap();
+    let aside = env.tmp.path().join("ours-store-aside");
+    /// Swaps the store's directory for the copy when the unpack starts, and back when it ends.
+    struct Swap<'a>(&'a Path, &'a Path, &'a Path);
+    impl sealpush::progress::Progress for Swap<'_> {
+        fn start(&self, phase: &str, _: Option<u64>, _: Option<u64>) {
+            if phase == "unpacking" {
+                std::fs::rename(self.0, self.2).unwrap();
+                std::fs::rename(self.1, self.0).unwrap();
+            }
+        }
+        fn finish(&self) {
+            if self.2.exists() {
+                std::fs::rename(self.0, self.1).unwrap();
+                std::fs::rename(self.2, self.0).unwrap();
+            }
+        }
+    }
+    let prepared = prepare(&sealed.plan, &names, &Swap(&store, &swapped, &aside));
+    assert!(!aside.exists(), "the swap was undone");
+    if let Ok(p) = prepared {
+        let Contents::Unpacked(dir) = &p.contents else {
+            panic!("a tree with hard links is unpacked first");
+        };
+        let digest = |p: &Path| sealpush::digest::Digest::of(&std::fs::read(p).unwrap());
+        assert!(
+            digest(&dir.join("a.bin")) == digest(&env.tmp.path().join("ours/a.bin")),
+            "unpacked another file's bytes, vouched for by the stamp ({})",
+            p.archive_check
+        );
+        assert_eq!(p.archive_check, "stamp");
+    }
+}
+
 #[test]
 fn corrupted_stored_archive_stops_the_deploy_before_the_promote_local() {
     corrupted_stored_archive_stops_the_deploy_before_the_promote(Host::Local);
