@@ -1354,10 +1354,17 @@ fn deploy_hashes_the_archive_again_unless_it_kept_the_stamp_preflight_recorded()
 /// The unpacked-copy path (a tree with hard links) looked at the archive's stamp by its path,
 /// and the unpack opened that path again: a directory above the archive renamed away and back
 /// around the open (which moves no ctime of the archive) had another file's bytes unpacked, with
-/// the stamp taken for the plan's file and nothing hashed. The stamp must be the one of the file
-/// the unpack reads.
+/// the stamp taken for the plan's file and nothing hashed. Without a stamp, the hash was read
+/// through an open of its own, made before the swap: the plan's file hashed, the other one
+/// unpacked. What is vouched for (by the stamp or the hash) must be the file the unpack reads.
 #[test]
-fn the_unpacked_copy_reads_the_file_whose_stamp_was_looked_at() {
+fn the_unpacked_copy_reads_the_file_it_vouched_for() {
+    for stamped in [true, false] {
+        the_unpacked_copy_reads_the_file_it_vouched_for_when(stamped);
+    }
+}
+
+fn the_unpacked_copy_reads_the_file_it_vouched_for_when(stamped: bool) {
     use sealpush::deploy::artifact::{prepare, Contents};
     let env = Env::new(Host::Local);
     let tree = |name: &str| {
@@ -1369,11 +1376,13 @@ fn the_unpacked_copy_reads_the_file_whose_stamp_was_looked_at() {
     };
     let (store, art) = env.store_tree(&tree("ours"), "ours-store");
     let (_, theirs) = env.store_tree(&tree("theirs"), "theirs-store");
-    std::thread::sleep(sealpush::stamp::SETTLED + std::time::Duration::from_millis(200));
+    if stamped {
+        std::thread::sleep(sealpush::stamp::SETTLED + std::time::Duration::from_millis(200));
+    }
     let plan = env.plan_for(&store, &art);
     let sealed =
         sealpush::plan::SealedPlan::from_json(&std::fs::read_to_string(&plan).unwrap()).unwrap();
-    assert!(sealed.plan.artifact.archive_stamp.is_some());
+    assert_eq!(sealed.plan.artifact.archive_stamp.is_some(), stamped);
     let names = sealpush::deploy::Names::of(&sealed.plan, &sealed.digest).unwrap();
     // A copy of the store's directory with the other tree's archive (same names and sizes) at
     // the archive's place.
@@ -1400,18 +1409,17 @@ fn the_unpacked_copy_reads_the_file_whose_stamp_was_looked_at() {
     }
     let prepared = prepare(&sealed.plan, &names, &Swap(&store, &swapped, &aside));
     assert!(!aside.exists(), "the swap was undone");
-    if let Ok(p) = prepared {
-        let Contents::Unpacked(dir) = &p.contents else {
-            panic!("a tree with hard links is unpacked first");
-        };
-        let digest = |p: &Path| sealpush::digest::Digest::of(&std::fs::read(p).unwrap());
-        assert!(
-            digest(&dir.join("a.bin")) == digest(&env.tmp.path().join("ours/a.bin")),
-            "unpacked another file's bytes, vouched for by the stamp ({})",
-            p.archive_check
-        );
-        assert_eq!(p.archive_check, "stamp");
-    }
+    let p = prepared.unwrap_or_else(|e| panic!("stamped {stamped}: {e}"));
+    let Contents::Unpacked(dir) = &p.contents else {
+        panic!("a tree with hard links is unpacked first");
+    };
+    let digest = |p: &Path| sealpush::digest::Digest::of(&std::fs::read(p).unwrap());
+    assert!(
+        digest(&dir.join("a.bin")) == digest(&env.tmp.path().join("ours/a.bin")),
+        "unpacked another file's bytes, vouched for by the {}",
+        p.archive_check
+    );
+    assert_eq!(p.archive_check, if stamped { "stamp" } else { "sha256" });
 }
 
 #[test]
