@@ -489,6 +489,40 @@ fn a_lock_temp_left_by_a_cut_off_run_is_removed_by_the_rerun() {
     }
 }
 
+/// The same beside a target whose parent's path holds a newline (a valid UTF-8 path preflight
+/// accepts): the rerun read the journal's `lock` intent line by line, found no line that was
+/// the lock's file, and left it (linked to nothing) in the work dir, where every later
+/// preflight of the target fails on it.
+#[test]
+fn a_lock_temp_left_by_a_cut_off_run_is_removed_by_the_rerun_under_a_parent_with_a_newline() {
+    let base = tempfile::tempdir().unwrap();
+    let env = Env::new_in(Host::Local, Some(&base.path().join("a\nb")));
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-after:lock");
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let lock = work.join("lock");
+    // `recorded_lock_temp` reads lines: the intent is the lock's path, a newline, the temp's.
+    let journal = std::fs::read_to_string(env.state_file("journal.jsonl")).unwrap();
+    let intent: serde_json::Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["step"] == "lock" && r["phase"] == "intent")
+        .unwrap();
+    let detail = intent["detail"].as_str().unwrap();
+    let temp = PathBuf::from(
+        detail
+            .strip_prefix(&format!("{}\n", lock.display()))
+            .unwrap_or_else(|| panic!("{detail:?}")),
+    );
+    assert_eq!(temp.parent(), Some(work.as_path()));
+    // That run linked its file and removed it: back to the moment between the two.
+    std::fs::hard_link(&lock, &temp).unwrap();
+    let out = env.deploy(&plan, &[]).ok();
+    assert!(stdout(&out).ends_with("verdict: PASS\n"));
+    assert!(!temp.exists(), "the cut-off run's lock file is left");
+    env.assert_work_dir_holds_only_records();
+}
+
 /// The same with the anchor edited before the rerun: the plan can never finish, and the rerun
 /// removes what the cut-off run left, as after a kill before the promote, the lock's file
 /// included, so nothing of the deploy is left.
