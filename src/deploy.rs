@@ -480,19 +480,26 @@ fn new_lock_temp(work_dir: &Path, plan: &Digest) -> std::io::Result<PathBuf> {
     Ok(work_dir.join(format!("{LOCK_TEMP_PREFIX}{}-{hex}", &plan.to_hex()[..16])))
 }
 
-/// The lock temp files that the runs journalled in `history` set out to create: the lines of
-/// `lock` intent records that are paths of such a file in `work_dir`, less those a `lock`
-/// failure record names (found already there: someone else's).
+/// The lock temp files that the runs journalled in `history` set out to create: the paths of
+/// such a file in `work_dir` that begin a line of a `lock` intent record and end it, less
+/// those a `lock` failure record names so (found already there: someone else's). The line is
+/// found by the work dir's own spelling, not by splitting the record at newlines: a path may
+/// hold one (the temp's own name never does).
 fn recorded_lock_temps(history: &journal::History, work_dir: &Path) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
+    let prefix = work_dir.join(LOCK_TEMP_PREFIX).display().to_string();
     let mut out: Vec<PathBuf> = Vec::new();
     for r in history.records.iter().filter(|r| r.step == Step::Lock) {
-        for line in r.detail.lines() {
-            let p = Path::new(line);
-            let temp_shaped = p.parent() == Some(work_dir)
-                && p.file_name()
-                    .is_some_and(|n| n.as_bytes().starts_with(LOCK_TEMP_PREFIX.as_bytes()));
-            if !temp_shaped {
+        let d = r.detail.as_str();
+        let mut from = 0;
+        while let Some(i) = d[from..].find(&prefix) {
+            let start = from + i;
+            from = start + prefix.len();
+            if start > 0 && d.as_bytes()[start - 1] != b'\n' {
+                continue;
+            }
+            let end = d[from..].find('\n').map_or(d.len(), |j| from + j);
+            let p = Path::new(&d[start..end]);
+            if p.parent() != Some(work_dir) {
                 continue;
             }
             out.retain(|q| q != p);
@@ -2721,6 +2728,42 @@ mod tests {
             [w.join("lock.new-a-1"), w.join("lock.new-a-2")]
         );
         assert!(recorded_lock_temps(&journal::History::default(), w).is_empty());
+        // A work dir whose path holds a newline: the record's lines are not its paths.
+        let w = Path::new("/p/a\nb/.sealpush/t");
+        let history = journal::History {
+            records: vec![
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/a\nb/.sealpush/t/lock\n/p/a\nb/.sealpush/t/lock.new-a-1",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/a\nb/.sealpush/t/lock\n/p/a\nb/.sealpush/t/lock.new-a-2",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Failed,
+                    "/p/a\nb/.sealpush/t/lock.new-a-2\nalready there",
+                ),
+                // Only the lines' ends in another directory.
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/p/a\nb/.sealpush/t/lock.new-a-3",
+                ),
+                rec(
+                    Step::Lock,
+                    Phase::Intent,
+                    "/q/a\nb/.sealpush/t/lock.new-a-4",
+                ),
+            ],
+        };
+        assert_eq!(
+            recorded_lock_temps(&history, w),
+            [w.join("lock.new-a-1"), w.join("lock.new-a-3")]
+        );
     }
 
     #[test]

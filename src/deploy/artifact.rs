@@ -113,24 +113,25 @@ pub fn prepare(
     // structure and sizes but does not hash the content: every byte is compared with this
     // manifest when it is read back from the host (or by sha256sum -c there), before the
     // promote. Hashing it here too cost a second of CPU per 2 GiB on the critical path.
-    // A file that still has the plan's stamp before and after the unpack is not hashed again
-    // (see `crate::stamp`).
-    // Followed, as preflight's open followed it.
-    let stamp_now = || {
-        std::fs::metadata(&a.path)
-            .ok()
-            .map(|m| crate::stamp::FileStamp::of(&m))
-    };
-    let unchanged = a.archive_stamp.filter(|s| stamp_now() == Some(*s));
+    // The archive is opened once, and everything here reads that one file: the stamp is looked
+    // at through the handle (following a symlink, as preflight's open did), the hash reads it
+    // with positioned reads, the unpack through a clone of it. A name swapped meanwhile (the
+    // archive replaced by a rename and put back, a directory above it renamed away and back,
+    // neither of which moves the file's ctime) cannot have one file vouched for and another
+    // unpacked. A file that still has the plan's stamp before and after the unpack is not
+    // hashed again (see `crate::stamp`).
+    let file = std::fs::File::open(&a.path).map_err(|e| bad(format!("cannot open it: {e}")))?;
+    let look = |f: &std::fs::File| f.metadata().ok().map(|m| crate::stamp::FileStamp::of(&m));
+    let unchanged = a.archive_stamp.filter(|s| look(&file) == Some(*s));
+    let read = file
+        .try_clone()
+        .map_err(|e| bad(format!("cannot open it: {e}")))?;
     let (digest, manifest) = std::thread::scope(|s| {
         let hasher = s.spawn(|| match unchanged {
             Some(_) => Ok(None),
-            None => crate::tree::hash_file(&a.path).map(Some),
+            None => sha256_at(&file).map(Some),
         });
-        let manifest = match &stored {
-            Some(m) => crate::pack::unpack_unhashed(&a.path, &tree, m, progress),
-            None => crate::pack::unpack(&a.path, &tree, None, progress),
-        };
+        let manifest = crate::pack::unpack_opened(&a.path, read, &tree, stored.as_ref(), progress);
         (hasher.join().expect("hash thread"), manifest)
     });
     let archive_check = match digest.map_err(|e| bad(e.to_string()))? {
@@ -142,7 +143,7 @@ pub fn prepare(
             })
         }
         Some(_) => ARCHIVE_REHASHED,
-        None if stamp_now() != unchanged => {
+        None if look(&file) != unchanged => {
             return Err(bad(
                 "changed while it was unpacked (its size, mtime or ctime moved)".into(),
             ))
@@ -368,6 +369,27 @@ pub fn stream_files(
         return Err(bad("the archive's entries differ from its manifest".into()));
     }
     Ok(Some(read))
+}
+
+/// The sha256 and size of `f`, read whole with positioned reads: the file offset, which a clone
+/// of the handle shares, is left to the reader of that clone.
+fn sha256_at(f: &std::fs::File) -> std::io::Result<(Digest, u64)> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::FileExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        match f.read_at(&mut buf, at) {
+            Ok(0) => return Ok((Digest(h.finalize().into()), at)),
+            Ok(n) => {
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Prefix of the private unpack dirs: `sealpush-unpack-<pid>-<random>`.

@@ -101,11 +101,12 @@ pub struct Receipt {
     pub finished: String,
     /// "read-back" (every byte read over the transport and hashed here) or "host-sha256sum".
     pub verify: String,
-    /// How the local archive was vouched for before anything was sent from it: "sha256"
-    /// (hashed again, matching the plan) or "stamp" (it kept the device, inode, size, mtime and
-    /// ctime it had when preflight hashed it; see `store-layout.md`); empty when this run did
-    /// not read it (a rerun past the upload). Either way the host's copy is checked against
-    /// the manifest by `verify`.
+    /// How the local archive was vouched for before the promote (before anything was sent
+    /// from an unpacked copy; after its last byte when streamed): "sha256" (hashed again,
+    /// matching the plan) or "stamp" (it kept the device, inode, size, mtime and ctime it had
+    /// when preflight hashed it; see `store-layout.md`); empty when this run did not read it
+    /// (a rerun finishing a deploy whose promote had happened, when the tree is streamed from
+    /// the archive). Either way the host's copy is checked against the manifest by `verify`.
     #[serde(default)]
     pub archive_check: String,
     /// Recipe digest of the deployed tree without DEPLOY-MANIFEST.txt, as

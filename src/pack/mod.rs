@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 pub use check::{CheckedEntry, CheckedKind};
 pub use unpack::{
-    derive_manifest, read_checked, read_checked_streaming, unpack, unpack_artifact,
+    derive_manifest, read_checked, read_checked_streaming, unpack, unpack_artifact, unpack_opened,
     unpack_unhashed, ArchiveRead, UnpackError,
 };
 pub use write::{pack_dir, pack_to_file, PackError, Packed};

@@ -482,7 +482,7 @@ pub fn unpack(
     expected: Option<&Manifest>,
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
-    unpack_with(archive, dest, expected, true, None, progress)
+    unpack_with(archive, None, dest, expected, true, None, progress)
 }
 
 /// [`unpack`] of a stored artifact: also checks the archive file's sha256 and size, computed
@@ -497,7 +497,7 @@ pub fn unpack_artifact(
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
     let want = Some((archive_sha256, archive_size));
-    unpack_with(archive, dest, Some(expected), true, want, progress)
+    unpack_with(archive, None, dest, Some(expected), true, want, progress)
 }
 
 /// [`unpack`] against `expected` with every check except the content digests: paths, kinds,
@@ -510,11 +510,33 @@ pub fn unpack_unhashed(
     expected: &Manifest,
     progress: &dyn Progress,
 ) -> Result<Manifest, UnpackError> {
-    unpack_with(archive, dest, Some(expected), false, None, progress)
+    unpack_with(archive, None, dest, Some(expected), false, None, progress)
+}
+
+/// [`unpack`] without a manifest (`expected` `None`), or [`unpack_unhashed`] against one, of
+/// the archive its caller already opened (`archive` names it in errors): what is unpacked is
+/// the very file the caller looked at (its stamp, say), whatever `archive` names meanwhile.
+pub fn unpack_opened(
+    archive: &Path,
+    file: fs::File,
+    dest: &Path,
+    expected: Option<&Manifest>,
+    progress: &dyn Progress,
+) -> Result<Manifest, UnpackError> {
+    unpack_with(
+        archive,
+        Some(file),
+        dest,
+        expected,
+        expected.is_none(),
+        None,
+        progress,
+    )
 }
 
 fn unpack_with(
     archive: &Path,
+    opened: Option<fs::File>,
     dest: &Path,
     expected: Option<&Manifest>,
     hash: bool,
@@ -578,7 +600,7 @@ fn unpack_with(
         }
         let mut buf = vec![0u8; 256 * 1024];
         let known = if hash { None } else { expected };
-        let r = read_checked_tallied(archive, known, None, tally.clone(), |entry, data| {
+        let r = read_checked_tallied(archive, known, opened, tally.clone(), |entry, data| {
             if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(e);
             }

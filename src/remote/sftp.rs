@@ -801,7 +801,13 @@ impl Ctx<'_> {
                     return failed("not a directory".into());
                 }
                 if let Some(Ok(d)) = self.probe(fs.open_dir(path)).await {
-                    let entries: Vec<_> = d.read_dir().try_collect().await.unwrap_or_default();
+                    // Under the limit too: a stall between the open and the listing would
+                    // otherwise wait for good (a bulk removal has no outer timeout).
+                    let entries: Vec<_> = self
+                        .probe(d.read_dir().try_collect::<Vec<_>>())
+                        .await
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
                     if entries
                         .iter()
                         .any(|e| !matches!(e.filename().as_os_str().as_bytes(), b"." | b".."))

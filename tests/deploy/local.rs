@@ -489,6 +489,40 @@ fn a_lock_temp_left_by_a_cut_off_run_is_removed_by_the_rerun() {
     }
 }
 
+/// The same beside a target whose parent's path holds a newline (a valid UTF-8 path preflight
+/// accepts): the rerun read the journal's `lock` intent line by line, found no line that was
+/// the lock's file, and left it (linked to nothing) in the work dir, where every later
+/// preflight of the target fails on it.
+#[test]
+fn a_lock_temp_left_by_a_cut_off_run_is_removed_by_the_rerun_under_a_parent_with_a_newline() {
+    let base = tempfile::tempdir().unwrap();
+    let env = Env::new_in(Host::Local, Some(&base.path().join("a\nb")));
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-after:lock");
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let lock = work.join("lock");
+    // `recorded_lock_temp` reads lines: the intent is the lock's path, a newline, the temp's.
+    let journal = std::fs::read_to_string(env.state_file("journal.jsonl")).unwrap();
+    let intent: serde_json::Value = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["step"] == "lock" && r["phase"] == "intent")
+        .unwrap();
+    let detail = intent["detail"].as_str().unwrap();
+    let temp = PathBuf::from(
+        detail
+            .strip_prefix(&format!("{}\n", lock.display()))
+            .unwrap_or_else(|| panic!("{detail:?}")),
+    );
+    assert_eq!(temp.parent(), Some(work.as_path()));
+    // That run linked its file and removed it: back to the moment between the two.
+    std::fs::hard_link(&lock, &temp).unwrap();
+    let out = env.deploy(&plan, &[]).ok();
+    assert!(stdout(&out).ends_with("verdict: PASS\n"));
+    assert!(!temp.exists(), "the cut-off run's lock file is left");
+    env.assert_work_dir_holds_only_records();
+}
+
 /// The same with the anchor edited before the rerun: the plan can never finish, and the rerun
 /// removes what the cut-off run left, as after a kill before the promote, the lock's file
 /// included, so nothing of the deploy is left.
@@ -1349,6 +1383,77 @@ fn deploy_hashes_the_archive_again_unless_it_kept_the_stamp_preflight_recorded()
     // Rewritten just now: the next preflight records no stamp.
     let plan = env.plan_for(&rewritten, &rewritten_art);
     assert!(stamp_of(&plan).is_null(), "{}", stamp_of(&plan));
+}
+
+/// The unpacked-copy path (a tree with hard links) looked at the archive's stamp by its path,
+/// and the unpack opened that path again: a directory above the archive renamed away and back
+/// around the open (which moves no ctime of the archive) had another file's bytes unpacked, with
+/// the stamp taken for the plan's file and nothing hashed. Without a stamp, the hash was read
+/// through an open of its own, made before the swap: the plan's file hashed, the other one
+/// unpacked. What is vouched for (by the stamp or the hash) must be the file the unpack reads.
+#[test]
+fn the_unpacked_copy_reads_the_file_it_vouched_for() {
+    for stamped in [true, false] {
+        the_unpacked_copy_reads_the_file_it_vouched_for_when(stamped);
+    }
+}
+
+fn the_unpacked_copy_reads_the_file_it_vouched_for_when(stamped: bool) {
+    use sealpush::deploy::artifact::{prepare, Contents};
+    let env = Env::new(Host::Local);
+    let tree = |name: &str| {
+        let src = env.tmp.path().join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), super::random_bytes(1 << 16)).unwrap();
+        std::fs::hard_link(src.join("a.bin"), src.join("b.bin")).unwrap();
+        src
+    };
+    let (store, art) = env.store_tree(&tree("ours"), "ours-store");
+    let (_, theirs) = env.store_tree(&tree("theirs"), "theirs-store");
+    if stamped {
+        std::thread::sleep(sealpush::stamp::SETTLED + std::time::Duration::from_millis(200));
+    }
+    let plan = env.plan_for(&store, &art);
+    let sealed =
+        sealpush::plan::SealedPlan::from_json(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    assert_eq!(sealed.plan.artifact.archive_stamp.is_some(), stamped);
+    let names = sealpush::deploy::Names::of(&sealed.plan, &sealed.digest).unwrap();
+    // A copy of the store's directory with the other tree's archive (same names and sizes) at
+    // the archive's place.
+    let swapped = env.tmp.path().join("swapped-store");
+    super::copy_tree(&store, &swapped);
+    let rel = art.archive.strip_prefix(&store).unwrap();
+    std::fs::copy(&theirs.archive, swapped.join(rel)).unwrap();
+    let aside = env.tmp.path().join("ours-store-aside");
+    /// Swaps the store's directory for the copy when the unpack starts, and back when it ends.
+    struct Swap<'a>(&'a Path, &'a Path, &'a Path);
+    impl sealpush::progress::Progress for Swap<'_> {
+        fn start(&self, phase: &str, _: Option<u64>, _: Option<u64>) {
+            if phase == "unpacking" {
+                std::fs::rename(self.0, self.2).unwrap();
+                std::fs::rename(self.1, self.0).unwrap();
+            }
+        }
+        fn finish(&self) {
+            if self.2.exists() {
+                std::fs::rename(self.0, self.1).unwrap();
+                std::fs::rename(self.2, self.0).unwrap();
+            }
+        }
+    }
+    let prepared = prepare(&sealed.plan, &names, &Swap(&store, &swapped, &aside));
+    assert!(!aside.exists(), "the swap was undone");
+    let p = prepared.unwrap_or_else(|e| panic!("stamped {stamped}: {e}"));
+    let Contents::Unpacked(dir) = &p.contents else {
+        panic!("a tree with hard links is unpacked first");
+    };
+    let digest = |p: &Path| sealpush::digest::Digest::of(&std::fs::read(p).unwrap());
+    assert!(
+        digest(&dir.join("a.bin")) == digest(&env.tmp.path().join("ours/a.bin")),
+        "unpacked another file's bytes, vouched for by the {}",
+        p.archive_check
+    );
+    assert_eq!(p.archive_check, if stamped { "stamp" } else { "sha256" });
 }
 
 #[test]
