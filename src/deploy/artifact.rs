@@ -22,13 +22,13 @@ use crate::progress::Progress;
 use crate::remote::{Payload, StreamedFile};
 use crate::tree::{Collation, RecipeOptions};
 
-/// A checked artifact, ready to be sent.
 /// [`Receipt::archive_check`](super::receipt::Receipt::archive_check) when the archive was
 /// hashed again and matched the plan.
 pub const ARCHIVE_REHASHED: &str = "sha256";
 /// ... when it had the plan's stamp from before it was read to after (not hashed again).
 pub const ARCHIVE_UNCHANGED: &str = "stamp";
 
+/// A checked artifact, ready to be sent.
 pub struct Prepared {
     /// Removed on drop.
     _tmp: Option<tempfile::TempDir>,
