@@ -45,6 +45,12 @@ impl FileStamp {
         }
     }
 
+    /// The stamp of the file open as `f` (fstat: the very file read, whatever its name
+    /// points to meanwhile).
+    pub fn of_file(f: &std::fs::File) -> std::io::Result<FileStamp> {
+        f.metadata().map(|m| FileStamp::of(&m))
+    }
+
     /// The ctime in nanoseconds since the epoch.
     fn ctime_ns(&self) -> i128 {
         i128::from(self.ctime_sec) * 1_000_000_000 + i128::from(self.ctime_nsec)

@@ -1076,11 +1076,10 @@ pub fn sha256_file_stamped(
 ) -> Result<(Digest, u64, Option<crate::stamp::FileStamp>), StoreError> {
     use crate::stamp::{settled, FileStamp};
     let f = fs::File::open(path).map_err(io_at(path))?;
-    let look = |f: &fs::File| f.metadata().map(|m| FileStamp::of(&m)).map_err(io_at(path));
-    let before = look(&f)?;
+    let before = FileStamp::of_file(&f).map_err(io_at(path))?;
     let began = std::time::SystemTime::now();
     let (digest, n) = sha256_reader(&f, path)?;
-    let after = look(&f)?;
+    let after = FileStamp::of_file(&f).map_err(io_at(path))?;
     Ok((digest, n, settled(before, after, n, began)))
 }
 

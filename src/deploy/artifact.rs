@@ -121,7 +121,7 @@ pub fn prepare(
     // unpacked. A file that still has the plan's stamp before and after the unpack is not
     // hashed again (see `crate::stamp`).
     let file = std::fs::File::open(&a.path).map_err(|e| bad(format!("cannot open it: {e}")))?;
-    let look = |f: &std::fs::File| f.metadata().ok().map(|m| crate::stamp::FileStamp::of(&m));
+    let look = |f: &std::fs::File| crate::stamp::FileStamp::of_file(f).ok();
     let unchanged = a.archive_stamp.filter(|s| look(&file) == Some(*s));
     let read = file
         .try_clone()

@@ -289,11 +289,7 @@ pub fn read_checked_streaming(
         path: archive.to_path_buf(),
         source,
     })?;
-    let look = |f: &fs::File| {
-        f.metadata()
-            .map(|m| FileStamp::of(&m))
-            .map_err(io_at(archive))
-    };
+    let look = |f: &fs::File| FileStamp::of_file(f).map_err(io_at(archive));
     let trusted = match unchanged {
         Some(s) if look(&file)? == *s => Some((*s, file.try_clone().map_err(io_at(archive))?)),
         _ => None,
