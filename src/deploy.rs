@@ -473,10 +473,7 @@ pub const LOCK_TEMP_PREFIX: &str = "lock.new-";
 /// before linking it to `<work_dir>/lock`. New to each run, so two runs of one plan (from two
 /// machines) never share it and nobody can plant it in advance; the journal names it.
 fn new_lock_temp(work_dir: &Path, plan: &Digest) -> std::io::Result<PathBuf> {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = crate::preflight::unguessable_hex()?;
     Ok(work_dir.join(format!("{LOCK_TEMP_PREFIX}{}-{hex}", &plan.to_hex()[..16])))
 }
 

@@ -78,12 +78,17 @@ pub fn space_needed(artifact: &ArtifactRef, frsize: u64) -> u64 {
     base + base / 10 + 4 * 1024 * 1024
 }
 
-/// The staging directory's name beside the target: `.<name>.sealpush-stage-<16 random hex>`.
-pub fn staging_name(target_name: &OsStr) -> io::Result<PathBuf> {
+/// 16 hex digits from `/dev/urandom`: a name part nobody can guess and plant in advance.
+pub fn unguessable_hex() -> io::Result<String> {
     use std::io::Read;
     let mut b = [0u8; 8];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The staging directory's name beside the target: `.<name>.sealpush-stage-<16 random hex>`.
+pub fn staging_name(target_name: &OsStr) -> io::Result<PathBuf> {
+    let hex = unguessable_hex()?;
     let mut n = b".".to_vec();
     n.extend_from_slice(target_name.as_bytes());
     n.extend_from_slice(b".sealpush-stage-");
