@@ -160,6 +160,9 @@ impl Manifest {
         recipe: Option<RecipeRecord>,
     ) -> Result<Manifest, ManifestError> {
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        // The index of the last parent found: the entries of one directory mostly come
+        // together, and a hit there saves the search.
+        let mut last_parent: Option<usize> = None;
         for (i, e) in entries.iter().enumerate() {
             check_path(&e.path).map_err(|reason| ManifestError::BadPath {
                 path: show(&e.path),
@@ -180,10 +183,16 @@ impl Manifest {
             if let Some(parent) = parent_of(&e.path) {
                 // In bytewise order a parent sorts before its children, but not necessarily
                 // immediately before them ("a", "a-b", "a/c"): binary search the sorted prefix.
-                let ok = entries[..i]
-                    .binary_search_by(|p| p.path.as_slice().cmp(parent))
-                    .is_ok_and(|j| entries[j].kind == EntryKind::Dir);
-                if !ok {
+                let found = match last_parent {
+                    Some(j) if entries[j].path == parent => Some(j),
+                    _ => entries[..i]
+                        .binary_search_by(|p| p.path.as_slice().cmp(parent))
+                        .ok(),
+                };
+                let ok = found.is_some_and(|j| entries[j].kind == EntryKind::Dir);
+                if ok {
+                    last_parent = found;
+                } else {
                     return Err(ManifestError::MissingParent {
                         path: show(&e.path),
                         parent: show(parent),

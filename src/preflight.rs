@@ -1221,31 +1221,31 @@ pub fn survey_anchor(
 
     // One walk (a level's directories listed concurrently) gives kinds, sizes, exec bits and
     // symlink targets; each directory's listing is also kept, in readdir order, for the
-    // recipe's emulation.
+    // recipe's emulation. Every regular file is read once, pipelined, starting while the walk
+    // goes on (the totals are known only at its end).
     let mut listings: HashMap<Vec<u8>, Listing> = HashMap::from([(Vec::new(), Vec::new())]);
-    let mut shape = shape::walk_seen(remote, anchor, None, &mut |rel, meta| {
-        let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&[][..], rel),
-        };
-        listings
-            .entry(dir.to_vec())
-            .or_default()
-            .push((base.to_vec(), meta.kind));
-        if meta.kind == FileKind::Dir {
-            listings.entry(rel.to_vec()).or_default();
-        }
-    })?;
-
-    // Hash every regular file once, pipelined.
-    let (files, total) = shape.values().fold((0u64, 0u64), |(n, b), k| match k {
-        Kind::File { size, .. } => (n + 1, b + size),
-        _ => (n, b),
-    });
-    progress.start("hashing anchor", Some(total), Some(files));
-    let hashed = shape::hash_shape(remote, anchor, &mut shape, progress);
+    progress.start("reading anchor", None, None);
+    let shape = shape::walk_hashed(
+        remote,
+        anchor,
+        None,
+        &mut |rel, meta| {
+            let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&rel[..i], &rel[i + 1..]),
+                None => (&[][..], rel),
+            };
+            listings
+                .entry(dir.to_vec())
+                .or_default()
+                .push((base.to_vec(), meta.kind));
+            if meta.kind == FileKind::Dir {
+                listings.entry(rel.to_vec()).or_default();
+            }
+        },
+        progress,
+    );
     progress.finish();
-    hashed?;
+    let shape = shape?;
     let mut specials = Vec::new();
     let entries: Vec<Entry> = shape
         .into_iter()
@@ -1287,45 +1287,49 @@ pub fn survey_anchor(
     // The recipe digest (C locale: the seed's pipeline under LC_ALL=C). When every path is
     // plain it follows from the manifest alone; otherwise the pipeline's emulation runs over
     // the cached walk, quirks and all.
-    let (digest, files, bytes) =
-        match crate::manifest::recipe_from_entries(&name, &manifest.entries) {
-            Some(d) => (d, manifest.file_count(), manifest.total_bytes()),
-            None => {
-                // The walk and the digests as the emulation's source (paths from the parent).
-                let mut src = RemoteSource::new(remote, parent);
-                src.kinds.insert(name.clone(), root.kind);
-                for (rel, kinds) in listings {
-                    for (n, k) in &kinds {
-                        src.kinds.insert(join_rel(&name, &join_rel(&rel, n)), *k);
-                    }
-                    src.dirs.insert(join_rel(&name, &rel), kinds);
+    // The two digests over the whole listing, side by side.
+    let (plain_recipe, tree_identity) = rayon::join(
+        || crate::manifest::recipe_from_entries(&name, &manifest.entries),
+        || manifest.identity(),
+    );
+    let (digest, files, bytes) = match plain_recipe {
+        Some(d) => (d, manifest.file_count(), manifest.total_bytes()),
+        None => {
+            // The walk and the digests as the emulation's source (paths from the parent).
+            let mut src = RemoteSource::new(remote, parent);
+            src.kinds.insert(name.clone(), root.kind);
+            for (rel, kinds) in listings {
+                for (n, k) in &kinds {
+                    src.kinds.insert(join_rel(&name, &join_rel(&rel, n)), *k);
                 }
-                let cache = src.hashes.get_mut().unwrap_or_else(|p| p.into_inner());
-                for e in &manifest.entries {
-                    if let EntryKind::File { size, sha256, .. } = &e.kind {
-                        cache.insert(join_rel(&name, &e.path), (*sha256, *size));
-                    }
-                }
-                let opts = RecipeOptions {
-                    threads: Some(1),
-                    collation: Collation::c(),
-                };
-                let out = crate::tree::recipe_with(
-                    &src,
-                    std::slice::from_ref(&name),
-                    &opts,
-                    &crate::progress::NoProgress,
-                );
-                if let Some(e) = src.take_fatal() {
-                    return Err(PreflightError::Remote(e));
-                }
-                let out = out.map_err(|source| PreflightError::Recipe {
-                    path: anchor.to_path_buf(),
-                    source,
-                })?;
-                (out.digest, out.files, out.bytes)
+                src.dirs.insert(join_rel(&name, &rel), kinds);
             }
-        };
+            let cache = src.hashes.get_mut().unwrap_or_else(|p| p.into_inner());
+            for e in &manifest.entries {
+                if let EntryKind::File { size, sha256, .. } = &e.kind {
+                    cache.insert(join_rel(&name, &e.path), (*sha256, *size));
+                }
+            }
+            let opts = RecipeOptions {
+                threads: Some(1),
+                collation: Collation::c(),
+            };
+            let out = crate::tree::recipe_with(
+                &src,
+                std::slice::from_ref(&name),
+                &opts,
+                &crate::progress::NoProgress,
+            );
+            if let Some(e) = src.take_fatal() {
+                return Err(PreflightError::Remote(e));
+            }
+            let out = out.map_err(|source| PreflightError::Recipe {
+                path: anchor.to_path_buf(),
+                source,
+            })?;
+            (out.digest, out.files, out.bytes)
+        }
+    };
     manifest.recipe = Some(RecipeRecord {
         digest,
         locale: "C".into(),
@@ -1334,7 +1338,7 @@ pub fn survey_anchor(
         path: anchor.to_path_buf(),
         recipe_digest: digest,
         recipe_locale: "C".into(),
-        tree_identity: manifest.identity(),
+        tree_identity,
         files,
         bytes,
     };

@@ -765,3 +765,80 @@ fn anchor_with_a_non_utf8_name_fails_clearly() {
         plan.verdict
     );
 }
+
+/// The anchor's files are read while its deeper directories are still being listed
+/// (`shape::walk_hashed`). Whatever comes back first, a read error names the first unreadable
+/// file in byte order, as a walk followed by the reads would; a directory that cannot be listed
+/// stops the survey with its own error, and nothing waits on the reads already started.
+#[test]
+fn anchor_errors_while_reading_during_the_walk_are_the_plain_walks_errors() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let c = sshd.client_unprivileged();
+    let r = SftpRemote::connect(&c.alias, &opts(&c.path)).unwrap();
+    let remote = scratch();
+    let anchor = remote.path().join("old");
+    let deep = anchor.join("a/deep/deeper");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::create_dir_all(anchor.join("b")).unwrap();
+    // Plenty to read at depth 1 and 2 while depth 3 is listed; an unreadable file among them,
+    // found early, and one at depth 3, found last but first in byte order.
+    for i in 0..400 {
+        std::fs::write(anchor.join(format!("b/f{i:03}")), format!("file {i}")).unwrap();
+    }
+    std::fs::write(anchor.join("b/y-unreadable"), b"y").unwrap();
+    std::fs::write(deep.join("x-unreadable"), b"x").unwrap();
+    let mut dirs = vec![remote.path().to_path_buf()];
+    dirs.extend(
+        ["old", "old/a", "old/a/deep", "old/a/deep/deeper", "old/b"].map(|d| remote.path().join(d)),
+    );
+    for d in &dirs {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in [anchor.join("b/y-unreadable"), deep.join("x-unreadable")] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+
+    for _ in 0..3 {
+        let err = survey_anchor(&r, &anchor, &NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a/deep/deeper/x-unreadable") && err.contains("permission denied"),
+            "{err}"
+        );
+    }
+
+    // A directory that cannot be listed: its error, while b's files are being read.
+    std::fs::set_permissions(
+        anchor.join("a/deep"),
+        std::fs::Permissions::from_mode(0o311),
+    )
+    .unwrap();
+    let err = survey_anchor(&r, &anchor, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a/deep") && !err.contains("unreadable") && err.contains("permission denied"),
+        "{err}"
+    );
+    // The session is still usable afterwards.
+    std::fs::set_permissions(
+        anchor.join("a/deep"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        anchor.join("b/y-unreadable"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        deep.join("x-unreadable"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (a, _) = survey_anchor(&r, &anchor, &NoProgress).unwrap();
+    assert_eq!(a.files, 402);
+    assert_eq!(a.recipe_digest.to_hex(), real_recipe(sshd, &anchor));
+}
