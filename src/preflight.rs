@@ -1221,31 +1221,31 @@ pub fn survey_anchor(
 
     // One walk (a level's directories listed concurrently) gives kinds, sizes, exec bits and
     // symlink targets; each directory's listing is also kept, in readdir order, for the
-    // recipe's emulation. Every regular file is read once, pipelined, starting while the walk
-    // goes on (the totals are known only at its end).
+    // recipe's emulation.
     let mut listings: HashMap<Vec<u8>, Listing> = HashMap::from([(Vec::new(), Vec::new())]);
-    progress.start("reading anchor", None, None);
-    let shape = shape::walk_hashed(
-        remote,
-        anchor,
-        None,
-        &mut |rel, meta| {
-            let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
-                Some(i) => (&rel[..i], &rel[i + 1..]),
-                None => (&[][..], rel),
-            };
-            listings
-                .entry(dir.to_vec())
-                .or_default()
-                .push((base.to_vec(), meta.kind));
-            if meta.kind == FileKind::Dir {
-                listings.entry(rel.to_vec()).or_default();
-            }
-        },
-        progress,
-    );
+    let mut shape = shape::walk_seen(remote, anchor, None, &mut |rel, meta| {
+        let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&[][..], rel),
+        };
+        listings
+            .entry(dir.to_vec())
+            .or_default()
+            .push((base.to_vec(), meta.kind));
+        if meta.kind == FileKind::Dir {
+            listings.entry(rel.to_vec()).or_default();
+        }
+    })?;
+
+    // Hash every regular file once, pipelined.
+    let (files, total) = shape.values().fold((0u64, 0u64), |(n, b), k| match k {
+        Kind::File { size, .. } => (n + 1, b + size),
+        _ => (n, b),
+    });
+    progress.start("hashing anchor", Some(total), Some(files));
+    let hashed = shape::hash_shape(remote, anchor, &mut shape, progress);
     progress.finish();
-    let shape = shape?;
+    hashed?;
     let mut specials = Vec::new();
     let entries: Vec<Entry> = shape
         .into_iter()

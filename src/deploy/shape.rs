@@ -149,9 +149,14 @@ pub fn walk_seen(
             .filter(|rel| !early.contains_key(*rel))
             .map(|rel| join(root, rel))
             .collect();
+        let mut late = remote.read_dirs(&paths).into_iter();
         let mut next = Vec::new();
         let mut links = Vec::new();
-        let mut record = |rel: &Vec<u8>, listed: Vec<crate::remote::DirEntry>| {
+        for rel in &level {
+            let listed = match early.remove(rel) {
+                Some(entries) => entries,
+                None => late.next().expect("a listing for each late directory")?,
+            };
             for e in listed {
                 let mut child = rel.clone();
                 if !child.is_empty() {
@@ -167,38 +172,6 @@ pub fn walk_seen(
                 }
                 shape.insert(child, k);
             }
-        };
-        // Each directory in level order, as soon as its listing is in (a caller's `seen` may
-        // start work on the first ones while the rest are listed); the first error stops.
-        let mut order = level.iter();
-        let mut failed = None;
-        remote.read_dirs_each(&paths, &mut |late| {
-            let mut late = Some(late);
-            for rel in order.by_ref() {
-                if let Some(entries) = early.remove(rel) {
-                    record(rel, entries);
-                    continue;
-                }
-                match late.take().expect("one late listing per late directory") {
-                    Ok(entries) => record(rel, entries),
-                    Err(e) => {
-                        failed = Some(e);
-                        return false;
-                    }
-                }
-                return true;
-            }
-            unreachable!("more listings than directories without an early one")
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        // Early-listed directories after the last late one.
-        for rel in order {
-            let entries = early
-                .remove(rel)
-                .expect("every late directory handed over before these");
-            record(rel, entries);
         }
         // The level's symlink targets, read concurrently; the first error in order stops.
         let link_paths: Vec<PathBuf> = links.iter().map(|rel| join(root, rel)).collect();
@@ -212,71 +185,6 @@ pub fn walk_seen(
     Ok(shape)
 }
 
-/// [`walk_seen`] and then [`hash_shape`], overlapped: each file is sent to
-/// [`Remote::hash_files_fed`] (on a second thread) as soon as its directory's listing is in, so
-/// over SFTP the reads of the first directories' files run while the server lists the rest.
-/// The result is the same, and so is the error: a walk error first, then the read error of the
-/// first file in byte order.
-pub fn walk_hashed(
-    remote: &dyn Remote,
-    root: &Path,
-    expected: Option<&Shape>,
-    seen: &mut dyn FnMut(&[u8], &Meta),
-    progress: &dyn crate::progress::Progress,
-) -> Result<Shape, RemoteError> {
-    let (feed, files) = crate::remote::file_feed();
-    std::thread::scope(|s| {
-        let hashing = std::thread::Builder::new()
-            .name("sealpush-hash".into())
-            .spawn_scoped(s, move || remote.hash_files_fed(files, progress))
-            .expect("cannot start a thread");
-        let mut sent: Vec<Vec<u8>> = Vec::new();
-        let walked = walk_seen(remote, root, expected, &mut |rel, meta| {
-            seen(rel, meta);
-            if meta.kind == FileKind::File {
-                sent.push(rel.to_vec());
-                feed.send(join(root, rel), meta.size);
-            }
-        });
-        let mut shape = match walked {
-            Ok(shape) => shape,
-            Err(e) => {
-                feed.abandon();
-                join_hashing(hashing);
-                return Err(e);
-            }
-        };
-        // Each result into the shape as it comes, while the last files are still being read.
-        let mut first_err: Option<(Vec<u8>, RemoteError)> = None;
-        for (i, res) in feed.close() {
-            let rel = std::mem::take(&mut sent[i]);
-            match res {
-                Ok((digest, n)) => {
-                    if let Some(Kind::File { size, sha256, .. }) = shape.get_mut(&rel) {
-                        // As in `hash_shape`: the size read is what the comparison sees.
-                        *size = n;
-                        *sha256 = Some(digest);
-                    }
-                }
-                Err(e) => {
-                    if first_err.as_ref().map_or(true, |(p, _)| rel < *p) {
-                        first_err = Some((rel, e));
-                    }
-                }
-            }
-        }
-        join_hashing(hashing);
-        match first_err {
-            Some((_, e)) => Err(e),
-            None => Ok(shape),
-        }
-    })
-}
-
-fn join_hashing(h: std::thread::ScopedJoinHandle<'_, ()>) {
-    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
 /// Reads every file of `shape` back over the transport and fills in its digest; a read error
 /// is returned with its path. The size from the walk is checked against the bytes read.
 pub fn hash_shape(
@@ -285,19 +193,19 @@ pub fn hash_shape(
     shape: &mut Shape,
     progress: &dyn crate::progress::Progress,
 ) -> Result<(), RemoteError> {
-    let rels: Vec<(Vec<u8>, u64)> = shape
+    // The walk's sizes are hints: a file still of that size needs no end-of-file request.
+    let files: Vec<(PathBuf, u64)> = shape
         .iter()
-        .filter_map(|(p, k)| match k {
-            Kind::File { size, .. } => Some((p.clone(), *size)),
+        .filter_map(|(rel, k)| match k {
+            Kind::File { size, .. } => Some((join(root, rel), *size)),
             _ => None,
         })
         .collect();
-    // The walk's sizes are hints: a file still of that size needs no end-of-file request.
-    let files: Vec<(PathBuf, u64)> = rels.iter().map(|(r, n)| (join(root, r), *n)).collect();
-    let results = remote.hash_files_sized(&files, progress);
-    for ((rel, _), res) in rels.into_iter().zip(results) {
-        let (digest, n) = res?;
-        if let Some(Kind::File { size, sha256, .. }) = shape.get_mut(&rel) {
+    let mut results = remote.hash_files_sized(&files, progress).into_iter();
+    // The results are in the shape's own order: filled in one pass, without a lookup per file.
+    for kind in shape.values_mut() {
+        if let Kind::File { size, sha256, .. } = kind {
+            let (digest, n) = results.next().expect("a result for every file")?;
             // A size that differs from the walk's is recorded as read, so the comparison
             // reports it.
             *size = n;

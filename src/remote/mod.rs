@@ -10,9 +10,6 @@ pub mod local;
 pub mod sftp;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -206,100 +203,6 @@ impl RemoteError {
 
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
 
-/// One file's digest and size, or why it could not be read.
-pub type Hashed = Result<(Digest, u64)>;
-
-/// The walk's end of [`Remote::hash_files_fed`]: it sends each file (path, size as listed) as it
-/// is found, and receives the results as they are done.
-pub struct FileFeed {
-    tx: tokio::sync::mpsc::UnboundedSender<(PathBuf, u64)>,
-    abandoned: Arc<AtomicBool>,
-    done: std::sync::mpsc::Receiver<(usize, Hashed)>,
-}
-
-/// The transport's end of a [`FileFeed`].
-pub struct FedFiles {
-    rx: tokio::sync::mpsc::UnboundedReceiver<(PathBuf, u64)>,
-    abandoned: Arc<AtomicBool>,
-    done: std::sync::mpsc::Sender<(usize, Hashed)>,
-}
-
-/// A feed of files to hash: the walk's end and the transport's.
-pub fn file_feed() -> (FileFeed, FedFiles) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let abandoned = Arc::new(AtomicBool::new(false));
-    (
-        FileFeed {
-            tx,
-            abandoned: abandoned.clone(),
-            done: done_rx,
-        },
-        FedFiles {
-            rx,
-            abandoned,
-            done: done_tx,
-        },
-    )
-}
-
-impl FileFeed {
-    /// One more file; its result's index counts the files sent, from 0.
-    pub fn send(&self, path: PathBuf, size: u64) {
-        // The receiver lives until the hashing returns, which is after the feed is closed.
-        let _ = self.tx.send((path, size));
-    }
-
-    /// No more files: the results of those sent, as each is done (in any order, with its
-    /// index), until the last.
-    pub fn close(self) -> std::sync::mpsc::Receiver<(usize, Hashed)> {
-        self.done
-    }
-
-    /// Closes the feed, and tells the hashing to start no further file (the walk failed and
-    /// its files are not wanted).
-    pub fn abandon(self) {
-        self.abandoned.store(true, Ordering::Relaxed);
-    }
-}
-
-impl FedFiles {
-    /// The next file, waiting for it; `None` once the feed is closed or abandoned. For a plain
-    /// thread only (not inside an async runtime).
-    pub fn blocking_next(&mut self) -> Option<(PathBuf, u64)> {
-        if self.abandoned() {
-            return None;
-        }
-        self.rx.blocking_recv().filter(|_| !self.abandoned())
-    }
-
-    /// [`FedFiles::blocking_next`] for a stream.
-    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(PathBuf, u64)>> {
-        if self.abandoned() {
-            return Poll::Ready(None);
-        }
-        self.rx.poll_recv(cx)
-    }
-
-    pub fn abandoned(&self) -> bool {
-        self.abandoned.load(Ordering::Relaxed)
-    }
-
-    /// The result of the file with index `i`.
-    pub fn done(&self, i: usize, result: Hashed) {
-        // Nobody listens once the walk has failed.
-        let _ = self.done.send((i, result));
-    }
-
-    /// [`FedFiles::done`], apart from `self` (which a stream of the files may hold).
-    pub fn results(&self) -> impl Fn(usize, Hashed) {
-        let done = self.done.clone();
-        move |i, result| {
-            let _ = done.send((i, result));
-        }
-    }
-}
-
 /// The operations sealpush performs on a host.
 pub trait Remote: Send + Sync {
     /// How the user named the host ("local", "contabo", "root@10.0.0.1").
@@ -323,21 +226,6 @@ pub trait Remote: Send + Sync {
     /// round trips lists them concurrently (SFTP: a walk of 1,111 directories in 0.45 s instead of 1.0 s).
     fn read_dirs(&self, paths: &[PathBuf]) -> Vec<Result<Vec<DirEntry>>> {
         paths.iter().map(|p| self.read_dir(p)).collect()
-    }
-    /// [`Remote::read_dirs`], handing each listing to `each` in the order of `paths` as soon as
-    /// it and the ones before it are in, so that a caller can act on the first directories
-    /// while the rest are listed. `each` returns false to stop: no further listing is handed
-    /// over. `each` must not call back into this remote.
-    fn read_dirs_each(
-        &self,
-        paths: &[PathBuf],
-        each: &mut dyn FnMut(Result<Vec<DirEntry>>) -> bool,
-    ) {
-        for listed in self.read_dirs(paths) {
-            if !each(listed) {
-                break;
-            }
-        }
     }
     /// Target of a symlink, raw.
     fn read_link(&self, path: &Path) -> Result<PathBuf>;
@@ -364,28 +252,6 @@ pub trait Remote: Send + Sync {
     ) -> Vec<Result<(Digest, u64)>> {
         let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
         self.hash_files(&paths, progress)
-    }
-    /// [`Remote::hash_files_sized`] of files still being found: it runs on its own thread while
-    /// another thread (a walk on this same remote) sends them, hands each result back as soon as
-    /// it is done ([`FedFiles::done`]), and returns once the feed is closed and every file sent
-    /// is done. A transport with round trips reads the first files while the walk lists the
-    /// rest; the default waits for the whole list. After [`FileFeed::abandon`] it starts no
-    /// further file.
-    fn hash_files_fed(&self, mut files: FedFiles, progress: &dyn Progress) {
-        let mut list = Vec::new();
-        while let Some(f) = files.blocking_next() {
-            list.push(f);
-        }
-        if files.abandoned() {
-            return;
-        }
-        for (i, r) in self
-            .hash_files_sized(&list, progress)
-            .into_iter()
-            .enumerate()
-        {
-            files.done(i, r);
-        }
     }
     /// Creates a directory; fails with `Exists` if the name exists in any form.
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()>;

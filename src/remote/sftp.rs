@@ -61,8 +61,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 use super::{
-    ConnectOptions, DirEntry, ExecOutput, FedFiles, FileKind, FsStats, HostFacts, Meta, NewFile,
-    Payload, Remote, RemoteError, Result, StreamedFiles, STREAM_ENDED,
+    ConnectOptions, DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Payload,
+    Remote, RemoteError, Result, StreamedFiles, STREAM_ENDED,
 };
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -413,16 +413,21 @@ impl SftpRemote {
         files: &[(&Path, Option<u64>)],
         progress: &dyn Progress,
     ) -> Vec<Result<(Digest, u64)>> {
-        let mut out: Vec<Option<Result<(Digest, u64)>>> = Vec::new();
-        out.resize_with(files.len(), || None);
-        let fed = stream::iter(files.iter().copied());
-        self.rt
-            .block_on(hash_all(self.ctx(), fed, progress, &mut |i, r| {
-                out[i] = Some(r)
-            }));
-        out.into_iter()
-            .map(|r| r.expect("a result for every file"))
-            .collect()
+        let c = self.ctx();
+        let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
+        let window = c.in_flight.max(HASH_FILES_IN_FLIGHT_NEAR);
+        // No overall timeout: each request is bounded by op_timeout inside `hash_one`.
+        let mut out: Vec<(usize, Result<(Digest, u64)>)> = self.rt.block_on(
+            stream::iter(files.iter().enumerate())
+                .map(|(i, (p, hint))| {
+                    let big = &big;
+                    async move { (i, hash_one(c, p, *hint, big, progress).await) }
+                })
+                .buffer_unordered(window)
+                .collect(),
+        );
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
     }
 
     /// An error if `name` may be a lossy stand-in for a name that is not valid UTF-8 (see
@@ -1583,30 +1588,6 @@ fn after_first(asked: usize, got: usize, hint: Option<u64>) -> AfterFirst {
     }
 }
 
-/// sha256 and size of each file of `files` (paths with optional size hints) as they come,
-/// [`HASH_FILES_IN_FLIGHT_NEAR`] files in flight (or more, far away); each result goes to `done`
-/// with the file's index in `files` as soon as it is in. No overall timeout: each request is
-/// bounded by op_timeout inside [`hash_one`].
-async fn hash_all<P: AsRef<Path>>(
-    c: Ctx<'_>,
-    files: impl futures_util::Stream<Item = (P, Option<u64>)>,
-    progress: &dyn Progress,
-    done: &mut dyn FnMut(usize, Result<(Digest, u64)>),
-) {
-    let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
-    let window = c.in_flight.max(HASH_FILES_IN_FLIGHT_NEAR);
-    let mut results = std::pin::pin!(files
-        .enumerate()
-        .map(|(i, (p, hint))| {
-            let big = &big;
-            async move { (i, hash_one(c, p.as_ref(), hint, big, progress).await) }
-        })
-        .buffer_unordered(window));
-    while let Some((i, r)) = results.next().await {
-        done(i, r);
-    }
-}
-
 /// sha256 and size of one file, reading it to EOF (see [`after_first`]). A small file of the
 /// listed size: open, read, close (unawaited). Larger ones: after the first read, fstat gives
 /// the size and the remaining pieces are read with up to [`CHUNKS_PER_FILE`] requests in flight
@@ -2172,25 +2153,6 @@ impl Remote for SftpRemote {
         self.checked_listing(path, res)
     }
 
-    fn read_dirs_each(
-        &self,
-        paths: &[PathBuf],
-        each: &mut dyn FnMut(Result<Vec<DirEntry>>) -> bool,
-    ) {
-        let c = self.ctx();
-        // As `read_dirs`, but each listing is handed over as soon as it is in order.
-        self.rt.block_on(async {
-            let mut listed = stream::iter(paths)
-                .map(|p| async move { (p, list_dir(c, p).await) })
-                .buffered(c.dirs_in_flight());
-            while let Some((p, res)) = listed.next().await {
-                if !each(self.checked_listing(p, res)) {
-                    break;
-                }
-            }
-        })
-    }
-
     fn read_dirs(&self, paths: &[PathBuf]) -> Vec<Result<Vec<DirEntry>>> {
         let c = self.ctx();
         // No overall timeout: each request is bounded by op_timeout inside `list_dir` (and
@@ -2286,15 +2248,6 @@ impl Remote for SftpRemote {
         let files: Vec<(&Path, Option<u64>)> =
             files.iter().map(|(p, n)| (p.as_path(), Some(*n))).collect();
         self.hash_many(&files, progress)
-    }
-
-    fn hash_files_fed(&self, mut files: FedFiles, progress: &dyn Progress) {
-        // This thread and the walk's share the runtime: whichever is inside `block_on` drives
-        // the connection, and the other's requests go out and come back through it.
-        let done = files.results();
-        let fed = stream::poll_fn(|cx| files.poll_next(cx)).map(|(p, n)| (p, Some(n)));
-        self.rt
-            .block_on(hash_all(self.ctx(), fed, progress, &mut |i, r| done(i, r)));
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> Result<()> {

@@ -766,12 +766,12 @@ fn anchor_with_a_non_utf8_name_fails_clearly() {
     );
 }
 
-/// The anchor's files are read while its deeper directories are still being listed
-/// (`shape::walk_hashed`). Whatever comes back first, a read error names the first unreadable
-/// file in byte order, as a walk followed by the reads would; a directory that cannot be listed
-/// stops the survey with its own error, and nothing waits on the reads already started.
+/// An anchor with unreadable files: the error names the first of them in byte order (here
+/// the deepest, the last a breadth-first walk finds), whichever read fails first among the
+/// hundreds in flight; a directory that cannot be listed stops the survey with its own error;
+/// and the session still works afterwards.
 #[test]
-fn anchor_errors_while_reading_during_the_walk_are_the_plain_walks_errors() {
+fn anchor_read_errors_name_the_first_unreadable_path_in_byte_order() {
     let sshd = crate::sshd_or_skip!(shared);
     let _log = sshd.log_on_panic();
     let c = sshd.client_unprivileged();
@@ -781,8 +781,8 @@ fn anchor_errors_while_reading_during_the_walk_are_the_plain_walks_errors() {
     let deep = anchor.join("a/deep/deeper");
     std::fs::create_dir_all(&deep).unwrap();
     std::fs::create_dir_all(anchor.join("b")).unwrap();
-    // Plenty to read at depth 1 and 2 while depth 3 is listed; an unreadable file among them,
-    // found early, and one at depth 3, found last but first in byte order.
+    // Plenty to read; an unreadable file among them, and one at depth 3, found last but first
+    // in byte order.
     for i in 0..400 {
         std::fs::write(anchor.join(format!("b/f{i:03}")), format!("file {i}")).unwrap();
     }
@@ -809,7 +809,7 @@ fn anchor_errors_while_reading_during_the_walk_are_the_plain_walks_errors() {
         );
     }
 
-    // A directory that cannot be listed: its error, while b's files are being read.
+    // A directory that cannot be listed: its error.
     std::fs::set_permissions(
         anchor.join("a/deep"),
         std::fs::Permissions::from_mode(0o311),
