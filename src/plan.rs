@@ -172,6 +172,40 @@ impl Plan {
     }
 }
 
+/// The digest of a plan file's `plan` as its writer computed it, whatever fields it has: its
+/// compact JSON is the pretty JSON of the file without the whitespace between tokens.
+fn written_digest(text: &str) -> Option<Digest> {
+    #[derive(Deserialize)]
+    struct Written<'a> {
+        #[serde(borrow)]
+        plan: &'a serde_json::value::RawValue,
+    }
+    let written: Written = serde_json::from_str(text).ok()?;
+    Some(Digest::of(&compact(written.plan.get())))
+}
+
+/// JSON text without the whitespace outside its strings.
+fn compact(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// Why a plan file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -181,6 +215,11 @@ pub enum PlanError {
     Format { found: u32 },
     #[error("plan was edited after preflight: its digest is {recorded} but its content hashes to {actual}; run preflight again")]
     Tampered { recorded: Digest, actual: Digest },
+    #[error("plan was made by {made_by}, which wrote fields this sealpush ({}) does not know: {}; deploy it with {made_by} or later, or run preflight again with this one", crate::TOOL_VERSION, fields.join(", "))]
+    Newer {
+        made_by: String,
+        fields: Vec<String>,
+    },
     #[error("plan verdict is FAIL: {0}; fix the reasons and run preflight again")]
     Failed(String),
 }
@@ -193,14 +232,33 @@ impl SealedPlan {
 
     /// Parses a plan file and checks its digest and verdict.
     pub fn from_json(text: &str) -> Result<SealedPlan, PlanError> {
+        // Fields this version does not know are dropped when read, and what it re-encodes is
+        // not what was sealed: noted, to tell a later sealpush's plan from an edited one.
+        let mut unknown = Vec::new();
         let sealed: SealedPlan =
-            serde_json::from_str(text).map_err(|e| PlanError::Parse(e.to_string()))?;
+            serde_ignored::deserialize(&mut serde_json::Deserializer::from_str(text), |path| {
+                unknown.push(path.to_string())
+            })
+            .map_err(|e| PlanError::Parse(e.to_string()))?;
         if sealed.plan.format != PLAN_FORMAT {
             return Err(PlanError::Format {
                 found: sealed.plan.format,
             });
         }
-        let actual = Digest::of(&canonical_bytes(&sealed.plan));
+        let actual = if unknown.is_empty() {
+            Digest::of(&canonical_bytes(&sealed.plan))
+        } else {
+            // Its writer hashed fields this version drops: intact if the file's own compact
+            // JSON still hashes to the digest (a later sealpush's plan), else edited.
+            let written = written_digest(text);
+            if written == Some(sealed.digest) {
+                return Err(PlanError::Newer {
+                    made_by: sealed.plan.tool_version,
+                    fields: unknown,
+                });
+            }
+            written.unwrap_or_else(|| Digest::of(&canonical_bytes(&sealed.plan)))
+        };
         if actual != sealed.digest {
             return Err(PlanError::Tampered {
                 recorded: sealed.digest,

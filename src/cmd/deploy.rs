@@ -79,7 +79,7 @@ pub struct Args {
 }
 
 /// Reads and checks a plan file (digest, format, verdict). A file that is no plan this
-/// sealpush reads (not JSON, cut short, another format) is bad input, exit 2, as an unreadable
+/// sealpush reads (not JSON, cut short, another format, a later sealpush's) is bad input, exit 2, as an unreadable
 /// receipt or a file that is no archive is; a plan edited since preflight, or one whose verdict
 /// is FAIL, is a failed check, exit 1.
 pub fn read_plan(path: &std::path::Path) -> anyhow::Result<SealedPlan> {
@@ -88,7 +88,9 @@ pub fn read_plan(path: &std::path::Path) -> anyhow::Result<SealedPlan> {
         .with_context(|| format!("reading plan {}", path.display()))?;
     SealedPlan::from_json(&text)
         .map_err(|e| match e {
-            PlanError::Parse(_) | PlanError::Format { .. } => anyhow::Error::new(e),
+            PlanError::Parse(_) | PlanError::Format { .. } | PlanError::Newer { .. } => {
+                anyhow::Error::new(e)
+            }
             PlanError::Tampered { .. } | PlanError::Failed(_) => {
                 anyhow::Error::new(CheckFailed(e.to_string()))
             }

@@ -236,6 +236,66 @@ fn edited_plan_is_refused() {
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 
+/// A plan from a later sealpush, with a field this one does not know, is intact but not
+/// readable here: it is refused as such (bad input, exit 2), not called edited, and nothing is
+/// done. With the same field added by hand (the digest left as it was) it is an edit.
+#[test]
+fn a_later_sealpushs_plan_is_refused_as_such_not_as_edited() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let sealed =
+        sealpush::plan::SealedPlan::from_json(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    // What a later version writes: its own fields in its compact JSON, hashed, then the file.
+    let ours = String::from_utf8(sealpush::plan::canonical_bytes(&sealed.plan)).unwrap();
+    let current = format!("\"tool_version\":\"{}\"", sealed.plan.tool_version);
+    assert!(ours.contains(&current), "{ours}");
+    let later = ours.replacen(
+        &current,
+        "\"tool_version\":\"sealpush 9.9.9\",\"rollout\":{\"waves\":3}",
+        1,
+    );
+    let digest = sealpush::digest::Digest::of(later.as_bytes());
+    std::fs::write(
+        &plan,
+        format!(
+            "{{\n  \"plan\": {later},\n  \"digest\": \"{}\"\n}}\n",
+            digest.to_hex()
+        ),
+    )
+    .unwrap();
+    for mut run in [env.deploy(&plan, &[]), env.rollback(&plan, &[])] {
+        let out = run.expect_code(2);
+        let e = stderr(&out);
+        assert!(
+            e.contains("made by sealpush 9.9.9")
+                && e.contains("plan.rollout")
+                && !e.contains("edited"),
+            "{e}"
+        );
+    }
+    // The same field put in by hand: the digest no longer covers the content.
+    let edited = ours.replacen(
+        &current,
+        &format!("{current},\"rollout\":{{\"waves\":3}}"),
+        1,
+    );
+    std::fs::write(
+        &plan,
+        format!(
+            "{{\"plan\":{edited},\"digest\":\"{}\"}}",
+            sealed.digest.to_hex()
+        ),
+    )
+    .unwrap();
+    let out = env.deploy(&plan, &[]).expect_code(1);
+    assert!(
+        stderr(&out).contains("edited after preflight"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+}
+
 /// A plan cut short is no plan: bad input (exit 2), as a receipt cut short is for rollback.
 /// Before, deploy called it a failed check (exit 1), and the two commands disagreed.
 #[test]
