@@ -508,6 +508,22 @@ fn recorded_lock_temps(history: &journal::History, work_dir: &Path) -> Vec<PathB
     out
 }
 
+/// The work dirs a `work-dir` `done` record says its run made: its detail is the spellings of
+/// those it made of `.sealpush` and the work dir, in that order, one a line. The detail is
+/// compared whole with each of the four texts that can be, not split at newlines: a path may
+/// hold one (preflight accepts a parent whose path does), and its pieces are no dirs of ours.
+/// A detail that is none of them names nothing.
+fn recorded_work_dirs(detail: &str, names: &Names) -> Vec<PathBuf> {
+    let (root, work) = (&names.work_root, &names.work_dir);
+    [vec![], vec![root], vec![work], vec![root, work]]
+        .into_iter()
+        .find(|made| {
+            let lines: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
+            lines.join("\n") == detail
+        })
+        .map_or_else(Vec::new, |made| made.into_iter().cloned().collect())
+}
+
 /// The text of DEPLOY-MANIFEST.txt: `key: value` header lines, then the per-file list in the
 /// form `sha256sum -c` reads. Audit on a host with only coreutils:
 /// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
@@ -1032,8 +1048,8 @@ impl Run<'_> {
         // Earlier runs since the last reset may have created them; they count as ours.
         for r in &prior.records {
             if r.step == Step::WorkDir && r.phase == Phase::Done {
-                for p in r.detail.split('\n').filter(|s| !s.is_empty()) {
-                    self.note_created(PathBuf::from(p), CreatedKind::Dir, None);
+                for p in recorded_work_dirs(&r.detail, &self.names) {
+                    self.note_created(p, CreatedKind::Dir, None);
                 }
             }
         }
@@ -2788,6 +2804,48 @@ mod tests {
             }],
         };
         assert_eq!(recorded_lock_temps(&history, w), [a]);
+    }
+
+    /// The names of a deploy of `<parent>/t`.
+    fn names_under(parent: &str) -> Names {
+        let parent = PathBuf::from(parent);
+        let work_root = parent.join(".sealpush");
+        let work_dir = work_root.join("t");
+        let plan = Digest::of(b"plan");
+        Names {
+            target: parent.join("t"),
+            staging: parent.join(".t.sealpush-stage-0"),
+            staged_tree: parent.join(".t.sealpush-stage-0/t"),
+            name: b"t".to_vec(),
+            lock: work_dir.join("lock"),
+            journal_dir: host_journal_dir(&work_dir, &plan),
+            host_receipt: host_receipt_path(&work_dir, &plan),
+            kept_archive: work_dir.join("t-0.tar.zst"),
+            parent,
+            work_root,
+            work_dir,
+        }
+    }
+
+    #[test]
+    fn recorded_work_dirs_are_read_whole_not_split_at_newlines() {
+        for parent in ["/p", "/p/a\nb", "/p/a\n/p"] {
+            let n = names_under(parent);
+            let (r, w) = (n.work_root.clone(), n.work_dir.clone());
+            let both = format!("{}\n{}", r.display(), w.display());
+            let cases: [(&str, Vec<PathBuf>); 6] = [
+                ("", vec![]),
+                (r.to_str().unwrap(), vec![r.clone()]),
+                (w.to_str().unwrap(), vec![w.clone()]),
+                (&both, vec![r.clone(), w.clone()]),
+                // Not what a run of this plan writes: nothing of it is taken for ours.
+                ("/p", vec![]),
+                (&format!("{}\n", w.display()), vec![]),
+            ];
+            for (detail, want) in cases {
+                assert_eq!(recorded_work_dirs(detail, &n), want, "{detail:?}");
+            }
+        }
     }
 
     /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is

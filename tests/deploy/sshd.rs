@@ -112,6 +112,44 @@ fn a_refused_hard_link_gets_the_lock_in_place() {
     env.status_passes_then_rollback_restores(&plan, &before);
 }
 
+/// A target whose parent's path holds a newline (a valid UTF-8 path preflight accepts), a run
+/// killed right after it made the work dirs, then the rerun: the rerun read the `work-dir`
+/// record (the dirs made, one a line) line by line, so it took pieces of their paths for
+/// dirs the deploy made (one of them relative, one an ancestor of the target) and the work
+/// dirs themselves for someone else's. Its receipt then listed paths the plan never makes,
+/// and the rollback refused it, leaving the tree and the work dirs for good.
+#[test]
+fn work_dirs_made_by_a_cut_off_run_under_a_parent_with_a_newline_are_rolled_back() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let base = tempfile::Builder::new()
+        .prefix("sealpush-newline-")
+        .tempdir()
+        .unwrap();
+    let env = Env::new_in(ssh_host(sshd), Some(&base.path().join("a\nb")));
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-after:work-dir");
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    assert!(work.is_dir(), "the killed run made no work dir");
+    let re = env.deploy(&plan, &["--json"]).ok();
+    let receipt: serde_json::Value = serde_json::from_slice(&re.stdout).unwrap();
+    assert_eq!(receipt["verdict"]["pass"], true, "{receipt}");
+    let created: Vec<&str> = receipt["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    let root = env.parent.join(".sealpush");
+    assert_eq!(
+        created[..2],
+        [root.to_str().unwrap(), work.to_str().unwrap()],
+        "{receipt}"
+    );
+    env.status_passes_then_rollback_restores(&plan, &before);
+}
+
 #[test]
 fn connection_cut_mid_deploy_leaves_target_absent_and_rerun_completes() {
     let sshd = Sshd::start();
