@@ -613,6 +613,8 @@ struct Run<'a> {
     /// The file this run writes its lock in before linking it to the lock's name, while it may
     /// be on the host (see [`Run::take_lock`]).
     lock_temp: Option<PathBuf>,
+    /// The work dirs this run's own mkdir made (not found there, not made by an earlier run).
+    made_work_dirs: Vec<PathBuf>,
     promoted: bool,
     /// The receipt is written, locally and on the host: what a rerun has left to do is the
     /// unlock.
@@ -708,6 +710,7 @@ pub fn deploy(
         verify_secs: 0.0,
         held_lock: None,
         lock_temp: None,
+        made_work_dirs: Vec::new(),
         promoted: false,
         receipt_written: false,
         promote_unanswered: false,
@@ -749,7 +752,9 @@ impl Run<'_> {
         }
         self.record(Step::Recheck, Phase::Done, "")?;
         self.enter_work_dir(&prior)?;
-        self.take_lock()?;
+        if let Err(e) = self.take_lock() {
+            return Err(self.without_the_lock(&prior, e));
+        }
         let result = if promoted_before {
             self.resume = "finished an interrupted deploy whose promote had happened".into();
             self.open_host_journal().and_then(|()| self.after_promote())
@@ -1045,12 +1050,21 @@ impl Run<'_> {
 
     /// `<parent>/.sealpush/<name>/`, created if absent (never through a symlink).
     fn enter_work_dir(&mut self, prior: &journal::History) -> Result<(), DeployError> {
-        // Earlier runs since the last reset may have created them; they count as ours.
+        // Earlier runs since the last reset may have created them; they count as ours, unless
+        // a run refused the lock removed them again (see `without_the_lock`).
         for r in &prior.records {
-            if r.step == Step::WorkDir && r.phase == Phase::Done {
-                for p in recorded_work_dirs(&r.detail, &self.names) {
-                    self.note_created(p, CreatedKind::Dir, None);
+            match (r.step, r.phase) {
+                (Step::WorkDir, Phase::Done) => {
+                    for p in recorded_work_dirs(&r.detail, &self.names) {
+                        self.note_created(p, CreatedKind::Dir, None);
+                    }
                 }
+                (Step::Cleanup, Phase::Done) => {
+                    for p in recorded_work_dirs(&r.detail, &self.names) {
+                        self.created.retain(|c| c.path != p);
+                    }
+                }
+                _ => {}
             }
         }
         self.record(
@@ -1077,10 +1091,81 @@ impl Run<'_> {
             }
         }
         let detail: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
-        for p in made {
-            self.note_created(p, CreatedKind::Dir, None);
+        for p in &made {
+            self.note_created(p.clone(), CreatedKind::Dir, None);
         }
+        self.made_work_dirs = made;
         self.record(Step::WorkDir, Phase::Done, detail.join("\n"))
+    }
+
+    /// The lock was not taken. Refused by the host's answer (another deploy holds the lock, or
+    /// a name not this run's is at the file it writes the lock in), this run touches nothing
+    /// of theirs, and removes the work dirs its own mkdir made a moment ago: not one it found,
+    /// which may be another deploy's, nor one an earlier run made. The holder's lock is in the
+    /// work dir, so that is empty only once the holder is gone; otherwise it stays, and the
+    /// journal keeps it as this deploy's, so the same deploy run again takes it on.
+    fn without_the_lock(&mut self, prior: &journal::History, err: DeployError) -> DeployError {
+        let refused = matches!(
+            err,
+            DeployError::Locked { .. } | DeployError::Foreign { .. }
+        );
+        if !refused || self.made_work_dirs.is_empty() {
+            return err;
+        }
+        let made = std::mem::take(&mut self.made_work_dirs);
+        let shown: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
+        let intent = format!(
+            "the lock is not this run's: removing the work dirs it made, if empty: {}",
+            shown.join(", ")
+        );
+        if self.record(Step::Cleanup, Phase::Intent, intent).is_err() {
+            // Not journalled, not removed: the work-dir record keeps them as this deploy's.
+            return err;
+        }
+        let mut removed = Vec::new();
+        let mut kept = None;
+        // The work dir first: `.sealpush` holds it.
+        for dir in made.iter().rev() {
+            match self.remote.remove_dir(dir) {
+                Ok(()) => removed.push(dir),
+                Err(e) if e.is_not_found() => removed.push(dir),
+                Err(e) => {
+                    kept = Some((dir, e));
+                    break;
+                }
+            }
+        }
+        // Spelled as the work-dir record is: a rerun takes these off what earlier runs made.
+        let detail: Vec<String> = removed
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        let _ = self.record(Step::Cleanup, Phase::Done, detail.join("\n"));
+        let Some((dir, e)) = kept else {
+            // Nothing of this run or an earlier one is on the host: the history restarts.
+            let nothing_earlier = prior.records.iter().all(|r| r.step == Step::Recheck);
+            if nothing_earlier && self.lock_temp.is_none() && self.held_lock.is_none() {
+                let _ = self.record(
+                    Step::Reset,
+                    Phase::Done,
+                    "the lock was not this run's; the work dirs it made were removed",
+                );
+            }
+            return err;
+        };
+        // The path is in `e` already.
+        let what = if *dir == self.names.work_dir {
+            "the work dir"
+        } else {
+            "the dir .sealpush"
+        };
+        DeployError::WithLeftovers {
+            error: Box::new(err),
+            note: format!(
+                "; {what} this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then"
+            ),
+        }
     }
 
     fn note_created(&mut self, path: PathBuf, kind: CreatedKind, sha256: Option<Digest>) {
