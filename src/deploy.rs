@@ -615,6 +615,8 @@ struct Run<'a> {
     lock_temp: Option<PathBuf>,
     /// The work dirs this run's own mkdir made (not found there, not made by an earlier run).
     made_work_dirs: Vec<PathBuf>,
+    /// This run set out to create the lock in place, not by a link (see [`Run::place_lock`]).
+    lock_in_place: bool,
     promoted: bool,
     /// The receipt is written, locally and on the host: what a rerun has left to do is the
     /// unlock.
@@ -711,6 +713,7 @@ pub fn deploy(
         held_lock: None,
         lock_temp: None,
         made_work_dirs: Vec::new(),
+        lock_in_place: false,
         promoted: false,
         receipt_written: false,
         promote_unanswered: false,
@@ -1104,7 +1107,29 @@ impl Run<'_> {
     /// which may be another deploy's, nor one an earlier run made. The holder's lock is in the
     /// work dir, so that is empty only once the holder is gone; otherwise it stays, and the
     /// journal keeps it as this deploy's, so the same deploy run again takes it on.
+    ///
+    /// A request the host did not answer (a stall, a lost connection) may still be carried
+    /// out: the error says what running the same deploy again does about it.
     fn without_the_lock(&mut self, prior: &journal::History, err: DeployError) -> DeployError {
+        if let DeployError::Remote { step, cause, note } = err {
+            if !cause.went_unanswered() || !note.is_empty() {
+                return DeployError::Remote { step, cause, note };
+            }
+            // The rerun removes the files its earlier runs wrote their lock in and takes over
+            // a lock of this plan whose process is gone (`take_lock_whole_or_in_place`), and
+            // counts the work dirs this run made as its own. A lock created in place may be
+            // left empty, which nobody can tell from a lock about to be written.
+            let note = if self.lock_in_place {
+                "; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"
+            } else {
+                "; the target was not created; rerun the same deploy, which removes or takes over what this run left of its lock and starts over"
+            };
+            return DeployError::Remote {
+                step,
+                cause,
+                note: note.into(),
+            };
+        }
         let refused = matches!(
             err,
             DeployError::Locked { .. } | DeployError::Foreign { .. }
@@ -1352,6 +1377,7 @@ impl Run<'_> {
                 other => return Ok(other),
             }
         }
+        self.lock_in_place = true;
         Ok(self.remote.write_new(&self.names.lock, bytes, 0o600, true))
     }
 

@@ -468,6 +468,11 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
         e.contains("lock") && e.contains("no answer within 10s"),
         "{e}"
     );
+    // What to do, and (below) that it does what it says.
+    assert!(
+        e.contains("; the target was not created; rerun the same deploy, which removes or takes over what this run left of its lock and starts over"),
+        "{e}"
+    );
     env.assert_absent_or_complete(&anchor);
     // The resumed server carries out the create it had queued: the lock's own file, empty.
     let work = env.parent.join(".sealpush/iu-cutter-v0.6");
@@ -481,6 +486,40 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
     assert!(!work.join("lock").exists(), "a lock without its content");
     let re = env.deploy(&plan, &args).output();
     assert!(re.status.success(), "{}", stderr(&re));
+    env.assert_complete();
+    env.assert_work_dir_holds_only_records();
+}
+
+/// The same stall on a server without `hardlink@openssh.com`, where the lock is created in
+/// place: the queued create leaves the lock itself, empty, which nobody can tell from a lock
+/// about to be written. The error says so and what to do, and doing it finishes the deploy.
+#[test]
+fn stall_while_creating_the_lock_in_place_says_how_to_finish() {
+    let sshd = Sshd::start_with_sftp("-P hardlink");
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let plan = env.plan();
+    let args = ["--op-timeout", "10"];
+    let child = env.deploy_paused_at(&plan, &args, "lock");
+    let out = run_with_the_server_stopped(&sshd, child);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("no answer within 10s")
+            && e.contains("; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"),
+        "{e}"
+    );
+    let lock = env.parent.join(".sealpush/iu-cutter-v0.6/lock");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !lock.exists() {
+        assert!(Instant::now() < until, "the queued create never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::metadata(&lock).unwrap().len(), 0);
+    let re = env.deploy(&plan, &args).output();
+    assert!(stderr(&re).contains("unreadable lock"), "{}", stderr(&re));
+    env.deploy(&plan, &["--op-timeout", "10", "--clear-stale-lock"])
+        .ok();
     env.assert_complete();
     env.assert_work_dir_holds_only_records();
 }
