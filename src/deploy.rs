@@ -1112,7 +1112,8 @@ impl Run<'_> {
     /// out: the error says what running the same deploy again does about it.
     fn without_the_lock(&mut self, prior: &journal::History, err: DeployError) -> DeployError {
         if let DeployError::Remote { step, cause, note } = err {
-            if !cause.went_unanswered() || !note.is_empty() {
+            // Not when clearing a stale lock: that one the rerun clears only when asked again.
+            if step != "lock" || !cause.went_unanswered() || !note.is_empty() {
                 return DeployError::Remote { step, cause, note };
             }
             // The rerun removes the files its earlier runs wrote their lock in and takes over
