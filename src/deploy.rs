@@ -508,6 +508,22 @@ fn recorded_lock_temps(history: &journal::History, work_dir: &Path) -> Vec<PathB
     out
 }
 
+/// The work dirs a `work-dir` `done` record says its run made: its detail is the spellings of
+/// those it made of `.sealpush` and the work dir, in that order, one a line. The detail is
+/// compared whole with each of the four texts that can be, not split at newlines: a path may
+/// hold one (preflight accepts a parent whose path does), and its pieces are no dirs of ours.
+/// A detail that is none of them names nothing.
+fn recorded_work_dirs(detail: &str, names: &Names) -> Vec<PathBuf> {
+    let (root, work) = (&names.work_root, &names.work_dir);
+    [vec![], vec![root], vec![work], vec![root, work]]
+        .into_iter()
+        .find(|made| {
+            let lines: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
+            lines.join("\n") == detail
+        })
+        .map_or_else(Vec::new, |made| made.into_iter().cloned().collect())
+}
+
 /// The text of DEPLOY-MANIFEST.txt: `key: value` header lines, then the per-file list in the
 /// form `sha256sum -c` reads. Audit on a host with only coreutils:
 /// `cd TARGET && grep -E '^\\?[0-9a-f]{64}  ' DEPLOY-MANIFEST.txt | sha256sum -c --strict`.
@@ -597,6 +613,10 @@ struct Run<'a> {
     /// The file this run writes its lock in before linking it to the lock's name, while it may
     /// be on the host (see [`Run::take_lock`]).
     lock_temp: Option<PathBuf>,
+    /// The work dirs this run's own mkdir made (not found there, not made by an earlier run).
+    made_work_dirs: Vec<PathBuf>,
+    /// This run set out to create the lock in place, not by a link (see [`Run::place_lock`]).
+    lock_in_place: bool,
     promoted: bool,
     /// The receipt is written, locally and on the host: what a rerun has left to do is the
     /// unlock.
@@ -692,6 +712,8 @@ pub fn deploy(
         verify_secs: 0.0,
         held_lock: None,
         lock_temp: None,
+        made_work_dirs: Vec::new(),
+        lock_in_place: false,
         promoted: false,
         receipt_written: false,
         promote_unanswered: false,
@@ -733,7 +755,9 @@ impl Run<'_> {
         }
         self.record(Step::Recheck, Phase::Done, "")?;
         self.enter_work_dir(&prior)?;
-        self.take_lock()?;
+        if let Err(e) = self.take_lock() {
+            return Err(self.without_the_lock(&prior, e));
+        }
         let result = if promoted_before {
             self.resume = "finished an interrupted deploy whose promote had happened".into();
             self.open_host_journal().and_then(|()| self.after_promote())
@@ -1029,12 +1053,21 @@ impl Run<'_> {
 
     /// `<parent>/.sealpush/<name>/`, created if absent (never through a symlink).
     fn enter_work_dir(&mut self, prior: &journal::History) -> Result<(), DeployError> {
-        // Earlier runs since the last reset may have created them; they count as ours.
+        // Earlier runs since the last reset may have created them; they count as ours, unless
+        // a run refused the lock removed them again (see `without_the_lock`).
         for r in &prior.records {
-            if r.step == Step::WorkDir && r.phase == Phase::Done {
-                for p in r.detail.split('\n').filter(|s| !s.is_empty()) {
-                    self.note_created(PathBuf::from(p), CreatedKind::Dir, None);
+            match (r.step, r.phase) {
+                (Step::WorkDir, Phase::Done) => {
+                    for p in recorded_work_dirs(&r.detail, &self.names) {
+                        self.note_created(p, CreatedKind::Dir, None);
+                    }
                 }
+                (Step::Cleanup, Phase::Done) => {
+                    for p in recorded_work_dirs(&r.detail, &self.names) {
+                        self.created.retain(|c| c.path != p);
+                    }
+                }
+                _ => {}
             }
         }
         self.record(
@@ -1061,10 +1094,104 @@ impl Run<'_> {
             }
         }
         let detail: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
-        for p in made {
-            self.note_created(p, CreatedKind::Dir, None);
+        for p in &made {
+            self.note_created(p.clone(), CreatedKind::Dir, None);
         }
+        self.made_work_dirs = made;
         self.record(Step::WorkDir, Phase::Done, detail.join("\n"))
+    }
+
+    /// The lock was not taken. Refused by the host's answer (another deploy holds the lock, or
+    /// a name not this run's is at the file it writes the lock in), this run touches nothing
+    /// of theirs, and removes the work dirs its own mkdir made a moment ago: not one it found,
+    /// which may be another deploy's, nor one an earlier run made. The holder's lock is in the
+    /// work dir, so that is empty only once the holder is gone; otherwise it stays, and the
+    /// journal keeps it as this deploy's, so the same deploy run again takes it on.
+    ///
+    /// A request the host did not answer (a stall, a lost connection) may still be carried
+    /// out: the error says what running the same deploy again does about it.
+    fn without_the_lock(&mut self, prior: &journal::History, err: DeployError) -> DeployError {
+        if let DeployError::Remote { step, cause, note } = err {
+            // Not when clearing a stale lock: that one the rerun clears only when asked again.
+            if step != "lock" || !cause.went_unanswered() || !note.is_empty() {
+                return DeployError::Remote { step, cause, note };
+            }
+            // The rerun removes the files its earlier runs wrote their lock in and takes over
+            // a lock of this plan whose process is gone (`take_lock_whole_or_in_place`), and
+            // counts the work dirs this run made as its own. A lock created in place may be
+            // left empty, which nobody can tell from a lock about to be written.
+            let note = if self.lock_in_place {
+                "; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"
+            } else {
+                "; the target was not created; rerun the same deploy, which removes or takes over what this run left of its lock and starts over"
+            };
+            return DeployError::Remote {
+                step,
+                cause,
+                note: note.into(),
+            };
+        }
+        let refused = matches!(
+            err,
+            DeployError::Locked { .. } | DeployError::Foreign { .. }
+        );
+        if !refused || self.made_work_dirs.is_empty() {
+            return err;
+        }
+        let made = std::mem::take(&mut self.made_work_dirs);
+        let shown: Vec<String> = made.iter().map(|p| p.display().to_string()).collect();
+        let intent = format!(
+            "the lock is not this run's: removing the work dirs it made, if empty: {}",
+            shown.join(", ")
+        );
+        if self.record(Step::Cleanup, Phase::Intent, intent).is_err() {
+            // Not journalled, not removed: the work-dir record keeps them as this deploy's.
+            return err;
+        }
+        let mut removed = Vec::new();
+        let mut kept = None;
+        // The work dir first: `.sealpush` holds it.
+        for dir in made.iter().rev() {
+            match self.remote.remove_dir(dir) {
+                Ok(()) => removed.push(dir),
+                Err(e) if e.is_not_found() => removed.push(dir),
+                Err(e) => {
+                    kept = Some((dir, e));
+                    break;
+                }
+            }
+        }
+        // Spelled as the work-dir record is: a rerun takes these off what earlier runs made.
+        let detail: Vec<String> = removed
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        let _ = self.record(Step::Cleanup, Phase::Done, detail.join("\n"));
+        let Some((dir, e)) = kept else {
+            // Nothing of this run or an earlier one is on the host: the history restarts.
+            let nothing_earlier = prior.records.iter().all(|r| r.step == Step::Recheck);
+            if nothing_earlier && self.lock_temp.is_none() && self.held_lock.is_none() {
+                let _ = self.record(
+                    Step::Reset,
+                    Phase::Done,
+                    "the lock was not this run's; the work dirs it made were removed",
+                );
+            }
+            return err;
+        };
+        // The path is in `e` already.
+        let what = if *dir == self.names.work_dir {
+            "the work dir"
+        } else {
+            "the dir .sealpush"
+        };
+        DeployError::WithLeftovers {
+            error: Box::new(err),
+            note: format!(
+                "; {what} this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then"
+            ),
+        }
     }
 
     fn note_created(&mut self, path: PathBuf, kind: CreatedKind, sha256: Option<Digest>) {
@@ -1251,6 +1378,7 @@ impl Run<'_> {
                 other => return Ok(other),
             }
         }
+        self.lock_in_place = true;
         Ok(self.remote.write_new(&self.names.lock, bytes, 0o600, true))
     }
 
@@ -2788,6 +2916,48 @@ mod tests {
             }],
         };
         assert_eq!(recorded_lock_temps(&history, w), [a]);
+    }
+
+    /// The names of a deploy of `<parent>/t`.
+    fn names_under(parent: &str) -> Names {
+        let parent = PathBuf::from(parent);
+        let work_root = parent.join(".sealpush");
+        let work_dir = work_root.join("t");
+        let plan = Digest::of(b"plan");
+        Names {
+            target: parent.join("t"),
+            staging: parent.join(".t.sealpush-stage-0"),
+            staged_tree: parent.join(".t.sealpush-stage-0/t"),
+            name: b"t".to_vec(),
+            lock: work_dir.join("lock"),
+            journal_dir: host_journal_dir(&work_dir, &plan),
+            host_receipt: host_receipt_path(&work_dir, &plan),
+            kept_archive: work_dir.join("t-0.tar.zst"),
+            parent,
+            work_root,
+            work_dir,
+        }
+    }
+
+    #[test]
+    fn recorded_work_dirs_are_read_whole_not_split_at_newlines() {
+        for parent in ["/p", "/p/a\nb", "/p/a\n/p"] {
+            let n = names_under(parent);
+            let (r, w) = (n.work_root.clone(), n.work_dir.clone());
+            let both = format!("{}\n{}", r.display(), w.display());
+            let cases: [(&str, Vec<PathBuf>); 6] = [
+                ("", vec![]),
+                (r.to_str().unwrap(), vec![r.clone()]),
+                (w.to_str().unwrap(), vec![w.clone()]),
+                (&both, vec![r.clone(), w.clone()]),
+                // Not what a run of this plan writes: nothing of it is taken for ours.
+                ("/p", vec![]),
+                (&format!("{}\n", w.display()), vec![]),
+            ];
+            for (detail, want) in cases {
+                assert_eq!(recorded_work_dirs(detail, &n), want, "{detail:?}");
+            }
+        }
     }
 
     /// Runs the host check with `sh` here, with `nproc` pinned to `cpus` (OMP_NUM_THREADS is

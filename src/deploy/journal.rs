@@ -19,7 +19,8 @@
 //! point, used by the fault tests. `SEALPUSH_FAULT=wait-before:<step>:<file>` instead creates
 //! `<file>.reached` once the intent is durable and waits until `<file>` exists, so a test can
 //! tamper with the host at that exact point; after two minutes without it the process aborts.
-//! Steps are the [`Step`] names.
+//! `wait-before:<step>,<step>...:<file>` waits at each of those steps in turn, on its own gate
+//! `<file>.<step>` (created `<file>.<step>.reached`). Steps are the [`Step`] names.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Write};
@@ -365,8 +366,16 @@ fn fault_point(step: Step, phase: Phase) {
         return;
     };
     if let (Phase::Intent, Some(rest)) = (phase, spec.strip_prefix("wait-before:")) {
-        if let Some((s, file)) = rest.split_once(':') {
-            if s == step.name() {
+        if let Some((steps, file)) = rest.split_once(':') {
+            let steps: Vec<&str> = steps.split(',').collect();
+            if steps.contains(&step.name()) {
+                // One step keeps the gate its tests name; several get one gate each.
+                let file = if steps.len() == 1 {
+                    file.to_string()
+                } else {
+                    format!("{file}.{}", step.name())
+                };
+                let file = file.as_str();
                 let _ = fs::write(format!("{file}.reached"), b"");
                 let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
                 while !Path::new(file).exists() {

@@ -112,6 +112,159 @@ fn a_refused_hard_link_gets_the_lock_in_place() {
     env.status_passes_then_rollback_restores(&plan, &before);
 }
 
+/// A target whose parent's path holds a newline (a valid UTF-8 path preflight accepts), a run
+/// killed right after it made the work dirs, then the rerun: the rerun read the `work-dir`
+/// record (the dirs made, one a line) line by line, so it took pieces of their paths for
+/// dirs the deploy made (one of them relative, one an ancestor of the target) and the work
+/// dirs themselves for someone else's. Its receipt then listed paths the plan never makes,
+/// and the rollback refused it, leaving the tree and the work dirs for good.
+#[test]
+fn work_dirs_made_by_a_cut_off_run_under_a_parent_with_a_newline_are_rolled_back() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let base = tempfile::Builder::new()
+        .prefix("sealpush-newline-")
+        .tempdir()
+        .unwrap();
+    let env = Env::new_in(ssh_host(sshd), Some(&base.path().join("a\nb")));
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy_killed(&plan, "abort-after:work-dir");
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    assert!(work.is_dir(), "the killed run made no work dir");
+    let re = env.deploy(&plan, &["--json"]).ok();
+    let receipt: serde_json::Value = serde_json::from_slice(&re.stdout).unwrap();
+    assert_eq!(receipt["verdict"]["pass"], true, "{receipt}");
+    let created: Vec<&str> = receipt["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    let root = env.parent.join(".sealpush");
+    assert_eq!(
+        created[..2],
+        [root.to_str().unwrap(), work.to_str().unwrap()],
+        "{receipt}"
+    );
+    env.status_passes_then_rollback_restores(&plan, &before);
+}
+
+/// A deploy (B) makes the work dirs, and before it links its lock another deploy of the
+/// target (A, another plan) takes the lock there and is cut off. B is refused ("run `sealpush
+/// deploy` on that plan again"), and left the work dirs it had made: A, which found them,
+/// never removes them, so once A was run again and rolled back they stayed for good. B now
+/// removes them when empty; here A is done by then, and the host ends as it began.
+#[test]
+fn a_run_refused_the_lock_removes_the_work_dirs_it_made() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let before = env.snapshot();
+    let plan_a = env.tmp.path().join("plan-a.json");
+    std::fs::rename(env.plan(), &plan_a).unwrap();
+    let plan_b = env.plan();
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let gate = env.tmp.path().join("gate-b");
+    let gated = |step: &str| gate.with_extension(format!("{step}.reached"));
+    let mut b = env
+        .deploy(&plan_b, &[])
+        .env(
+            "SEALPUSH_FAULT",
+            format!("wait-before:lock,cleanup:{}", gate.display()),
+        )
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    super::wait_for(&gated("lock"));
+    assert!(work.is_dir(), "B made no work dir");
+    env.deploy_killed(&plan_a, "abort-after:lock");
+    assert!(work.join("lock").is_file(), "A holds no lock");
+    std::fs::write(gate.with_extension("lock"), b"").unwrap();
+    // B is refused; it stops before removing anything, or ends.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !gated("cleanup").exists() && b.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < until,
+            "B neither ended nor reached its cleanup"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b_stopped = gated("cleanup").exists();
+    // A's lock is in the work dir, so that stays while A is there; A run again finishes, and
+    // its rollback removes what it made, and not the dirs it found.
+    env.deploy(&plan_a, &[]).ok();
+    env.rollback(&plan_a, &[]).ok();
+    assert!(
+        work.is_dir(),
+        "A's rollback removed a work dir A did not make"
+    );
+    std::fs::write(gate.with_extension("cleanup"), b"").unwrap();
+    let out = b.wait_with_output().unwrap();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("is held by") && e.contains("run `sealpush deploy` on that plan again"),
+        "{e}"
+    );
+    assert_eq!(env.snapshot(), before, "B left what it made: {e}");
+    assert!(b_stopped, "B did not set out to remove its work dirs: {e}");
+    // Nothing of B is on the host: its journal starts afresh, and B deploys and rolls back.
+    let journal = std::fs::read_to_string(
+        env.state
+            .join("deploys")
+            .join(plan_digest(&plan_b))
+            .join("journal.jsonl"),
+    )
+    .unwrap();
+    assert!(journal.trim_end().ends_with(r#""phase":"done","detail":"the lock was not this run's; the work dirs it made were removed"}"#), "{journal}");
+    env.deploy(&plan_b, &[]).ok();
+    env.status_passes_then_rollback_restores(&plan_b, &before);
+}
+
+/// The same, with A still there when B is refused: the work dir holds A's lock, so it stays,
+/// and B's error says so and what removes it. As it says, B run again (once A is done) takes
+/// the dirs as its own, and its rollback leaves the host as it began.
+#[test]
+fn a_run_refused_the_lock_says_which_work_dir_it_made_stays() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let before = env.snapshot();
+    let plan_a = env.tmp.path().join("plan-a.json");
+    std::fs::rename(env.plan(), &plan_a).unwrap();
+    let plan_b = env.plan();
+    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let b = env.deploy_paused_at(&plan_b, &[], "lock");
+    env.deploy_killed(&plan_a, "abort-after:lock");
+    b.release();
+    let out = b.wait_with_output();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&format!(
+            "the work dir this run made stays (remove_dir {}: ",
+            work.display()
+        )) && e.contains("the same deploy run again counts it as its own"),
+        "{e}"
+    );
+    assert!(work.join("lock").is_file(), "A's lock is gone: {e}");
+    env.deploy(&plan_a, &[]).ok();
+    env.rollback(&plan_a, &[]).ok();
+    assert!(work.is_dir());
+    env.deploy(&plan_b, &[]).ok();
+    env.status_passes_then_rollback_restores(&plan_b, &before);
+}
+
+/// A plan file's digest.
+fn plan_digest(plan: &Path) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(plan).unwrap()).unwrap();
+    v["digest"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn connection_cut_mid_deploy_leaves_target_absent_and_rerun_completes() {
     let sshd = Sshd::start();
@@ -315,6 +468,11 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
         e.contains("lock") && e.contains("no answer within 10s"),
         "{e}"
     );
+    // What to do, and (below) that it does what it says.
+    assert!(
+        e.contains("; the target was not created; rerun the same deploy, which removes or takes over what this run left of its lock and starts over"),
+        "{e}"
+    );
     env.assert_absent_or_complete(&anchor);
     // The resumed server carries out the create it had queued: the lock's own file, empty.
     let work = env.parent.join(".sealpush/iu-cutter-v0.6");
@@ -328,6 +486,40 @@ fn stall_while_taking_the_lock_then_the_same_deploy_finishes() {
     assert!(!work.join("lock").exists(), "a lock without its content");
     let re = env.deploy(&plan, &args).output();
     assert!(re.status.success(), "{}", stderr(&re));
+    env.assert_complete();
+    env.assert_work_dir_holds_only_records();
+}
+
+/// The same stall on a server without `hardlink@openssh.com`, where the lock is created in
+/// place: the queued create leaves the lock itself, empty, which nobody can tell from a lock
+/// about to be written. The error says so and what to do, and doing it finishes the deploy.
+#[test]
+fn stall_while_creating_the_lock_in_place_says_how_to_finish() {
+    let sshd = Sshd::start_with_sftp("-P hardlink");
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let plan = env.plan();
+    let args = ["--op-timeout", "10"];
+    let child = env.deploy_paused_at(&plan, &args, "lock");
+    let out = run_with_the_server_stopped(&sshd, child);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("no answer within 10s")
+            && e.contains("; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"),
+        "{e}"
+    );
+    let lock = env.parent.join(".sealpush/iu-cutter-v0.6/lock");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !lock.exists() {
+        assert!(Instant::now() < until, "the queued create never happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::metadata(&lock).unwrap().len(), 0);
+    let re = env.deploy(&plan, &args).output();
+    assert!(stderr(&re).contains("unreadable lock"), "{}", stderr(&re));
+    env.deploy(&plan, &["--op-timeout", "10", "--clear-stale-lock"])
+        .ok();
     env.assert_complete();
     env.assert_work_dir_holds_only_records();
 }
