@@ -1929,21 +1929,22 @@ impl Run<'_> {
         self.record(Step::Finished, Phase::Done, "")?;
         if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
         {
-            let rolled = rollback::rollback(
+            // In this run's own journal (it holds the plan's, see `Journal::open`), which
+            // the rollback's lock records go into and which it resets when complete. The lock
+            // is taken again: the deploy released it with its receipt.
+            let rolled = rollback::rollback_in(
                 self.remote,
                 &receipt,
-                // This run holds the plan's journal (`Journal::open`); it records the reset itself.
                 &rollback::RollbackOptions {
                     force: false,
                     local_state: None,
+                    clear_stale_lock: false,
                 },
+                Some(&mut self.journal),
                 self.progress,
             );
             match rolled {
                 Ok(report) => {
-                    if report.complete {
-                        self.record(Step::Reset, Phase::Done, "rolled back")?;
-                    }
                     receipt.rolled_back = report.complete;
                     if !report.complete {
                         receipt.verdict.reasons.push(format!(

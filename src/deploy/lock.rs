@@ -1,5 +1,6 @@
-//! The host lock, `<work_dir>/lock`: one run at a time changes a target. Taken by the deploy
-//! (step 2), with these guarantees:
+//! The host lock, `<work_dir>/lock`: one run at a time changes a target, whether it deploys it
+//! or rolls it back. Taken by the deploy (step 2) and by the rollback, with the same
+//! guarantees:
 //!
 //! - written whole: the JSON goes into a file of this run's own in the work dir, which is then
 //!   hard-linked to the lock's name (one atomic step that fails if the name exists) and
@@ -180,11 +181,6 @@ impl HostLock {
             held: None,
             temp: None,
         }
-    }
-
-    /// True while this run holds the lock.
-    pub fn is_held(&self) -> bool {
-        self.held.is_some()
     }
 
     /// Takes the lock (see the module docs). On an error nothing of it is kept past this run
