@@ -24,7 +24,8 @@ const HELP: &str = "Examples:
 /// reported with its owner and the rollback removes nothing. The tree first leaves the target in
 /// one rename, so an interrupted rollback (Ctrl-C stops it at a safe point) leaves no half tree
 /// there; run it again to finish (a killed rollback's lock is taken over by that rerun). Exit 0
-/// when everything is gone and the anchor is unchanged, 1 otherwise.
+/// when everything is gone and the anchor is unchanged, 1 when something is kept or changed, 2
+/// when it could not run (the host unreachable, the lock held by another run).
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {
