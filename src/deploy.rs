@@ -46,6 +46,7 @@
 pub mod anchor;
 pub mod artifact;
 pub mod journal;
+pub mod lock;
 pub mod receipt;
 pub mod rollback;
 pub mod shape;
@@ -59,6 +60,7 @@ use crate::progress::Progress;
 use crate::remote::{ExecOutput, FileKind, NewFile, Remote, RemoteError};
 
 pub use journal::{Phase, Step};
+pub use lock::{LockAction, LockHolder, LockInfo, LOCK_TEMP_PREFIX};
 pub use receipt::{render_receipt, Receipt};
 pub use rollback::{
     find_receipt, render_rollback, render_status, rollback, status, RollbackReport, StatusReport,
@@ -359,51 +361,6 @@ impl Names {
     }
 }
 
-/// Contents of the lock file.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct LockInfo {
-    /// The machine sealpush runs on (not the host being deployed to).
-    pub owner_host: String,
-    pub pid: u32,
-    pub since: String,
-    pub since_unix: u64,
-    pub plan_digest: Digest,
-    pub target: PathBuf,
-    pub tool_version: String,
-}
-
-impl LockInfo {
-    /// Taken by a deploy of `plan` on this machine whose process is gone: a killed run of that
-    /// very deploy, whose lock a re-run or its rollback may remove.
-    pub fn is_dead_run_of(&self, plan: &Digest) -> bool {
-        self.plan_digest == *plan && self.owner_host == local_hostname() && !pid_alive(self.pid)
-    }
-}
-
-/// Who holds a lock, for [`DeployError::Locked`].
-#[derive(Debug)]
-pub struct LockHolder {
-    pub owner_host: String,
-    pub pid: u32,
-    pub since: String,
-    /// Human age (`3m07s`).
-    pub age: String,
-    /// Whether the owner runs, as far as sealpush can tell.
-    pub state: String,
-    /// What to do.
-    pub hint: String,
-}
-
-impl std::fmt::Display for LockHolder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "pid {} on {} since {} ({} ago, {}); {}",
-            self.pid, self.owner_host, self.since, self.age, self.state, self.hint
-        )
-    }
-}
-
 /// This machine's name, for lock owners.
 pub fn local_hostname() -> String {
     let mut buf = [0u8; 256];
@@ -463,49 +420,6 @@ pub fn host_receipt_path(work_dir: &Path, plan: &Digest) -> PathBuf {
 /// `<work_dir>/journal-<plan digest, 16 hex>`: the host's copy of a deploy's journal.
 pub fn host_journal_dir(work_dir: &Path, plan: &Digest) -> PathBuf {
     work_dir.join(format!("journal-{}", &plan.to_hex()[..16]))
-}
-
-/// The name prefix of the file a deploy writes its lock in before linking it to the lock's
-/// name; preflight and status look for it too.
-pub const LOCK_TEMP_PREFIX: &str = "lock.new-";
-
-/// `<work_dir>/lock.new-<plan digest, 16 hex>-<16 random hex>`: where one run writes its lock
-/// before linking it to `<work_dir>/lock`. New to each run, so two runs of one plan (from two
-/// machines) never share it and nobody can plant it in advance; the journal names it.
-fn new_lock_temp(work_dir: &Path, plan: &Digest) -> std::io::Result<PathBuf> {
-    let hex = crate::preflight::unguessable_hex()?;
-    Ok(work_dir.join(format!("{LOCK_TEMP_PREFIX}{}-{hex}", &plan.to_hex()[..16])))
-}
-
-/// The lock temp files that the runs journalled in `history` set out to create: the paths of
-/// such a file in `work_dir` that begin a line of a `lock` intent record and end it, less
-/// those a `lock` failure record names so (found already there: someone else's). The line is
-/// found by the work dir's own spelling, not by splitting the record at newlines: a path may
-/// hold one (the temp's own name never does).
-fn recorded_lock_temps(history: &journal::History, work_dir: &Path) -> Vec<PathBuf> {
-    let prefix = work_dir.join(LOCK_TEMP_PREFIX).display().to_string();
-    let mut out: Vec<PathBuf> = Vec::new();
-    for r in history.records.iter().filter(|r| r.step == Step::Lock) {
-        let d = r.detail.as_str();
-        let mut from = 0;
-        while let Some(i) = d[from..].find(&prefix) {
-            let start = from + i;
-            from = start + prefix.len();
-            if start > 0 && d.as_bytes()[start - 1] != b'\n' {
-                continue;
-            }
-            let end = d[from..].find('\n').map_or(d.len(), |j| from + j);
-            let p = Path::new(&d[start..end]);
-            if p.parent() != Some(work_dir) {
-                continue;
-            }
-            out.retain(|q| q != p);
-            if r.phase == Phase::Intent {
-                out.push(p.to_path_buf());
-            }
-        }
-    }
-    out
 }
 
 /// The work dirs a `work-dir` `done` record says its run made: its detail is the spellings of
@@ -608,15 +522,10 @@ struct Run<'a> {
     prepare_secs: f64,
     upload_secs: f64,
     verify_secs: f64,
-    /// The digest and size of the lock this run wrote, while it holds it.
-    held_lock: Option<(Digest, u64)>,
-    /// The file this run writes its lock in before linking it to the lock's name, while it may
-    /// be on the host (see [`Run::take_lock`]).
-    lock_temp: Option<PathBuf>,
+    /// The host lock, this run's while it holds it.
+    lock: lock::HostLock,
     /// The work dirs this run's own mkdir made (not found there, not made by an earlier run).
     made_work_dirs: Vec<PathBuf>,
-    /// This run set out to create the lock in place, not by a link (see [`Run::place_lock`]).
-    lock_in_place: bool,
     promoted: bool,
     /// The receipt is written, locally and on the host: what a rerun has left to do is the
     /// unlock.
@@ -710,10 +619,13 @@ pub fn deploy(
         prepare_secs,
         upload_secs: 0.0,
         verify_secs: 0.0,
-        held_lock: None,
-        lock_temp: None,
+        lock: lock::HostLock::new(
+            &plan.plan.work_dir,
+            plan.digest,
+            &plan.plan.target,
+            LockAction::Deploy,
+        ),
         made_work_dirs: Vec::new(),
-        lock_in_place: false,
         promoted: false,
         receipt_written: false,
         promote_unanswered: false,
@@ -1120,7 +1032,7 @@ impl Run<'_> {
             // a lock of this plan whose process is gone (`take_lock_whole_or_in_place`), and
             // counts the work dirs this run made as its own. A lock created in place may be
             // left empty, which nobody can tell from a lock about to be written.
-            let note = if self.lock_in_place {
+            let note = if self.lock.in_place() {
                 "; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"
             } else {
                 "; the target was not created; rerun the same deploy, which removes or takes over what this run left of its lock and starts over"
@@ -1171,7 +1083,7 @@ impl Run<'_> {
         let Some((dir, e)) = kept else {
             // Nothing of this run or an earlier one is on the host: the history restarts.
             let nothing_earlier = prior.records.iter().all(|r| r.step == Step::Recheck);
-            if nothing_earlier && self.lock_temp.is_none() && self.held_lock.is_none() {
+            if nothing_earlier && self.lock.leaves_nothing() {
                 let _ = self.record(
                     Step::Reset,
                     Phase::Done,
@@ -1199,240 +1111,13 @@ impl Run<'_> {
         self.created.push(CreatedPath { path, kind, sha256 });
     }
 
-    /// Step 2: the lock, written whole. Its JSON goes into a file of this run's own in the
-    /// work dir, which is then hard-linked to the lock's name (one atomic step that fails if
-    /// the name exists) and removed. So the lock never exists without its content: a run cut
-    /// off while taking it leaves at most that file, which its rerun removes (the journal
-    /// names it), never the empty lock a server stalled between a create and its write made,
-    /// which cannot be told from another deploy's lock about to be written. Where the host
-    /// cannot link (no `hardlink@openssh.com`, a filesystem without hard links), the lock is
-    /// created in place, as before.
+    /// Step 2: the lock, written whole (see [`lock`]).
     fn take_lock(&mut self) -> Result<(), DeployError> {
-        let taken = self.take_lock_whole_or_in_place();
-        if taken.is_err() {
-            // Nothing of it is kept past this run while the host answers; what a stall or a
-            // kill leaves, the rerun removes or takes over.
-            let _ = self.remove_lock_temp();
-            if self.held_lock.is_some() {
-                let _ = self.release_lock();
-            }
-        }
-        taken
-    }
-
-    fn take_lock_whole_or_in_place(&mut self) -> Result<(), DeployError> {
-        let now = unix_now();
-        let info = LockInfo {
-            owner_host: local_hostname(),
-            pid: std::process::id(),
-            since: rfc3339(now),
-            since_unix: now,
-            plan_digest: self.sealed.digest,
-            target: self.names.target.clone(),
-            tool_version: crate::TOOL_VERSION.into(),
-        };
-        let bytes = serde_json::to_vec_pretty(&info).expect("lock serializes");
-        let temp = if self.remote.supports_hard_links() {
-            let t = new_lock_temp(&self.names.work_dir, &self.sealed.digest).map_err(|e| {
-                DeployError::LocalState {
-                    path: "/dev/urandom".into(),
-                    reason: e.to_string(),
-                }
-            })?;
-            Some(t)
-        } else {
-            None
-        };
-        // The lock, then the file it is written in: a rerun removes the files its earlier
-        // runs named here (see `recorded_lock_temps`).
-        let mut detail = self.names.lock.display().to_string();
-        if let Some(t) = &temp {
-            detail.push('\n');
-            detail.push_str(&t.display().to_string());
-        }
-        self.record(Step::Lock, Phase::Intent, detail)?;
-        self.remove_earlier_lock_temps()?;
-        if let Some(t) = temp {
-            self.write_lock_temp(t, &bytes)?;
-        }
-        match self.place_lock(&bytes)? {
-            Ok(()) => {}
-            Err(RemoteError::Exists { .. }) => {
-                let (holder, state, stale) = self.lock_holder();
-                // Left by an earlier run of this very plan on this machine whose process is
-                // gone: this deploy's own lock, which running it again takes over.
-                let own_dead_run = holder
-                    .as_ref()
-                    .is_some_and(|i| i.is_dead_run_of(&self.sealed.digest));
-                if !((self.opts.clear_stale_lock && stale) || own_dead_run) {
-                    let other_plan = holder
-                        .as_ref()
-                        .filter(|i| i.plan_digest != self.sealed.digest)
-                        .map(|i| i.plan_digest);
-                    let hint = if let (true, Some(d)) = (stale, other_plan) {
-                        // Clearing it would strand that deploy's staged tree beside the target
-                        // (and fail every later preflight): its own plan finishes or removes it.
-                        format!(
-                            "it is the lock of a deploy of another plan ({}), cut off: run `sealpush deploy` on that plan again, which finishes it or removes what it staged; --clear-stale-lock would leave its staging behind",
-                            &d.to_hex()[..16]
-                        )
-                    } else if stale {
-                        "if no deploy of this target is running, rerun with --clear-stale-lock"
-                            .to_string()
-                    } else {
-                        "wait for it to finish".to_string()
-                    };
-                    self.record(Step::Lock, Phase::Failed, state.clone())?;
-                    return Err(self.locked_error(holder, state, hint));
-                }
-                self.record(
-                    Step::Lock,
-                    Phase::Intent,
-                    if own_dead_run {
-                        format!("taking over the lock of a dead run of this plan: {state}")
-                    } else {
-                        format!("clearing stale lock: {state}")
-                    },
-                )?;
-                self.remote
-                    .remove_file(&self.names.lock)
-                    .map_err(at("clear stale lock"))?;
-                match self.place_lock(&bytes)? {
-                    Ok(()) => {}
-                    Err(RemoteError::Exists { .. }) => {
-                        let (holder, state, _) = self.lock_holder();
-                        return Err(self.locked_error(
-                            holder,
-                            state,
-                            "another deploy took it first".into(),
-                        ));
-                    }
-                    Err(e) => return Err(at("lock")(e)),
-                }
-            }
-            Err(e) => return Err(at("lock")(e)),
-        }
-        self.held_lock = Some((Digest::of(&bytes), bytes.len() as u64));
-        self.remove_lock_temp().map_err(at("lock"))?;
-        self.record(Step::Lock, Phase::Done, "")
-    }
-
-    /// Writes the lock's content into `temp`, a name new to this run: exclusive create, fsynced
-    /// where the server can. Anything already there was put there by someone else, who read
-    /// the name in the journal: it is neither written through nor removed, now or by a rerun
-    /// (the failure record names it).
-    fn write_lock_temp(&mut self, temp: PathBuf, bytes: &[u8]) -> Result<(), DeployError> {
-        match self.remote.write_new(&temp, bytes, 0o600, true) {
-            Ok(()) => {
-                self.lock_temp = Some(temp);
-                Ok(())
-            }
-            Err(e @ RemoteError::Exists { .. }) => {
-                let kind = self
-                    .remote
-                    .lstat(&temp)
-                    .ok()
-                    .flatten()
-                    .map_or_else(|| "something".into(), |m| kind_name(m.kind));
-                self.record(
-                    Step::Lock,
-                    Phase::Failed,
-                    format!(
-                        "{}\nalready there ({kind}), not this run's: {e}",
-                        temp.display()
-                    ),
-                )?;
-                Err(DeployError::Foreign { path: temp, kind })
-            }
-            Err(e) => {
-                // The create may have happened (the write failed, or no answer came): the
-                // name is this run's to remove.
-                if !matches!(
-                    e,
-                    RemoteError::NotFound { .. } | RemoteError::PermissionDenied { .. }
-                ) {
-                    self.lock_temp = Some(temp);
-                }
-                Err(at("lock")(e))
-            }
-        }
-    }
-
-    /// Creates the lock's name: a hard link to the file the lock was written in, else the lock
-    /// written in place. A host that refuses the link (a filesystem without hard links, a
-    /// server that denies the request) gets the lock in place, as a host without the
-    /// extension does. The inner result is the host's answer; the outer one, the journal's.
-    fn place_lock(&mut self, bytes: &[u8]) -> Result<Result<(), RemoteError>, DeployError> {
-        if let Some(temp) = self.lock_temp.clone() {
-            match self.remote.hard_link(&temp, &self.names.lock) {
-                Err(e @ (RemoteError::PermissionDenied { .. } | RemoteError::Failed { .. })) => {
-                    self.record(
-                        Step::Lock,
-                        Phase::Intent,
-                        format!("the host refused the hard link ({e}): writing the lock in place"),
-                    )?;
-                    if let Err(e) = self.remove_lock_temp() {
-                        return Ok(Err(e));
-                    }
-                }
-                other => return Ok(other),
-            }
-        }
-        self.lock_in_place = true;
-        Ok(self.remote.write_new(&self.names.lock, bytes, 0o600, true))
-    }
-
-    /// Removes this run's lock temp file, if it may be on the host; gone already is fine.
-    fn remove_lock_temp(&mut self) -> Result<(), RemoteError> {
-        let Some(temp) = &self.lock_temp else {
-            return Ok(());
-        };
-        match self.remote.remove_file(temp) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        self.lock_temp = None;
-        Ok(())
-    }
-
-    /// Removes the lock temp files that earlier runs of this plan (since the last reset) set
-    /// out to create and left: cut off between the create and the removal, or answered too late
-    /// (a stalled server creates the file when it resumes). Only regular files: nothing else
-    /// at such a name is a run's.
-    fn remove_earlier_lock_temps(&mut self) -> Result<(), DeployError> {
-        let recorded = recorded_lock_temps(&self.journal.history, &self.names.work_dir);
-        if recorded.is_empty() {
-            return Ok(());
-        }
-        let mut left = Vec::new();
-        for (p, m) in recorded.iter().zip(self.remote.lstats(&recorded)) {
-            if m.map_err(at("lock"))?
-                .is_some_and(|m| m.kind == FileKind::File)
-            {
-                left.push(p);
-            }
-        }
-        if left.is_empty() {
-            return Ok(());
-        }
-        let shown: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
-        self.record(
-            Step::Lock,
-            Phase::Intent,
-            format!(
-                "removing what earlier runs of this plan left of their lock: {}",
-                shown.join(", ")
-            ),
-        )?;
-        for p in left {
-            match self.remote.remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(at("lock")(e)),
-            }
-        }
-        Ok(())
+        self.lock.take(
+            self.remote,
+            &mut Some(&mut self.journal),
+            self.opts.clear_stale_lock,
+        )
     }
 
     /// The recheck ran before the lock: another deploy of this plan or target (from another
@@ -1493,63 +1178,6 @@ impl Run<'_> {
         }
         self.journal.attach_host(self.names.journal_dir.clone());
         Ok(())
-    }
-
-    /// Who holds the lock, a description, and whether it is provably or possibly stale.
-    fn lock_holder(&self) -> (Option<LockInfo>, String, bool) {
-        let info = self
-            .remote
-            .read_file(&self.names.lock, 64 * 1024)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
-        match &info {
-            None => (None, "unreadable lock".into(), true),
-            Some(i) if i.owner_host == local_hostname() => {
-                if pid_alive(i.pid) {
-                    (
-                        info.clone(),
-                        "the owner process is still running".into(),
-                        false,
-                    )
-                } else {
-                    (
-                        info.clone(),
-                        "the owner process is not running: stale".into(),
-                        true,
-                    )
-                }
-            }
-            Some(_) => (
-                info.clone(),
-                "the owner runs on another machine; sealpush cannot tell whether it is alive"
-                    .into(),
-                true,
-            ),
-        }
-    }
-
-    fn locked_error(&self, holder: Option<LockInfo>, state: String, hint: String) -> DeployError {
-        let now = unix_now();
-        let (owner_host, pid, since, age) = match holder {
-            Some(i) => (
-                i.owner_host,
-                i.pid,
-                i.since,
-                journal::human_age(now.saturating_sub(i.since_unix)),
-            ),
-            None => ("unknown".into(), 0, "unknown".into(), "unknown".into()),
-        };
-        DeployError::Locked {
-            path: self.names.lock.clone(),
-            holder: Box::new(LockHolder {
-                owner_host,
-                pid,
-                since,
-                age,
-                state,
-                hint,
-            }),
-        }
     }
 
     fn check_interrupt(&mut self, step: Step) -> Result<(), DeployError> {
@@ -2425,21 +2053,22 @@ impl Run<'_> {
         self.record(Step::Finished, Phase::Done, "")?;
         if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
         {
-            let rolled = rollback::rollback(
+            // In this run's own journal (it holds the plan's, see `Journal::open`), which
+            // the rollback's lock records go into and which it resets when complete. The lock
+            // is taken again: the deploy released it with its receipt.
+            let rolled = rollback::rollback_in(
                 self.remote,
                 &receipt,
-                // This run holds the plan's journal (`Journal::open`); it records the reset itself.
                 &rollback::RollbackOptions {
                     force: false,
                     local_state: None,
+                    clear_stale_lock: false,
                 },
+                Some(&mut self.journal),
                 self.progress,
             );
             match rolled {
                 Ok(report) => {
-                    if report.complete {
-                        self.record(Step::Reset, Phase::Done, "rolled back")?;
-                    }
                     receipt.rolled_back = report.complete;
                     if !report.complete {
                         receipt.verdict.reasons.push(format!(
@@ -2461,36 +2090,7 @@ impl Run<'_> {
     }
 
     fn release_lock(&mut self) -> Result<(), DeployError> {
-        let Some((digest, size)) = self.held_lock else {
-            return Ok(());
-        };
-        self.record(Step::Unlock, Phase::Intent, "")?;
-        // Only our own lock, byte for byte: a cleared-and-retaken lock belongs to someone else
-        // now. (Hashed with its size as the hint: no end-of-file request.)
-        // A lost or stalled connection says nothing about whose lock it is: an error, so the
-        // lock is reported as left rather than journalled as "no longer ours". Anything the
-        // host answered (gone, a directory now) means it is not ours.
-        let ours = match hash_sized(
-            self.remote,
-            &self.names.lock,
-            size,
-            &crate::progress::NoProgress,
-        ) {
-            Ok(got) => got == (digest, size),
-            Err(e) if e.went_unanswered() => return Err(at("unlock")(e)),
-            Err(_) => false,
-        };
-        if ours {
-            self.remote
-                .remove_file(&self.names.lock)
-                .map_err(at("unlock"))?;
-        }
-        self.held_lock = None;
-        self.record(
-            Step::Unlock,
-            Phase::Done,
-            if ours { "" } else { "lock was no longer ours" },
-        )
+        self.lock.release(self.remote, &mut Some(&mut self.journal))
     }
 
     /// Removes the staged entries (only names the artifact has, plus the deploy manifest), the
@@ -2792,131 +2392,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn recorded_lock_temps_are_the_temp_paths_of_lock_intents_in_the_work_dir() {
-        let rec = |step, phase, detail: &str| journal::Record {
-            seq: 1,
-            run: "1@1".into(),
-            time: String::new(),
-            step,
-            phase,
-            detail: detail.into(),
-        };
-        let w = Path::new("/p/.sealpush/t");
-        let history = journal::History {
-            records: vec![
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-1",
-                ),
-                // In place: no temp.
-                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/lock"),
-                // Free text naming a temp is not a line of its own.
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "removing ...: /p/.sealpush/t/lock.new-a-1",
-                ),
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-2",
-                ),
-                // Again (the same run's takeover does not name it twice, but dedup anyway).
-                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/lock.new-a-2"),
-                // Another step, another phase, another dir, another name: none of them.
-                rec(Step::WorkDir, Phase::Done, "/p/.sealpush/t/lock.new-a-3"),
-                rec(Step::Lock, Phase::Done, "/p/.sealpush/t/lock.new-a-4"),
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/elsewhere/lock.new-a-5\n/p/.sealpush/t/x-6",
-                ),
-                rec(Step::Lock, Phase::Intent, "/p/.sealpush/t/sub/lock.new-a-7"),
-                // Found already there, by the run that named it: not that run's.
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/p/.sealpush/t/lock\n/p/.sealpush/t/lock.new-a-8",
-                ),
-                rec(
-                    Step::Lock,
-                    Phase::Failed,
-                    "/p/.sealpush/t/lock.new-a-8\nalready there",
-                ),
-            ],
-        };
-        assert_eq!(
-            recorded_lock_temps(&history, w),
-            [w.join("lock.new-a-1"), w.join("lock.new-a-2")]
-        );
-        assert!(recorded_lock_temps(&journal::History::default(), w).is_empty());
-        // A work dir whose path holds a newline: the record's lines are not its paths.
-        let w = Path::new("/p/a\nb/.sealpush/t");
-        let history = journal::History {
-            records: vec![
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/p/a\nb/.sealpush/t/lock\n/p/a\nb/.sealpush/t/lock.new-a-1",
-                ),
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/p/a\nb/.sealpush/t/lock\n/p/a\nb/.sealpush/t/lock.new-a-2",
-                ),
-                rec(
-                    Step::Lock,
-                    Phase::Failed,
-                    "/p/a\nb/.sealpush/t/lock.new-a-2\nalready there",
-                ),
-                // Only the lines' ends in another directory.
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/p/a\nb/.sealpush/t/lock.new-a-3",
-                ),
-                rec(
-                    Step::Lock,
-                    Phase::Intent,
-                    "/q/a\nb/.sealpush/t/lock.new-a-4",
-                ),
-            ],
-        };
-        assert_eq!(
-            recorded_lock_temps(&history, w),
-            [w.join("lock.new-a-1"), w.join("lock.new-a-3")]
-        );
-    }
-
-    #[test]
-    fn a_new_lock_temp_is_named_by_the_plan_and_new_each_time() {
-        let w = Path::new("/p/.sealpush/t");
-        let plan = Digest::of(b"plan");
-        let a = new_lock_temp(w, &plan).unwrap();
-        let b = new_lock_temp(w, &plan).unwrap();
-        assert_ne!(a, b);
-        let name = a.file_name().unwrap().to_str().unwrap();
-        let rest = name
-            .strip_prefix(&format!("{LOCK_TEMP_PREFIX}{}-", &plan.to_hex()[..16]))
-            .unwrap();
-        assert!(rest.len() == 16 && rest.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(a.parent(), Some(w));
-        // What a rerun finds again in the intent record.
-        let history = journal::History {
-            records: vec![journal::Record {
-                seq: 1,
-                run: "1@1".into(),
-                time: String::new(),
-                step: Step::Lock,
-                phase: Phase::Intent,
-                detail: format!("{}\n{}", w.join("lock").display(), a.display()),
-            }],
-        };
-        assert_eq!(recorded_lock_temps(&history, w), [a]);
-    }
 
     /// The names of a deploy of `<parent>/t`.
     fn names_under(parent: &str) -> Names {

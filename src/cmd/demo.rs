@@ -181,6 +181,7 @@ pub fn run(args: Args, globals: &Globals) -> Result<Exit> {
             &RollbackOptions {
                 force: false,
                 local_state: Some(opts.local_state.clone()),
+                clear_stale_lock: false,
             },
             progress.as_ref(),
         )?;

@@ -60,8 +60,8 @@ pub struct Args {
     /// it is also the faster choice for trees of many small files.
     #[arg(long)]
     pub sync: bool,
-    /// Remove a lock left by a deploy that is no longer running (its owner and age are shown
-    /// when the lock is found) instead of refusing. Not needed for a lock left by a killed run
+    /// Remove a lock left by a deploy or rollback that is no longer running (its owner, plan
+    /// and age are shown when the lock is found) instead of refusing. Not needed for a lock left by a killed run
     /// of this same plan on this machine: running the deploy again takes that one over.
     #[arg(long)]
     pub clear_stale_lock: bool,

@@ -18,10 +18,14 @@ const HELP: &str = "Examples:
 /// looked up locally, then on the host). Everything is examined before anything is removed:
 /// if a deployed file, symlink or the kept archive changed since the deploy, nothing is removed
 /// unless --force. Names the deploy did not create are never removed. The anchor is never
-/// touched; its digest is recomputed afterwards. The tree first leaves the target in one
-/// rename, so an interrupted rollback (Ctrl-C stops it at a safe point) leaves no half tree
-/// there; run it again to finish. Exit 0 when everything is gone and the anchor is unchanged,
-/// 1 otherwise.
+/// touched; its digest is recomputed afterwards. Like a deploy, the rollback holds the
+/// target's host lock (in the work dir beside it) while it examines and removes, so it never
+/// runs at the same time as a deploy or another rollback of that target: a lock held by one is
+/// reported with its owner and the rollback removes nothing. The tree first leaves the target in
+/// one rename, so an interrupted rollback (Ctrl-C stops it at a safe point) leaves no half tree
+/// there; run it again to finish (a killed rollback's lock is taken over by that rerun). Exit 0
+/// when everything is gone and the anchor is unchanged, 1 when something is kept or changed, 2
+/// when it could not run (the host unreachable, the lock held by another run).
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {
@@ -31,6 +35,12 @@ pub struct Args {
     /// Also remove entries whose content changed since the deploy.
     #[arg(long)]
     pub force: bool,
+    /// Remove a host lock left by a deploy or rollback that is no longer running (its owner,
+    /// plan and age are shown when the lock is found) instead of refusing. Not needed for a
+    /// lock left by a killed run of this same plan on this machine: running the rollback again
+    /// takes that one over. A lock whose owner still runs here is never removed.
+    #[arg(long)]
+    pub clear_stale_lock: bool,
     /// Host to use instead of the one recorded in the receipt or plan.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
@@ -109,6 +119,7 @@ fn roll_back(args: Args, globals: &Globals, reported: &mut bool) -> anyhow::Resu
     let opts = RollbackOptions {
         force: args.force,
         local_state: Some(local_state),
+        clear_stale_lock: args.clear_stale_lock,
     };
     // Ctrl-C or a TERM stops the rollback at its next safe point, which says what is left.
     super::stop_at_safe_points_on(&[libc::SIGINT, libc::SIGTERM]);

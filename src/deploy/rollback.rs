@@ -11,11 +11,17 @@
 //! the target absent, not half removed; re-running it finishes it there, skipping names already
 //! gone. The host's receipt and journal go last, only when the tree is wholly gone.
 //!
+//! Like a deploy, a rollback holds the target's host lock ([`super::lock`]) from before it
+//! examines the tree until its receipt and journal are gone, so it never interleaves with a
+//! deploy or another rollback of the target; a lock someone else holds stops it before it
+//! removes anything.
+//!
 //! Status reads the receipt and DEPLOY-MANIFEST.txt on the host and re-verifies the deployed
 //! tree over the transport, every byte.
 
 use std::path::{Path, PathBuf};
 
+use super::lock::{HostLock, LockAction};
 use super::receipt::{escape_path, unescape_path, CreatedKind, Receipt};
 use super::shape::{self, Kind, Shape};
 use super::{anchor, journal, DeployError, DEPLOY_MANIFEST};
@@ -31,6 +37,9 @@ pub struct RollbackOptions {
     pub force: bool,
     /// Local state dir: its journal for this plan is reset so the plan can be deployed again.
     pub local_state: Option<PathBuf>,
+    /// Remove a host lock whose owner is not running (or runs elsewhere) instead of refusing,
+    /// as the deploy's `clear_stale_lock` does.
+    pub clear_stale_lock: bool,
 }
 
 /// What a rollback did (`rollback --json` prints it as is).
@@ -287,17 +296,29 @@ pub fn rollback(
     opts: &RollbackOptions,
     progress: &dyn Progress,
 ) -> Result<RollbackReport, DeployError> {
-    let target = receipt.target.clone();
-    let expected = receipt_shape(receipt)?;
-    let mut report = RollbackReport {
-        target: target.clone(),
-        removed: 0,
-        already_gone: 0,
-        forced: Vec::new(),
-        kept: Vec::new(),
-        anchor: None,
-        complete: false,
+    // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
+    // of the same plan running on this machine meanwhile would be undone under its feet.
+    let mut journal = match &opts.local_state {
+        Some(dir) => Some(journal::Journal::open(&journal::StateDir::open(
+            dir,
+            &receipt.plan_digest,
+        )?)?),
+        None => None,
     };
+    rollback_in(remote, receipt, opts, journal.as_mut(), progress)
+}
+
+/// [`rollback`], journalled in `journal` (the plan's, which the caller holds; the deploy's
+/// own for `--rollback-on-check-failure`).
+pub(super) fn rollback_in(
+    remote: &dyn Remote,
+    receipt: &Receipt,
+    opts: &RollbackOptions,
+    mut journal: Option<&mut journal::Journal>,
+    progress: &dyn Progress,
+) -> Result<RollbackReport, DeployError> {
+    let target = receipt.target.clone();
+    receipt_shape(receipt)?;
     if let Some(a) = &receipt.anchor {
         if target == a.path || target.starts_with(&a.path) || a.path.starts_with(&target) {
             return Err(DeployError::BadReceipt {
@@ -332,15 +353,6 @@ pub fn rollback(
             ),
         });
     }
-    // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
-    // of the same plan running on this machine meanwhile would be undone under its feet.
-    let mut journal = match &opts.local_state {
-        Some(dir) => Some(journal::Journal::open(&journal::StateDir::open(
-            dir,
-            &receipt.plan_digest,
-        )?)?),
-        None => None,
-    };
     // `.sealpush`, the work dir, the target and the aside name, in one round trip.
     let aside = aside_path(receipt);
     let work_root = work_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -355,24 +367,185 @@ pub fn rollback(
         .expect("one result per path");
     // The work dir and `.sealpush` must be directories, never symlinks: the deploy refuses
     // them otherwise, and the move aside and the bookkeeping would go where a link points.
+    let mut missing = Vec::new();
     for (dir, meta) in [(&work_root, at_root), (&work_dir, at_work)] {
-        if let Some(m) = meta.map_err(at("rollback"))? {
-            if m.kind != FileKind::Dir {
+        match meta.map_err(at("rollback"))? {
+            Some(m) if m.kind != FileKind::Dir => {
                 return Err(DeployError::Foreign {
                     path: dir.clone(),
                     kind: super::kind_name(m.kind),
-                });
+                })
+            }
+            Some(_) => {}
+            None => missing.push(dir.clone()),
+        }
+    }
+    let mut at_target = at_target.map_err(at("rollback"))?;
+    let mut at_aside = at_aside.map_err(at("rollback"))?;
+    // The host lock, as a deploy takes it (`super::lock`), held from before the tree is
+    // examined until after the host's receipt and journal are gone: a deploy or another
+    // rollback of this target cannot run meanwhile, and a lock someone else holds stops the
+    // rollback before it removes anything.
+    let mut lock = HostLock::new(
+        &work_dir,
+        receipt.plan_digest,
+        &target,
+        LockAction::Rollback,
+    );
+    // Work dirs this run made to hold its lock.
+    let mut made = Vec::new();
+    if !missing.is_empty() && at_target.is_some() {
+        // The tree is there but its work dir is not (removed by hand): made as the deploy
+        // makes it, to hold the lock, and removed again at the end.
+        record(
+            &mut journal,
+            remote,
+            journal::Step::Lock,
+            journal::Phase::Intent,
+            format!(
+                "creating {} to hold the lock",
+                missing
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )?;
+        for dir in missing.drain(..) {
+            match remote.mkdir(&dir, 0o700) {
+                Ok(()) => made.push(dir),
+                Err(RemoteError::Exists { .. }) => {}
+                Err(e) => {
+                    remove_made(remote, &made);
+                    return Err(at("work dir")(e));
+                }
             }
         }
     }
+    // The lock, in the work dir that is there (or was just made). With no work dir and no
+    // tree, nothing of the deploy is on the host and no deploy of this target can be running
+    // (it keeps its lock there): no lock then, and nothing changes on the host, where making
+    // the work dir only to lock it would leave it behind.
+    if missing.is_empty() {
+        if let Err(e) = lock.take(remote, &mut journal, opts.clear_stale_lock) {
+            remove_made(remote, &made);
+            return Err(e);
+        }
+        // Looked at again under the lock: a run that held it may have moved or removed the
+        // tree meanwhile.
+        let [t, a]: [_; 2] = remote
+            .lstats(&[target.clone(), aside.clone()])
+            .try_into()
+            .expect("one result per path");
+        let looked = t.and_then(|t| Ok((t, a?)));
+        match looked {
+            Ok((t, a)) => (at_target, at_aside) = (t, a),
+            Err(e) => {
+                let _ = lock.release(remote, &mut journal);
+                remove_made(remote, &made);
+                return Err(at("rollback")(e));
+            }
+        }
+    }
+    let removed = remove_under_lock(remote, receipt, opts, progress, at_target, at_aside);
+    // Released however the removal ended; a rollback cut off by a kill leaves it to its
+    // rerun, which takes it over (a dead run of this plan).
+    let released = lock.release(remote, &mut journal);
+    let (mut report, tidy) = match (removed, released) {
+        (Ok(r), Ok(())) => r,
+        (Err(e), Ok(())) => {
+            remove_made(remote, &made);
+            return Err(e);
+        }
+        (Ok(_), Err(e)) => {
+            return Err(DeployError::WithLeftovers {
+                error: Box::new(e),
+                note: format!(
+                    "; everything else of the deploy was removed, but the rollback's lock {} may be left: running the same rollback again takes it over and finishes",
+                    lock.path.display()
+                ),
+            })
+        }
+        (Err(e), Err(left)) => {
+            return Err(DeployError::WithLeftovers {
+                error: Box::new(e),
+                note: format!(
+                    "; the rollback's lock {} is left too ({left}): running the same rollback again takes it over",
+                    lock.path.display()
+                ),
+            })
+        }
+    };
+    remove_made(remote, &made);
+    if tidy {
+        // The work dirs the deploy created, now that the lock is gone from them.
+        let journal_dir = super::host_journal_dir(&receipt.work_dir, &receipt.plan_digest);
+        for c in receipt.created.iter().rev() {
+            if c.kind == CreatedKind::Dir && c.path != journal_dir {
+                match remote.remove_dir(&c.path) {
+                    Ok(()) => report.removed += 1,
+                    Err(e) if e.is_not_found() => {}
+                    // Another deploy's lock or journal lives there: it stays.
+                    Err(_) => report
+                        .kept
+                        .push(format!("{} (in use by another deploy)", c.path.display())),
+                }
+            }
+        }
+    }
+    finish(remote, receipt, report, journal, progress)
+}
+
+/// Removes the work dirs a rollback made to hold its lock, when they are empty again.
+fn remove_made(remote: &dyn Remote, made: &[PathBuf]) {
+    for dir in made.iter().rev() {
+        let _ = remote.remove_dir(dir);
+    }
+}
+
+/// Journals one record when the rollback keeps a journal.
+fn record(
+    journal: &mut Option<&mut journal::Journal>,
+    remote: &dyn Remote,
+    step: journal::Step,
+    phase: journal::Phase,
+    detail: impl Into<String>,
+) -> Result<(), DeployError> {
+    match journal {
+        Some(j) => j.record(remote, step, phase, detail),
+        None => Ok(()),
+    }
+}
+
+/// Steps 1 and 2 and the host's receipt and journal: what the rollback does while it holds
+/// the lock (or, with no work dir, needs none). Returns the report and whether the work dirs
+/// may go too (nothing of the tree is kept).
+fn remove_under_lock(
+    remote: &dyn Remote,
+    receipt: &Receipt,
+    opts: &RollbackOptions,
+    progress: &dyn Progress,
+    at_target: Option<crate::remote::Meta>,
+    at_aside: Option<crate::remote::Meta>,
+) -> Result<(RollbackReport, bool), DeployError> {
+    let target = receipt.target.clone();
+    let aside = aside_path(receipt);
+    let expected = receipt_shape(receipt)?;
+    let mut report = RollbackReport {
+        target: target.clone(),
+        removed: 0,
+        already_gone: 0,
+        forced: Vec::new(),
+        kept: Vec::new(),
+        anchor: None,
+        complete: false,
+    };
     // Where the tree is: at the target while the target carries this deploy's manifest; else,
     // when an earlier rollback of it was cut off after moving it aside (step 2), in the work
     // dir, whatever is at the target now. (A directory planted under the aside name, with the
     // tree still at the target, must not stand in for the tree.) The manifest is read only
     // when both exist.
     let mut root = target.clone();
-    let at_target = at_target.map_err(at("rollback"))?;
-    let at_aside = at_aside.map_err(at("rollback"))?;
     if matches!(&at_aside, Some(m) if m.kind == FileKind::Dir) {
         let ours_at_target = match &at_target {
             Some(m) if m.kind == FileKind::Dir => {
@@ -632,7 +805,7 @@ pub fn rollback(
     // once the tree is wholly gone: until then the host's receipt is what lets a rollback run
     // from anywhere finish the job.
     if !report.kept.is_empty() {
-        return finish(remote, receipt, report, journal.as_mut(), progress);
+        return Ok((report, false));
     }
     let host_receipt = super::host_receipt_path(&receipt.work_dir, &receipt.plan_digest);
     let journal_dir = super::host_journal_dir(&receipt.work_dir, &receipt.plan_digest);
@@ -643,34 +816,9 @@ pub fn rollback(
         _ => {}
     }
     remove_journal_dir(remote, &journal_dir)?;
-    // A run of this very deploy killed between its receipt and its unlock left its lock: it
-    // goes when it names this plan and its owner is provably not running (this machine, no
-    // such process). Any other lock stays, and the work dir holding it is reported below.
-    let lock = receipt.work_dir.join("lock");
-    if let Some(m) = remote.lstat(&lock).map_err(at("rollback"))? {
-        let dead_run_of_this_plan = m.kind == FileKind::File
-            && remote
-                .read_file(&lock, 64 * 1024)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<super::LockInfo>(&b).ok())
-                .is_some_and(|i| i.is_dead_run_of(&receipt.plan_digest));
-        if dead_run_of_this_plan {
-            gone_ok(remote.remove_file(&lock), &mut report)?;
-        }
-    }
-    for c in receipt.created.iter().rev() {
-        if c.kind == CreatedKind::Dir && c.path != journal_dir {
-            match remote.remove_dir(&c.path) {
-                Ok(()) => report.removed += 1,
-                Err(e) if e.is_not_found() => {}
-                // Another deploy's lock or journal lives there: it stays.
-                Err(_) => report
-                    .kept
-                    .push(format!("{} (in use by another deploy)", c.path.display())),
-            }
-        }
-    }
-    finish(remote, receipt, report, journal.as_mut(), progress)
+    // A lock left by a run of this very deploy killed between its receipt and its unlock was
+    // taken over when the rollback took its own, which it releases next.
+    Ok((report, true))
 }
 
 /// Removes `doomed` (see `Remote::remove_all`), counting into `report`: a directory that is
@@ -872,9 +1020,10 @@ pub fn status(
                     )
                 });
             } else if let Some(t) = first_named(&listing, super::LOCK_TEMP_PREFIX) {
-                // Made before the host journal: a deploy that got no further than its lock.
+                // Made before the host journal: a deploy that got no further than its lock, or
+                // a rollback (which also takes it) cut off while taking it.
                 problem.push_str(&format!(
-                    ": a deploy of it is taking its lock or was cut off while taking it, and left {}, the file it writes the lock in; run `sealpush deploy` on that plan again, which removes it",
+                    ": a deploy or rollback of it is taking its lock or was cut off while taking it, and left {}, the file it writes the lock in; run `sealpush deploy` on that plan again (`sealpush rollback`, if it was a rollback), which removes it",
                     t.display()
                 ));
             }

@@ -896,6 +896,217 @@ mod sftp {
     );
 }
 
+/// The target's work dir, where the host lock lives.
+fn work_dir(env: &Env) -> std::path::PathBuf {
+    env.parent
+        .join(".sealpush")
+        .join(env.target.file_name().unwrap())
+}
+
+/// Writes at the lock's name what a run of `action` of another plan, with process `pid` on
+/// this machine, would have written there.
+fn plant_foreign_lock(env: &Env, pid: u32, action: &str) -> Vec<u8> {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = serde_json::json!({
+        "owner_host": hostname.trim_end(),
+        "pid": pid,
+        "since": "2026-05-21T10:00:00Z",
+        "since_unix": 1779357600u64,
+        "plan_digest": "11".repeat(32),
+        "target": env.target,
+        "tool_version": "sealpush 0.2.2",
+        "action": action,
+    });
+    let bytes = serde_json::to_vec_pretty(&lock).unwrap();
+    std::fs::write(work_dir(env).join("lock"), &bytes).unwrap();
+    bytes
+}
+
+/// The work dir's names, sorted.
+fn work_dir_names(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(work_dir(env))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A pid that ran on this machine and no longer does.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    child.id()
+}
+
+/// A rollback run while another run holds the target's lock (a deploy of another plan, here
+/// this test process, which runs) is refused before it removes anything, naming the holder;
+/// `--clear-stale-lock` does not move a lock whose owner runs. Rollback took no lock, and
+/// removed the tree under the other run's feet.
+#[test]
+fn a_rollback_while_another_run_holds_the_lock_is_refused_and_removes_nothing() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let held = plant_foreign_lock(&env, std::process::id(), "deploy");
+    let names = work_dir_names(&env);
+    for extra in [&[][..], &["--clear-stale-lock"][..]] {
+        let out = env.rollback(&plan, extra).expect_code(2);
+        let e = stderr(&out);
+        assert!(
+            e.contains(&format!("is held by pid {}", std::process::id()))
+                && e.contains("the owner process is still running")
+                && e.contains("a deploy of plan 1111111111111111")
+                && e.contains("wait for it to finish"),
+            "{extra:?}: {e}"
+        );
+        env.assert_complete();
+        assert_eq!(std::fs::read(work_dir(&env).join("lock")).unwrap(), held);
+        assert_eq!(work_dir_names(&env), names, "{extra:?}");
+    }
+}
+
+/// A lock whose owner is gone (a deploy of another plan, killed) stops the rollback before it
+/// removes anything, and says how to go on; with `--clear-stale-lock` the rollback removes it
+/// and completes, leaving the host as before the deploy.
+#[test]
+fn a_rollback_clears_a_stale_foreign_lock_only_on_request() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let held = plant_foreign_lock(&env, dead_pid(), "deploy");
+    let out = env.rollback(&plan, &[]).expect_code(2);
+    let e = stderr(&out);
+    assert!(
+        e.contains("not running: stale")
+            && e.contains("a deploy of plan 1111111111111111")
+            && e.contains("--clear-stale-lock"),
+        "{e}"
+    );
+    env.assert_complete();
+    assert_eq!(std::fs::read(work_dir(&env).join("lock")).unwrap(), held);
+    let out = env.rollback(&plan, &["--clear-stale-lock"]).ok();
+    assert!(
+        stdout(&out).ends_with("verdict: PASS\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
+
+/// A rollback killed (`kill -9`) while it holds its lock, with the tree still there or already
+/// removed, leaves a lock that names the rollback of this plan; the same rollback run again,
+/// without `--clear-stale-lock`, takes it over, finishes, and leaves no lock.
+#[test]
+fn a_rollback_killed_holding_its_lock_is_finished_by_running_it_again() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    for fault in ["abort-after:lock", "abort-before:unlock"] {
+        let env = ssh_env(sshd);
+        let before = env.snapshot();
+        let plan = env.plan();
+        env.deploy(&plan, &[]).ok();
+        let out = env
+            .rollback(&plan, &[])
+            .env("SEALPUSH_FAULT", fault)
+            .output();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{fault}: not killed: {}",
+            stderr(&out)
+        );
+        let lock: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work_dir(&env).join("lock")).unwrap()).unwrap();
+        assert_eq!(lock["action"], "rollback", "{fault}: {lock}");
+        let re = env.rollback(&plan, &[]).ok();
+        assert!(
+            stdout(&re).ends_with("verdict: PASS\n"),
+            "{fault}: {}",
+            stdout(&re)
+        );
+        assert_eq!(
+            env.snapshot(),
+            before,
+            "{fault}: host not exactly as before"
+        );
+    }
+}
+
+/// The rollback holds the lock while it removes (seen paused just before it moves the tree),
+/// and a rollback that ends normally leaves neither the lock nor the file it was written in.
+/// The work dir was there before the deploy, so the rollback keeps it: its listing shows
+/// what the lock left.
+#[test]
+fn a_rollback_holds_the_lock_while_it_removes_and_leaves_none() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    std::fs::create_dir_all(work_dir(&env)).unwrap();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let digest = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&plan).unwrap())
+        .unwrap()["digest"]
+        .clone();
+    let child = env.paused_at(env.rollback(&plan, &[]), "cleanup");
+    let lock = std::fs::read(work_dir(&env).join("lock"));
+    let lock: serde_json::Value = match lock {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
+        Err(e) => {
+            child.release();
+            panic!("no lock while the rollback removes: {e}");
+        }
+    };
+    assert_eq!(lock["action"], "rollback", "{lock}");
+    assert_eq!(lock["pid"], child.id(), "{lock}");
+    assert_eq!(lock["plan_digest"], digest, "{lock}");
+    assert!(env.target.exists(), "paused before the tree moves");
+    child.release();
+    let out = child.wait_with_output();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).ends_with("verdict: PASS\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!env.target.exists());
+    let temp = env.recorded_lock_temp();
+    assert_eq!(temp.parent(), Some(work_dir(&env).as_path()));
+    assert!(!temp.exists(), "{} left", temp.display());
+    assert_eq!(work_dir_names(&env), Vec::<String>::new());
+}
+
+/// A rollback that finds neither the tree nor the work dir (run again after a complete one)
+/// has nothing to remove and nothing to lock: it writes nothing on the host, not even the
+/// work dir a lock would need.
+#[test]
+fn a_rollback_with_nothing_left_takes_no_lock_and_writes_nothing() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    env.rollback(&plan, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+    let again = env.rollback(&plan, &[]).ok();
+    let r = stdout(&again);
+    assert!(
+        r.contains("nothing of this deploy was left") && r.ends_with("verdict: PASS\n"),
+        "{r}"
+    );
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "the second rollback wrote on the host"
+    );
+}
+
 /// A script that asks for JSON gets JSON on stdout even when the host cannot be reached:
 /// deploy a FAIL verdict naming the plan, rollback `complete: false` with the error.
 #[test]
