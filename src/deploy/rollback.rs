@@ -457,14 +457,24 @@ pub(super) fn rollback_in(
             remove_made(remote, &made);
             return Err(e);
         }
-        (Ok(_), Err(e)) => {
+        // What the removal kept (a name someone added to the tree, say) is said with the lock:
+        // the rerun takes the lock over but keeps those again.
+        (Ok((r, _)), Err(e)) => {
+            let done = if r.kept.is_empty() {
+                "everything else of the deploy was removed, but".to_string()
+            } else {
+                format!(
+                    "the rollback kept {} (remove or move them, then roll back again), and",
+                    r.kept.join("; ")
+                )
+            };
             return Err(DeployError::WithLeftovers {
                 error: Box::new(e),
                 note: format!(
-                    "; everything else of the deploy was removed, but the rollback's lock {} may be left: running the same rollback again takes it over and finishes",
+                    "; {done} the rollback's lock {} may be left: running the same rollback again takes it over and finishes",
                     lock.path.display()
                 ),
-            })
+            });
         }
         (Err(e), Err(left)) => {
             return Err(DeployError::WithLeftovers {
