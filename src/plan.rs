@@ -271,3 +271,35 @@ impl SealedPlan {
         Ok(sealed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a writer hashes is serde_json's compact JSON; what it stores is the pretty JSON of
+    /// the same value. Taking the whitespace between tokens out of the second must give the
+    /// first byte for byte, whatever the strings hold: escapes (a backslash before a quote, a
+    /// string ending in a backslash), whitespace and JSON punctuation inside strings, control
+    /// characters, non-ASCII text, empty and nested containers.
+    #[test]
+    fn compact_of_the_pretty_json_is_the_compact_json() {
+        let values = [
+            serde_json::json!({}),
+            serde_json::json!([]),
+            serde_json::json!({"a": [], "b": {}, "c": [[], [{}]]}),
+            serde_json::json!({"k": "a \"quoted\" word", "l": "ends in a backslash\\"}),
+            serde_json::json!({"p": "/opt/a b/\t{x}: [y], \"z\"\n\r", "q": "\\\"\\\\\""}),
+            serde_json::json!({"u": "\u{1}\u{1f}\u{7f}", "v": "é ü 日本 🙂", "w": "\u{2028}"}),
+            serde_json::json!({"n": [0, -1, 1.5, 1e300, null, true, false]}),
+            serde_json::json!({"key with spaces": {"\"": "\\"}}),
+        ];
+        for v in values {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            assert_eq!(
+                String::from_utf8(compact(&pretty)).unwrap(),
+                serde_json::to_string(&v).unwrap(),
+                "{pretty}"
+            );
+        }
+    }
+}
