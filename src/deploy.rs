@@ -1013,12 +1013,13 @@ impl Run<'_> {
         self.record(Step::WorkDir, Phase::Done, detail.join("\n"))
     }
 
-    /// The lock was not taken. Refused by the host's answer (another deploy holds the lock, or
-    /// a name not this run's is at the file it writes the lock in), this run touches nothing
-    /// of theirs, and removes the work dirs its own mkdir made a moment ago: not one it found,
-    /// which may be another deploy's, nor one an earlier run made. The holder's lock is in the
-    /// work dir, so that is empty only once the holder is gone; otherwise it stays, and the
-    /// journal keeps it as this deploy's, so the same deploy run again takes it on.
+    /// The lock was not taken. Refused by the host's answer (another deploy or a rollback holds
+    /// the lock, or a name not this run's is at the file it writes the lock in), this run
+    /// touches nothing of theirs, and removes the work dirs its own mkdir made a moment ago:
+    /// not one it found, which may be another deploy's, nor one an earlier run made. The
+    /// holder's lock is in the work dir, so that is empty only once the holder is gone;
+    /// otherwise it stays, and the journal keeps it as this deploy's, so the same deploy run
+    /// again takes it on.
     ///
     /// A request the host did not answer (a stall, a lost connection) may still be carried
     /// out: the error says what running the same deploy again does about it.
@@ -1029,8 +1030,8 @@ impl Run<'_> {
                 return DeployError::Remote { step, cause, note };
             }
             // The rerun removes the files its earlier runs wrote their lock in and takes over
-            // a lock of this plan whose process is gone (`take_lock_whole_or_in_place`), and
-            // counts the work dirs this run made as its own. A lock created in place may be
+            // a lock of this plan whose process is gone (`HostLock::take`), and counts the
+            // work dirs this run made as its own. A lock created in place may be
             // left empty, which nobody can tell from a lock about to be written.
             let note = if self.lock.in_place() {
                 "; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"

@@ -184,6 +184,25 @@ fn written_digest(text: &str) -> Option<Digest> {
     Some(Digest::of(&compact(written.plan.get())))
 }
 
+/// Whether `tool_version` (`sealpush X.Y.Z`, as [`crate::TOOL_VERSION`]) names a later version
+/// than this one. Each part counts by its leading digits (`1.0.0-rc1` is 1.0.0); a name that is
+/// not of that form is not taken for a later sealpush.
+fn is_later(tool_version: &str) -> bool {
+    fn parts(v: &str) -> Option<Vec<u64>> {
+        v.strip_prefix("sealpush ")?
+            .split('.')
+            .map(|p| {
+                let digits = p.bytes().take_while(u8::is_ascii_digit).count();
+                p[..digits].parse().ok()
+            })
+            .collect()
+    }
+    match (parts(tool_version), parts(crate::TOOL_VERSION)) {
+        (Some(theirs), Some(ours)) => theirs > ours,
+        _ => false,
+    }
+}
+
 /// JSON text without the whitespace outside its strings.
 fn compact(json: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len());
@@ -251,13 +270,22 @@ impl SealedPlan {
             // Its writer hashed fields this version drops: intact if the file's own compact
             // JSON still hashes to the digest (a later sealpush's plan), else edited.
             let written = written_digest(text);
-            if written == Some(sealed.digest) {
-                return Err(PlanError::Newer {
-                    made_by: sealed.plan.tool_version,
-                    fields: unknown,
-                });
+            let later = is_later(&sealed.plan.tool_version);
+            match written {
+                Some(w) if w == sealed.digest && later => {
+                    return Err(PlanError::Newer {
+                        made_by: sealed.plan.tool_version,
+                        fields: unknown,
+                    })
+                }
+                // This version, or an earlier one, writes no field this one does not know:
+                // they were added by hand. With the digest recomputed over them, what this
+                // version reads is checked as it always was: a field in `plan` is an edit,
+                // one beside it the digest does not cover.
+                Some(w) if w == sealed.digest => Digest::of(&canonical_bytes(&sealed.plan)),
+                Some(w) => w,
+                None => Digest::of(&canonical_bytes(&sealed.plan)),
             }
-            written.unwrap_or_else(|| Digest::of(&canonical_bytes(&sealed.plan)))
         };
         if actual != sealed.digest {
             return Err(PlanError::Tampered {
@@ -269,5 +297,57 @@ impl SealedPlan {
             return Err(PlanError::Failed(sealed.plan.verdict.reasons.join("; ")));
         }
         Ok(sealed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a writer hashes is serde_json's compact JSON; what it stores is the pretty JSON of
+    /// the same value. Taking the whitespace between tokens out of the second must give the
+    /// first byte for byte, whatever the strings hold: escapes (a backslash before a quote, a
+    /// string ending in a backslash), whitespace and JSON punctuation inside strings, control
+    /// characters, non-ASCII text, empty and nested containers.
+    #[test]
+    fn a_later_version_is_one_whose_numbers_are_greater() {
+        let ours = crate::TOOL_VERSION;
+        let later = ours.replacen("sealpush ", "sealpush 9", 1);
+        for (v, want) in [
+            (ours, false),
+            (later.as_str(), true),
+            ("sealpush 0.2.2", false),
+            ("sealpush 0.1.99", false),
+            ("sealpush 9.9.9", true),
+            ("sealpush 10.0.0-rc1", true),
+            ("sealpush 0.2.2.1", false),
+            ("sealpush", false),
+            ("9.9.9", false),
+            ("sealpush x.y", false),
+        ] {
+            assert_eq!(is_later(v), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn compact_of_the_pretty_json_is_the_compact_json() {
+        let values = [
+            serde_json::json!({}),
+            serde_json::json!([]),
+            serde_json::json!({"a": [], "b": {}, "c": [[], [{}]]}),
+            serde_json::json!({"k": "a \"quoted\" word", "l": "ends in a backslash\\"}),
+            serde_json::json!({"p": "/opt/a b/\t{x}: [y], \"z\"\n\r", "q": "\\\"\\\\\""}),
+            serde_json::json!({"u": "\u{1}\u{1f}\u{7f}", "v": "é ü 日本 🙂", "w": "\u{2028}"}),
+            serde_json::json!({"n": [0, -1, 1.5, 1e300, null, true, false]}),
+            serde_json::json!({"key with spaces": {"\"": "\\"}}),
+        ];
+        for v in values {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            assert_eq!(
+                String::from_utf8(compact(&pretty)).unwrap(),
+                serde_json::to_string(&v).unwrap(),
+                "{pretty}"
+            );
+        }
     }
 }

@@ -845,7 +845,7 @@ fn conflicts(
                     // The file a deploy writes its lock in before linking it to `lock`: that
                     // deploy is taking the lock now, or was cut off doing so.
                     leftovers.push(format!(
-                        "{} (a deploy taking the lock, or cut off while taking it)",
+                        "{} (a deploy or rollback taking the lock, or cut off while taking it)",
                         p.display()
                     ));
                 } else if e
@@ -885,7 +885,7 @@ fn conflicts(
                 let mut v = leftovers.clone();
                 if let Some(l) = &lock {
                     v.push(format!(
-                        "{l} (another deploy is running or was interrupted)"
+                        "{l} (a deploy or rollback of this target is running or was interrupted)"
                     ));
                 }
                 format!(

@@ -32,6 +32,10 @@ pub enum LockAction {
     #[default]
     Deploy,
     Rollback,
+    /// A command of a later sealpush, which this version does not know: its lock is still read
+    /// for its owner (never written by this version).
+    #[serde(other)]
+    Other,
 }
 
 impl LockAction {
@@ -39,6 +43,7 @@ impl LockAction {
         match self {
             LockAction::Deploy => "deploy",
             LockAction::Rollback => "rollback",
+            LockAction::Other => "run",
         }
     }
 }
@@ -60,9 +65,13 @@ pub struct LockInfo {
 
 impl LockInfo {
     /// Taken by a deploy or rollback of `plan` on this machine whose process is gone: a killed
-    /// run of that very plan, whose lock a rerun of its deploy or rollback takes over.
+    /// run of that very plan, whose lock a rerun of its deploy or rollback takes over. Not a
+    /// command this version does not know, whose rerun it cannot be.
     pub fn is_dead_run_of(&self, plan: &Digest) -> bool {
-        self.plan_digest == *plan && self.owner_host == local_hostname() && !pid_alive(self.pid)
+        self.action != LockAction::Other
+            && self.plan_digest == *plan
+            && self.owner_host == local_hostname()
+            && !pid_alive(self.pid)
     }
 }
 
@@ -273,7 +282,7 @@ impl HostLock {
                             "it is the lock of a deploy of another plan ({}), cut off: run `sealpush deploy` on that plan again, which finishes it or removes what it staged; --clear-stale-lock would leave its staging behind",
                             &i.plan_digest.to_hex()[..16]
                         ),
-                        Some(i) if stale => format!(
+                        Some(i) if stale && i.action == LockAction::Rollback => format!(
                             "it is the lock of a rollback of another plan ({}), cut off: run `sealpush rollback` on that plan again, which finishes it and releases the lock, or, if no run of this target is going on, rerun with --clear-stale-lock",
                             &i.plan_digest.to_hex()[..16]
                         ),
@@ -660,6 +669,28 @@ mod tests {
             recorded_lock_temps(&history, w),
             [w.join("lock.new-a-1"), w.join("lock.new-a-3")]
         );
+    }
+
+    /// A lock is read for its owner, to tell whether it runs. One a later sealpush wrote for a
+    /// command this version does not know must still be read so: taken for unreadable, it was
+    /// called stale, and `--clear-stale-lock` removed it while its owner ran here.
+    #[test]
+    fn a_lock_of_an_action_this_version_does_not_know_is_still_read() {
+        let lock = |action: &str| {
+            format!(
+                r#"{{"owner_host":"h","pid":7,"since":"s","since_unix":1,"plan_digest":"{}","target":"/t","tool_version":"sealpush 9.9.9"{action}}}"#,
+                "11".repeat(32)
+            )
+        };
+        for (action, want) in [
+            ("", LockAction::Deploy),
+            (r#","action":"deploy""#, LockAction::Deploy),
+            (r#","action":"rollback""#, LockAction::Rollback),
+            (r#","action":"repair""#, LockAction::Other),
+        ] {
+            let info: LockInfo = serde_json::from_str(&lock(action)).unwrap();
+            assert_eq!((info.action, info.pid), (want, 7), "{action}");
+        }
     }
 
     #[test]

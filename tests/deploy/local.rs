@@ -296,6 +296,42 @@ fn a_later_sealpushs_plan_is_refused_as_such_not_as_edited() {
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 
+/// Fields this sealpush does not know in a plan that names this very version as its maker were
+/// not written by a later one: they were added by hand. Such a plan was refused "as made by
+/// sealpush 0.2.3, which wrote fields this sealpush (sealpush 0.2.3) does not know". In `plan`,
+/// with its digest recomputed, it is an edit (exit 1); beside `plan`, outside what the digest
+/// covers, it is read as before 0.2.3 (the field ignored) and deploys.
+#[test]
+fn unknown_fields_in_a_plan_of_this_very_version_are_no_later_sealpushs() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let sealed = sealpush::plan::SealedPlan::from_json(&text).unwrap();
+    let ours = String::from_utf8(sealpush::plan::canonical_bytes(&sealed.plan)).unwrap();
+    let current = format!("\"tool_version\":\"{}\"", sealed.plan.tool_version);
+    let added = ours.replacen(&current, &format!("{current},\"note\":\"ops\""), 1);
+    let recomputed = sealpush::digest::Digest::of(added.as_bytes());
+    std::fs::write(
+        &plan,
+        format!(
+            "{{\"plan\":{added},\"digest\":\"{}\"}}",
+            recomputed.to_hex()
+        ),
+    )
+    .unwrap();
+    let out = env.deploy(&plan, &[]).expect_code(1);
+    assert!(
+        stderr(&out).contains("edited after preflight") && !stderr(&out).contains("made by"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.leftovers(), Vec::<String>::new());
+    let beside = text.trim_end().strip_suffix('}').unwrap().to_string() + ",\"note\":\"ops\"}\n";
+    std::fs::write(&plan, beside).unwrap();
+    env.deploy(&plan, &[]).ok();
+    env.rollback(&plan, &[]).ok();
+}
+
 /// A plan cut short is no plan: bad input (exit 2), as a receipt cut short is for rollback.
 /// Before, deploy called it a failed check (exit 1), and the two commands disagreed.
 #[test]

@@ -524,6 +524,62 @@ fn stall_while_creating_the_lock_in_place_says_how_to_finish() {
     env.assert_work_dir_holds_only_records();
 }
 
+/// A rollback whose lock request gets no answer (the server stopped): the error was the bare
+/// "lock: ... no answer within 10s", though the host may still carry the request out and the
+/// operator cannot tell whether the target stays locked. It says that nothing of the deploy was
+/// removed and that the same rollback run again goes on; done, that finishes, and the host is
+/// as before.
+#[test]
+fn stall_while_a_rollback_takes_the_lock_says_how_to_finish() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let args = ["--op-timeout", "10"];
+    let child = env.paused_at(env.rollback(&plan, &args), "lock");
+    let out = run_with_the_server_stopped(&sshd, child);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("no answer within 10s")
+            && e.contains("; nothing of the deploy was removed; rerun the same rollback, which removes or takes over what this run left of its lock and goes on"),
+        "{e}"
+    );
+    env.assert_complete();
+    let re = env.rollback(&plan, &args).ok();
+    assert!(stdout(&re).ends_with("verdict: PASS\n"), "{}", stdout(&re));
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+}
+
+/// A rollback that keeps a name someone added to the tree, and whose lock release then gets no
+/// answer: its error said that everything else of the deploy was removed and that running it
+/// again finishes, neither of which is so. It now says what was kept.
+#[test]
+fn a_rollback_whose_unlock_stalls_says_what_it_kept() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let note = env.target.join("docs/NOTE.txt");
+    std::fs::write(&note, b"mine\n").unwrap();
+    let args = ["--op-timeout", "10"];
+    let child = env.paused_at(env.rollback(&plan, &args), "unlock");
+    let out = run_with_the_server_stopped(&sshd, child);
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("no answer within 10s")
+            && !e.contains("everything else of the deploy was removed")
+            && e.contains("NOTE.txt (not created by the deploy)")
+            && e.contains("may be left"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&note).unwrap(), b"mine\n");
+}
+
 /// The promote's rename reaches the server, which carries it out only after sealpush gave up
 /// waiting (strace holds the server's rename syscalls for 15 s, as a stopped server resumed
 /// later would): the error must not say that the target was not created, and the same deploy
