@@ -383,6 +383,24 @@ fn pid_alive(pid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// A work dir whose mkdir answered that the name exists (another run made it a moment ago):
+/// taken only if it is a directory now. The lstat before the mkdir saw nothing there, so
+/// whatever is there came in between, and a symlink would carry the lock and the journal
+/// wherever it points.
+fn made_meanwhile(remote: &dyn Remote, dir: &Path) -> Result<(), DeployError> {
+    match remote.lstat(dir).map_err(at("work dir"))? {
+        Some(m) if m.kind == FileKind::Dir => Ok(()),
+        Some(m) => Err(DeployError::Foreign {
+            path: dir.to_path_buf(),
+            kind: kind_name(m.kind),
+        }),
+        None => Err(at("work dir")(RemoteError::NotFound {
+            op: "mkdir",
+            path: dir.to_path_buf(),
+        })),
+    }
+}
+
 fn kind_name(k: FileKind) -> String {
     match k {
         FileKind::File => "a file".into(),
@@ -1000,7 +1018,7 @@ impl Run<'_> {
                 None => match self.remote.mkdir(&dir, 0o700) {
                     Ok(()) => made.push(dir),
                     // Another deploy (of another target) made it a moment ago: fine if a dir.
-                    Err(RemoteError::Exists { .. }) => {}
+                    Err(RemoteError::Exists { .. }) => made_meanwhile(self.remote, &dir)?,
                     Err(e) => return Err(at("work dir")(e)),
                 },
             }

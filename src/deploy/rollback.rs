@@ -414,7 +414,13 @@ pub(super) fn rollback_in(
         for dir in missing.drain(..) {
             match remote.mkdir(&dir, 0o700) {
                 Ok(()) => made.push(dir),
-                Err(RemoteError::Exists { .. }) => {}
+                // A run made it a moment ago: fine if a directory, never a symlink.
+                Err(RemoteError::Exists { .. }) => {
+                    if let Err(e) = super::made_meanwhile(remote, &dir) {
+                        remove_made(remote, &made);
+                        return Err(e);
+                    }
+                }
                 Err(e) => {
                     remove_made(remote, &made);
                     return Err(at("work dir")(e));

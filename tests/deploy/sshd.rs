@@ -112,6 +112,51 @@ fn a_refused_hard_link_gets_the_lock_in_place() {
     env.status_passes_then_rollback_restores(&plan, &before);
 }
 
+/// A work dir planted as a symlink between the deploy's look at the name and its mkdir (strace
+/// makes the server's first lstat of `PARENT/.sealpush` say "no such file", and the symlink is
+/// there by the time of the mkdir, which then answers that the name exists): the deploy stops
+/// with the symlink named, and nothing is written where it points. Before, "exists" was taken
+/// for a directory another run had just made, and the lock and the journal went through it.
+#[test]
+fn a_work_dir_planted_as_a_symlink_between_look_and_mkdir_is_not_written_through() {
+    let sshd = Sshd::start();
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(&sshd);
+    let plan = env.plan();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let root = env.parent.join(".sealpush");
+    let child = env.deploy_paused_at(&plan, &[], "work-dir");
+    let Some(tracers) = InjectedSyscalls::failing_once_on(
+        &connections(&sshd),
+        &root,
+        "newfstatat,lstat,statx",
+        "ENOENT",
+    ) else {
+        child.release();
+        return;
+    };
+    std::os::unix::fs::symlink(elsewhere.path(), &root).unwrap();
+    child.release();
+    let out = child.wait_with_output();
+    drop(tracers);
+    let e = stderr(&out);
+    assert!(!out.status.success(), "{e}");
+    assert!(
+        e.contains(&format!("{} exists as a symlink", root.display())),
+        "{e}"
+    );
+    let written: Vec<_> = std::fs::read_dir(elsewhere.path())
+        .unwrap()
+        .map(|d| d.unwrap().file_name())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "written through the symlink: {written:?}"
+    );
+    assert!(!env.target.exists());
+    std::fs::remove_file(&root).unwrap();
+}
+
 /// A target whose parent's path holds a newline (a valid UTF-8 path preflight accepts), a run
 /// killed right after it made the work dirs, then the rerun: the rerun read the `work-dir`
 /// record (the dirs made, one a line) line by line, so it took pieces of their paths for
@@ -699,11 +744,33 @@ impl InjectedSyscalls {
         InjectedSyscalls::inject(pids, &format!("inject={syscalls}:error={errno}"))
     }
 
+    /// The first of `syscalls` on `path` in each process fails with `errno`; calls on other
+    /// paths, and later ones on it, run. `path` must not exist yet (strace would resolve a
+    /// symlink there).
+    fn failing_once_on(
+        pids: &[u32],
+        path: &Path,
+        syscalls: &str,
+        errno: &str,
+    ) -> Option<InjectedSyscalls> {
+        let inject = format!("inject={syscalls}:error={errno}:when=1");
+        InjectedSyscalls::inject_with(pids, &inject, &["-P".as_ref(), path.as_os_str()])
+    }
+
     fn inject(pids: &[u32], inject: &str) -> Option<InjectedSyscalls> {
+        InjectedSyscalls::inject_with(pids, inject, &[])
+    }
+
+    fn inject_with(
+        pids: &[u32],
+        inject: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Option<InjectedSyscalls> {
         let mut tracers = InjectedSyscalls(Vec::new());
         for &pid in pids {
             let spawned = std::process::Command::new("strace")
                 .args(["-f", "-qq", "-o", "/dev/null", "-e", inject])
+                .args(extra)
                 .arg("-p")
                 .arg(pid.to_string())
                 .stderr(std::process::Stdio::null())
