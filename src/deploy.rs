@@ -1111,17 +1111,18 @@ impl Run<'_> {
             }
             return err;
         };
-        // The path is in `e` already.
-        let what = if *dir == self.names.work_dir {
-            "the work dir"
+        // The path is in `e` already. The work dir kept, the `.sealpush` around it stays too
+        // when this run made that as well (it was next in line).
+        let note = if *dir != self.names.work_dir {
+            format!("; the dir .sealpush this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then")
+        } else if made.contains(&self.names.work_root) {
+            format!("; the work dir this run made stays ({e}), as does the dir .sealpush it made around it: the same deploy run again counts it as its own, and .sealpush too, so its rollback, or its cleanup after a failure, removes them if nothing else is in them then")
         } else {
-            "the dir .sealpush"
+            format!("; the work dir this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then")
         };
         DeployError::WithLeftovers {
             error: Box::new(err),
-            note: format!(
-                "; {what} this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then"
-            ),
+            note,
         }
     }
 

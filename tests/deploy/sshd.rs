@@ -295,6 +295,11 @@ fn a_run_refused_the_lock_says_which_work_dir_it_made_stays() {
         )) && e.contains("the same deploy run again counts it as its own"),
         "{e}"
     );
+    // B made .sealpush too: that stays as well, around the work dir.
+    assert!(
+        e.contains("as does the dir .sealpush it made around it"),
+        "{e}"
+    );
     assert!(work.join("lock").is_file(), "A's lock is gone: {e}");
     env.deploy(&plan_a, &[]).ok();
     env.rollback(&plan_a, &[]).ok();
