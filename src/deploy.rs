@@ -1042,26 +1042,10 @@ impl Run<'_> {
     /// A request the host did not answer (a stall, a lost connection) may still be carried
     /// out: the error says what running the same deploy again does about it.
     fn without_the_lock(&mut self, prior: &journal::History, err: DeployError) -> DeployError {
-        if let DeployError::Remote { step, cause, note } = err {
-            // Not when clearing a stale lock: that one the rerun clears only when asked again.
-            if step != "lock" || !cause.went_unanswered() || !note.is_empty() {
-                return DeployError::Remote { step, cause, note };
-            }
-            // The rerun removes the files its earlier runs wrote their lock in and takes over
-            // a lock of this plan whose process is gone (`HostLock::take`), and counts the
-            // work dirs this run made as its own. A lock created in place may be
-            // left empty, which nobody can tell from a lock about to be written.
-            let note = if self.lock.in_place() {
-                "; the target was not created, and the lock may be left empty (this host gets it created in place): rerun the same deploy, and if it reports that lock unreadable and no other deploy of this target runs, rerun it with --clear-stale-lock"
-            } else {
-                "; the target was not created; rerun the same deploy, which removes or takes over what this run left of its lock and starts over"
-            };
-            return DeployError::Remote {
-                step,
-                cause,
-                note: note.into(),
-            };
-        }
+        // The rerun also counts the work dirs this run made as its own.
+        let err = self
+            .lock
+            .explain_unanswered(err, "the target was not created");
         let refused = matches!(
             err,
             DeployError::Locked { .. } | DeployError::Foreign { .. }
@@ -1113,13 +1097,24 @@ impl Run<'_> {
         };
         // The path is in `e` already. The work dir kept, the `.sealpush` around it stays too
         // when this run made that as well (it was next in line).
-        let note = if *dir != self.names.work_dir {
-            format!("; the dir .sealpush this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then")
+        let (kept, both) = if *dir != self.names.work_dir {
+            (
+                format!("the dir .sealpush this run made stays ({e})"),
+                false,
+            )
         } else if made.contains(&self.names.work_root) {
-            format!("; the work dir this run made stays ({e}), as does the dir .sealpush it made around it: the same deploy run again counts it as its own, and .sealpush too, so its rollback, or its cleanup after a failure, removes them if nothing else is in them then")
+            (format!("the work dir this run made stays ({e}), as does the dir .sealpush it made around it"), true)
         } else {
-            format!("; the work dir this run made stays ({e}): the same deploy run again counts it as its own, so its rollback, or its cleanup after a failure, removes it if nothing else is in it then")
+            (format!("the work dir this run made stays ({e})"), false)
         };
+        let (also, they) = if both {
+            (", and .sealpush too,", "them")
+        } else {
+            (",", "it")
+        };
+        let note = format!(
+            "; {kept}: the same deploy run again counts it as its own{also} so its rollback, or its cleanup after a failure, removes {they} if nothing else is in {they} then"
+        );
         DeployError::WithLeftovers {
             error: Box::new(err),
             note,

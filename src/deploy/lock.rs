@@ -195,9 +195,30 @@ impl HostLock {
         }
     }
 
-    /// This run set out to create the lock in place: a stall there may leave it empty.
-    pub fn in_place(&self) -> bool {
-        self.in_place
+    /// A lock request the host did not answer may still be carried out: `err` with what the
+    /// same command run again does about it, after `done` (what this run did not get to). The
+    /// rerun removes the files its earlier runs wrote their lock in and takes over a lock of
+    /// this plan whose process is gone (see [`HostLock::take`]); a lock created in place may be
+    /// left empty, which nobody can tell from one about to be written. Any other error, and
+    /// clearing a stale lock (which the rerun does only when asked again), as they are.
+    pub fn explain_unanswered(&self, err: DeployError, done: &str) -> DeployError {
+        let DeployError::Remote { step, cause, note } = err else {
+            return err;
+        };
+        if step != "lock" || !cause.went_unanswered() || !note.is_empty() {
+            return DeployError::Remote { step, cause, note };
+        }
+        let command = self.action.name();
+        let (others, then) = match self.action {
+            LockAction::Rollback => ("no deploy or other rollback of this target runs", "goes on"),
+            _ => ("no other deploy of this target runs", "starts over"),
+        };
+        let note = if self.in_place {
+            format!("; {done}, and the lock may be left empty (this host gets it created in place): rerun the same {command}, and if it reports that lock unreadable and {others}, rerun it with --clear-stale-lock")
+        } else {
+            format!("; {done}; rerun the same {command}, which removes or takes over what this run left of its lock and {then}")
+        };
+        DeployError::Remote { step, cause, note }
     }
 
     /// Nothing of this run's lock is on the host, nor may be: neither the lock nor its temp.

@@ -435,7 +435,7 @@ pub(super) fn rollback_in(
     if missing.is_empty() {
         if let Err(e) = lock.take(remote, &mut journal, opts.clear_stale_lock) {
             remove_made(remote, &made);
-            return Err(unanswered_lock(e, lock.in_place()));
+            return Err(lock.explain_unanswered(e, "nothing of the deploy was removed"));
         }
         // Looked at again under the lock: a run that held it may have moved or removed the
         // tree meanwhile.
@@ -510,32 +510,6 @@ pub(super) fn rollback_in(
         }
     }
     finish(remote, receipt, report, journal, progress)
-}
-
-/// A lock request the host did not answer may still be carried out: says what the same
-/// rollback run again does about it, as the deploy does (`Run::without_the_lock`). It removes
-/// the file this run wrote its lock in and takes over a lock of this plan whose process is
-/// gone; a lock created in place may be left empty, which nobody can tell from one about to be
-/// written. Not when clearing a stale lock (step `clear stale lock`), which the rerun clears
-/// only when asked again.
-fn unanswered_lock(err: DeployError, in_place: bool) -> DeployError {
-    match err {
-        DeployError::Remote { step, cause, note }
-            if step == "lock" && cause.went_unanswered() && note.is_empty() =>
-        {
-            let note = if in_place {
-                "; nothing of the deploy was removed, and the lock may be left empty (this host gets it created in place): rerun the same rollback, and if it reports that lock unreadable and no deploy or other rollback of this target runs, rerun it with --clear-stale-lock"
-            } else {
-                "; nothing of the deploy was removed; rerun the same rollback, which removes or takes over what this run left of its lock and goes on"
-            };
-            DeployError::Remote {
-                step,
-                cause,
-                note: note.into(),
-            }
-        }
-        other => other,
-    }
 }
 
 /// Removes the work dirs a rollback made to hold its lock, when they are empty again.
