@@ -236,6 +236,17 @@ fn edited_plan_is_refused() {
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 
+/// A plan file's sealed plan, the compact JSON its digest covers, and the `tool_version`
+/// member spelled as in that JSON (a place to put fields in).
+fn plan_as_hashed(plan: &Path) -> (sealpush::plan::SealedPlan, String, String) {
+    let sealed =
+        sealpush::plan::SealedPlan::from_json(&std::fs::read_to_string(plan).unwrap()).unwrap();
+    let ours = String::from_utf8(sealpush::plan::canonical_bytes(&sealed.plan)).unwrap();
+    let current = format!("\"tool_version\":\"{}\"", sealed.plan.tool_version);
+    assert!(ours.contains(&current), "{ours}");
+    (sealed, ours, current)
+}
+
 /// A plan from a later sealpush, with a field this one does not know, is intact but not
 /// readable here: it is refused as such (bad input, exit 2), not called edited, and nothing is
 /// done. With the same field added by hand (the digest left as it was) it is an edit.
@@ -243,12 +254,8 @@ fn edited_plan_is_refused() {
 fn a_later_sealpushs_plan_is_refused_as_such_not_as_edited() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
-    let sealed =
-        sealpush::plan::SealedPlan::from_json(&std::fs::read_to_string(&plan).unwrap()).unwrap();
     // What a later version writes: its own fields in its compact JSON, hashed, then the file.
-    let ours = String::from_utf8(sealpush::plan::canonical_bytes(&sealed.plan)).unwrap();
-    let current = format!("\"tool_version\":\"{}\"", sealed.plan.tool_version);
-    assert!(ours.contains(&current), "{ours}");
+    let (sealed, ours, current) = plan_as_hashed(&plan);
     let later = ours.replacen(
         &current,
         "\"tool_version\":\"sealpush 9.9.9\",\"rollout\":{\"waves\":3}",
@@ -306,9 +313,7 @@ fn unknown_fields_in_a_plan_of_this_very_version_are_no_later_sealpushs() {
     let env = Env::new(Host::Local);
     let plan = env.plan();
     let text = std::fs::read_to_string(&plan).unwrap();
-    let sealed = sealpush::plan::SealedPlan::from_json(&text).unwrap();
-    let ours = String::from_utf8(sealpush::plan::canonical_bytes(&sealed.plan)).unwrap();
-    let current = format!("\"tool_version\":\"{}\"", sealed.plan.tool_version);
+    let (_, ours, current) = plan_as_hashed(&plan);
     let added = ours.replacen(&current, &format!("{current},\"note\":\"ops\""), 1);
     let recomputed = sealpush::digest::Digest::of(added.as_bytes());
     std::fs::write(
