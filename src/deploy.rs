@@ -2063,14 +2063,20 @@ impl Run<'_> {
         write_local_atomic(&self.state.receipt_path(), json.as_bytes())?;
         self.receipt_written = true;
         self.record(Step::Receipt, Phase::Done, "")?;
-        self.release_lock()?;
+        let roll_back = !receipt.check.as_ref().map_or(true, |c| c.passed)
+            && self.opts.rollback_on_check_failure;
+        // The automatic rollback gets the lock as it is held: released in between, another
+        // run could take it and the rollback would be refused, leaving the failed deploy in
+        // place. A kill meanwhile leaves the lock of a dead run of this plan, which
+        // `sealpush rollback` on the plan takes over.
+        if !roll_back {
+            self.release_lock()?;
+        }
         self.journal.detach_host(self.remote)?;
         self.record(Step::Finished, Phase::Done, "")?;
-        if !receipt.check.as_ref().map_or(true, |c| c.passed) && self.opts.rollback_on_check_failure
-        {
+        if roll_back {
             // In this run's own journal (it holds the plan's, see `Journal::open`), which
-            // the rollback's lock records go into and which it resets when complete. The lock
-            // is taken again: the deploy released it with its receipt.
+            // the rollback's unlock records go into and which it resets when complete.
             let rolled = rollback::rollback_in(
                 self.remote,
                 &receipt,
@@ -2080,8 +2086,12 @@ impl Run<'_> {
                     clear_stale_lock: false,
                 },
                 Some(&mut self.journal),
+                Some(&mut self.lock),
                 self.progress,
             );
+            // A rollback that stopped before its unlock (it refused the receipt, say) leaves
+            // the lock with this run, which releases it now.
+            let left = self.release_lock().err();
             match rolled {
                 Ok(report) => {
                     receipt.rolled_back = report.complete;
@@ -2098,6 +2108,12 @@ impl Run<'_> {
                     "automatic rollback not done, so {} stays deployed (roll it back with `sealpush rollback` on this plan, adding --force to remove changed files too): {e}",
                     self.names.target.display()
                 )),
+            }
+            if let Some(e) = left {
+                receipt.verdict.reasons.push(format!(
+                    "the lock {} may be left ({e}): `sealpush rollback` on this plan takes it over",
+                    self.names.lock.display()
+                ));
             }
             write_local_atomic(&self.state.receipt_path(), receipt.to_json().as_bytes())?;
         }

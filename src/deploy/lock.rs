@@ -221,6 +221,11 @@ impl HostLock {
         DeployError::Remote { step, cause, note }
     }
 
+    /// This run holds the lock (taken, not yet released).
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Nothing of this run's lock is on the host, nor may be: neither the lock nor its temp.
     pub fn leaves_nothing(&self) -> bool {
         self.temp.is_none() && self.held.is_none()

@@ -305,16 +305,20 @@ pub fn rollback(
         )?)?),
         None => None,
     };
-    rollback_in(remote, receipt, opts, journal.as_mut(), progress)
+    rollback_in(remote, receipt, opts, journal.as_mut(), None, progress)
 }
 
 /// [`rollback`], journalled in `journal` (the plan's, which the caller holds; the deploy's
-/// own for `--rollback-on-check-failure`).
+/// own for `--rollback-on-check-failure`). `held`: the target's lock, already held by the
+/// caller (the deploy, for its automatic rollback), used as the rollback's own and released
+/// by it, so that no other run can take the target between the deploy and its rollback. On
+/// an error before the rollback released it, the caller still holds it.
 pub(super) fn rollback_in(
     remote: &dyn Remote,
     receipt: &Receipt,
     opts: &RollbackOptions,
     mut journal: Option<&mut journal::Journal>,
+    held: Option<&mut HostLock>,
     progress: &dyn Progress,
 ) -> Result<RollbackReport, DeployError> {
     let target = receipt.target.clone();
@@ -386,12 +390,16 @@ pub(super) fn rollback_in(
     // examined until after the host's receipt and journal are gone: a deploy or another
     // rollback of this target cannot run meanwhile, and a lock someone else holds stops the
     // rollback before it removes anything.
-    let mut lock = HostLock::new(
+    let mut own = HostLock::new(
         &work_dir,
         receipt.plan_digest,
         &target,
         LockAction::Rollback,
     );
+    let lock = match held {
+        Some(l) if l.holds() && l.path == own.path => l,
+        _ => &mut own,
+    };
     // Work dirs this run made to hold its lock.
     let mut made = Vec::new();
     if !missing.is_empty() && at_target.is_some() {
@@ -432,7 +440,7 @@ pub(super) fn rollback_in(
     // tree, nothing of the deploy is on the host and no deploy of this target can be running
     // (it keeps its lock there): no lock then, and nothing changes on the host, where making
     // the work dir only to lock it would leave it behind.
-    if missing.is_empty() {
+    if missing.is_empty() && !lock.holds() {
         if let Err(e) = lock.take(remote, &mut journal, opts.clear_stale_lock) {
             remove_made(remote, &made);
             return Err(lock.explain_unanswered(e, "nothing of the deploy was removed"));

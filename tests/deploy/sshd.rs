@@ -1440,3 +1440,115 @@ fn a_fifo_made_by_the_check_is_recorded_and_rolled_back_over_sftp() {
     let _log = sshd.log_on_panic();
     super::local::a_fifo_made_by_the_check_is_recorded_and_rolled_back(ssh_host(sshd));
 }
+
+/// The local journal's `(step, phase)` pairs, in order.
+fn journal_steps(env: &Env) -> Vec<(String, String)> {
+    std::fs::read_to_string(env.state_file("journal.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                r["step"].as_str().unwrap().to_string(),
+                r["phase"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `--rollback-on-check-failure`: the deploy's lock passes to its automatic rollback without
+/// ever being released. Seen paused where the rollback is about to move the tree: the lock is
+/// the deploy's own (same pid, same bytes as when it was taken) and nothing was unlocked yet;
+/// in the end the lock was taken once and released once, after the deploy finished and the
+/// rollback removed the tree. (Released after the receipt and taken again by the rollback,
+/// another run could take the target in between and the rollback was refused.)
+#[test]
+fn an_automatic_rollback_keeps_the_deploys_lock_throughout() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    let env = ssh_env(sshd);
+    let before = env.snapshot();
+    let plan = env.plan();
+    let child = env.deploy_paused_at(
+        &plan,
+        &["--check", "exit 3", "--rollback-on-check-failure"],
+        "cleanup",
+    );
+    let lock = std::fs::read(work_dir(&env).join("lock"));
+    let steps = journal_steps(&env);
+    child.release();
+    let lock: serde_json::Value = serde_json::from_slice(&lock.unwrap()).unwrap();
+    assert_eq!(lock["pid"], child.id(), "{lock}");
+    assert_eq!(lock["action"], "deploy", "{lock}");
+    let count = |steps: &[(String, String)], step: &str, phase: &str| {
+        steps
+            .iter()
+            .filter(|(s, p)| s == step && p == phase)
+            .count()
+    };
+    assert_eq!(count(&steps, "finished", "done"), 1, "{steps:?}");
+    assert_eq!(count(&steps, "unlock", "intent"), 0, "{steps:?}");
+    let out = child.wait_with_output();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rolled_back: YES"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(env.snapshot(), before, "host not exactly as before");
+    let steps = journal_steps(&env);
+    assert_eq!(count(&steps, "lock", "done"), 1, "{steps:?}");
+    assert_eq!(count(&steps, "unlock", "intent"), 1, "{steps:?}");
+    assert_eq!(count(&steps, "unlock", "done"), 1, "{steps:?}");
+    let at = |step: &str, phase: &str| {
+        steps
+            .iter()
+            .position(|(s, p)| s == step && p == phase)
+            .unwrap()
+    };
+    assert!(at("finished", "done") < at("unlock", "intent"), "{steps:?}");
+    assert!(at("unlock", "done") < at("reset", "done"), "{steps:?}");
+}
+
+/// A deploy killed (`kill -9`) while it hands its lock to its automatic rollback, or while the
+/// rollback holds it, leaves the lock of a dead run of this plan: `sealpush rollback` on the
+/// plan takes it over and leaves the host as before.
+#[test]
+fn an_automatic_rollback_killed_is_finished_by_rollback_on_the_plan() {
+    let sshd = crate::sshd_or_skip!(shared);
+    let _log = sshd.log_on_panic();
+    for fault in [
+        "abort-after:receipt",
+        "abort-after:finished",
+        "abort-before:unlock",
+    ] {
+        let env = ssh_env(sshd);
+        let before = env.snapshot();
+        let plan = env.plan();
+        let out = env
+            .deploy(&plan, &["--check", "exit 3", "--rollback-on-check-failure"])
+            .env("SEALPUSH_FAULT", fault)
+            .output();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "{fault}: not killed: {}",
+            stderr(&out)
+        );
+        assert!(
+            work_dir(&env).join("lock").exists(),
+            "{fault}: no lock left"
+        );
+        let re = env.rollback(&plan, &[]).ok();
+        assert!(
+            stdout(&re).ends_with("verdict: PASS\n"),
+            "{fault}: {}",
+            stdout(&re)
+        );
+        assert_eq!(
+            env.snapshot(),
+            before,
+            "{fault}: host not exactly as before"
+        );
+    }
+}
