@@ -187,7 +187,7 @@ fn written_digest(text: &str) -> Option<Digest> {
 /// Whether `tool_version` (`sealpush X.Y.Z`, as [`crate::TOOL_VERSION`]) names a later version
 /// than this one. Each part counts by its leading digits (`1.0.0-rc1` is 1.0.0); a name that is
 /// not of that form is not taken for a later sealpush.
-fn is_later(tool_version: &str) -> bool {
+pub(crate) fn is_later(tool_version: &str) -> bool {
     fn parts(v: &str) -> Option<Vec<u64>> {
         v.strip_prefix("sealpush ")?
             .split('.')

@@ -146,16 +146,55 @@ impl Receipt {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("receipt serializes") + "\n"
     }
-    pub fn from_json(text: &[u8]) -> Result<Receipt, String> {
-        let r: Receipt = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    /// Parses a receipt. Fields this version does not know would be dropped, and a receipt
+    /// of a later sealpush may list more that its deploy created (a rollback would then
+    /// remove less than it should, silently): such a receipt is refused, as a later
+    /// sealpush's when its `tool_version` says so, else as edited.
+    pub fn from_json(text: &[u8]) -> Result<Receipt, ReceiptError> {
+        let mut unknown = Vec::new();
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let r: Receipt = serde_ignored::deserialize(&mut de, |path| unknown.push(path.to_string()))
+            .and_then(|r| de.end().map(|()| r))
+            .map_err(|e| ReceiptError::Parse(e.to_string()))?;
         if r.format != RECEIPT_FORMAT {
-            return Err(format!(
-                "receipt format {} is not supported (this sealpush reads format {RECEIPT_FORMAT})",
-                r.format
-            ));
+            return Err(ReceiptError::Format { found: r.format });
+        }
+        if !unknown.is_empty() {
+            return Err(if crate::plan::is_later(&r.tool_version) {
+                ReceiptError::Newer {
+                    made_by: r.tool_version,
+                    fields: unknown,
+                }
+            } else {
+                ReceiptError::Unknown {
+                    made_by: r.tool_version,
+                    fields: unknown,
+                }
+            });
         }
         Ok(r)
     }
+}
+
+/// Why a receipt was refused (the caller names the file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("not a sealpush receipt: {0}")]
+    Parse(String),
+    #[error(
+        "receipt format {found} is not supported (this sealpush reads format {RECEIPT_FORMAT})"
+    )]
+    Format { found: u32 },
+    #[error("it was written by {made_by}, which recorded fields this sealpush ({}) does not know: {}; roll back with {made_by} or later, which removes what they list too (this one would leave it)", crate::TOOL_VERSION, fields.join(", "))]
+    Newer {
+        made_by: String,
+        fields: Vec<String>,
+    },
+    #[error("it has fields that no sealpush up to this one ({}) writes: {}, though it says it was written by {made_by:?}: it was edited, or is not a sealpush receipt; nothing was touched; roll back with the receipt the deploy wrote (the local copy in the state dir, or the host's beside the target)", crate::TOOL_VERSION, fields.join(", "))]
+    Unknown {
+        made_by: String,
+        fields: Vec<String>,
+    },
 }
 
 /// Lossless text spelling of raw path bytes (see the module docs).
@@ -370,6 +409,115 @@ pub(crate) fn render_anchor(s: &mut String, anchor: Option<&AnchorProof>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A receipt as this version writes it, as JSON to edit.
+    fn receipt_json() -> serde_json::Value {
+        let d = Digest::of(b"x");
+        let r = Receipt {
+            format: RECEIPT_FORMAT,
+            tool_version: crate::TOOL_VERSION.into(),
+            plan_digest: d,
+            host: HostRef {
+                destination: "local".into(),
+                transport: "local".into(),
+                ssh_config: None,
+            },
+            hostname: "h".into(),
+            artifact: ArtifactRef {
+                path: "/a.tar.zst".into(),
+                format: "tar.zst".into(),
+                archive_sha256: d,
+                archive_size: 1,
+                tree_identity: d,
+                recipe_digest: d,
+                files: 1,
+                unpacked_bytes: 1,
+                archive_stamp: None,
+            },
+            target: "/p/t".into(),
+            staging: "/p/.t.sealpush-stage-x".into(),
+            work_dir: "/p/.sealpush/t".into(),
+            started: String::new(),
+            finished: String::new(),
+            verify: "read-back".into(),
+            archive_check: "sha256".into(),
+            tree_recipe_digest: None,
+            deploy_manifest_sha256: d,
+            tree: vec![],
+            created: vec![CreatedPath {
+                path: "/p/.sealpush".into(),
+                kind: CreatedKind::Dir,
+                sha256: None,
+            }],
+            kept_archive: None,
+            anchor: None,
+            check: None,
+            sync: None,
+            resume: String::new(),
+            files: 1,
+            bytes: 1,
+            upload_secs: 0.0,
+            verify_secs: 0.0,
+            prepare_secs: 0.0,
+            total_secs: 0.0,
+            rolled_back: false,
+            verdict: Verdict {
+                pass: true,
+                reasons: vec![],
+            },
+        };
+        serde_json::from_str(&r.to_json()).unwrap()
+    }
+
+    fn read(v: &serde_json::Value) -> Result<Receipt, ReceiptError> {
+        Receipt::from_json(&serde_json::to_vec_pretty(v).unwrap())
+    }
+
+    /// A later sealpush may record more in a receipt (more created paths, say): dropped, a
+    /// rollback would remove less than that deploy made, silently. Such a receipt is refused,
+    /// naming the version and the fields; one with fields this version's own writes never
+    /// have is refused as edited. This version's own receipt is read as ever.
+    #[test]
+    fn a_receipt_with_fields_this_version_does_not_know_is_refused() {
+        let ours = receipt_json();
+        assert!(read(&ours).is_ok());
+        let mut later = ours.clone();
+        later["tool_version"] = "sealpush 99.0.0".into();
+        assert!(read(&later).is_ok(), "a later version alone is fine");
+        later["created_elsewhere"] = serde_json::json!(["/p/.sealpush/t/x"]);
+        later["created"][0]["owner"] = "root".into();
+        let e = read(&later).unwrap_err();
+        assert_eq!(
+            e,
+            ReceiptError::Newer {
+                made_by: "sealpush 99.0.0".into(),
+                fields: vec!["created.0.owner".into(), "created_elsewhere".into()],
+            }
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("sealpush 99.0.0 or later") && text.contains("created_elsewhere"),
+            "{text}"
+        );
+        for version in [crate::TOOL_VERSION, "sealpush 0.1.0", "not a version"] {
+            let mut edited = later.clone();
+            edited["tool_version"] = version.into();
+            match read(&edited) {
+                Err(ReceiptError::Unknown { made_by, fields }) => {
+                    assert_eq!(made_by, version);
+                    assert_eq!(fields, ["created.0.owner", "created_elsewhere"]);
+                }
+                other => panic!("{version}: {other:?}"),
+            }
+        }
+        // Trailing content is no receipt either.
+        let mut text = serde_json::to_vec(&ours).unwrap();
+        text.extend_from_slice(b" {}");
+        assert!(matches!(
+            Receipt::from_json(&text),
+            Err(ReceiptError::Parse(_))
+        ));
+    }
 
     #[test]
     fn path_escaping_round_trips() {

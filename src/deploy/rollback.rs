@@ -22,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use super::lock::{HostLock, LockAction};
-use super::receipt::{escape_path, unescape_path, CreatedKind, Receipt};
+use super::receipt::{escape_path, unescape_path, CreatedKind, Receipt, ReceiptError};
 use super::shape::{self, Kind, Shape};
 use super::{anchor, journal, DeployError, DEPLOY_MANIFEST};
 use crate::digest::Digest;
@@ -115,9 +115,9 @@ pub fn find_receipt(
         .join("receipt.json");
     let names = super::Names::of(&plan.plan, &plan.digest)?;
     let parse = |bytes: &[u8], path: PathBuf| {
-        let receipt = Receipt::from_json(bytes).map_err(|reason| DeployError::BadReceipt {
+        let receipt = Receipt::from_json(bytes).map_err(|e| DeployError::BadReceipt {
             path: path.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         match plan_mismatch(&receipt, plan, &names) {
             None => Ok(receipt),
@@ -149,10 +149,18 @@ pub fn find_receipt(
                 .ok()
                 .map(|text| Digest::of(&text));
             if here.is_some_and(|d| d != mine.deploy_manifest_sha256) {
-                let theirs = remote
-                    .read_file(&names.host_receipt, 1 << 30)
-                    .ok()
-                    .and_then(|b| parse(&b, names.host_receipt.clone()).ok());
+                let theirs_bytes = remote.read_file(&names.host_receipt, 1 << 30).ok();
+                // A later sealpush's receipt may be that deploy's: said, rather than this
+                // machine's receipt taken for a tree it does not describe.
+                if let Some(Err(e @ ReceiptError::Newer { .. })) =
+                    theirs_bytes.as_deref().map(Receipt::from_json)
+                {
+                    return Err(DeployError::BadReceipt {
+                        path: names.host_receipt.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                let theirs = theirs_bytes.and_then(|b| parse(&b, names.host_receipt.clone()).ok());
                 if let Some(theirs) = theirs.filter(|t| Some(t.deploy_manifest_sha256) == here) {
                     return Ok(theirs);
                 }

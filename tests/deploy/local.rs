@@ -2206,3 +2206,72 @@ fn a_chatty_check_keeps_the_end_of_its_output() {
         &stdout[..200]
     );
 }
+
+/// A receipt of a later sealpush, with a field this version does not know (more created
+/// paths, say), is refused on every path that reads a receipt, naming the version and the
+/// field, and nothing is removed: read without the field, a rollback removed less than that
+/// deploy made, silently. The same field under this version's name is an edit.
+#[test]
+fn a_receipt_with_fields_this_version_does_not_know_is_refused_everywhere() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let local = env.state_file("receipt.json");
+    let host = std::fs::read_dir(env.parent.join(".sealpush/iu-cutter-v0.6"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("receipt-")
+        })
+        .unwrap();
+    let original = std::fs::read(&local).unwrap();
+    let mut r: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    r["tool_version"] = "sealpush 99.0.0".into();
+    r["created_more"] = serde_json::json!([{"path": "/x", "kind": "file"}]);
+    let later = serde_json::to_vec_pretty(&r).unwrap();
+    r["tool_version"] = sealpush::TOOL_VERSION.into();
+    let edited = serde_json::to_vec_pretty(&r).unwrap();
+    let copy = env.tmp.path().join("later-receipt.json");
+    let refused = |out: &std::process::Output, what: &str| {
+        let e = stderr(out);
+        assert!(e.contains("created_more"), "{what}: {e}");
+        e
+    };
+    // Given as a file.
+    std::fs::write(&copy, &later).unwrap();
+    let out = env.rollback(&copy, &[]).expect_code(2);
+    let e = refused(&out, "file");
+    assert!(
+        e.contains("written by sealpush 99.0.0") && e.contains("sealpush 99.0.0 or later"),
+        "{e}"
+    );
+    std::fs::write(&copy, &edited).unwrap();
+    let out = env.rollback(&copy, &[]).expect_code(2);
+    assert!(
+        refused(&out, "edited").contains("edited"),
+        "{}",
+        stderr(&out)
+    );
+    // Found by the plan: the local receipt, then the host's.
+    std::fs::write(&local, &later).unwrap();
+    let out = env.rollback(&plan, &[]).expect_code(2);
+    assert!(refused(&out, "local").contains(local.to_str().unwrap()));
+    std::fs::remove_file(&local).unwrap();
+    std::fs::write(&host, &later).unwrap();
+    let out = env.rollback(&plan, &[]).expect_code(2);
+    assert!(refused(&out, "host").contains(host.to_str().unwrap()));
+    let target = env.target.to_str().unwrap().to_string();
+    let out = env
+        .sealpush(["status", "--host", "local", "--target", &target])
+        .expect_code(1);
+    assert!(stdout(&out).contains("created_more"), "{}", stdout(&out));
+    env.assert_complete();
+    // Its own receipt back: rolled back as ever.
+    std::fs::write(&host, &original).unwrap();
+    env.rollback(&plan, &[]).ok();
+    assert!(!env.target.exists());
+}
