@@ -219,7 +219,9 @@ pub fn history_of(records: &[Record]) -> History {
 /// Appends records locally (fsynced) and, once [`Journal::attach_host`] was called, on the host.
 pub struct Journal {
     path: PathBuf,
-    file: File,
+    /// `None` until the first record of a journal opened with [`Journal::open_lazily`] whose
+    /// state dir did not exist.
+    file: Option<File>,
     run: String,
     seq: u64,
     host_dir: Option<PathBuf>,
@@ -231,27 +233,35 @@ pub struct Journal {
 impl Journal {
     pub fn open(state: &StateDir) -> Result<Journal, DeployError> {
         let path = state.journal_path();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| DeployError::LocalState {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        // Locked before it is read: a run of this plan that ends meanwhile has then written
-        // its last record, and this run starts from it.
-        lock_exclusive(&file, &path)?;
-        let records = read_records(&path)?;
+        let (file, records) = open_locked(&path)?;
         let seq = records.last().map_or(0, |r| r.seq);
         Ok(Journal {
             path,
-            file,
+            file: Some(file),
             run: format!("{}@{}", std::process::id(), unix_now()),
             seq,
             host_dir: None,
             host_pending: Vec::new(),
             history: history_of(&records),
+        })
+    }
+
+    /// [`Journal::open`] of the plan's state dir if it exists; else a journal with no history
+    /// whose dir and file are made with its first record, so that a run that writes nothing
+    /// (a rollback refusing its receipt) leaves no state dir behind.
+    pub fn open_lazily(local_state: &Path, plan: &Digest) -> Result<Journal, DeployError> {
+        let dir = local_state.join("deploys").join(plan.to_hex());
+        if dir.exists() {
+            return Journal::open(&StateDir::open(local_state, plan)?);
+        }
+        Ok(Journal {
+            path: StateDir { dir }.journal_path(),
+            file: None,
+            run: format!("{}@{}", std::process::id(), unix_now()),
+            seq: 0,
+            host_dir: None,
+            host_pending: Vec::new(),
+            history: History::default(),
         })
     }
 
@@ -295,6 +305,18 @@ impl Journal {
         phase: Phase,
         detail: impl Into<String>,
     ) -> Result<(), DeployError> {
+        if self.file.is_none() {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            fs::create_dir_all(dir).map_err(|e| DeployError::LocalState {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            // A run of this plan that made it meanwhile and ended: numbered after its records.
+            let (file, records) = open_locked(&self.path)?;
+            self.seq = self.seq.max(records.last().map_or(0, |r| r.seq));
+            self.file = Some(file);
+        }
+        let file = self.file.as_mut().expect("opened above");
         self.seq += 1;
         let rec = Record {
             seq: self.seq,
@@ -306,9 +328,8 @@ impl Journal {
         };
         let mut line = serde_json::to_vec(&rec).expect("record serializes");
         line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data())
+        file.write_all(&line)
+            .and_then(|()| file.sync_data())
             .map_err(|e| DeployError::LocalState {
                 path: self.path.clone(),
                 reason: e.to_string(),
@@ -329,6 +350,22 @@ impl Journal {
         fault_point(step, phase);
         Ok(())
     }
+}
+
+/// Opens (creating) the journal at `path`, holds it (see [`lock_exclusive`]) and reads it:
+/// locked before it is read, so a run of this plan that ends meanwhile has written its last
+/// record, and this run starts from it.
+fn open_locked(path: &Path) -> Result<(File, Vec<Record>), DeployError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| DeployError::LocalState {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    lock_exclusive(&file, path)?;
+    Ok((file, read_records(path)?))
 }
 
 /// Holds `file` exclusively for as long as it is open (where its filesystem has locks): two runs of one plan on this machine

@@ -306,11 +306,9 @@ pub fn rollback(
 ) -> Result<RollbackReport, DeployError> {
     // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
     // of the same plan running on this machine meanwhile would be undone under its feet.
+    // Made only when the rollback writes to it: one that refuses its receipt leaves no state.
     let mut journal = match &opts.local_state {
-        Some(dir) => Some(journal::Journal::open(&journal::StateDir::open(
-            dir,
-            &receipt.plan_digest,
-        )?)?),
+        Some(dir) => Some(journal::Journal::open_lazily(dir, &receipt.plan_digest)?),
         None => None,
     };
     rollback_in(remote, receipt, opts, journal.as_mut(), None, progress)

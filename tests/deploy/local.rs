@@ -2275,3 +2275,62 @@ fn a_receipt_with_fields_this_version_does_not_know_is_refused_everywhere() {
     env.rollback(&plan, &[]).ok();
     assert!(!env.target.exists());
 }
+
+/// A rollback that refuses its receipt (another format, one naming a work dir not the
+/// target's, one that is not the plan's deploy's) writes nothing, locally either: the state
+/// dir it was given stays absent. (It used to be made, with the plan's dir and an empty
+/// journal, before the receipt was looked at.)
+#[test]
+fn a_refused_receipt_leaves_no_local_state_dir() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let original = std::fs::read(env.state_file("receipt.json")).unwrap();
+    let fresh = env.tmp.path().join("fresh-state");
+    let state_dir = ["--state-dir", fresh.to_str().unwrap()];
+    let edit = |field: &str, value: serde_json::Value| {
+        let mut r: serde_json::Value = serde_json::from_slice(&original).unwrap();
+        r[field] = value;
+        let path = env.tmp.path().join(format!("receipt-{field}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        path
+    };
+    for (receipt, says) in [
+        (edit("format", 2.into()), "format 2"),
+        (
+            edit("work_dir", env.anchor.to_str().into()),
+            "outside the target's work dir",
+        ),
+    ] {
+        let out = env.rollback(&receipt, &state_dir).expect_code(2);
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+        assert!(!fresh.exists(), "{says}: {} made", fresh.display());
+    }
+    // By the plan, with the host's receipt (none in the fresh state dir) edited to name
+    // another staging.
+    let host = std::fs::read_dir(env.parent.join(".sealpush/iu-cutter-v0.6"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("receipt-")
+        })
+        .unwrap();
+    std::fs::copy(edit("staging", "/elsewhere".into()), &host).unwrap();
+    let out = env.rollback(&plan, &state_dir).expect_code(2);
+    assert!(
+        stderr(&out).contains("not the receipt of this plan's deploy"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!fresh.exists(), "plan mismatch: {} made", fresh.display());
+    env.assert_complete();
+    // A rollback that goes ahead journals, so it makes the state dir.
+    std::fs::write(&host, &original).unwrap();
+    env.rollback(&plan, &state_dir).ok();
+    assert!(fresh.join("deploys").exists());
+    assert!(!env.target.exists());
+}
