@@ -232,6 +232,8 @@ pub enum DeployError {
     DeployUnfinished { plan: Digest, journal: PathBuf },
     #[error("receipt {}: {reason}", path.display())]
     BadReceipt { path: PathBuf, reason: String },
+    #[error("this receipt is of an earlier deploy of plan {plan}: a deploy of that plan on this machine was cut off before it wrote its receipt (journal {}), and rolling back with this one would remove that run's lock and journal and strand what it staged; nothing was touched; run `sealpush deploy` on the plan again, which finishes it (after the promote) or removes what it staged (before), then roll back if you still want to", journal.display())]
+    EarlierReceipt { plan: Digest, journal: PathBuf },
     #[error("rollback refused, nothing was removed: these changed since the deploy (use --force to remove them anyway):\n  - {}", changed.join("\n  - "))]
     RollbackRefused { changed: Vec<String> },
     #[error("local state {}: {reason}", path.display())]

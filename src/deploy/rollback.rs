@@ -129,9 +129,7 @@ pub fn find_receipt(
     // leaves only recheck records.)
     let records = journal::read_records(&local.with_file_name("journal.jsonl")).unwrap_or_default();
     let history = journal::history_of(&records);
-    let unfinished = history.intended(journal::Step::WorkDir)
-        && !history.done(journal::Step::Receipt)
-        && !history.done(journal::Step::Finished);
+    let unfinished = cut_off_before_receipt(&history);
     // The local receipt is written once per deploy and never removed: while such a cut-off
     // deploy is in the journal, a receipt there is an earlier deploy's of the same plan (rolled
     // back since, here or from elsewhere), which would remove the cut-off run's lock and host
@@ -185,6 +183,15 @@ pub fn find_receipt(
         }
         Err(e) => Err(at("read receipt")(e)),
     }
+}
+
+/// A deploy of the plan whose journal this is was cut off before it wrote its receipt: only
+/// running it again finishes it or cleans up after it. (A run stopped by drift before it
+/// wrote anything leaves only recheck records.)
+fn cut_off_before_receipt(history: &journal::History) -> bool {
+    history.intended(journal::Step::WorkDir)
+        && !history.done(journal::Step::Receipt)
+        && !history.done(journal::Step::Finished)
 }
 
 /// Why `receipt` is not the record of `plan`'s deploy, if it is not. A receipt is found by the
@@ -311,6 +318,30 @@ pub fn rollback(
         Some(dir) => Some(journal::Journal::open_lazily(dir, &receipt.plan_digest)?),
         None => None,
     };
+    // As `find_receipt` does for a plan, for a receipt given as such: while a deploy of its
+    // plan cut off before its receipt is in this machine's journal, a receipt is an earlier
+    // deploy's (the local copy is never removed), unless it is the one now on the host.
+    // Rolling back with it would remove the cut-off run's lock and journal and strand its
+    // staging.
+    if let Some(j) = &journal {
+        if cut_off_before_receipt(&j.history) {
+            let on_host = super::host_receipt_path(
+                &crate::preflight::work_dir_for(&receipt.target),
+                &receipt.plan_digest,
+            );
+            let current = remote
+                .read_file(&on_host, 1 << 30)
+                .ok()
+                .and_then(|b| Receipt::from_json(&b).ok())
+                .is_some_and(|h| h == *receipt);
+            if !current {
+                return Err(DeployError::EarlierReceipt {
+                    plan: receipt.plan_digest,
+                    journal: j.path().to_path_buf(),
+                });
+            }
+        }
+    }
     rollback_in(remote, receipt, opts, journal.as_mut(), None, progress)
 }
 

@@ -2334,3 +2334,39 @@ fn a_refused_receipt_leaves_no_local_state_dir() {
     assert!(fresh.join("deploys").exists());
     assert!(!env.target.exists());
 }
+
+/// As `rollback_after_a_redeploy_cut_off_before_its_receipt_ignores_the_old_receipt`, with the
+/// first deploy's receipt given as such (the state dir's copy, or one copied elsewhere): it is
+/// refused, touching nothing, since it would remove the cut-off run's lock and journal and
+/// strand its staging; the deploy run again finishes, and its own receipt rolls it back.
+#[test]
+fn rollback_of_an_old_receipt_while_a_redeploy_is_cut_off_is_refused() {
+    let env = Env::new(Host::Local);
+    let before = env.snapshot();
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let local = env.state_file("receipt.json");
+    let copy = env.tmp.path().join("old-receipt.json");
+    std::fs::copy(&local, &copy).unwrap();
+    env.rollback(&plan, &[]).ok();
+    env.deploy_killed(&plan, "abort-before:promote");
+    let cut = env.snapshot();
+    let journal = std::fs::read(env.state_file("journal.jsonl")).unwrap();
+    for receipt in [&local, &copy] {
+        let e = stderr(&env.rollback(receipt, &[]).expect_code(2));
+        assert!(
+            e.contains("earlier deploy") && e.contains("run `sealpush deploy` on the plan again"),
+            "{}: {e}",
+            receipt.display()
+        );
+        assert_eq!(env.snapshot(), cut, "{}: host touched", receipt.display());
+        assert_eq!(
+            std::fs::read(env.state_file("journal.jsonl")).unwrap(),
+            journal
+        );
+    }
+    env.deploy(&plan, &[]).ok();
+    env.assert_complete();
+    env.rollback(&local, &[]).ok();
+    assert_eq!(env.snapshot(), before);
+}
