@@ -50,7 +50,9 @@ pub struct Args {
     /// --op-timeout counts as failed, and is stopped on the host (TERM, then KILL 5 s later).
     #[arg(long, value_name = "CMD")]
     pub check: Option<String>,
-    /// Roll the deploy back automatically when --check fails.
+    /// Roll the deploy back automatically when --check fails, under the lock the deploy holds
+    /// (no other run can take the target in between); if that is cut off, `sealpush rollback`
+    /// on the plan finishes it.
     #[arg(long, requires = "check")]
     pub rollback_on_check_failure: bool,
     /// Make the deploy durable with `sync -f` on the host (over ssh): once on the staging dir
