@@ -2544,3 +2544,41 @@ fn streaming_trusts_a_stamp_only_while_the_file_keeps_it() {
     );
     assert!(e.to_string().contains("changed while it was read"), "{e}");
 }
+
+/// `--out` whose name says the other format (or an uncompressed tar) is refused before
+/// packing: `pack t --out site.tar.gz` wrote zstd bytes under a `.tar.gz` name, which `tar -xzf`
+/// then rejects on the host. A name that says nothing about the format is still written.
+#[test]
+fn pack_out_named_for_another_format_is_refused_before_packing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for (format, out, said) in [
+        ("tar.zst", "o.tar.gz", "--format tar.gz"),
+        ("tar.zst", "o.TGZ", "--format tar.gz"),
+        ("tar.gz", "o.tar.zst", "--format tar.zst"),
+        ("tar.gz", "o.tzst", "--format tar.zst"),
+        ("tar.zst", "o.tar", "name the file *.tar.zst"),
+    ] {
+        let args = [
+            "pack", "t", "--store", "s", "--format", format, "--out", out,
+        ];
+        let o = sealpush(tmp.path(), args).expect_code(2);
+        let err = stderr(&o);
+        assert!(err.contains(&format!("--out {out}: ")), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert!(!tmp.path().join(out).exists());
+        assert!(!tmp.path().join("s").exists(), "nothing packed: {err}");
+    }
+    for (format, out, magic) in [
+        ("tar.zst", "o.tar.zst", &[0x28, 0xb5, 0x2f, 0xfd][..]),
+        ("tar.gz", "o.tgz", &[0x1f, 0x8b][..]),
+        ("tar.zst", "o.bin", &[0x28, 0xb5, 0x2f, 0xfd][..]),
+    ] {
+        let args = [
+            "-q", "pack", "t", "--store", "s", "--format", format, "--out", out,
+        ];
+        sealpush(tmp.path(), args).ok();
+        assert!(fs::read(tmp.path().join(out)).unwrap().starts_with(magic));
+    }
+}
