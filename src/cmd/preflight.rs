@@ -35,7 +35,7 @@ Examples:
 pub struct Args {
     /// The host: an ssh destination (`contabo` from ~/.ssh/config, `root@203.0.113.5`,
     /// `ssh://deploy@host:2222`), or `local` for this machine.
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = super::parse_host)]
     pub host: String,
     /// The artifact to deploy: a store id (or unambiguous prefix), an artifact name, or a path to
     /// an archive (see `sealpush store list`).

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     pub clear_stale_lock: bool,
     /// Host to use instead of the one recorded in the receipt or plan.
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = super::parse_host)]
     pub host: Option<String>,
     /// Where journals and receipts are kept locally [default: $XDG_STATE_HOME/sealpush, else
     /// ~/.local/state/sealpush].

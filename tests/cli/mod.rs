@@ -284,3 +284,54 @@ fn rayon_num_threads_is_capped_like_j() {
             .ok();
     }
 }
+
+/// A `--host` that cannot name a host is refused when the arguments are read (exit 2, saying
+/// which part is wrong), by preflight, status and rollback alike. Before, ssh was started with
+/// it and its usage text came back as the error (`ssh://`, a bad port), or preflight reported
+/// it as a verdict FAIL (exit 1) of the host.
+#[test]
+fn a_host_that_names_no_host_is_refused_before_connecting() {
+    let tmp = packed();
+    let d = tmp.path();
+    fs::write(d.join("receipt.json"), "{}").unwrap();
+    let cases = [
+        ("", "is empty"),
+        ("ssh://", "no host name"),
+        ("ssh://deploy@", "no host name"),
+        ("root@", "no host name"),
+        ("ssh://h:99999", "port 99999"),
+        ("ssh://h:", "port"),
+        ("ssh://h:22/opt/app", "path"),
+        ("a b", "blank"),
+        ("-oProxyCommand=x", "starts with `-`"),
+    ];
+    for (host, why) in cases {
+        for cmd in [
+            &[
+                "preflight",
+                "--artifact",
+                "t",
+                "--store",
+                "s",
+                "--target",
+                "/t",
+                "--plan-out",
+                "p.json",
+            ][..],
+            &["status", "--target", "/t"],
+            &["rollback", "receipt.json"],
+        ] {
+            let out = sealpush(d, cmd)
+                .cmd_arg(format!("--host={host}"))
+                .expect_code(2);
+            let err = stderr(&out);
+            assert!(
+                err.contains("--host") && err.contains(why),
+                "{host:?} {cmd:?}: {err}"
+            );
+            assert!(!err.contains("login_name"), "ssh's usage: {err}");
+            assert_eq!(stdout(&out), "", "{host:?} {cmd:?}");
+        }
+    }
+    assert!(!d.join("p.json").exists());
+}
