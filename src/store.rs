@@ -117,8 +117,13 @@ pub enum StoreError {
     },
     #[error("invalid artifact name {name:?}: {reason} (choose one with --name)")]
     BadName { name: String, reason: &'static str },
-    #[error("no artifact matches {reference:?} in {store} (see `sealpush store list`)")]
-    NotFound { reference: String, store: PathBuf },
+    #[error("no artifact matches {reference:?} in {store}{hint} (see `sealpush store list`)")]
+    NotFound {
+        reference: String,
+        store: PathBuf,
+        /// Why a near miss did not match (starting with `: `), or empty.
+        hint: String,
+    },
     #[error("{path}: {reason} ({hint})")]
     NotAnArtifact {
         path: PathBuf,
@@ -561,9 +566,16 @@ impl Store {
                 return Err(not_an_artifact(Path::new(reference), hint));
             }
         }
+        // A short prefix of a real id: the artifact is there, the prefix is too short.
+        let hint = if ids.iter().any(|id| id.starts_with(reference)) && !reference.is_empty() {
+            ": an id prefix needs at least 4 characters".to_string()
+        } else {
+            String::new()
+        };
         Err(StoreError::NotFound {
             reference: reference.to_string(),
             store: self.root.clone(),
+            hint,
         })
     }
 

@@ -335,3 +335,28 @@ fn a_host_that_names_no_host_is_refused_before_connecting() {
     }
     assert!(!d.join("p.json").exists());
 }
+
+/// An id prefix shorter than the 4 characters a prefix needs is not "no artifact matches":
+/// the artifact is there (`store list` shows it), so the error says the prefix is too short.
+#[test]
+fn a_too_short_id_prefix_says_so() {
+    let tmp = packed();
+    let d = tmp.path();
+    let out = sealpush(d, ["-q", "store", "list", "--store", "s"]).ok();
+    let id = stdout(&out).split('\t').next().unwrap().to_string();
+    for cmd in [&["verify"][..], &["store", "show"]] {
+        let out = sealpush(d, cmd)
+            .cmd_args([&id[..3], "--store", "s"])
+            .expect_code(2);
+        let err = stderr(&out);
+        assert!(err.contains("at least 4 characters"), "{cmd:?}: {err}");
+        sealpush(d, ["-q"])
+            .cmd_args(cmd)
+            .cmd_args([&id[..4], "--store", "s"])
+            .ok();
+    }
+    // A short string no id starts with stays plainly unmatched.
+    let other = if id.starts_with('0') { "1" } else { "0" };
+    let out = sealpush(d, ["verify", other, "--store", "s"]).expect_code(2);
+    assert!(!stderr(&out).contains("at least 4"), "{}", stderr(&out));
+}
