@@ -130,7 +130,7 @@ pub enum StoreError {
         reason: String,
         hint: String,
     },
-    #[error("{reference:?} is ambiguous: it matches {}", candidates.join(", "))]
+    #[error("{reference:?} is ambiguous: it matches {} (give one of these instead)", candidates.join(", "))]
     Ambiguous {
         reference: String,
         candidates: Vec<String>,

@@ -360,3 +360,21 @@ fn a_too_short_id_prefix_says_so() {
     let out = sealpush(d, ["verify", other, "--store", "s"]).expect_code(2);
     assert!(!stderr(&out).contains("at least 4"), "{}", stderr(&out));
 }
+
+/// A name packed in two formats is ambiguous, and the error says what to type instead: one of
+/// the ids it lists (before, it listed them and stopped there).
+#[test]
+fn an_ambiguous_name_says_to_give_an_id() {
+    let tmp = packed();
+    let d = tmp.path();
+    sealpush(d, ["-q", "pack", "t", "--store", "s", "--format", "tar.gz"]).ok();
+    let out = sealpush(d, ["verify", "t", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("is ambiguous")
+            && err.contains("-t.l6.tar.gz")
+            && err.contains("-t.l3.tar.zst"),
+        "{err}"
+    );
+    assert!(err.contains("give one of these instead"), "{err}");
+}
