@@ -139,6 +139,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
                 file.display()
             ));
         }
+    } else if pass && !args.json {
+        // The report shows a locked plan; without this, nothing says it went nowhere.
+        globals.note(
+            "no plan written: add --plan-out FILE to write the plan `sealpush deploy FILE` runs",
+        );
     }
     if pass {
         Ok(Exit::Ok)

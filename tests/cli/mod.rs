@@ -378,3 +378,40 @@ fn an_ambiguous_name_says_to_give_an_id() {
     );
     assert!(err.contains("give one of these instead"), "{err}");
 }
+
+/// A PASS without `--plan-out` says that no plan was written and how to write one: the report
+/// ends "verdict: PASS" under "Locked deploy plan", and `sealpush deploy` then had nothing to
+/// run. With `--json` the plan is on stdout, and `-q` keeps stderr quiet.
+#[test]
+fn a_pass_without_plan_out_says_no_plan_was_written() {
+    let tmp = packed();
+    let d = tmp.path();
+    let target = d.join("host/t-v2");
+    let args = [
+        "preflight",
+        "--host",
+        "local",
+        "--artifact",
+        "t",
+        "--store",
+        "s",
+    ];
+    let out = sealpush(d, args).cmd_arg("--target").cmd_arg(&target).ok();
+    assert!(stdout(&out).contains("verdict: PASS"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("no plan written: add --plan-out FILE"),
+        "{}",
+        stderr(&out)
+    );
+    for extra in ["--json", "-q"] {
+        let out = sealpush(d, args)
+            .cmd_args([extra, "--target"])
+            .cmd_arg(&target)
+            .ok();
+        assert!(
+            !stderr(&out).contains("no plan written"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
