@@ -490,6 +490,9 @@ impl Store {
             // would be silently passed over for whatever the file holds. Both: ambiguous.
             return match self.resolve_in_store(reference) {
                 Err(StoreError::NotFound { .. }) => found,
+                // The store has nothing by that name, and the file here is an archive: it is
+                // the answer (the store's "not an archive" fallback judged only its name).
+                Err(StoreError::NotAnArtifact { .. }) if found.is_ok() => found,
                 Ok(stored)
                     if found
                         .as_ref()

@@ -415,3 +415,46 @@ fn a_pass_without_plan_out_says_no_plan_was_written() {
         );
     }
 }
+
+/// An archive file here named without a `/` (`verify app.tar.zst`) is that archive when the
+/// store has nothing by that name: it was refused as "is not a tar.zst or tar.gz archive",
+/// which it is, and only `./app.tar.zst` worked.
+#[test]
+fn a_bare_archive_name_here_resolves_to_the_archive() {
+    let tmp = packed();
+    let d = tmp.path();
+    sealpush(
+        d,
+        [
+            "-q",
+            "pack",
+            "t",
+            "--store",
+            "other",
+            "--out",
+            "app.tar.zst",
+        ],
+    )
+    .ok();
+    for cmd in [
+        &["verify", "app.tar.zst"][..],
+        &["store", "show", "app.tar.zst"],
+        &["unpack", "app.tar.zst", "dest"],
+    ] {
+        let out = sealpush(d, cmd).cmd_args(["--store", "s"]).ok();
+        assert!(
+            !stderr(&out).contains("not a tar.zst"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(fs::read(d.join("dest/f")).unwrap(), b"x");
+    // A file here that is no archive still says so, and that the store has nothing by its name.
+    fs::write(d.join("notes"), "text").unwrap();
+    let out = sealpush(d, ["verify", "notes", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("notes: is not a tar.zst or tar.gz archive (and no artifact"),
+        "{err}"
+    );
+}
