@@ -79,7 +79,16 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
                 super::json_path("the store", store.root())?;
             }
             let mut metas = Vec::new();
-            for (id, a) in store.list()? {
+            let all = store.list()?;
+            if all.is_empty() {
+                // An empty listing looks the same as a wrong --store or SEALPUSH_STORE.
+                globals.note(format_args!(
+                    "no artifacts in {} (pack one with `sealpush pack DIR`, or give the store \
+                     with --store)",
+                    store.root().display()
+                ));
+            }
+            for (id, a) in all {
                 match a {
                     Ok(a) => {
                         if json {

@@ -458,3 +458,22 @@ fn a_bare_archive_name_here_resolves_to_the_archive() {
         "{err}"
     );
 }
+
+/// `store list` on an empty store (a mistyped `--store` or SEALPUSH_STORE gives one) says on
+/// stderr which store it looked in; stdout stays empty, or `[]` with --json.
+#[test]
+fn store_list_of_an_empty_store_names_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = sealpush(d, ["store", "list", "--store", "typo"]).ok();
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("no artifacts in typo"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sealpush(d, ["store", "list", "--json", "--store", "typo"]).ok();
+    assert_eq!(stdout(&out).trim(), "[]");
+    let out = sealpush(d, ["-q", "store", "list", "--store", "typo"]).ok();
+    assert_eq!(stderr(&out), "");
+}
