@@ -2582,3 +2582,19 @@ fn pack_out_named_for_another_format_is_refused_before_packing() {
         assert!(fs::read(tmp.path().join(out)).unwrap().starts_with(magic));
     }
 }
+
+/// DEST under a regular file (`unpack a file/x`) names the file as the problem, as a missing
+/// parent is named; it blamed DEST itself ("file/x: Not a directory").
+#[test]
+fn unpack_under_a_file_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    fs::write(tmp.path().join("file"), "kept").unwrap();
+    sealpush(tmp.path(), ["-q", "pack", "t", "--store", "s"]).ok();
+    let out = sealpush(tmp.path(), ["unpack", "t", "file/x", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(err.contains(": file: Not a directory"), "{err}");
+    assert!(!err.contains("file/x: Not a directory"), "{err}");
+    assert_eq!(fs::read(tmp.path().join("file")).unwrap(), b"kept");
+}
