@@ -37,8 +37,8 @@ pub struct Args {
     /// `ssh://deploy@host:2222`), or `local` for this machine.
     #[arg(long, value_name = "HOST", value_parser = super::parse_host)]
     pub host: String,
-    /// The artifact to deploy: a store id (or unambiguous prefix), an artifact name, or a path to
-    /// an archive (see `sealpush store list`).
+    /// The artifact to deploy: a store id (or an unambiguous prefix of 4 or more characters), an
+    /// artifact name, or a path to an archive (see `sealpush store list`).
     #[arg(long, value_name = "REF")]
     pub artifact: String,
     /// Absolute path on the host the tree will be promoted to. It must not exist.

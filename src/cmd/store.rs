@@ -43,7 +43,8 @@ pub enum StoreCommand {
     },
     /// An artifact's metadata and paths (or its manifest).
     Show {
-        /// A store id, an unambiguous id prefix, an artifact name, or a path to an archive.
+        /// A store id, an unambiguous id prefix (4 characters or more), an artifact
+        /// name, or a path to an archive.
         #[arg(value_name = "REF")]
         reference: String,
         /// Print the canonical manifest instead.
