@@ -309,6 +309,8 @@ fn special_files_are_refused_and_nothing_is_written() {
     .expect_code(2);
     let err = stderr(&out);
     assert!(err.contains("sub/pipe") && err.contains("fifo"), "{err}");
+    // And what to do about it.
+    assert!(err.contains("remove it from the tree"), "{err}");
     assert!(listing(&store.join("artifacts")).is_empty());
     assert!(listing(&store.join("tmp")).is_empty());
     assert!(!tmp.path().join("copy.tar.zst").exists());
@@ -336,7 +338,8 @@ fn symlinks_unpack_would_refuse_are_refused_by_pack() {
         let err = stderr(&out);
         assert!(
             err.contains(&format!("t/{link}: cannot go into an artifact"))
-                && err.contains("points outside"),
+                && err.contains("points outside")
+                && err.contains("remove or replace it"),
             "{err}"
         );
         assert!(listing(&store.join("artifacts")).is_empty());
