@@ -63,7 +63,8 @@ pub enum StoreCommand {
     },
     /// Remove temp leftovers older than 10 minutes, anything that is not part of the layout, and
     /// artifacts whose parts are missing or disagree with each other. Archives are not re-hashed
-    /// (that is `verify`), and nothing else is removed: the store has no notion of unused.
+    /// (that is `verify`), and nothing else is removed: the store does not know which artifacts
+    /// are still in use, so it never removes a sound one.
     Gc {
         /// Only list what would be removed.
         #[arg(long)]
