@@ -477,3 +477,32 @@ fn store_list_of_an_empty_store_names_the_store() {
     let out = sealpush(d, ["-q", "store", "list", "--store", "typo"]).ok();
     assert_eq!(stderr(&out), "");
 }
+
+/// Preflight's reasons speak to the operator: a probe's failure gives its exit status as a
+/// number (it printed Rust's `Some(4)`), and a missing --staging directory says to choose
+/// another --staging (it said "another target", which would not help).
+#[test]
+fn preflight_reasons_name_the_status_and_the_flag_to_change() {
+    let tmp = packed();
+    let d = tmp.path();
+    let args = ["--artifact", "t", "--store", "s", "--probe", "exit 4"];
+    let out = preflight(d, d, &args).ok();
+    let report = stdout(&out);
+    assert!(
+        report.contains("probe `exit 4` exited with status 4"),
+        "{report}"
+    );
+    assert!(!report.contains("Some("), "{report}");
+    let staging = d.join("nostage");
+    let out = preflight(d, d, &["--artifact", "t", "--store", "s", "--staging"])
+        .cmd_arg(&staging)
+        .expect_code(1);
+    let report = stdout(&out);
+    assert!(
+        report.contains(&format!(
+            "{} does not exist (create the directory first, or choose another --staging)",
+            staging.display()
+        )),
+        "{report}"
+    );
+}
