@@ -125,4 +125,27 @@ mod tests {
             assert!(err.contains("604800"), "{err}");
         }
     }
+
+    /// Every form of destination ssh takes still passes `--host`'s check (which refuses only
+    /// what cannot name a host: tests/cli `a_host_that_names_no_host_is_refused_before_connecting`).
+    #[test]
+    fn host_accepts_every_ssh_destination_form() {
+        for host in [
+            "local",
+            "local:",
+            "contabo",
+            "root@203.0.113.5",
+            "root@::1",
+            "ssh://contabo",
+            "ssh://deploy@host:2222",
+            "ssh://deploy@host/",
+            "ssh://[::1]:22",
+            "ssh://[::1]",
+            "ssh://a@b@host:65535",
+        ] {
+            let args = ["sealpush", "status", "--target", "/t", "--host", host];
+            let parsed = Cli::try_parse_from(args);
+            assert!(parsed.is_ok(), "{host}: {}", parsed.unwrap_err());
+        }
+    }
 }

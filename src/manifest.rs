@@ -79,7 +79,10 @@ pub enum ManifestError {
     BadTarget { path: String },
     #[error("manifest line {line}: {reason}")]
     Syntax { line: usize, reason: String },
-    #[error("{path}: cannot pack a {kind}")]
+    #[error(
+        "{path}: cannot pack a {kind}: an artifact holds only files, directories and symlinks \
+         (remove it from the tree, or pack a copy without it)"
+    )]
     Special { path: PathBuf, kind: &'static str },
     #[error("{path}: not a directory")]
     NotADirectory { path: PathBuf },

@@ -228,7 +228,7 @@ fn compact(json: &str) -> Vec<u8> {
 /// Why a plan file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("not a sealpush plan: {0}")]
+    #[error("not a sealpush plan: {0} (give the file `sealpush preflight --plan-out` wrote, or run preflight again)")]
     Parse(String),
     #[error("plan format {found} is not supported (this sealpush reads format {PLAN_FORMAT})")]
     Format { found: u32 },

@@ -208,6 +208,9 @@ fn check_components(
         &name("directory"),
         ok_dir,
         match &missing {
+            Some(m) if label == "staging-" => {
+                format!("{m} (create the directory first, or choose another --staging)")
+            }
             Some(m) => format!("{m} (create the directory first, or choose another target)"),
             None => format!("{} is a directory", dir.display()),
         },
@@ -657,7 +660,10 @@ pub fn preflight(
         match remote.exec(p) {
             Ok(out) => {
                 if out.status != Some(0) {
-                    checks.warn(format!("probe `{p}` exited with {:?}", out.status));
+                    checks.warn(match out.status {
+                        Some(n) => format!("probe `{p}` exited with status {n}"),
+                        None => format!("probe `{p}` was killed by a signal"),
+                    });
                 }
                 probes.push(out);
             }

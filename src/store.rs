@@ -117,15 +117,20 @@ pub enum StoreError {
     },
     #[error("invalid artifact name {name:?}: {reason} (choose one with --name)")]
     BadName { name: String, reason: &'static str },
-    #[error("no artifact matches {reference:?} in {store} (see `sealpush store list`)")]
-    NotFound { reference: String, store: PathBuf },
+    #[error("no artifact matches {reference:?} in {store}{hint} (see `sealpush store list`)")]
+    NotFound {
+        reference: String,
+        store: PathBuf,
+        /// Why a near miss did not match (starting with `: `), or empty.
+        hint: String,
+    },
     #[error("{path}: {reason} ({hint})")]
     NotAnArtifact {
         path: PathBuf,
         reason: String,
         hint: String,
     },
-    #[error("{reference:?} is ambiguous: it matches {}", candidates.join(", "))]
+    #[error("{reference:?} is ambiguous: it matches {} (give one of these instead)", candidates.join(", "))]
     Ambiguous {
         reference: String,
         candidates: Vec<String>,
@@ -485,6 +490,9 @@ impl Store {
             // would be silently passed over for whatever the file holds. Both: ambiguous.
             return match self.resolve_in_store(reference) {
                 Err(StoreError::NotFound { .. }) => found,
+                // The store has nothing by that name, and the file here is an archive: it is
+                // the answer (the store's "not an archive" fallback judged only its name).
+                Err(StoreError::NotAnArtifact { .. }) if found.is_ok() => found,
                 Ok(stored)
                     if found
                         .as_ref()
@@ -561,9 +569,16 @@ impl Store {
                 return Err(not_an_artifact(Path::new(reference), hint));
             }
         }
+        // A short prefix of a real id: the artifact is there, the prefix is too short.
+        let hint = if ids.iter().any(|id| id.starts_with(reference)) && !reference.is_empty() {
+            ": an id prefix needs at least 4 characters".to_string()
+        } else {
+            String::new()
+        };
         Err(StoreError::NotFound {
             reference: reference.to_string(),
             store: self.root.clone(),
+            hint,
         })
     }
 

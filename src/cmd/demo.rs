@@ -57,8 +57,14 @@ pub fn run(args: Args, globals: &Globals) -> Result<Exit> {
     let _tmp;
     let root = match &args.keep {
         Some(dir) => {
-            fs::create_dir(dir)
-                .with_context(|| format!("creating the demo directory {}", dir.display()))?;
+            match fs::create_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+                    "--keep {}: already exists; the demo fills a directory of its own: give a \
+                     directory that does not exist yet",
+                    dir.display()
+                ),
+                r => r.with_context(|| format!("creating the demo directory {}", dir.display()))?,
+            }
             fs::canonicalize(dir)?
         }
         None => {

@@ -106,6 +106,66 @@ pub fn exit_status(result: anyhow::Result<Exit>) -> ExitCode {
     }
 }
 
+/// `--host` as ssh would read it, checked before anything runs: ssh given `ssh://` or a bad
+/// port answers with its usage text, which says nothing about the flag.
+pub fn parse_host(host: &str) -> Result<String, String> {
+    const FORMS: &str = "give `local`, an ssh alias, `user@host` or `ssh://user@host:port`";
+    if host.is_empty() {
+        return Err(format!("is empty: {FORMS}"));
+    }
+    if host.starts_with('-') {
+        return Err(format!(
+            "starts with `-`, which ssh reads as an option: {FORMS}"
+        ));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("contains a blank or control character: {FORMS}"));
+    }
+    let (authority, uri) = match host.strip_prefix("ssh://") {
+        Some(rest) => match rest.split_once('/') {
+            Some((_, path)) if !path.is_empty() => {
+                return Err(
+                    "has a path, which an ssh destination cannot have: give the \
+                            directory with --target"
+                        .to_string(),
+                )
+            }
+            Some((authority, _)) => (authority, true),
+            None => (rest, true),
+        },
+        None => (host, false),
+    };
+    let name = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if !uri {
+        if name.is_empty() {
+            return Err(format!("has no host name after `@`: {FORMS}"));
+        }
+        return Ok(host.to_string());
+    }
+    // ssh://[::1]:22 or ssh://host:22: the port is what follows the host's last `:`.
+    let (name, port) = match name.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) => (addr, rest.strip_prefix(':')),
+            None => return Err(format!("has no `]` after its IPv6 address: {FORMS}")),
+        },
+        None => match name.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (name, None),
+        },
+    };
+    if name.is_empty() {
+        return Err(format!("has no host name: {FORMS}"));
+    }
+    if let Some(p) = port {
+        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
+            return Err(format!(
+                "port {p} is not a port number (1 to 65535): {FORMS}"
+            ));
+        }
+    }
+    Ok(host.to_string())
+}
+
 /// A week: longer than any step should take, and small enough that a deadline computed from
 /// it (now + timeout) cannot overflow, which a typo like `--op-timeout 9999999999999` did.
 const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;

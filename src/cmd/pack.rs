@@ -50,7 +50,8 @@ pub struct Args {
     /// Store directory (default: $XDG_DATA_HOME/sealpush/store or ~/.local/share/sealpush/store).
     #[arg(long, env = "SEALPUSH_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Also write a plain copy of the archive to FILE (replaced atomically if it exists).
+    /// Also write a plain copy of the archive to FILE (replaced atomically if it exists). A
+    /// name ending in another format's suffix (`.tar.gz` for tar.zst, `.tar`) is refused.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Print JSON instead of `key: value` lines. Refused, before packing, when the store or
@@ -76,6 +77,7 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     // A bad --out is refused before the pack, not found out after it stored the artifact.
     if let Some(out) = &args.out {
         super::output::check("--out", out)?;
+        check_out_suffix(out, args.format)?;
     }
     let mut opts = PackOptions::new(args.format);
     if let Some(l) = args.level {
@@ -174,6 +176,42 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
         start.elapsed().as_secs_f64()
     ));
     Ok(Exit::Ok)
+}
+
+/// Refuses an --out whose name says another format than the one packed: zstd bytes under a
+/// `.tar.gz` name fail later, on the host, in `tar -xzf`. A name without a known suffix is
+/// the user's choice.
+fn check_out_suffix(out: &std::path::Path, format: Format) -> anyhow::Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let says = if [".tar.zst", ".tzst", ".zst"]
+        .iter()
+        .any(|s| name.ends_with(s))
+    {
+        Some(Format::TarZst)
+    } else if [".tar.gz", ".tgz", ".gz"].iter().any(|s| name.ends_with(s)) {
+        Some(Format::TarGz)
+    } else if name.ends_with(".tar") {
+        anyhow::bail!(
+            "--out {}: the name says an uncompressed tar, but sealpush writes only compressed \
+             archives (this one {format}): name the file *.{}",
+            out.display(),
+            format.extension()
+        );
+    } else {
+        None
+    };
+    match says {
+        Some(named) if named != format => anyhow::bail!(
+            "--out {}: the name says {named}, but the archive is {format}: pack with --format \
+             {named}, or name the file *.{}",
+            out.display(),
+            format.extension()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Copies `from` to `to` through a temp file beside `to`, renamed into place only if the bytes

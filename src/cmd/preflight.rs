@@ -35,10 +35,10 @@ Examples:
 pub struct Args {
     /// The host: an ssh destination (`contabo` from ~/.ssh/config, `root@203.0.113.5`,
     /// `ssh://deploy@host:2222`), or `local` for this machine.
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = super::parse_host)]
     pub host: String,
-    /// The artifact to deploy: a store id (or unambiguous prefix), an artifact name, or a path to
-    /// an archive (see `sealpush store list`).
+    /// The artifact to deploy: a store id (or an unambiguous prefix of 4 or more characters), an
+    /// artifact name, or a path to an archive (see `sealpush store list`).
     #[arg(long, value_name = "REF")]
     pub artifact: String,
     /// Absolute path on the host the tree will be promoted to. It must not exist.
@@ -139,6 +139,11 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
                 file.display()
             ));
         }
+    } else if pass && !args.json {
+        // The report shows a locked plan; without this, nothing says it went nowhere.
+        globals.note(
+            "no plan written: add --plan-out FILE to write the plan `sealpush deploy FILE` runs",
+        );
     }
     if pass {
         Ok(Exit::Ok)

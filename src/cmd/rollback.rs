@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     pub clear_stale_lock: bool,
     /// Host to use instead of the one recorded in the receipt or plan.
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = super::parse_host)]
     pub host: Option<String>,
     /// Where journals and receipts are kept locally [default: $XDG_STATE_HOME/sealpush, else
     /// ~/.local/state/sealpush].
@@ -82,8 +82,13 @@ fn roll_back(args: Args, globals: &Globals, reported: &mut bool) -> anyhow::Resu
         .state_dir
         .clone()
         .unwrap_or_else(deploy::default_local_state);
-    let value: serde_json::Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not JSON", args.file.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is not JSON, so neither a receipt nor a plan (give the deploy's \
+                 receipt.json or its plan file)",
+            args.file.display()
+        )
+    })?;
     // With a plan, the receipt may have to be read from the host: that connection is kept for
     // the rollback when the receipt names the same host (it does unless the receipt was edited).
     let (receipt, opened) = if value.get("plan_digest").is_some() {

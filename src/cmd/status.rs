@@ -24,7 +24,7 @@ const HELP: &str = "Examples:
 #[command(after_long_help = HELP)]
 pub struct Args {
     /// The host: `local`, an ssh alias, `user@host` or `ssh://user@host:port`.
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = super::parse_host)]
     pub host: String,
     /// The deployed directory (absolute).
     #[arg(long, value_name = "PATH")]

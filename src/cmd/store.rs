@@ -43,7 +43,8 @@ pub enum StoreCommand {
     },
     /// An artifact's metadata and paths (or its manifest).
     Show {
-        /// A store id, an unambiguous id prefix, an artifact name, or a path to an archive.
+        /// A store id, an unambiguous id prefix (4 characters or more), an artifact
+        /// name, or a path to an archive.
         #[arg(value_name = "REF")]
         reference: String,
         /// Print the canonical manifest instead.
@@ -62,7 +63,8 @@ pub enum StoreCommand {
     },
     /// Remove temp leftovers older than 10 minutes, anything that is not part of the layout, and
     /// artifacts whose parts are missing or disagree with each other. Archives are not re-hashed
-    /// (that is `verify`), and nothing else is removed: the store has no notion of unused.
+    /// (that is `verify`), and nothing else is removed: the store does not know which artifacts
+    /// are still in use, so it never removes a sound one.
     Gc {
         /// Only list what would be removed.
         #[arg(long)]
@@ -79,7 +81,16 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
                 super::json_path("the store", store.root())?;
             }
             let mut metas = Vec::new();
-            for (id, a) in store.list()? {
+            let all = store.list()?;
+            if all.is_empty() {
+                // An empty listing looks the same as a wrong --store or SEALPUSH_STORE.
+                globals.note(format_args!(
+                    "no artifacts in {} (pack one with `sealpush pack DIR`, or give the store \
+                     with --store)",
+                    store.root().display()
+                ));
+            }
+            for (id, a) in all {
                 match a {
                     Ok(a) => {
                         if json {

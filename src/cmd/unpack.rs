@@ -18,14 +18,20 @@ and nothing but zeros after it, in one zstd frame (with its checksum) or one gzi
 Extraction happens in a fresh private (0700) directory beside DEST, written only through its \
 open handle, so renaming or swapping names in DEST's parent cannot redirect it. It is verified \
 against the artifact's manifest (and, for a stored artifact, the archive's sha256 against its \
-meta.json) and renamed to DEST only then; a rejected archive leaves nothing behind. Exit 1 when \
-the archive is rejected, corrupt or does not match its manifest or its sha256.";
+meta.json) and renamed to DEST only then; a rejected or interrupted (Ctrl-C) unpack leaves \
+nothing behind. Exit 1 when the archive is rejected, corrupt or does not match its manifest or \
+its sha256.
+
+Examples:
+  sealpush unpack iu-cutter-v0.6 /tmp/iu-cutter-v0.6
+  sealpush unpack ./site.tar.gz /srv/site-check";
 
 /// Safely unpack an artifact into DEST, which must not exist.
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {
-    /// A store id, an unambiguous id prefix, an artifact name, or a path to a tar.zst/tar.gz.
+    /// A store id, an unambiguous id prefix (4 characters or more), an artifact
+    /// name, or a path to a tar.zst/tar.gz.
     #[arg(value_name = "ARTIFACT")]
     pub artifact: String,
     /// The directory to create.

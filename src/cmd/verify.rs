@@ -19,7 +19,8 @@ const HELP: &str = "Examples:
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = HELP)]
 pub struct Args {
-    /// A store id, an unambiguous id prefix, an artifact name, or a path to a tar.zst/tar.gz.
+    /// A store id, an unambiguous id prefix (4 characters or more), an artifact
+    /// name, or a path to a tar.zst/tar.gz.
     #[arg(value_name = "ARTIFACT")]
     pub artifact: String,
     /// Store directory (default: $XDG_DATA_HOME/sealpush/store or ~/.local/share/sealpush/store).

@@ -546,6 +546,11 @@ fn unpack_with(
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        // ENOTDIR: a parent is a file; name it, not DEST (which is not there to be wrong).
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            let parent = dest.parent().unwrap_or(dest);
+            return Err(io_at(parent)(e));
+        }
         Err(e) => return Err(io_at(dest)(e)),
     }
     let name = dest.file_name().ok_or_else(|| UnpackError::Io {

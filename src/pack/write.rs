@@ -38,7 +38,10 @@ pub enum PackError {
     Changed { path: PathBuf, what: String },
     #[error("{path}: not a regular file any more")]
     Replaced { path: PathBuf },
-    #[error("{path}: cannot go into an artifact: {rule} (unpack and deploy refuse such an entry)")]
+    #[error(
+        "{path}: cannot go into an artifact: {rule} (unpack and deploy refuse such an entry): \
+         remove or replace it, or pack a copy of the tree without it"
+    )]
     Unpackable { path: PathBuf, rule: Rule },
     #[error(
         "mtime {mtime} (SOURCE_DATE_EPOCH) is past 8589934591 (2242-03-16T12:56:31Z), the largest \

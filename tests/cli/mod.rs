@@ -284,3 +284,225 @@ fn rayon_num_threads_is_capped_like_j() {
             .ok();
     }
 }
+
+/// A `--host` that cannot name a host is refused when the arguments are read (exit 2, saying
+/// which part is wrong), by preflight, status and rollback alike. Before, ssh was started with
+/// it and its usage text came back as the error (`ssh://`, a bad port), or preflight reported
+/// it as a verdict FAIL (exit 1) of the host.
+#[test]
+fn a_host_that_names_no_host_is_refused_before_connecting() {
+    let tmp = packed();
+    let d = tmp.path();
+    fs::write(d.join("receipt.json"), "{}").unwrap();
+    let cases = [
+        ("", "is empty"),
+        ("ssh://", "no host name"),
+        ("ssh://deploy@", "no host name"),
+        ("root@", "no host name"),
+        ("ssh://h:99999", "port 99999"),
+        ("ssh://h:", "port"),
+        ("ssh://h:22/opt/app", "path"),
+        ("a b", "blank"),
+        ("-oProxyCommand=x", "starts with `-`"),
+    ];
+    for (host, why) in cases {
+        for cmd in [
+            &[
+                "preflight",
+                "--artifact",
+                "t",
+                "--store",
+                "s",
+                "--target",
+                "/t",
+                "--plan-out",
+                "p.json",
+            ][..],
+            &["status", "--target", "/t"],
+            &["rollback", "receipt.json"],
+        ] {
+            let out = sealpush(d, cmd)
+                .cmd_arg(format!("--host={host}"))
+                .expect_code(2);
+            let err = stderr(&out);
+            assert!(
+                err.contains("--host") && err.contains(why),
+                "{host:?} {cmd:?}: {err}"
+            );
+            assert!(!err.contains("login_name"), "ssh's usage: {err}");
+            assert_eq!(stdout(&out), "", "{host:?} {cmd:?}");
+        }
+    }
+    assert!(!d.join("p.json").exists());
+}
+
+/// An id prefix shorter than the 4 characters a prefix needs is not "no artifact matches":
+/// the artifact is there (`store list` shows it), so the error says the prefix is too short.
+#[test]
+fn a_too_short_id_prefix_says_so() {
+    let tmp = packed();
+    let d = tmp.path();
+    let out = sealpush(d, ["-q", "store", "list", "--store", "s"]).ok();
+    let id = stdout(&out).split('\t').next().unwrap().to_string();
+    for cmd in [&["verify"][..], &["store", "show"]] {
+        let out = sealpush(d, cmd)
+            .cmd_args([&id[..3], "--store", "s"])
+            .expect_code(2);
+        let err = stderr(&out);
+        assert!(err.contains("at least 4 characters"), "{cmd:?}: {err}");
+        sealpush(d, ["-q"])
+            .cmd_args(cmd)
+            .cmd_args([&id[..4], "--store", "s"])
+            .ok();
+    }
+    // A short string no id starts with stays plainly unmatched.
+    let other = if id.starts_with('0') { "1" } else { "0" };
+    let out = sealpush(d, ["verify", other, "--store", "s"]).expect_code(2);
+    assert!(!stderr(&out).contains("at least 4"), "{}", stderr(&out));
+}
+
+/// A name packed in two formats is ambiguous, and the error says what to type instead: one of
+/// the ids it lists (before, it listed them and stopped there).
+#[test]
+fn an_ambiguous_name_says_to_give_an_id() {
+    let tmp = packed();
+    let d = tmp.path();
+    sealpush(d, ["-q", "pack", "t", "--store", "s", "--format", "tar.gz"]).ok();
+    let out = sealpush(d, ["verify", "t", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("is ambiguous")
+            && err.contains("-t.l6.tar.gz")
+            && err.contains("-t.l3.tar.zst"),
+        "{err}"
+    );
+    assert!(err.contains("give one of these instead"), "{err}");
+}
+
+/// A PASS without `--plan-out` says that no plan was written and how to write one: the report
+/// ends "verdict: PASS" under "Locked deploy plan", and `sealpush deploy` then had nothing to
+/// run. With `--json` the plan is on stdout, and `-q` keeps stderr quiet.
+#[test]
+fn a_pass_without_plan_out_says_no_plan_was_written() {
+    let tmp = packed();
+    let d = tmp.path();
+    let target = d.join("host/t-v2");
+    let args = [
+        "preflight",
+        "--host",
+        "local",
+        "--artifact",
+        "t",
+        "--store",
+        "s",
+    ];
+    let out = sealpush(d, args).cmd_arg("--target").cmd_arg(&target).ok();
+    assert!(stdout(&out).contains("verdict: PASS"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("no plan written: add --plan-out FILE"),
+        "{}",
+        stderr(&out)
+    );
+    for extra in ["--json", "-q"] {
+        let out = sealpush(d, args)
+            .cmd_args([extra, "--target"])
+            .cmd_arg(&target)
+            .ok();
+        assert!(
+            !stderr(&out).contains("no plan written"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// An archive file here named without a `/` (`verify app.tar.zst`) is that archive when the
+/// store has nothing by that name: it was refused as "is not a tar.zst or tar.gz archive",
+/// which it is, and only `./app.tar.zst` worked.
+#[test]
+fn a_bare_archive_name_here_resolves_to_the_archive() {
+    let tmp = packed();
+    let d = tmp.path();
+    sealpush(
+        d,
+        [
+            "-q",
+            "pack",
+            "t",
+            "--store",
+            "other",
+            "--out",
+            "app.tar.zst",
+        ],
+    )
+    .ok();
+    for cmd in [
+        &["verify", "app.tar.zst"][..],
+        &["store", "show", "app.tar.zst"],
+        &["unpack", "app.tar.zst", "dest"],
+    ] {
+        let out = sealpush(d, cmd).cmd_args(["--store", "s"]).ok();
+        assert!(
+            !stderr(&out).contains("not a tar.zst"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(fs::read(d.join("dest/f")).unwrap(), b"x");
+    // A file here that is no archive still says so, and that the store has nothing by its name.
+    fs::write(d.join("notes"), "text").unwrap();
+    let out = sealpush(d, ["verify", "notes", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("notes: is not a tar.zst or tar.gz archive (and no artifact"),
+        "{err}"
+    );
+}
+
+/// `store list` on an empty store (a mistyped `--store` or SEALPUSH_STORE gives one) says on
+/// stderr which store it looked in; stdout stays empty, or `[]` with --json.
+#[test]
+fn store_list_of_an_empty_store_names_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let out = sealpush(d, ["store", "list", "--store", "typo"]).ok();
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("no artifacts in typo"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sealpush(d, ["store", "list", "--json", "--store", "typo"]).ok();
+    assert_eq!(stdout(&out).trim(), "[]");
+    let out = sealpush(d, ["-q", "store", "list", "--store", "typo"]).ok();
+    assert_eq!(stderr(&out), "");
+}
+
+/// Preflight's reasons speak to the operator: a probe's failure gives its exit status as a
+/// number (it printed Rust's `Some(4)`), and a missing --staging directory says to choose
+/// another --staging (it said "another target", which would not help).
+#[test]
+fn preflight_reasons_name_the_status_and_the_flag_to_change() {
+    let tmp = packed();
+    let d = tmp.path();
+    let args = ["--artifact", "t", "--store", "s", "--probe", "exit 4"];
+    let out = preflight(d, d, &args).ok();
+    let report = stdout(&out);
+    assert!(
+        report.contains("probe `exit 4` exited with status 4"),
+        "{report}"
+    );
+    assert!(!report.contains("Some("), "{report}");
+    let staging = d.join("nostage");
+    let out = preflight(d, d, &["--artifact", "t", "--store", "s", "--staging"])
+        .cmd_arg(&staging)
+        .expect_code(1);
+    let report = stdout(&out);
+    assert!(
+        report.contains(&format!(
+            "{} does not exist (create the directory first, or choose another --staging)",
+            staging.display()
+        )),
+        "{report}"
+    );
+}

@@ -48,3 +48,20 @@ fn demo_runs_the_whole_flow_and_its_anchor_digest_matches_the_real_recipe() {
     assert!(!dot.join("iu-cutter-v0.6").exists());
     assert!(dot.join("iu-cutter/iu_cutter/__init__.py").is_file());
 }
+
+/// `demo --keep DIR` on a DIR that exists says that DIR must be new (it said only "File
+/// exists"), and leaves what is there alone.
+#[test]
+fn demo_keep_on_an_existing_directory_says_to_pick_a_new_one() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("mine"), "kept").unwrap();
+    let out = TestCommand::sealpush(work.path(), ["demo", "--keep", "."]).expect_code(2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--keep .: already exists")
+            && err.contains("a directory that does not exist yet"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(work.path().join("mine")).unwrap(), b"kept");
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
+}

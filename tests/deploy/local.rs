@@ -338,7 +338,8 @@ fn unknown_fields_in_a_plan_of_this_very_version_are_no_later_sealpushs() {
 }
 
 /// A plan cut short is no plan: bad input (exit 2), as a receipt cut short is for rollback.
-/// Before, deploy called it a failed check (exit 1), and the two commands disagreed.
+/// Before, deploy called it a failed check (exit 1), and the two commands disagreed. Both say
+/// what to give instead.
 #[test]
 fn truncated_plan_is_bad_input() {
     let env = Env::new(Host::Local);
@@ -351,8 +352,19 @@ fn truncated_plan_is_bad_input() {
         "{}",
         stderr(&out)
     );
+    // Both say what to do: the file preflight wrote, or a new plan.
+    assert!(
+        stderr(&out).contains("run preflight again"),
+        "{}",
+        stderr(&out)
+    );
     let out = env.rollback(&plan, &[]).expect_code(2);
     assert!(stderr(&out).contains("is not JSON"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("give the deploy's receipt.json or its plan file"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(env.leftovers(), Vec::<String>::new());
 }
 

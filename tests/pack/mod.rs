@@ -309,6 +309,8 @@ fn special_files_are_refused_and_nothing_is_written() {
     .expect_code(2);
     let err = stderr(&out);
     assert!(err.contains("sub/pipe") && err.contains("fifo"), "{err}");
+    // And what to do about it.
+    assert!(err.contains("remove it from the tree"), "{err}");
     assert!(listing(&store.join("artifacts")).is_empty());
     assert!(listing(&store.join("tmp")).is_empty());
     assert!(!tmp.path().join("copy.tar.zst").exists());
@@ -336,7 +338,8 @@ fn symlinks_unpack_would_refuse_are_refused_by_pack() {
         let err = stderr(&out);
         assert!(
             err.contains(&format!("t/{link}: cannot go into an artifact"))
-                && err.contains("points outside"),
+                && err.contains("points outside")
+                && err.contains("remove or replace it"),
             "{err}"
         );
         assert!(listing(&store.join("artifacts")).is_empty());
@@ -2543,4 +2546,58 @@ fn streaming_trusts_a_stamp_only_while_the_file_keeps_it() {
         "{e}: the stamp moved while the archive was read"
     );
     assert!(e.to_string().contains("changed while it was read"), "{e}");
+}
+
+/// `--out` whose name says the other format (or an uncompressed tar) is refused before
+/// packing: `pack t --out site.tar.gz` wrote zstd bytes under a `.tar.gz` name, which `tar -xzf`
+/// then rejects on the host. A name that says nothing about the format is still written.
+#[test]
+fn pack_out_named_for_another_format_is_refused_before_packing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    for (format, out, said) in [
+        ("tar.zst", "o.tar.gz", "--format tar.gz"),
+        ("tar.zst", "o.TGZ", "--format tar.gz"),
+        ("tar.gz", "o.tar.zst", "--format tar.zst"),
+        ("tar.gz", "o.tzst", "--format tar.zst"),
+        ("tar.zst", "o.tar", "name the file *.tar.zst"),
+    ] {
+        let args = [
+            "pack", "t", "--store", "s", "--format", format, "--out", out,
+        ];
+        let o = sealpush(tmp.path(), args).expect_code(2);
+        let err = stderr(&o);
+        assert!(err.contains(&format!("--out {out}: ")), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert!(!tmp.path().join(out).exists());
+        assert!(!tmp.path().join("s").exists(), "nothing packed: {err}");
+    }
+    for (format, out, magic) in [
+        ("tar.zst", "o.tar.zst", &[0x28, 0xb5, 0x2f, 0xfd][..]),
+        ("tar.gz", "o.tgz", &[0x1f, 0x8b][..]),
+        ("tar.zst", "o.bin", &[0x28, 0xb5, 0x2f, 0xfd][..]),
+    ] {
+        let args = [
+            "-q", "pack", "t", "--store", "s", "--format", format, "--out", out,
+        ];
+        sealpush(tmp.path(), args).ok();
+        assert!(fs::read(tmp.path().join(out)).unwrap().starts_with(magic));
+    }
+}
+
+/// DEST under a regular file (`unpack a file/x`) names the file as the problem, as a missing
+/// parent is named; it blamed DEST itself ("file/x: Not a directory").
+#[test]
+fn unpack_under_a_file_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("t")).unwrap();
+    fs::write(tmp.path().join("t/f"), "x").unwrap();
+    fs::write(tmp.path().join("file"), "kept").unwrap();
+    sealpush(tmp.path(), ["-q", "pack", "t", "--store", "s"]).ok();
+    let out = sealpush(tmp.path(), ["unpack", "t", "file/x", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(err.contains(": file: Not a directory"), "{err}");
+    assert!(!err.contains("file/x: Not a directory"), "{err}");
+    assert_eq!(fs::read(tmp.path().join("file")).unwrap(), b"kept");
 }
