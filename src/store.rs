@@ -233,6 +233,37 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store at `dir` (or the default location) for reading only: a store that is
+    /// not there reads as empty and is not created, so a read-only command (or a mistyped
+    /// `--store`) leaves nothing behind. The parts that are there are checked as by
+    /// [`Store::open`].
+    pub fn open_for_reading(dir: Option<&Path>) -> Result<Store, StoreError> {
+        let root = match dir {
+            Some(d) => d.to_path_buf(),
+            None => default_location()?,
+        };
+        let store = Store { root };
+        store.check_layout_of_what_is_there()?;
+        Ok(store)
+    }
+
+    /// [`Store::check_layout`] of the parts that exist.
+    fn check_layout_of_what_is_there(&self) -> Result<(), StoreError> {
+        for sub in ["artifacts", "tmp"] {
+            let path = self.root.join(sub);
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&path)(e)),
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(StoreError::LinkedLayout { path })
+                }
+                Ok(md) if !md.is_dir() => return Err(StoreError::NotADirectory { path }),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a `tmp/` or `artifacts/` that is a symlink (or not a directory): gc removes what
     /// it finds in them and add writes there, which through a link would act outside the store.
     /// The root itself may be a link: that is the user's choice of place.
@@ -453,7 +484,7 @@ impl Store {
     pub fn ids(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.artifacts_dir();
         let mut ids = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+        for e in read_dir_or_empty(&dir)? {
             let e = e.map_err(io_at(&dir))?;
             if let Some(s) = e.file_name().to_str() {
                 if e.file_type().map_err(io_at(&e.path()))?.is_dir() {
@@ -605,7 +636,7 @@ impl Store {
         let mut out = Vec::new();
         let now = SystemTime::now();
         let tmp = self.root.join("tmp");
-        for e in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
+        for e in read_dir_or_empty(&tmp)? {
             let e = e.map_err(io_at(&tmp))?;
             let p = e.path();
             // An error reading a temp dir's times says nothing about its age: stop, rather than
@@ -620,7 +651,7 @@ impl Store {
                 reason: "leftover of an interrupted pack".into(),
             });
         }
-        for e in fs::read_dir(&self.root).map_err(io_at(&self.root))? {
+        for e in read_dir_or_empty(&self.root)? {
             let e = e.map_err(io_at(&self.root))?;
             let n = e.file_name();
             if n != "artifacts" && n != "tmp" {
@@ -634,7 +665,7 @@ impl Store {
         // Which directory each condemned artifact was when examined: a pack may replace it
         // under the same id before the removal (see `remove_examined`).
         let mut examined: Vec<Option<(u64, u64)>> = vec![None; out.len()];
-        for e in fs::read_dir(&arts).map_err(io_at(&arts))? {
+        for e in read_dir_or_empty(&arts)? {
             let e = e.map_err(io_at(&arts))?;
             let p = e.path();
             let md = e.metadata().map_err(io_at(&p))?;
@@ -664,7 +695,7 @@ impl Store {
         }
         if !dry_run {
             // Once more just before removing: the layout may have changed since `open`.
-            self.check_layout()?;
+            self.check_layout_of_what_is_there()?;
             let tmp_root = self.root.join("tmp");
             for (item, stamp) in out.iter_mut().zip(&examined) {
                 if let Some(stamp) = stamp {
@@ -686,6 +717,18 @@ impl Store {
     }
 }
 
+/// The entries of `dir`; none when it does not exist (a store opened for reading that is not
+/// there, or only in part).
+fn read_dir_or_empty(
+    dir: &Path,
+) -> Result<Box<dyn Iterator<Item = std::io::Result<fs::DirEntry>>>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => Ok(Box::new(rd)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Box::new(std::iter::empty())),
+        Err(e) => Err(io_at(dir)(e)),
+    }
+}
+
 /// Resolves REF as [`Store::resolve`] does, without creating a store to do it: a path (REF
 /// with a `/`) is read as is, and a bare name that is a file here is read as that file when
 /// there is no store (at `dir`, or the default location) that could also hold it.
@@ -695,7 +738,7 @@ pub fn resolve_anywhere(reference: &str, dir: Option<&Path>) -> Result<StoredArt
             return found;
         }
     }
-    Store::open(dir)?.resolve(reference)
+    Store::open_for_reading(dir)?.resolve(reference)
 }
 
 /// True when REF can only mean a path: it has a `/`, or there is no store (at `dir`, or the

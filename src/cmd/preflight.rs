@@ -75,7 +75,8 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     if let Some(file) = &args.plan_out {
         super::output::check("--plan-out", file)?;
     }
-    let store = Store::open(args.store.as_deref()).context("opening the artifact store")?;
+    let store =
+        Store::open_for_reading(args.store.as_deref()).context("opening the artifact store")?;
     let artifact = store
         .resolve(&args.artifact)
         .with_context(|| format!("resolving artifact {:?}", args.artifact))?;

@@ -73,7 +73,7 @@ pub enum StoreCommand {
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
-    let store = Store::open(args.store.as_deref()).context("opening the store")?;
+    let store = Store::open_for_reading(args.store.as_deref()).context("opening the store")?;
     let mut out = std::io::stdout().lock();
     match args.command {
         StoreCommand::List { json } => {
@@ -84,8 +84,13 @@ pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
             let all = store.list()?;
             if all.is_empty() {
                 // An empty listing looks the same as a wrong --store or SEALPUSH_STORE.
+                let what = if store.root().exists() {
+                    "no artifacts in"
+                } else {
+                    "no store at"
+                };
                 globals.note(format_args!(
-                    "no artifacts in {} (pack one with `sealpush pack DIR`, or give the store \
+                    "{what} {} (pack one with `sealpush pack DIR`, or give the store \
                      with --store)",
                     store.root().display()
                 ));

@@ -468,7 +468,7 @@ fn store_list_of_an_empty_store_names_the_store() {
     let out = sealpush(d, ["store", "list", "--store", "typo"]).ok();
     assert_eq!(stdout(&out), "");
     assert!(
-        stderr(&out).contains("no artifacts in typo"),
+        stderr(&out).contains("no store at typo"),
         "{}",
         stderr(&out)
     );
@@ -476,6 +476,53 @@ fn store_list_of_an_empty_store_names_the_store() {
     assert_eq!(stdout(&out).trim(), "[]");
     let out = sealpush(d, ["-q", "store", "list", "--store", "typo"]).ok();
     assert_eq!(stderr(&out), "");
+    fs::create_dir(d.join("empty")).unwrap();
+    let out = sealpush(d, ["store", "list", "--store", "empty"]).ok();
+    assert!(
+        stderr(&out).contains("no artifacts in empty"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Commands that only read the store do not create one where there is none: a mistyped
+/// --store used to leave an empty store behind (`typo/artifacts`, `typo/tmp`). What they
+/// say of the missing artifact or store is unchanged, and pack still creates its store.
+#[test]
+fn commands_that_read_the_store_create_none() {
+    let tmp = packed();
+    let d = tmp.path();
+    let typo = d.join("typo");
+    let runs: [(&[&str], bool); 6] = [
+        (&["store", "list", "--store", "typo"], true),
+        (&["store", "gc", "--store", "typo"], true),
+        (&["store", "verify", "--store", "typo"], true),
+        (&["store", "show", "t", "--store", "typo"], false),
+        (&["verify", "t", "--store", "typo"], false),
+        (&["unpack", "t", "out", "--store", "typo"], false),
+    ];
+    for (args, ok) in runs {
+        let out = sealpush(d, args).output();
+        assert_eq!(out.status.success(), ok, "{args:?}\n{}", stderr(&out));
+        if !ok {
+            assert!(
+                stderr(&out).contains("no artifact matches \"t\" in typo"),
+                "{args:?}\n{}",
+                stderr(&out)
+            );
+        }
+        assert!(
+            !typo.exists(),
+            "{args:?} created the store\n{}",
+            stderr(&out)
+        );
+    }
+    let out = preflight(d, d, &["--artifact", "t", "--store", "typo"]).output();
+    assert!(!out.status.success());
+    assert!(!typo.exists(), "preflight created the store");
+    assert!(!d.join("out").exists());
+    sealpush(d, ["-q", "pack", "t", "--store", "typo"]).ok();
+    assert!(typo.join("artifacts").is_dir());
 }
 
 /// Preflight's reasons speak to the operator: a probe's failure gives its exit status as a
