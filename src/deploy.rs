@@ -404,12 +404,7 @@ fn made_meanwhile(remote: &dyn Remote, dir: &Path) -> Result<(), DeployError> {
 }
 
 fn kind_name(k: FileKind) -> String {
-    match k {
-        FileKind::File => "a file".into(),
-        FileKind::Dir => "a directory".into(),
-        FileKind::Symlink => "a symlink".into(),
-        other => format!("a {other:?}").to_lowercase(),
-    }
+    format!("a {}", k.noun())
 }
 
 /// How much of each of a `--check`'s output streams the receipt keeps: its end, where a test

@@ -127,16 +127,7 @@ fn fatal(e: RemoteError) -> Result<RemoteError, PreflightError> {
 }
 
 fn describe(m: &Meta) -> String {
-    let kind = match m.kind {
-        FileKind::File => "file",
-        FileKind::Dir => "directory",
-        FileKind::Symlink => "symlink",
-        FileKind::Fifo => "fifo",
-        FileKind::Socket => "socket",
-        FileKind::CharDevice => "character device",
-        FileKind::BlockDevice => "block device",
-        FileKind::Other => "special file",
-    };
+    let kind = m.kind.noun();
     format!(
         "{kind} (mode {:04o}, uid {}, {} bytes)",
         m.mode, m.uid, m.size

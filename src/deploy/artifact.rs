@@ -494,8 +494,9 @@ pub fn manifest_of(s: &Shape) -> Result<Manifest, String> {
             Kind::Symlink { target } => Entry::symlink(p.clone(), target.clone()),
             Kind::Other(k) => {
                 return Err(format!(
-                    "{} is a {k:?}, which no artifact holds",
-                    String::from_utf8_lossy(p)
+                    "{} is a {}, which no artifact holds",
+                    String::from_utf8_lossy(p),
+                    k.noun()
                 ))
             }
         });

@@ -320,7 +320,7 @@ pub fn describe(k: &Kind) -> String {
         Kind::Symlink { target } => {
             format!("symlink to {}", String::from_utf8_lossy(target))
         }
-        Kind::Other(k) => format!("a {k:?}").to_lowercase(),
+        Kind::Other(k) => format!("a {}", k.noun()),
     }
 }
 

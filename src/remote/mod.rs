@@ -28,6 +28,22 @@ pub enum FileKind {
     Other,
 }
 
+impl FileKind {
+    /// The kind in words, for messages (`character device`, not Rust's `CharDevice`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            FileKind::File => "file",
+            FileKind::Dir => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "character device",
+            FileKind::BlockDevice => "block device",
+            FileKind::Other => "special file",
+        }
+    }
+}
+
 /// Metadata of one name.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Meta {

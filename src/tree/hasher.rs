@@ -45,7 +45,10 @@ pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
         .map_err(|_| io::Error::from_raw_os_error(libc::ENOENT))?;
     match hash_at(libc::AT_FDCWD, &c)? {
         Opened::Hashed(d, n) => Ok((d, n)),
-        Opened::Special(kind) => Err(io::Error::other(format!("not a regular file ({kind:?})"))),
+        Opened::Special(kind) => Err(io::Error::other(format!(
+            "not a regular file (a {})",
+            kind.noun()
+        ))),
     }
 }
 

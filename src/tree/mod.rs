@@ -241,9 +241,10 @@ impl TreeSource for LocalSource {
             .into_iter()
             .map(|r| match r {
                 Ok(hasher::Opened::Hashed(d, n)) => Ok((d, n)),
-                Ok(hasher::Opened::Special(k)) => {
-                    Err(io::Error::other(format!("{k:?} is not a regular file")))
-                }
+                Ok(hasher::Opened::Special(k)) => Err(io::Error::other(format!(
+                    "a {} is not a regular file",
+                    k.noun()
+                ))),
                 Err(e) => Err(e),
             })
             .collect()

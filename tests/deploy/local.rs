@@ -2382,3 +2382,32 @@ fn rollback_of_an_old_receipt_while_a_redeploy_is_cut_off_is_refused() {
     env.rollback(&local, &[]).ok();
     assert_eq!(env.snapshot(), before);
 }
+
+/// A deployed file replaced by a character device is named in words by `status` and by the
+/// refused rollback ("a character device"); they spelled Rust's variant, "a chardevice".
+#[test]
+fn a_device_in_the_deployed_tree_is_named_in_words() {
+    let env = Env::new(Host::Local);
+    let plan = env.plan();
+    env.deploy(&plan, &[]).ok();
+    let victim = env.target.join("README.md");
+    std::fs::remove_file(&victim).unwrap();
+    let c = std::ffi::CString::new(victim.as_os_str().as_encoded_bytes()).unwrap();
+    // /dev/null's numbers; making a device needs root (CI runs as root).
+    let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 3)) };
+    if made != 0 {
+        assert!(
+            !crate::support::in_ci(),
+            "mknod: {}",
+            std::io::Error::last_os_error()
+        );
+        eprintln!("skipped: mknod needs root");
+        return;
+    }
+    let e = stderr(&env.sealpush(env.status_args()).expect_code(1));
+    assert!(e.contains("a character device"), "{e}");
+    assert!(!e.to_lowercase().contains("chardevice"), "{e}");
+    let e = stderr(&env.rollback(&plan, &[]).expect_code(1));
+    assert!(e.contains("a character device"), "{e}");
+    assert!(!e.to_lowercase().contains("chardevice"), "{e}");
+}
