@@ -48,7 +48,7 @@ pub struct Args {
     /// `python3 -m unittest discover -s tests -p 'test_*.py'`; its output and status go into
     /// the receipt, and a failure makes the verdict FAIL. A check still running at
     /// --op-timeout counts as failed, and is stopped on the host (TERM, then KILL 5 s later).
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", value_parser = super::non_blank_command)]
     pub check: Option<String>,
     /// Roll the deploy back automatically when --check fails, under the lock the deploy holds
     /// (no other run can take the target in between); if that is cut off, `sealpush rollback`

@@ -106,6 +106,15 @@ pub fn exit_status(result: anyhow::Result<Exit>) -> ExitCode {
     }
 }
 
+/// A command for the host (`--probe`, `--check`) must say something to run: an empty one ran
+/// an empty command and recorded its success, which proves nothing about the host.
+pub fn non_blank_command(cmd: &str) -> Result<String, String> {
+    if cmd.trim().is_empty() {
+        return Err("is empty: give the command to run on the host (e.g. 'df -h /opt')".into());
+    }
+    Ok(cmd.to_string())
+}
+
 /// `--host` as ssh would read it, checked before anything runs: ssh given `ssh://` or a bad
 /// port answers with its usage text, which says nothing about the flag.
 pub fn parse_host(host: &str) -> Result<String, String> {

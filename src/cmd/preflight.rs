@@ -55,7 +55,7 @@ pub struct Args {
     pub staging: Option<PathBuf>,
     /// A command to run on the host over ssh; its output goes into the report and the plan.
     /// Repeatable. Nothing else is ever run on the host.
-    #[arg(long = "probe", value_name = "CMD")]
+    #[arg(long = "probe", value_name = "CMD", value_parser = super::non_blank_command)]
     pub probes: Vec<String>,
     /// Write the sealed plan here on PASS (atomically); `sealpush deploy FILE` executes it.
     #[arg(long, value_name = "FILE")]

@@ -49,7 +49,7 @@ pub enum PackError {
     )]
     Mtime { mtime: u64 },
     #[error(
-        "level {level} is out of range for {format}: use {}..={}",
+        "level {level} is out of range for {format}: use {} to {}",
         .format.levels().start(),
         .format.levels().end()
     )]

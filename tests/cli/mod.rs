@@ -553,3 +553,26 @@ fn preflight_reasons_name_the_status_and_the_flag_to_change() {
         "{report}"
     );
 }
+
+/// An empty or blank `--probe` or `--check` is a usage error (exit 2) before anything runs:
+/// it ran an empty command on the host and recorded its success.
+#[test]
+fn an_empty_host_command_is_refused() {
+    let tmp = packed();
+    let d = tmp.path();
+    for cmd in ["", "  "] {
+        let out =
+            preflight(d, d, &["--artifact", "t", "--store", "s", "--probe", cmd]).expect_code(2);
+        assert!(
+            stderr(&out).contains("is empty: give the command"),
+            "{}",
+            stderr(&out)
+        );
+        let out = sealpush(d, ["deploy", "plan.json", "--check", cmd]).expect_code(2);
+        assert!(
+            stderr(&out).contains("is empty: give the command"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

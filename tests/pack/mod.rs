@@ -2446,8 +2446,8 @@ fn manifest_json_refuses_names_that_are_not_utf8() {
     }
 }
 
-/// A level out of range says which levels the format takes (zstd's documented 1..=22, gzip's
-/// 0..=9), before anything is packed.
+/// A level out of range says which levels the format takes (zstd's documented 1 to 22, gzip's
+/// 0 to 9), before anything is packed.
 #[test]
 fn a_level_out_of_range_names_the_valid_range() {
     let tmp = tempfile::tempdir().unwrap();
@@ -2457,22 +2457,22 @@ fn a_level_out_of_range_names_the_valid_range() {
         (
             "tar.zst",
             "0",
-            "level 0 is out of range for tar.zst: use 1..=22",
+            "level 0 is out of range for tar.zst: use 1 to 22",
         ),
         (
             "tar.zst",
             "23",
-            "level 23 is out of range for tar.zst: use 1..=22",
+            "level 23 is out of range for tar.zst: use 1 to 22",
         ),
         (
             "tar.gz",
             "10",
-            "level 10 is out of range for tar.gz: use 0..=9",
+            "level 10 is out of range for tar.gz: use 0 to 9",
         ),
         (
             "tar.gz",
             "-1",
-            "level -1 is out of range for tar.gz: use 0..=9",
+            "level -1 is out of range for tar.gz: use 0 to 9",
         ),
     ] {
         let args = ["pack", "t", "--store", "s", "--format", format];
