@@ -174,7 +174,7 @@ pub enum DeployError {
         path: PathBuf,
         holder: Box<LockHolder>,
     },
-    #[error("artifact {}: expected sha256 {expected}, found {actual}", path.display())]
+    #[error("artifact {}: expected sha256 {expected}, found {actual}: it is not the archive the plan was made from (damaged or changed since); pack the tree again and make a new plan with `sealpush preflight`", path.display())]
     ArchiveMismatch {
         path: PathBuf,
         expected: Digest,
@@ -182,6 +182,10 @@ pub enum DeployError {
     },
     #[error("artifact {}: {reason}", path.display())]
     Artifact { path: PathBuf, reason: String },
+    /// The archive's bytes are not those the plan was made from: a check failed (exit 1), as
+    /// for a sha256 mismatch, whichever of the two checks saw it first.
+    #[error("artifact {}: {reason}: it is not the archive the plan was made from (damaged or changed since); `sealpush verify` on it says more; pack the tree again and make a new plan with `sealpush preflight`", path.display())]
+    ArtifactDamaged { path: PathBuf, reason: String },
     #[error("artifact tree identity: expected {expected}, found {actual}")]
     IdentityMismatch { expected: Digest, actual: Digest },
     #[error("staged file {}: expected sha256 {expected}, read back {actual}", path.display())]
@@ -264,6 +268,7 @@ impl DeployError {
                 | DeployError::Drift { .. }
                 | DeployError::DriftCleanedUp { .. }
                 | DeployError::ArchiveMismatch { .. }
+                | DeployError::ArtifactDamaged { .. }
                 | DeployError::IdentityMismatch { .. }
                 | DeployError::DigestMismatch { .. }
                 | DeployError::TreeMismatch { .. }

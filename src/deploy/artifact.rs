@@ -150,7 +150,10 @@ pub fn prepare(
         }
         None => ARCHIVE_UNCHANGED,
     };
-    let manifest = manifest.map_err(|e| bad(e.to_string()))?;
+    let manifest = manifest.map_err(|e| {
+        let reason = e.to_string();
+        unpack_failed(&a.path, e, reason)
+    })?;
     if manifest.identity() != a.tree_identity {
         return Err(DeployError::IdentityMismatch {
             expected: a.tree_identity,
@@ -232,10 +235,6 @@ pub fn stream_files(
     files: tokio::sync::mpsc::Sender<StreamedFile>,
 ) -> Result<Option<crate::pack::ArchiveRead>, DeployError> {
     let hung_up = std::cell::Cell::new(false);
-    let bad = |reason: String| DeployError::Artifact {
-        path: archive.to_path_buf(),
-        reason,
-    };
     let stopped = || {
         hung_up.set(true);
         crate::pack::UnpackError::Io {
@@ -363,10 +362,13 @@ pub fn stream_files(
             reason.push_str(&format!(": {c}"));
             cause = c.source();
         }
-        bad(reason)
+        unpack_failed(archive, e, reason)
     })?;
     if next.next().is_some() || got.identity() != manifest.identity() {
-        return Err(bad("the archive's entries differ from its manifest".into()));
+        return Err(DeployError::ArtifactDamaged {
+            path: archive.to_path_buf(),
+            reason: "the archive's entries differ from its manifest".into(),
+        });
     }
     Ok(Some(read))
 }
@@ -502,6 +504,27 @@ pub fn manifest_of(s: &Shape) -> Result<Manifest, String> {
         });
     }
     Manifest::from_entries(entries, None).map_err(|e| e.to_string())
+}
+
+/// An unpack error as the deploy reports it: one that says the archive's bytes are not the
+/// plan's (corrupt, rejected, not matching its manifest) is [`DeployError::ArtifactDamaged`],
+/// a failed check; anything else (a temp dir that cannot be written, say) is this run's.
+fn unpack_failed(
+    path: &std::path::Path,
+    e: crate::pack::UnpackError,
+    reason: String,
+) -> DeployError {
+    use crate::pack::UnpackError as U;
+    let path = path.to_path_buf();
+    match e {
+        U::UnknownFormat { .. }
+        | U::Corrupt { .. }
+        | U::Rejected { .. }
+        | U::Mismatch { .. }
+        | U::ArchiveMismatch { .. }
+        | U::Manifest { .. } => DeployError::ArtifactDamaged { path, reason },
+        _ => DeployError::Artifact { path, reason },
+    }
 }
 
 #[cfg(test)]

@@ -1576,7 +1576,7 @@ fn corrupted_stored_archive_stops_the_deploy_before_the_promote_local() {
 
 /// The deploy streams a store artifact straight from its archive: a byte that rotted in the
 /// archive after the preflight (which re-hashed it) is caught by the stream's own checks (zstd's
-/// checksum, the archive sha256), and the target never appears.
+/// checksum, the archive sha256), the target never appears, and the error says what to do.
 pub fn corrupted_stored_archive_stops_the_deploy_before_the_promote(host: Host) {
     let env = Env::new(host);
     let anchor = env.real_recipe(&env.anchor);
@@ -1588,14 +1588,15 @@ pub fn corrupted_stored_archive_stops_the_deploy_before_the_promote(host: Host) 
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
     std::fs::write(&archive, &bytes).unwrap();
-    let out = env.deploy(&plan, &[]).output();
-    let e = stderr(&out);
-    assert!(matches!(out.status.code(), Some(1 | 2)), "{e}");
+    // A failed check (exit 1) whichever check sees it first: the stream's decoder used to
+    // make it "could not run" (exit 2), with nothing to do about it.
+    let e = stderr(&env.deploy(&plan, &[]).expect_code(1));
     assert!(
         e.contains(&format!("artifact {}: corrupt", archive.display()))
             || e.contains(&format!("artifact {}: expected sha256", archive.display())),
         "{e}"
     );
+    assert!(e.contains("pack the tree again"), "{e}");
     assert!(!env.target.exists());
     env.assert_absent_or_complete(&anchor);
     assert_eq!(env.leftovers(), Vec::<String>::new());
