@@ -110,8 +110,7 @@ pub fn connect(
     if opts.ssh_config.is_none() {
         opts.ssh_config = plan_config.cloned();
     }
-    sealpush::remote::connect(destination, &opts)
-        .with_context(|| format!("connecting to {destination}"))
+    sealpush::remote::connect(destination, &opts).map_err(|e| super::connect_error(e, destination))
 }
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {

@@ -106,6 +106,15 @@ pub fn exit_status(result: anyhow::Result<Exit>) -> ExitCode {
     }
 }
 
+/// A failed connection as the commands report it: ssh's own failure already names the host
+/// ("cannot connect to h: ..."), which a context would say twice; anything else gets it.
+pub fn connect_error(e: sealpush::remote::RemoteError, host: &str) -> anyhow::Error {
+    match e {
+        e @ sealpush::remote::RemoteError::Connect { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("connecting to {host}")),
+    }
+}
+
 /// A command for the host (`--probe`, `--check`) must say something to run: an empty one ran
 /// an empty command and recorded its success, which proves nothing about the host.
 pub fn non_blank_command(cmd: &str) -> Result<String, String> {

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use sealpush::deploy;
 
 use super::{CheckFailed, Exit, Globals, SshArgs};
@@ -38,7 +37,7 @@ pub struct Args {
 
 pub fn run(args: Args, globals: &Globals) -> anyhow::Result<Exit> {
     let remote = sealpush::remote::connect(&args.host, &args.ssh.options())
-        .with_context(|| format!("connecting to {}", args.host))?;
+        .map_err(|e| super::connect_error(e, &args.host))?;
     let progress = globals.progress();
     let report = deploy::status(remote.as_ref(), &args.target, progress.as_ref())
         // The error names its step and path ("status: lstat /srv/app: ..."); no context.
