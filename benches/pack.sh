@@ -20,7 +20,8 @@
 #
 # Env: SEALPUSH (binary; default $CARGO_TARGET_DIR/release/sealpush or target/release/sealpush),
 #      PAIRS (default 5, minimum 5), WHAT (default "large small"), FORMATS (default "tar.zst tar.gz"),
-#      BENCH_TMP (scratch directory on the same disk, default a new dir under /tmp).
+#      BENCH_TMP (where the scratch directory is made, default /tmp; /dev/shm keeps the
+#      archives out of the disk's noise).
 set -euo pipefail
 
 CORPUS=${1:-/tmp/corpus}
@@ -47,7 +48,9 @@ for w in $WHAT; do
   fi
 done
 
-TMP=${BENCH_TMP:-$(mktemp -d /tmp/pack-bench.XXXXXX)}
+# A directory of its own inside BENCH_TMP: the cleanup removes it, never BENCH_TMP itself
+# (BENCH_TMP=/dev/shm used to have all of /dev/shm emptied at the end).
+TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/pack-bench.XXXXXX")
 mkdir -p "$TMP"
 cleanup() { rm -rf "$TMP"; }
 trap cleanup EXIT
