@@ -323,15 +323,8 @@ fn read_whole(
     stamp: &Stamp,
 ) -> Result<(Vec<u8>, Digest), PackError> {
     use sha2::Digest as _;
-    let mut file = dirs.open(path)?;
-    // Read into spare capacity (no zeroing of the buffer first: 850 MB of memset on the small
-    // corpus), at most `size` bytes (no end-of-file probe: a file that grew has a new size,
-    // which `check_unchanged` sees).
-    let mut data = Vec::with_capacity(size as usize);
-    (&mut file)
-        .take(size)
-        .read_to_end(&mut data)
-        .map_err(io_err(path))?;
+    let file = dirs.open(path)?;
+    let data = read_up_to(&file, size as usize).map_err(io_err(path))?;
     if (data.len() as u64) < size {
         return Err(PackError::Changed {
             path: path.to_path_buf(),
@@ -341,6 +334,38 @@ fn read_whole(
     check_unchanged(path, &file, size, stamp)?;
     let digest = Digest(sha2::Sha256::digest(&data).into());
     Ok((data, digest))
+}
+
+/// Reads at most `size` bytes of `file` into a new buffer: fewer only at end of file. The bytes
+/// go straight into the buffer's spare capacity (zeroing it first would be 850 MB of memset on
+/// the small corpus), in one read(2) for a regular file that has them. std's `read_to_end`
+/// through `Take` caps its first read at 8 KiB, which cost a second syscall for every file
+/// over that size: half of the small corpus, 53,000 of its 153,000 reads. No end-of-file
+/// probe either: a file that grew has a new size, which `check_unchanged` sees.
+fn read_up_to(file: &fs::File, size: usize) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut data: Vec<u8> = Vec::with_capacity(size);
+    while data.len() < size {
+        let want = size - data.len();
+        let spare = &mut data.spare_capacity_mut()[..want];
+        // SAFETY: read(2) writes at most `spare.len()` bytes at the start of `spare`, memory
+        // this Vec owns and nothing else refers to; `set_len` below counts only those bytes.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        match n {
+            0 => break,
+            n if n > 0 => {
+                // SAFETY: the first `n` bytes of the spare capacity were just written.
+                unsafe { data.set_len(data.len() + n as usize) };
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(data)
 }
 
 type Prefetched = Vec<Result<(Vec<u8>, Digest), PackError>>;
@@ -695,6 +720,31 @@ fn consume<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whole files of every size around std's 8 KiB first read and the small corpus' 16 KiB,
+    /// a size larger than the file (it shrank: what is there, no error), and never more than
+    /// asked for (it grew: `check_unchanged` finds that).
+    #[test]
+    fn read_up_to_reads_exactly_what_is_asked_or_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 8191, 8192, 8193, 16384, 300_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            fs::write(&p, &data).unwrap();
+            let f = fs::File::open(&p).unwrap();
+            assert_eq!(read_up_to(&f, len).unwrap(), data, "{len}");
+            let f = fs::File::open(&p).unwrap();
+            assert_eq!(read_up_to(&f, len + 10).unwrap(), data, "shrank: {len}");
+            if len > 0 {
+                let f = fs::File::open(&p).unwrap();
+                assert_eq!(
+                    read_up_to(&f, len - 1).unwrap(),
+                    data[..len - 1],
+                    "grew: {len}"
+                );
+            }
+        }
+    }
 
     /// Deterministic, moderately compressible bytes (so zstd has real work in every job).
     fn data(len: usize) -> Vec<u8> {
