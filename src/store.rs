@@ -159,6 +159,11 @@ pub enum StoreError {
     StoreInTree { store: PathBuf, tree: PathBuf },
     #[error("{path}: is not a directory; remove it so that the store can create its own")]
     NotADirectory { path: PathBuf },
+    #[error(
+        "{path} is not a sealpush store (it has neither artifacts/ nor tmp/), so gc removed \
+         nothing from it: give the store with --store or SEALPUSH_STORE"
+    )]
+    NotAStore { path: PathBuf },
 }
 
 impl StoreError {
@@ -633,6 +638,14 @@ impl Store {
     /// artifact: any other error (too many open files, EIO, EACCES) stops gc, before anything
     /// is removed when it is met while looking.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<GcItem>, StoreError> {
+        // A directory with neither part of the layout is no store (a mistyped --store, a home
+        // directory): everything in it would count as "not part of the layout".
+        let part = |sub| fs::symlink_metadata(self.root.join(sub)).is_ok();
+        if !part("artifacts") && !part("tmp") && read_dir_or_empty(&self.root)?.next().is_some() {
+            return Err(StoreError::NotAStore {
+                path: self.root.clone(),
+            });
+        }
         let mut out = Vec::new();
         let now = SystemTime::now();
         let tmp = self.root.join("tmp");
