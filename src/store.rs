@@ -707,9 +707,19 @@ impl Store {
             }
         }
         if !dry_run {
+            let tmp_root = self.root.join("tmp");
+            // A condemned artifact is moved into tmp/ first: a store opened for reading may
+            // have lost it.
+            if examined.iter().any(Option::is_some) {
+                match fs::create_dir(&tmp_root) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(io_at(&tmp_root)(e))
+                    }
+                    _ => {}
+                }
+            }
             // Once more just before removing: the layout may have changed since `open`.
             self.check_layout_of_what_is_there()?;
-            let tmp_root = self.root.join("tmp");
             for (item, stamp) in out.iter_mut().zip(&examined) {
                 if let Some(stamp) = stamp {
                     if !remove_examined(&item.path, *stamp, &tmp_root)? {

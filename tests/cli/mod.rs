@@ -552,6 +552,22 @@ fn gc_of_a_directory_that_is_no_store_removes_nothing() {
     sealpush(d, ["store", "gc", "--store", "empty"]).ok();
 }
 
+/// `store gc` of a store that lost its `tmp/` (read-only commands no longer create it) still
+/// removes a broken artifact, which it moves into `tmp/` first: it stopped at "tmp: No such
+/// file or directory".
+#[test]
+fn gc_removes_a_broken_artifact_from_a_store_without_tmp() {
+    let tmp = packed();
+    let d = tmp.path();
+    let arts = d.join("s/artifacts");
+    let id = fs::read_dir(&arts).unwrap().next().unwrap().unwrap().path();
+    fs::remove_file(id.join("meta.json")).unwrap();
+    fs::remove_dir(d.join("s/tmp")).unwrap();
+    let out = sealpush(d, ["store", "gc", "--store", "s"]).ok();
+    assert!(stdout(&out).contains("broken"), "{}", stdout(&out));
+    assert_eq!(fs::read_dir(&arts).unwrap().count(), 0);
+}
+
 /// Preflight's reasons speak to the operator: a probe's failure gives its exit status as a
 /// number (it printed Rust's `Some(4)`), and a missing --staging directory says to choose
 /// another --staging (it said "another target", which would not help).
