@@ -159,6 +159,11 @@ pub enum StoreError {
     StoreInTree { store: PathBuf, tree: PathBuf },
     #[error("{path}: is not a directory; remove it so that the store can create its own")]
     NotADirectory { path: PathBuf },
+    #[error(
+        "{path} is not a sealpush store (it has neither artifacts/ nor tmp/), so gc removed \
+         nothing from it: give the store with --store or SEALPUSH_STORE"
+    )]
+    NotAStore { path: PathBuf },
 }
 
 impl StoreError {
@@ -633,6 +638,14 @@ impl Store {
     /// artifact: any other error (too many open files, EIO, EACCES) stops gc, before anything
     /// is removed when it is met while looking.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<GcItem>, StoreError> {
+        // A directory with neither part of the layout is no store (a mistyped --store, a home
+        // directory): everything in it would count as "not part of the layout".
+        let part = |sub| fs::symlink_metadata(self.root.join(sub)).is_ok();
+        if !part("artifacts") && !part("tmp") && read_dir_or_empty(&self.root)?.next().is_some() {
+            return Err(StoreError::NotAStore {
+                path: self.root.clone(),
+            });
+        }
         let mut out = Vec::new();
         let now = SystemTime::now();
         let tmp = self.root.join("tmp");
@@ -694,9 +707,19 @@ impl Store {
             }
         }
         if !dry_run {
+            let tmp_root = self.root.join("tmp");
+            // A condemned artifact is moved into tmp/ first: a store opened for reading may
+            // have lost it.
+            if examined.iter().any(Option::is_some) {
+                match fs::create_dir(&tmp_root) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(io_at(&tmp_root)(e))
+                    }
+                    _ => {}
+                }
+            }
             // Once more just before removing: the layout may have changed since `open`.
             self.check_layout_of_what_is_there()?;
-            let tmp_root = self.root.join("tmp");
             for (item, stamp) in out.iter_mut().zip(&examined) {
                 if let Some(stamp) = stamp {
                     if !remove_examined(&item.path, *stamp, &tmp_root)? {

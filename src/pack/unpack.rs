@@ -546,10 +546,15 @@ fn unpack_with(
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        // ENOTDIR: a parent is a file; name it, not DEST (which is not there to be wrong).
+        // ENOTDIR: an ancestor is a file; name it, not DEST or the names between (which are
+        // not there to be wrong).
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-            let parent = dest.parent().unwrap_or(dest);
-            return Err(io_at(parent)(e));
+            let file = dest
+                .ancestors()
+                .skip(1)
+                .find(|a| fs::symlink_metadata(a).is_ok_and(|m| !m.is_dir()))
+                .unwrap_or(dest);
+            return Err(io_at(file)(e));
         }
         Err(e) => return Err(io_at(dest)(e)),
     }

@@ -525,6 +525,49 @@ fn commands_that_read_the_store_create_none() {
     assert!(typo.join("artifacts").is_dir());
 }
 
+/// `store gc` given a directory that is no store (neither `artifacts/` nor `tmp/`: a mistyped
+/// --store, a home directory) removes nothing from it: it used to remove every entry as "not
+/// part of the store layout".
+#[test]
+fn gc_of_a_directory_that_is_no_store_removes_nothing() {
+    let tmp = packed();
+    let d = tmp.path();
+    fs::write(d.join("host/precious"), "x").unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["store", "gc", "--store", "host"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = sealpush(d, &args).expect_code(2);
+        assert!(
+            stderr(&out).contains("is not a sealpush store"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stdout(&out), "");
+    }
+    assert_eq!(fs::read(d.join("host/precious")).unwrap(), b"x");
+    // An empty directory is an empty store, as one that is not there.
+    fs::create_dir(d.join("empty")).unwrap();
+    sealpush(d, ["store", "gc", "--store", "empty"]).ok();
+}
+
+/// `store gc` of a store that lost its `tmp/` (read-only commands no longer create it) still
+/// removes a broken artifact, which it moves into `tmp/` first: it stopped at "tmp: No such
+/// file or directory".
+#[test]
+fn gc_removes_a_broken_artifact_from_a_store_without_tmp() {
+    let tmp = packed();
+    let d = tmp.path();
+    let arts = d.join("s/artifacts");
+    let id = fs::read_dir(&arts).unwrap().next().unwrap().unwrap().path();
+    fs::remove_file(id.join("meta.json")).unwrap();
+    fs::remove_dir(d.join("s/tmp")).unwrap();
+    let out = sealpush(d, ["store", "gc", "--store", "s"]).ok();
+    assert!(stdout(&out).contains("broken"), "{}", stdout(&out));
+    assert_eq!(fs::read_dir(&arts).unwrap().count(), 0);
+}
+
 /// Preflight's reasons speak to the operator: a probe's failure gives its exit status as a
 /// number (it printed Rust's `Some(4)`), and a missing --staging directory says to choose
 /// another --staging (it said "another target", which would not help).

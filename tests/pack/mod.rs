@@ -2599,5 +2599,9 @@ fn unpack_under_a_file_names_the_file() {
     let err = stderr(&out);
     assert!(err.contains(": file: Not a directory"), "{err}");
     assert!(!err.contains("file/x: Not a directory"), "{err}");
+    // Deeper, the file is still what is named: `file/x` does not exist to be wrong.
+    let out = sealpush(tmp.path(), ["unpack", "t", "file/x/y/d", "--store", "s"]).expect_code(2);
+    let err = stderr(&out);
+    assert!(err.contains(": file: Not a directory"), "{err}");
     assert_eq!(fs::read(tmp.path().join("file")).unwrap(), b"kept");
 }
