@@ -311,9 +311,19 @@ impl Journal {
                 path: dir.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            // A run of this plan that made it meanwhile and ended: numbered after its records.
+            // A run of this plan that made it meanwhile (it may have been cut off, leaving work
+            // this run's empty history knows nothing of): this run decided on a stale reading,
+            // and stops before its first step, changing nothing.
             let (file, records) = open_locked(&self.path)?;
-            self.seq = self.seq.max(records.last().map_or(0, |r| r.seq));
+            if !records.is_empty() {
+                return Err(DeployError::LocalState {
+                    path: self.path.clone(),
+                    reason: "another run of this plan on this machine started this journal \
+                             meanwhile; nothing was changed: run this again, which reads what \
+                             that run did"
+                        .into(),
+                });
+            }
             self.file = Some(file);
         }
         let file = self.file.as_mut().expect("opened above");
@@ -468,6 +478,38 @@ pub fn human_age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A journal opened lazily (its plan's dir absent) that finds, at its first record, that
+    /// another run of the plan started the journal meanwhile refuses to record: its decisions
+    /// were taken on an empty history. Nothing is appended. One whose dir stays its own
+    /// records as usual.
+    #[test]
+    fn a_lazy_journal_refuses_a_journal_another_run_started_meanwhile() {
+        let remote = crate::remote::local::LocalRemote::new();
+        let state = tempfile::tempdir().unwrap();
+        let plan = Digest::of(b"plan");
+        let mut lazy = Journal::open_lazily(state.path(), &plan).unwrap();
+        assert!(!state.path().join("deploys").exists());
+        {
+            let mut other = Journal::open(&StateDir::open(state.path(), &plan).unwrap()).unwrap();
+            other
+                .record(&remote, Step::WorkDir, Phase::Intent, "")
+                .unwrap();
+        }
+        let e = lazy
+            .record(&remote, Step::Lock, Phase::Intent, "")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("started this journal meanwhile"),
+            "{e}"
+        );
+        assert_eq!(read_records(lazy.path()).unwrap().len(), 1);
+
+        let alone = tempfile::tempdir().unwrap();
+        let mut lazy = Journal::open_lazily(alone.path(), &plan).unwrap();
+        lazy.record(&remote, Step::Lock, Phase::Intent, "").unwrap();
+        assert_eq!(read_records(lazy.path()).unwrap().len(), 1);
+    }
 
     #[test]
     fn history_restarts_after_reset_and_ignores_torn_lines() {

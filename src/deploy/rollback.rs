@@ -314,6 +314,8 @@ pub fn rollback(
     // This plan's local journal, held (see `Journal::open`) for the whole rollback: a deploy
     // of the same plan running on this machine meanwhile would be undone under its feet.
     // Made only when the rollback writes to it: one that refuses its receipt leaves no state.
+    // Until then it is not held; a run of the plan that starts the journal in that window
+    // makes this rollback stop at its first record, before it changes anything.
     let mut journal = match &opts.local_state {
         Some(dir) => Some(journal::Journal::open_lazily(dir, &receipt.plan_digest)?),
         None => None,
