@@ -254,33 +254,28 @@ impl Store {
 
     /// [`Store::check_layout`] of the parts that exist.
     fn check_layout_of_what_is_there(&self) -> Result<(), StoreError> {
-        for sub in ["artifacts", "tmp"] {
-            let path = self.root.join(sub);
-            match fs::symlink_metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_at(&path)(e)),
-                Ok(md) if md.file_type().is_symlink() => {
-                    return Err(StoreError::LinkedLayout { path })
-                }
-                Ok(md) if !md.is_dir() => return Err(StoreError::NotADirectory { path }),
-                Ok(_) => {}
-            }
-        }
-        Ok(())
+        self.check_parts(false)
     }
 
     /// Refuses a `tmp/` or `artifacts/` that is a symlink (or not a directory): gc removes what
     /// it finds in them and add writes there, which through a link would act outside the store.
     /// The root itself may be a link: that is the user's choice of place.
     fn check_layout(&self) -> Result<(), StoreError> {
+        self.check_parts(true)
+    }
+
+    /// Both parts of the layout checked; a missing one is an error only when `required`.
+    fn check_parts(&self, required: bool) -> Result<(), StoreError> {
         for sub in ["artifacts", "tmp"] {
             let path = self.root.join(sub);
-            let md = fs::symlink_metadata(&path).map_err(io_at(&path))?;
-            if md.file_type().is_symlink() {
-                return Err(StoreError::LinkedLayout { path });
-            }
-            if !md.is_dir() {
-                return Err(StoreError::NotADirectory { path });
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+                Err(e) => return Err(io_at(&path)(e)),
+                Ok(md) if md.file_type().is_symlink() => {
+                    return Err(StoreError::LinkedLayout { path })
+                }
+                Ok(md) if !md.is_dir() => return Err(StoreError::NotADirectory { path }),
+                Ok(_) => {}
             }
         }
         Ok(())

@@ -1448,7 +1448,7 @@ async fn make_dir(c: Ctx<'_>, path: &Path, mode: u32) -> Result<()> {
             path: path.to_path_buf(),
             reason: format!(
                 "replaced by a {} right after it was created",
-                format!("{:?}", seen.kind).to_lowercase()
+                seen.kind.noun()
             ),
         });
     }
