@@ -138,6 +138,7 @@ mod tests {
             "root@::1",
             "ssh://contabo",
             "ssh://deploy@host:2222",
+            "SSH://deploy@host:2222",
             "ssh://deploy@host/",
             "ssh://[::1]:22",
             "ssh://[::1]",

@@ -139,7 +139,9 @@ pub fn parse_host(host: &str) -> Result<String, String> {
     if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("contains a blank or control character: {FORMS}"));
     }
-    let (authority, uri) = match host.strip_prefix("ssh://") {
+    // ssh reads the scheme without regard to case (`SSH://h:99999` is the URI form too).
+    let scheme = host.get(..6).filter(|s| s.eq_ignore_ascii_case("ssh://"));
+    let (authority, uri) = match scheme.map(|s| &host[s.len()..]) {
         Some(rest) => match rest.split_once('/') {
             Some((_, path)) if !path.is_empty() => {
                 return Err(

@@ -300,6 +300,7 @@ fn a_host_that_names_no_host_is_refused_before_connecting() {
         ("ssh://deploy@", "no host name"),
         ("root@", "no host name"),
         ("ssh://h:99999", "port 99999"),
+        ("SSH://h:99999", "port 99999"),
         ("ssh://h:", "port"),
         ("ssh://h:22/opt/app", "path"),
         ("a b", "blank"),
