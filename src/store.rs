@@ -159,6 +159,8 @@ pub enum StoreError {
     StoreInTree { store: PathBuf, tree: PathBuf },
     #[error("{path}: is not a directory; remove it so that the store can create its own")]
     NotADirectory { path: PathBuf },
+    #[error("{path}: is not a directory, so it cannot be a store: give --store (or SEALPUSH_STORE) a directory")]
+    RootNotADirectory { path: PathBuf },
     #[error(
         "{path} is not a sealpush store (it has neither artifacts/ nor tmp/), so gc removed \
          nothing from it: give the store with --store or SEALPUSH_STORE"
@@ -227,6 +229,7 @@ impl Store {
             Some(d) => d.to_path_buf(),
             None => default_location()?,
         };
+        refuse_a_file_root(&root)?;
         for sub in ["artifacts", "tmp"] {
             let p = root.join(sub);
             if fs::symlink_metadata(&p).is_err() {
@@ -247,6 +250,7 @@ impl Store {
             Some(d) => d.to_path_buf(),
             None => default_location()?,
         };
+        refuse_a_file_root(&root)?;
         let store = Store { root };
         store.check_layout_of_what_is_there()?;
         Ok(store)
@@ -732,6 +736,17 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// A store root that exists (through a symlink, which is allowed) but is not a directory: said
+/// of the root, not of the `artifacts/` that cannot be made or read under it.
+fn refuse_a_file_root(root: &Path) -> Result<(), StoreError> {
+    match fs::metadata(root) {
+        Ok(md) if !md.is_dir() => Err(StoreError::RootNotADirectory {
+            path: root.to_path_buf(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -620,3 +620,28 @@ fn an_empty_host_command_is_refused() {
         );
     }
 }
+
+/// `--store` naming a regular file is refused by name, by the commands that write the store
+/// and those that read it, and the file is left as it was. The error named `FILE/artifacts`,
+/// a path that cannot exist, with "Not a directory".
+#[test]
+fn a_store_that_is_a_file_is_named_as_such() {
+    let tmp = packed();
+    let d = tmp.path();
+    fs::write(d.join("notes"), "mine").unwrap();
+    for args in [
+        &["pack", "t", "--store", "notes"][..],
+        &["store", "list", "--store", "notes"],
+        &["verify", "t", "--store", "notes"],
+    ] {
+        let out = sealpush(d, args).output();
+        assert!(!out.status.success(), "{args:?}");
+        let e = stderr(&out);
+        assert!(
+            e.contains("notes: is not a directory, so it cannot be a store"),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("notes/artifacts"), "{args:?}: {e}");
+    }
+    assert_eq!(fs::read_to_string(d.join("notes")).unwrap(), "mine");
+}
