@@ -870,17 +870,7 @@ pub fn rollback_by_plan_refuses_a_host_receipt_that_is_not_the_plans(host: Host)
     env.deploy(&plan, &[]).ok();
     let backup = env.parent.join("iu-cutter-v0.6-backup");
     copy_tree(&env.target, &backup);
-    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
-    let receipt = std::fs::read_dir(&work)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("receipt-")
-        })
-        .expect("a host receipt");
+    let receipt = env.host_receipt();
     let original = std::fs::read(&receipt).unwrap();
     let elsewhere = env.tmp.path().join("another-machine");
     let cases: [(Edit, &[&str]); 2] = [
@@ -2230,17 +2220,7 @@ fn a_receipt_with_fields_this_version_does_not_know_is_refused_everywhere() {
     let plan = env.plan();
     env.deploy(&plan, &[]).ok();
     let local = env.state_file("receipt.json");
-    let host = std::fs::read_dir(env.parent.join(".sealpush/iu-cutter-v0.6"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("receipt-")
-        })
-        .unwrap();
+    let host = env.host_receipt();
     let original = std::fs::read(&local).unwrap();
     let mut r: serde_json::Value = serde_json::from_slice(&original).unwrap();
     r["tool_version"] = "sealpush 99.0.0".into();
@@ -2321,17 +2301,7 @@ fn a_refused_receipt_leaves_no_local_state_dir() {
     }
     // By the plan, with the host's receipt (none in the fresh state dir) edited to name
     // another staging.
-    let host = std::fs::read_dir(env.parent.join(".sealpush/iu-cutter-v0.6"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("receipt-")
-        })
-        .unwrap();
+    let host = env.host_receipt();
     std::fs::copy(edit("staging", "/elsewhere".into()), &host).unwrap();
     let out = env.rollback(&plan, &state_dir).expect_code(2);
     assert!(

@@ -344,6 +344,20 @@ impl Env {
             .expect("a deployed plan's state dir")
     }
 
+    /// The host's copy of the receipt of the one plan this env deployed, beside its lock.
+    pub fn host_receipt(&self) -> PathBuf {
+        std::fs::read_dir(self.parent.join(".sealpush/iu-cutter-v0.6"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("receipt-")
+            })
+            .expect("a host receipt")
+    }
+
     pub fn deploy(&self, plan: &Path, extra: &[&str]) -> TestCommand {
         let mut args: Vec<std::ffi::OsString> = vec!["deploy".into(), plan.into()];
         args.extend(extra.iter().map(Into::into));
