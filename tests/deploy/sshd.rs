@@ -1031,6 +1031,27 @@ fn work_dir(env: &Env) -> std::path::PathBuf {
         .join(env.target.file_name().unwrap())
 }
 
+/// `sealpush rollback` on `plan` passes and leaves the host exactly as `before` (`what` names
+/// the case in the failure).
+fn rolled_back_to(
+    env: &Env,
+    plan: &Path,
+    before: &std::collections::BTreeMap<std::path::PathBuf, String>,
+    what: &str,
+) {
+    let re = env.rollback(plan, &[]).ok();
+    assert!(
+        stdout(&re).ends_with("verdict: PASS\n"),
+        "{what}: {}",
+        stdout(&re)
+    );
+    assert_eq!(
+        env.snapshot(),
+        *before,
+        "{what}: host not exactly as before"
+    );
+}
+
 /// Writes at the lock's name what a run of `action` of another plan, with process `pid` on
 /// this machine, would have written there.
 fn plant_foreign_lock(env: &Env, pid: u32, action: &str) -> Vec<u8> {
@@ -1152,17 +1173,7 @@ fn a_rollback_killed_holding_its_lock_is_finished_by_running_it_again() {
         let lock: serde_json::Value =
             serde_json::from_slice(&std::fs::read(work_dir(&env).join("lock")).unwrap()).unwrap();
         assert_eq!(lock["action"], "rollback", "{fault}: {lock}");
-        let re = env.rollback(&plan, &[]).ok();
-        assert!(
-            stdout(&re).ends_with("verdict: PASS\n"),
-            "{fault}: {}",
-            stdout(&re)
-        );
-        assert_eq!(
-            env.snapshot(),
-            before,
-            "{fault}: host not exactly as before"
-        );
+        rolled_back_to(&env, &plan, &before, fault);
     }
 }
 
@@ -1546,16 +1557,6 @@ fn an_automatic_rollback_killed_is_finished_by_rollback_on_the_plan() {
             work_dir(&env).join("lock").exists(),
             "{fault}: no lock left"
         );
-        let re = env.rollback(&plan, &[]).ok();
-        assert!(
-            stdout(&re).ends_with("verdict: PASS\n"),
-            "{fault}: {}",
-            stdout(&re)
-        );
-        assert_eq!(
-            env.snapshot(),
-            before,
-            "{fault}: host not exactly as before"
-        );
+        rolled_back_to(&env, &plan, &before, fault);
     }
 }
