@@ -206,10 +206,7 @@ fn a_run_refused_the_lock_removes_the_work_dirs_it_made() {
     let _log = sshd.log_on_panic();
     let env = ssh_env(sshd);
     let before = env.snapshot();
-    let plan_a = env.tmp.path().join("plan-a.json");
-    std::fs::rename(env.plan(), &plan_a).unwrap();
-    let plan_b = env.plan();
-    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let (plan_a, plan_b, work) = two_plans(&env);
     let gate = env.tmp.path().join("gate-b");
     let gated = |step: &str| gate.with_extension(format!("{step}.reached"));
     let mut b = env
@@ -278,10 +275,7 @@ fn a_run_refused_the_lock_says_which_work_dir_it_made_stays() {
     let _log = sshd.log_on_panic();
     let env = ssh_env(sshd);
     let before = env.snapshot();
-    let plan_a = env.tmp.path().join("plan-a.json");
-    std::fs::rename(env.plan(), &plan_a).unwrap();
-    let plan_b = env.plan();
-    let work = env.parent.join(".sealpush/iu-cutter-v0.6");
+    let (plan_a, plan_b, work) = two_plans(&env);
     let b = env.deploy_paused_at(&plan_b, &[], "lock");
     env.deploy_killed(&plan_a, "abort-after:lock");
     b.release();
@@ -1029,6 +1023,13 @@ fn work_dir(env: &Env) -> std::path::PathBuf {
     env.parent
         .join(".sealpush")
         .join(env.target.file_name().unwrap())
+}
+
+/// Two plans of the one target, A made first (`plan-a.json`), and the work dir both lock in.
+fn two_plans(env: &Env) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let plan_a = env.tmp.path().join("plan-a.json");
+    std::fs::rename(env.plan(), &plan_a).unwrap();
+    (plan_a, env.plan(), work_dir(env))
 }
 
 /// `sealpush rollback` on `plan` passes and leaves the host exactly as `before` (`what` names
