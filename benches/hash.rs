@@ -3,7 +3,7 @@
 //! Each class is a tree of seeded pseudo-random files (same bytes every run), written once
 //! outside the timed loop; the timed body is the whole local recipe (walk, sort, tokenize, hash,
 //! format) on a warm page cache, as `sealpush hash` runs it. `cargo bench --bench hash` takes
-//! about a minute here.
+//! about a minute here; `cargo bench --bench hash -- sha256` runs only the SHA-256 group.
 
 use std::path::Path;
 use std::time::Duration;
@@ -73,5 +73,43 @@ fn bench_hash(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_hash);
+/// SHA-256 alone, on buffers in memory: one message at a time (`sha2`) against
+/// [`sealpush::sha256_many::digest_many`], which `pack` uses for a batch of small files.
+fn bench_sha256(c: &mut Criterion) {
+    let mut group = c.benchmark_group("sha256");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    // 4 MiB per case: the size of one of pack's batches.
+    for size in [1usize << 10, 16 << 10, 256 << 10, 4 << 20] {
+        let bufs: Vec<Vec<u8>> = (0..(4 << 20) / size)
+            .map(|i| {
+                let mut b = vec![0u8; size];
+                fill(i as u64 + 1, &mut b);
+                b
+            })
+            .collect();
+        let inputs: Vec<&[u8]> = bufs.iter().map(|b| b.as_slice()).collect();
+        let label = format!("{}KiB", size >> 10);
+        group.throughput(Throughput::Bytes(4 << 20));
+        group.bench_with_input(
+            BenchmarkId::new("one-at-a-time", &label),
+            &inputs,
+            |b, i| {
+                b.iter(|| {
+                    i.iter()
+                        .map(|d| sealpush::digest::Digest::of(d))
+                        .collect::<Vec<_>>()
+                })
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("digest_many", &label), &inputs, |b, i| {
+            b.iter(|| sealpush::sha256_many::digest_many(i))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_hash, bench_sha256);
 criterion_main!(benches);

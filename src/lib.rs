@@ -14,6 +14,7 @@ pub mod plan;
 pub mod preflight;
 pub mod progress;
 pub mod remote;
+pub mod sha256_many;
 pub mod stamp;
 pub mod store;
 pub mod tree;

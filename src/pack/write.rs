@@ -315,14 +315,13 @@ impl DirCache {
     }
 }
 
-/// Reads a whole (small) file, hashing it, and checks it did not change.
+/// Reads a whole (small) file and checks it did not change.
 fn read_whole(
     dirs: &mut DirCache,
     path: &Path,
     size: u64,
     stamp: &Stamp,
-) -> Result<(Vec<u8>, Digest), PackError> {
-    use sha2::Digest as _;
+) -> Result<Vec<u8>, PackError> {
     let file = dirs.open(path)?;
     let data = read_up_to(&file, size as usize).map_err(io_err(path))?;
     if (data.len() as u64) < size {
@@ -332,8 +331,22 @@ fn read_whole(
         });
     }
     check_unchanged(path, &file, size, stamp)?;
-    let digest = Digest(sha2::Sha256::digest(&data).into());
-    Ok((data, digest))
+    Ok(data)
+}
+
+/// Reads a batch of small files, then hashes them together: four at a time with the SHA
+/// extensions ([`crate::sha256_many`]), where one at a time left the SHA unit mostly idle.
+fn read_batch(jobs: &[(PathBuf, u64, Stamp)]) -> Prefetched {
+    let mut dirs = DirCache::default();
+    let read: Vec<Result<Vec<u8>, PackError>> = jobs
+        .iter()
+        .map(|(p, size, stamp)| read_whole(&mut dirs, p, *size, stamp))
+        .collect();
+    let contents: Vec<&[u8]> = read.iter().flatten().map(|d| d.as_slice()).collect();
+    let mut digests = crate::sha256_many::digest_many(&contents).into_iter();
+    read.into_iter()
+        .map(|r| r.map(|d| (d, digests.next().expect("a digest per file read"))))
+        .collect()
 }
 
 /// Reads at most `size` bytes of `file` into a new buffer: fewer only at end of file. The bytes
@@ -414,13 +427,8 @@ fn produce(
             })
             .collect();
         rayon::spawn(move || {
-            let mut dirs = DirCache::default();
-            let out: Prefetched = jobs
-                .iter()
-                .map(|(p, size, stamp)| read_whole(&mut dirs, p, *size, stamp))
-                .collect();
             // The producer may have stopped on an error: nobody to tell.
-            let _ = btx.send(out);
+            let _ = btx.send(read_batch(&jobs));
         });
         brx
     };
