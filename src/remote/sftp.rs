@@ -407,7 +407,9 @@ impl SftpRemote {
             .and_then(|c| c.id())
     }
 
-    /// Hashes files (with optional size hints), many in flight; results in input order.
+    /// Hashes files (with optional size hints), many in flight; results in input order. A
+    /// small file read whole comes back unhashed and waits for others: they are hashed
+    /// [`HASH_TOGETHER`] at a time, four messages side by side ([`crate::sha256_many`]).
     fn hash_many(
         &self,
         files: &[(&Path, Option<u64>)],
@@ -416,18 +418,40 @@ impl SftpRemote {
         let c = self.ctx();
         let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
         let window = c.in_flight.max(HASH_FILES_IN_FLIGHT_NEAR);
+        let mut out: Vec<Option<Result<(Digest, u64)>>> = (0..files.len()).map(|_| None).collect();
+        let mut whole: Vec<(usize, Bytes)> = Vec::with_capacity(HASH_TOGETHER);
+        let hash_whole = |whole: &mut Vec<(usize, Bytes)>, out: &mut [Option<_>]| {
+            let contents: Vec<&[u8]> = whole.iter().map(|(_, b)| &b[..]).collect();
+            let digests = crate::sha256_many::digest_many(&contents);
+            for ((i, b), d) in whole.drain(..).zip(digests) {
+                out[i] = Some(Ok((d, b.len() as u64)));
+            }
+        };
         // No overall timeout: each request is bounded by op_timeout inside `hash_one`.
-        let mut out: Vec<(usize, Result<(Digest, u64)>)> = self.rt.block_on(
-            stream::iter(files.iter().enumerate())
+        self.rt.block_on(async {
+            let mut read = stream::iter(files.iter().enumerate())
                 .map(|(i, (p, hint))| {
                     let big = &big;
                     async move { (i, hash_one(c, p, *hint, big, progress).await) }
                 })
-                .buffer_unordered(window)
-                .collect(),
-        );
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, r)| r).collect()
+                .buffer_unordered(window);
+            while let Some((i, r)) = read.next().await {
+                match r {
+                    Ok(Read::Whole(b)) => {
+                        whole.push((i, b));
+                        if whole.len() == HASH_TOGETHER {
+                            hash_whole(&mut whole, &mut out);
+                        }
+                    }
+                    Ok(Read::Hashed(d, n)) => out[i] = Some(Ok((d, n))),
+                    Err(e) => out[i] = Some(Err(e)),
+                }
+            }
+        });
+        hash_whole(&mut whole, &mut out);
+        out.into_iter()
+            .map(|r| r.expect("a result for every file"))
+            .collect()
     }
 
     /// An error if `name` may be a lossy stand-in for a name that is not valid UTF-8 (see
@@ -1588,6 +1612,18 @@ fn after_first(asked: usize, got: usize, hint: Option<u64>) -> AfterFirst {
     }
 }
 
+/// What [`hash_one`] gives back.
+enum Read {
+    /// A small file read whole in one request: its bytes, to be hashed with others'.
+    Whole(Bytes),
+    /// Digest and size of a file read in pieces, hashed as they came.
+    Hashed(Digest, u64),
+}
+
+/// Whole small files hashed together by [`SftpRemote::hash_many`] (a multiple of the four
+/// lanes of [`crate::sha256_many`]; about 160 KiB of the `small` corpus).
+const HASH_TOGETHER: usize = 16;
+
 /// sha256 and size of one file, reading it to EOF (see [`after_first`]). A small file of the
 /// listed size: open, read, close (unawaited). Larger ones: after the first read, fstat gives
 /// the size and the remaining pieces are read with up to [`CHUNKS_PER_FILE`] requests in flight
@@ -1598,7 +1634,7 @@ async fn hash_one(
     hint: Option<u64>,
     big: &Semaphore,
     progress: &dyn Progress,
-) -> Result<(Digest, u64)> {
+) -> Result<Read> {
     let op = "hash";
     let file = c.t(op, path, c.sftp.open(path)).await?;
     let mut hasher = sha2::Sha256::new();
@@ -1611,18 +1647,20 @@ async fn hash_one(
     let first = c
         .t(op, path, f.read(chunk as u32, BytesMut::with_capacity(cap)))
         .await?;
-    if let Some(b) = &first {
-        hasher.update(b);
-        off = b.len() as u64;
-        progress.advance(b.len() as u64, 0);
-    }
     let after = after_first(chunk, first.as_ref().map_or(0, |b| b.len()), hint);
-    if after == AfterFirst::Whole {
-        // No end-of-file request; the close is sent by dropping the handle, without waiting.
-        drop(f);
-        drop(file);
-        progress.advance(0, 1);
-        return Ok((Digest(hasher.finalize().into()), off));
+    let read_some = first.is_some();
+    if let Some(b) = first {
+        progress.advance(b.len() as u64, 0);
+        if after == AfterFirst::Whole {
+            // No end-of-file request; the close is sent by dropping the handle, without
+            // waiting. The caller hashes the bytes together with other files'.
+            drop(f);
+            drop(file);
+            progress.advance(0, 1);
+            return Ok(Read::Whole(b.freeze()));
+        }
+        off = b.len() as u64;
+        hasher.update(&b);
     }
     if let AfterFirst::Pieces(piece) = after {
         let mut g = file.clone();
@@ -1663,7 +1701,7 @@ async fn hash_one(
             }
         }
     }
-    if first.is_some() {
+    if read_some {
         // Read until EOF: what sha256sum would have read.
         loop {
             let mut h = file.clone();
@@ -1689,7 +1727,7 @@ async fn hash_one(
     drop(f);
     drop(file);
     progress.advance(0, 1);
-    Ok((Digest(hasher.finalize().into()), off))
+    Ok(Read::Hashed(Digest(hasher.finalize().into()), off))
 }
 
 /// Uploads one local file by exclusive create; chunks of large files go with many requests in
