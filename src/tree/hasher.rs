@@ -4,7 +4,7 @@
 //! `threads × WINDOW`, whatever the file sizes.
 
 use std::cell::RefCell;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{FromRawFd, RawFd};
@@ -52,10 +52,57 @@ pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
     }
 }
 
-/// Opens `path` relative to `dirfd` the way sha256sum would (following symlinks) and hashes it.
-/// Opening is non-blocking, so a FIFO is reported instead of waiting for a writer. A directory
-/// gives EISDIR, as reading one through fopen does.
+/// Opens `path` relative to `dirfd` the way sha256sum would ([`open_at`]) and hashes it.
 pub fn hash_at(dirfd: RawFd, path: &CString) -> io::Result<Opened> {
+    match open_at(dirfd, path)? {
+        Open::File(file, size) => {
+            let (d, n) = hash_open(&file, size)?;
+            Ok(Opened::Hashed(d, n))
+        }
+        Open::Special(kind) => Ok(Opened::Special(kind)),
+    }
+}
+
+/// [`hash_at`] of several names in one directory, results in the order of `names`. Files below
+/// [`MMAP_MIN`] are read whole, then hashed together, four at a time side by side
+/// ([`crate::sha256_many`]); larger ones are hashed alone, as `hash_at` does.
+pub fn hash_many_at(dirfd: RawFd, names: &[&CStr]) -> Vec<io::Result<Opened>> {
+    let mut out: Vec<Option<io::Result<Opened>>> = Vec::with_capacity(names.len());
+    let mut small: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let r = open_at(dirfd, name).and_then(|opened| match opened {
+            Open::File(file, size) if size < MMAP_MIN => {
+                small.push((i, read_whole(&file, size)?));
+                Ok(None)
+            }
+            Open::File(file, size) => {
+                let (d, n) = hash_open(&file, size)?;
+                Ok(Some(Opened::Hashed(d, n)))
+            }
+            Open::Special(kind) => Ok(Some(Opened::Special(kind))),
+        });
+        out.push(r.transpose());
+    }
+    let contents: Vec<&[u8]> = small.iter().map(|(_, d)| d.as_slice()).collect();
+    let digests = crate::sha256_many::digest_many(&contents);
+    for ((i, data), d) in small.iter().zip(digests) {
+        out[*i] = Some(Ok(Opened::Hashed(d, data.len() as u64)));
+    }
+    out.into_iter()
+        .map(|r| r.expect("every name has a result"))
+        .collect()
+}
+
+/// An opened name: a regular file with fstat's size, or a kind that is not read.
+enum Open {
+    File(File, u64),
+    Special(super::FileKind),
+}
+
+/// Opens `path` relative to `dirfd` as sha256sum's fopen would (following symlinks),
+/// non-blocking, so a FIFO is reported instead of waiting for a writer. A directory gives
+/// EISDIR, as reading one through fopen does.
+fn open_at(dirfd: RawFd, path: &CStr) -> io::Result<Open> {
     // SAFETY: `path` is NUL-terminated; the returned descriptor is owned by `file` below.
     let fd = unsafe {
         libc::openat(
@@ -76,18 +123,50 @@ pub fn hash_at(dirfd: RawFd, path: &CString) -> io::Result<Opened> {
         return Err(io::Error::from_raw_os_error(libc::EISDIR));
     }
     if ft.is_fifo() {
-        return Ok(Opened::Special(super::FileKind::Fifo));
+        return Ok(Open::Special(super::FileKind::Fifo));
     }
     if ft.is_char_device() {
-        return Ok(Opened::Special(super::FileKind::CharDevice));
+        return Ok(Open::Special(super::FileKind::CharDevice));
     }
     if ft.is_block_device() {
-        return Ok(Opened::Special(super::FileKind::BlockDevice));
+        return Ok(Open::Special(super::FileKind::BlockDevice));
     }
     // O_NONBLOCK stays set: it has no effect on regular files (Linux open(2)), and clearing it
     // would cost a syscall per file.
-    let (d, n) = hash_open(&file, meta.len())?;
-    Ok(Opened::Hashed(d, n))
+    Ok(Open::File(file, meta.len()))
+}
+
+/// A small file's bytes to end of file, as [`read_all_into`] reads them (one read when fstat's
+/// size is right), into a buffer of its own.
+fn read_whole(file: &File, expect: u64) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    // One spare byte: a file of the expected size ends on a short read, with no second call.
+    let mut data: Vec<u8> = Vec::with_capacity(expect as usize + 1);
+    loop {
+        if data.len() == data.capacity() {
+            data.reserve(BUF);
+        }
+        let spare = data.spare_capacity_mut();
+        // SAFETY: read(2) writes at most `spare.len()` bytes at the start of `spare`, memory
+        // this Vec owns and nothing else refers to; `set_len` below counts only those bytes.
+        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(data);
+        }
+        let short = (n as usize) < spare.len();
+        // SAFETY: the first `n` bytes of the spare capacity were just written.
+        unsafe { data.set_len(data.len() + n as usize) };
+        if short && data.len() as u64 == expect && expect > 0 {
+            return Ok(data);
+        }
+    }
 }
 
 fn hash_open(file: &File, size: u64) -> io::Result<(Digest, u64)> {
@@ -181,6 +260,49 @@ mod tests {
             let (d, n) = hash_file(&p).unwrap();
             assert_eq!(n, size as u64);
             assert_eq!(d, Digest::of(&data), "size {size}");
+        }
+    }
+
+    /// `hash_many_at` gives each name what `hash_at` gives it, in order: small files hashed
+    /// together, a mapped one alone, and the errors and special files in their places.
+    #[test]
+    fn hash_many_at_answers_each_name_as_hash_at_does() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let mut names = Vec::new();
+        for (i, size) in [0usize, 1, 55, 56, 64, 4096, 9000, MMAP_MIN as usize + 3, 17]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(dir.path().join(format!("f{i}")), &data).unwrap();
+            names.push(format!("f{i}"));
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let fifo = CString::new(dir.path().join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        names.splice(3..3, ["missing".to_string(), "sub".to_string()]);
+        names.push("fifo".into());
+        let names: Vec<CString> = names
+            .into_iter()
+            .map(|n| CString::new(n).unwrap())
+            .collect();
+        let refs: Vec<&CStr> = names.iter().map(|n| n.as_c_str()).collect();
+        let d = File::open(dir.path()).unwrap();
+        let many = hash_many_at(d.as_raw_fd(), &refs);
+        assert_eq!(many.len(), names.len());
+        for (name, got) in names.iter().zip(many) {
+            let want = hash_at(d.as_raw_fd(), name);
+            let show = name.to_string_lossy();
+            match (got, want) {
+                (Ok(Opened::Hashed(a, n)), Ok(Opened::Hashed(b, m))) => {
+                    assert_eq!((a, n), (b, m), "{show}")
+                }
+                (Ok(Opened::Special(a)), Ok(Opened::Special(b))) => assert_eq!(a, b, "{show}"),
+                (Err(a), Err(b)) => assert_eq!(a.raw_os_error(), b.raw_os_error(), "{show}"),
+                (got, want) => panic!("{show}: {got:?} against {want:?}"),
+            }
         }
     }
 
