@@ -74,11 +74,14 @@ for w in $WHAT; do
     tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$w" | $gnu_comp > "$TMP/gnu.$fmt"
     ratios=(); sp_times=(); gnu_times=()
     for i in $(seq "$PAIRS"); do
-      rm -rf "$TMP/store" "$TMP/gnu.$fmt"
       # An untimed `sync` first, as in push.sh: no run pays for the writeback of the one
       # before it (a 2 GiB archive's writeback made whichever ran second up to 30% slower).
-      run_sp() { sync; t0=$(now); "$SEALPUSH" -q pack "$w" --format "$fmt" --level "$level" --store "$TMP/store" >/dev/null; t1=$(now); }
-      run_gnu() { sync; t2=$(now); tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$w" | $gnu_comp > "$TMP/gnu.$fmt"; t3=$(now); }
+      # Each run removes its own last output just before it, not both at the start of the
+      # pair: this VM hands memory that stayed free for about two seconds back to its host,
+      # and taking it back costs a fault per page. With both removed up front, whichever ran
+      # second wrote its 2 GiB into returned memory and took up to twice as long, either way.
+      run_sp() { rm -rf "$TMP/store"; sync; t0=$(now); "$SEALPUSH" -q pack "$w" --format "$fmt" --level "$level" --store "$TMP/store" >/dev/null; t1=$(now); }
+      run_gnu() { rm -f "$TMP/gnu.$fmt"; sync; t2=$(now); tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - "$w" | $gnu_comp > "$TMP/gnu.$fmt"; t3=$(now); }
       # Alternate which goes first as well.
       if [ $((i % 2)) = 1 ]; then run_sp; run_gnu; else run_gnu; run_sp; fi
       sp=$((t1 - t0)); gnu=$((t3 - t2))
