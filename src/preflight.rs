@@ -1220,29 +1220,28 @@ pub fn survey_anchor(
     // symlink targets; each directory's listing is also kept, in readdir order, for the
     // recipe's emulation.
     let mut listings: HashMap<Vec<u8>, Listing> = HashMap::from([(Vec::new(), Vec::new())]);
-    let mut shape = shape::walk_seen(remote, anchor, None, &mut |rel, meta| {
-        let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&rel[..i], &rel[i + 1..]),
-            None => (&[][..], rel),
-        };
-        listings
-            .entry(dir.to_vec())
-            .or_default()
-            .push((base.to_vec(), meta.kind));
-        if meta.kind == FileKind::Dir {
-            listings.entry(rel.to_vec()).or_default();
-        }
-    })?;
-
-    // Hash every regular file once, pipelined.
-    let (files, total) = shape.values().fold((0u64, 0u64), |(n, b), k| match k {
-        Kind::File { size, .. } => (n + 1, b + size),
-        _ => (n, b),
-    });
-    progress.start("hashing anchor", Some(total), Some(files));
-    let hashed = shape::hash_shape(remote, anchor, &mut shape, progress);
+    // The files are read as their directories are listed, so the total is not known up front.
+    progress.start("hashing anchor", None, None);
+    let walked = shape::walk_hashed(
+        remote,
+        anchor,
+        &mut |rel, meta| {
+            let (dir, base) = match rel.iter().rposition(|&b| b == b'/') {
+                Some(i) => (&rel[..i], &rel[i + 1..]),
+                None => (&[][..], rel),
+            };
+            listings
+                .entry(dir.to_vec())
+                .or_default()
+                .push((base.to_vec(), meta.kind));
+            if meta.kind == FileKind::Dir {
+                listings.entry(rel.to_vec()).or_default();
+            }
+        },
+        progress,
+    );
     progress.finish();
-    hashed?;
+    let shape = walked?;
     let mut specials = Vec::new();
     let entries: Vec<Entry> = shape
         .into_iter()

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
-use crate::remote::{FileKind, Meta, Remote, RemoteError};
+use crate::remote::{FileKind, Listed, Meta, Remote, RemoteError};
 
 /// What one name is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,8 +120,42 @@ pub fn walk_seen(
     expected: Option<&Shape>,
     seen: &mut dyn FnMut(&[u8], &Meta),
 ) -> Result<Shape, RemoteError> {
-    let mut early: std::collections::HashMap<Vec<u8>, Vec<crate::remote::DirEntry>> =
-        Default::default();
+    walk_listing(remote, root, expected, None, seen)
+}
+
+/// [`walk_seen`] and [`hash_shape`] in one: every regular file is read and hashed as soon as
+/// its directory's listing arrives ([`Remote::read_dirs_hashed`]), so over SFTP the reads use
+/// the time the walk spends waiting on the server. The result and the errors are those of the
+/// two calls in turn: a listing error first, as the walk reports it, then the first read error
+/// in the shape's order.
+pub fn walk_hashed(
+    remote: &dyn Remote,
+    root: &Path,
+    seen: &mut dyn FnMut(&[u8], &Meta),
+    progress: &dyn crate::progress::Progress,
+) -> Result<Shape, RemoteError> {
+    walk_listing(remote, root, None, Some(progress), seen)
+}
+
+/// The walk of [`walk_seen`]; with `hashing`, through [`Remote::read_dirs_hashed`].
+fn walk_listing(
+    remote: &dyn Remote,
+    root: &Path,
+    expected: Option<&Shape>,
+    hashing: Option<&dyn crate::progress::Progress>,
+    seen: &mut dyn FnMut(&[u8], &Meta),
+) -> Result<Shape, RemoteError> {
+    let list = |paths: &[PathBuf]| -> Vec<Result<Listed, RemoteError>> {
+        match hashing {
+            Some(progress) => remote.read_dirs_hashed(paths, progress),
+            None => remote
+                .read_dirs(paths)
+                .into_iter()
+                .map(|l| Ok(l?.into_iter().map(|e| (e, None)).collect()))
+                .collect(),
+        }
+    };
+    let mut early: std::collections::HashMap<Vec<u8>, Listed> = Default::default();
     if let Some(expected) = expected {
         let dirs: Vec<Vec<u8>> = std::iter::once(Vec::new())
             .chain(
@@ -132,13 +166,15 @@ pub fn walk_seen(
             )
             .collect();
         let paths: Vec<PathBuf> = dirs.iter().map(|rel| join(root, rel)).collect();
-        for (rel, listed) in dirs.into_iter().zip(remote.read_dirs(&paths)) {
+        for (rel, listed) in dirs.into_iter().zip(list(&paths)) {
             if let Ok(entries) = listed {
                 early.insert(rel, entries);
             }
         }
     }
     let mut shape = Shape::new();
+    // The read error of the first file in the shape's order, reported once the walk is done.
+    let mut unread: Option<(Vec<u8>, RemoteError)> = None;
     // Breadth-first, one level at a time, so the transport can list a level's directories
     // concurrently.
     let mut level: Vec<Vec<u8>> = vec![Vec::new()];
@@ -149,7 +185,7 @@ pub fn walk_seen(
             .filter(|rel| !early.contains_key(*rel))
             .map(|rel| join(root, rel))
             .collect();
-        let mut late = remote.read_dirs(&paths).into_iter();
+        let mut late = list(&paths).into_iter();
         let mut next = Vec::new();
         let mut links = Vec::new();
         for rel in &level {
@@ -157,14 +193,27 @@ pub fn walk_seen(
                 Some(entries) => entries,
                 None => late.next().expect("a listing for each late directory")?,
             };
-            for e in listed {
+            for (e, hashed) in listed {
                 let mut child = rel.clone();
                 if !child.is_empty() {
                     child.push(b'/');
                 }
                 child.extend_from_slice(&e.name);
                 seen(&child, &e.meta);
-                let k = kind_of(&e.meta);
+                let mut k = kind_of(&e.meta);
+                match (&mut k, hashed) {
+                    // As `hash_shape`: the size is what was read, so a comparison reports it.
+                    (Kind::File { size, sha256, .. }, Some(Ok((digest, n)))) => {
+                        *size = n;
+                        *sha256 = Some(digest);
+                    }
+                    (_, Some(Err(e)))
+                        if unread.as_ref().map_or(true, |(first, _)| child < *first) =>
+                    {
+                        unread = Some((child.clone(), e));
+                    }
+                    _ => {}
+                }
                 match &k {
                     Kind::Dir => next.push(child.clone()),
                     Kind::Symlink { .. } => links.push(child.clone()),
@@ -182,7 +231,10 @@ pub fn walk_seen(
         }
         level = next;
     }
-    Ok(shape)
+    match unread {
+        Some((_, e)) => Err(e),
+        None => Ok(shape),
+    }
 }
 
 /// Reads every file of `shape` back over the transport and fills in its digest; a read error

@@ -9,6 +9,8 @@
 pub mod local;
 pub mod sftp;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
@@ -219,6 +221,10 @@ impl RemoteError {
 
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
 
+/// A directory's entries, each regular file's with its digest and the bytes read (see
+/// [`Remote::read_dirs_hashed`]).
+pub type Listed = Vec<(DirEntry, Option<Result<(Digest, u64)>>)>;
+
 /// The operations sealpush performs on a host.
 pub trait Remote: Send + Sync {
     /// How the user named the host ("local", "contabo", "root@10.0.0.1").
@@ -242,6 +248,38 @@ pub trait Remote: Send + Sync {
     /// round trips lists them concurrently (SFTP: a walk of 1,111 directories in 0.45 s instead of 1.0 s).
     fn read_dirs(&self, paths: &[PathBuf]) -> Vec<Result<Vec<DirEntry>>> {
         paths.iter().map(|p| self.read_dir(p)).collect()
+    }
+    /// [`Remote::read_dirs`], and each regular file listed read and hashed as by
+    /// [`Remote::hash_files_sized`] with the listed size: `Some(result)` beside a file's entry,
+    /// `None` beside every other kind. A transport with round trips starts reading a
+    /// directory's files as soon as its listing arrives, while the other directories are still
+    /// being listed. The default lists everything first, then hashes.
+    fn read_dirs_hashed(&self, paths: &[PathBuf], progress: &dyn Progress) -> Vec<Result<Listed>> {
+        let listed = self.read_dirs(paths);
+        let files: Vec<(PathBuf, u64)> = paths
+            .iter()
+            .zip(&listed)
+            .filter_map(|(dir, l)| l.as_ref().ok().map(|l| (dir, l)))
+            .flat_map(|(dir, l)| {
+                l.iter()
+                    .filter(|e| e.meta.kind == FileKind::File)
+                    .map(|e| (dir.join(OsStr::from_bytes(&e.name)), e.meta.size))
+            })
+            .collect();
+        let mut hashed = self.hash_files_sized(&files, progress).into_iter();
+        listed
+            .into_iter()
+            .map(|l| {
+                Ok(l?
+                    .into_iter()
+                    .map(|e| {
+                        let h = (e.meta.kind == FileKind::File)
+                            .then(|| hashed.next().expect("a result for every file"));
+                        (e, h)
+                    })
+                    .collect())
+            })
+            .collect()
     }
     /// Target of a symlink, raw.
     fn read_link(&self, path: &Path) -> Result<PathBuf>;

@@ -45,7 +45,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -61,8 +61,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 
 use super::{
-    ConnectOptions, DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Meta, NewFile, Payload,
-    Remote, RemoteError, Result, StreamedFiles, STREAM_ENDED,
+    ConnectOptions, DirEntry, ExecOutput, FileKind, FsStats, HostFacts, Listed, Meta, NewFile,
+    Payload, Remote, RemoteError, Result, StreamedFiles, STREAM_ENDED,
 };
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -407,48 +407,22 @@ impl SftpRemote {
             .and_then(|c| c.id())
     }
 
-    /// Hashes files (with optional size hints), many in flight; results in input order. A
-    /// small file read whole comes back unhashed and waits for others: they are hashed
-    /// [`HASH_TOGETHER`] at a time, four messages side by side ([`crate::sha256_many`]).
+    /// Hashes files (with optional size hints), many in flight; results in input order.
     fn hash_many(
         &self,
         files: &[(&Path, Option<u64>)],
         progress: &dyn Progress,
     ) -> Vec<Result<(Digest, u64)>> {
         let c = self.ctx();
-        let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
-        let window = c.in_flight.max(HASH_FILES_IN_FLIGHT_NEAR);
-        let mut out: Vec<Option<Result<(Digest, u64)>>> = (0..files.len()).map(|_| None).collect();
-        let mut whole: Vec<(usize, Bytes)> = Vec::with_capacity(HASH_TOGETHER);
-        let hash_whole = |whole: &mut Vec<(usize, Bytes)>, out: &mut [Option<_>]| {
-            let contents: Vec<&[u8]> = whole.iter().map(|(_, b)| &b[..]).collect();
-            let digests = crate::sha256_many::digest_many(&contents);
-            for ((i, b), d) in whole.drain(..).zip(digests) {
-                out[i] = Some(Ok((d, b.len() as u64)));
-            }
-        };
+        let items = files
+            .iter()
+            .enumerate()
+            .map(|(i, (p, hint))| (i, p.to_path_buf(), *hint));
         // No overall timeout: each request is bounded by op_timeout inside `hash_one`.
-        self.rt.block_on(async {
-            let mut read = stream::iter(files.iter().enumerate())
-                .map(|(i, (p, hint))| {
-                    let big = &big;
-                    async move { (i, hash_one(c, p, *hint, big, progress).await) }
-                })
-                .buffer_unordered(window);
-            while let Some((i, r)) = read.next().await {
-                match r {
-                    Ok(Read::Whole(b)) => {
-                        whole.push((i, b));
-                        if whole.len() == HASH_TOGETHER {
-                            hash_whole(&mut whole, &mut out);
-                        }
-                    }
-                    Ok(Read::Hashed(d, n)) => out[i] = Some(Ok((d, n))),
-                    Err(e) => out[i] = Some(Err(e)),
-                }
-            }
-        });
-        hash_whole(&mut whole, &mut out);
+        let mut out = self
+            .rt
+            .block_on(hash_stream(c, stream::iter(items), progress));
+        out.resize_with(files.len(), || None);
         out.into_iter()
             .map(|r| r.expect("a result for every file"))
             .collect()
@@ -1612,6 +1586,52 @@ fn after_first(asked: usize, got: usize, hint: Option<u64>) -> AfterFirst {
     }
 }
 
+/// Reads and hashes the files `files` yields (id, path, size hint), up to the bulk window at
+/// once; the result for id `i` is at index `i`. A small file read whole comes back unhashed
+/// and waits for others: they are hashed [`HASH_TOGETHER`] at a time, four messages side by
+/// side ([`crate::sha256_many`]).
+async fn hash_stream(
+    c: Ctx<'_>,
+    files: impl futures_util::Stream<Item = (usize, PathBuf, Option<u64>)>,
+    progress: &dyn Progress,
+) -> Vec<Option<Result<(Digest, u64)>>> {
+    let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
+    let window = c.in_flight.max(HASH_FILES_IN_FLIGHT_NEAR);
+    let mut out: Vec<Option<Result<(Digest, u64)>>> = Vec::new();
+    let put = |out: &mut Vec<Option<_>>, i: usize, r| {
+        if out.len() <= i {
+            out.resize_with(i + 1, || None);
+        }
+        out[i] = Some(r);
+    };
+    let hash_whole = |whole: &mut Vec<(usize, Bytes)>, out: &mut Vec<Option<_>>| {
+        let contents: Vec<&[u8]> = whole.iter().map(|(_, b)| &b[..]).collect();
+        let digests = crate::sha256_many::digest_many(&contents);
+        for ((i, b), d) in whole.drain(..).zip(digests) {
+            put(out, i, Ok((d, b.len() as u64)));
+        }
+    };
+    let mut whole: Vec<(usize, Bytes)> = Vec::with_capacity(HASH_TOGETHER);
+    let big = &big;
+    let mut reads = std::pin::pin!(files
+        .map(|(i, path, hint)| async move { (i, hash_one(c, &path, hint, big, progress).await) })
+        .buffer_unordered(window));
+    while let Some((i, r)) = reads.next().await {
+        match r {
+            Ok(Read::Whole(b)) => {
+                whole.push((i, b));
+                if whole.len() == HASH_TOGETHER {
+                    hash_whole(&mut whole, &mut out);
+                }
+            }
+            Ok(Read::Hashed(d, n)) => put(&mut out, i, Ok((d, n))),
+            Err(e) => put(&mut out, i, Err(e)),
+        }
+    }
+    hash_whole(&mut whole, &mut out);
+    out
+}
+
 /// What [`hash_one`] gives back.
 enum Read {
     /// A small file read whole in one request: its bytes, to be hashed with others'.
@@ -2205,6 +2225,59 @@ impl Remote for SftpRemote {
             .iter()
             .zip(listed)
             .map(|(p, res)| self.checked_listing(p, res))
+            .collect()
+    }
+
+    fn read_dirs_hashed(&self, paths: &[PathBuf], progress: &dyn Progress) -> Vec<Result<Listed>> {
+        let c = self.ctx();
+        // The lister sends each file it finds to the readers at once, numbered in the order
+        // found; the readers run beside it, so a level's files are read while the rest of the
+        // level is still being listed.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(usize, PathBuf, Option<u64>)>();
+        let found = AtomicUsize::new(0);
+        let found = &found;
+        let lister = async move {
+            let tx = tx; // dropped when the listing ends, which ends the readers' stream
+            let tx = &tx;
+            stream::iter(paths)
+                .map(|dir| async move {
+                    let entries = self.checked_listing(dir, list_dir(c, dir).await)?;
+                    let ids: Vec<Option<usize>> = entries
+                        .iter()
+                        .map(|e| {
+                            (e.meta.kind == FileKind::File).then(|| {
+                                let id = found.fetch_add(1, Ordering::Relaxed);
+                                let path = dir.join(OsStr::from_bytes(&e.name));
+                                // The readers outlive the lister: the send cannot fail.
+                                let _ = tx.send((id, path, Some(e.meta.size)));
+                                id
+                            })
+                        })
+                        .collect();
+                    Ok((entries, ids))
+                })
+                .buffered(c.dirs_in_flight())
+                .collect::<Vec<Result<_>>>()
+                .await
+        };
+        let files = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        let (listed, mut hashed) = self.rt.block_on(futures_util::future::join(
+            lister,
+            hash_stream(c, files, progress),
+        ));
+        listed
+            .into_iter()
+            .map(|l| {
+                let (entries, ids) = l?;
+                Ok(entries
+                    .into_iter()
+                    .zip(ids)
+                    .map(|(e, id)| {
+                        let h = id.map(|i| hashed[i].take().expect("every file found is read"));
+                        (e, h)
+                    })
+                    .collect())
+            })
             .collect()
     }
 
