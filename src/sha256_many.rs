@@ -161,9 +161,15 @@ fn run_lanes(inputs: &[&[u8]], compress: &mut Compress<'_>) -> Vec<Digest> {
             .map(|l| l.blocks().len())
             .min()
             .expect("a lane");
-        let mut states: Vec<[u32; 8]> = lanes.iter().map(|l| l.state).collect();
-        let runs: Vec<&[Block]> = lanes.iter().map(|l| &l.blocks()[..n]).collect();
-        compress(&mut states, &runs);
+        // On the stack: a step per few blocks of every small file, no allocation in it.
+        let mut states = [[0u32; 8]; 4];
+        let mut runs: [&[Block]; 4] = [&[]; 4];
+        for (j, lane) in lanes.iter().enumerate() {
+            states[j] = lane.state;
+            runs[j] = &lane.blocks()[..n];
+        }
+        let k = lanes.len();
+        compress(&mut states[..k], &runs[..k]);
         let mut at = 0;
         lanes.retain_mut(|lane| {
             lane.state = states[at];
