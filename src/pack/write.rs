@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use crate::digest::Digest;
 use crate::manifest::{self, Entry, EntryKind, Found, Manifest, ManifestError, Stamp};
 use crate::progress::Progress;
+use crate::tree::hasher::read_spare;
 
 use super::check::{Checker, RawEntry, Rule};
 use super::layout::{self, TarKind};
@@ -350,32 +351,17 @@ fn read_batch(jobs: &[(PathBuf, u64, Stamp)]) -> Prefetched {
 }
 
 /// Reads at most `size` bytes of `file` into a new buffer: fewer only at end of file. The bytes
-/// go straight into the buffer's spare capacity (zeroing it first would be 850 MB of memset on
-/// the small corpus), in one read(2) for a regular file that has them. std's `read_to_end`
-/// through `Take` caps its first read at 8 KiB, which cost a second syscall for every file
-/// over that size: half of the small corpus, 53,000 of its 153,000 reads. No end-of-file
-/// probe either: a file that grew has a new size, which `check_unchanged` sees.
+/// go straight into the buffer's spare capacity ([`read_spare`]), in one read(2) for a regular
+/// file that has them. std's `read_to_end` through `Take` caps its first read at 8 KiB, which
+/// cost a second syscall for every file over that size: half of the small corpus, 53,000 of
+/// its 153,000 reads. No end-of-file probe either: a file that grew has a new size, which
+/// `check_unchanged` sees.
 fn read_up_to(file: &fs::File, size: usize) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
     let mut data: Vec<u8> = Vec::with_capacity(size);
     while data.len() < size {
         let want = size - data.len();
-        let spare = &mut data.spare_capacity_mut()[..want];
-        // SAFETY: read(2) writes at most `spare.len()` bytes at the start of `spare`, memory
-        // this Vec owns and nothing else refers to; `set_len` below counts only those bytes.
-        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-        match n {
-            0 => break,
-            n if n > 0 => {
-                // SAFETY: the first `n` bytes of the spare capacity were just written.
-                unsafe { data.set_len(data.len() + n as usize) };
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        if read_spare(file, &mut data, want)? == 0 {
+            break;
         }
     }
     Ok(data)

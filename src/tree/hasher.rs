@@ -139,32 +139,38 @@ fn open_at(dirfd: RawFd, path: &CStr) -> io::Result<Open> {
 /// A small file's bytes to end of file, as [`read_all_into`] reads them (one read when fstat's
 /// size is right), into a buffer of its own.
 fn read_whole(file: &File, expect: u64) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
     // One spare byte: a file of the expected size ends on a short read, with no second call.
     let mut data: Vec<u8> = Vec::with_capacity(expect as usize + 1);
     loop {
         if data.len() == data.capacity() {
             data.reserve(BUF);
         }
-        let spare = data.spare_capacity_mut();
+        let room = data.capacity() - data.len();
+        let n = read_spare(file, &mut data, room)?;
+        if n == 0 || (n < room && data.len() as u64 == expect && expect > 0) {
+            return Ok(data);
+        }
+    }
+}
+
+/// One read(2) of at most `max` bytes (no more than `data`'s spare capacity) appended to
+/// `data`, straight into the spare capacity: zeroing it first would be a memset of every byte
+/// read. Retries EINTR; 0 at end of file.
+pub(crate) fn read_spare(file: &File, data: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = &mut data.spare_capacity_mut()[..max];
+    loop {
         // SAFETY: read(2) writes at most `spare.len()` bytes at the start of `spare`, memory
         // this Vec owns and nothing else refers to; `set_len` below counts only those bytes.
         let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if n >= 0 {
+            // SAFETY: the first `n` bytes of the spare capacity were just written.
+            unsafe { data.set_len(data.len() + n as usize) };
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
-        }
-        if n == 0 {
-            return Ok(data);
-        }
-        let short = (n as usize) < spare.len();
-        // SAFETY: the first `n` bytes of the spare capacity were just written.
-        unsafe { data.set_len(data.len() + n as usize) };
-        if short && data.len() as u64 == expect && expect > 0 {
-            return Ok(data);
         }
     }
 }
