@@ -69,10 +69,34 @@ fn hash_entry(
 ) -> Option<io::Result<Opened>> {
     let progress = hashing?;
     let r = cstring(name).and_then(|c| hash_at(dirfd, &c));
-    if let Ok(Opened::Hashed(_, n)) = &r {
+    report(&r, progress);
+    Some(r)
+}
+
+/// The regular files of `run`, hashed together ([`hash_many_at`]), one result each in order.
+fn hash_run(dirfd: RawFd, run: &[RawEntry], progress: &dyn Progress) -> Vec<io::Result<Opened>> {
+    let names: Vec<io::Result<CString>> = run
+        .iter()
+        .filter(|e| e.kind == FileKind::File)
+        .map(|e| cstring(&e.name))
+        .collect();
+    let valid: Vec<&CStr> = names.iter().flatten().map(|c| c.as_c_str()).collect();
+    let mut hashed = hash_many_at(dirfd, &valid).into_iter();
+    names
+        .into_iter()
+        .map(|name| {
+            let r = name.and_then(|_| hashed.next().expect("a result per name"));
+            report(&r, progress);
+            r
+        })
+        .collect()
+}
+
+/// A file hashed: its bytes and itself count as done.
+fn report(r: &io::Result<Opened>, progress: &dyn Progress) {
+    if let Ok(Opened::Hashed(_, n)) = r {
         progress.advance(*n, 1);
     }
-    Some(r)
 }
 
 /// `parent` + name, inserting `/` unless `parent` already ends in one (F3).
@@ -312,12 +336,12 @@ fn walk_fd(fd: OwnedFd, path: Vec<u8>, depth: usize, hashing: Option<&dyn Progre
         Ok(e) => e,
         Err(e) => return WalkOut::error(&path, &e),
     };
+    // Files are hashed below, in runs; `visit` only lists them.
     let visit = |e: &RawEntry| -> Option<WalkOut> {
         match e.kind {
             FileKind::File => {
                 let mut one = WalkOut::default();
-                let h = hash_entry(fd.as_raw_fd(), &e.name, hashing);
-                one.push_file(child_path(&path, &e.name), h);
+                one.push_file(child_path(&path, &e.name), None);
                 Some(one)
             }
             FileKind::Dir => {
@@ -334,52 +358,26 @@ fn walk_fd(fd: OwnedFd, path: Vec<u8>, depth: usize, hashing: Option<&dyn Progre
     };
     // Subdirectories, and files when they are hashed here, fan out over rayon; collect() keeps
     // entry order. A leaf that is only listed is walked inline: a task per name costs more
-    // than it saves. Hashed files go in runs of up to 16 a task, hashed together
-    // (`hash_many_at`: four SHA-256 lanes at once).
+    // than it saves. When hashing, each subdirectory is a task of its own and the other
+    // entries go in runs of up to 16, whose files are hashed together (four SHA-256 lanes at
+    // once); a run that held directories too serialised the tree's upper levels.
     let items: Vec<WalkOut> = if let Some(progress) = hashing {
-        // Each subdirectory is a task of its own; the other entries go in runs of up to 16.
-        let mut tasks: Vec<&[RawEntry]> = Vec::new();
-        let mut start = 0;
-        for (i, e) in entries.iter().enumerate() {
-            if e.kind == FileKind::Dir || i - start == 16 {
-                if start < i {
-                    tasks.push(&entries[start..i]);
-                }
-                start = i;
-                if e.kind == FileKind::Dir {
-                    tasks.push(&entries[i..i + 1]);
-                    start = i + 1;
-                }
-            }
-        }
-        if start < entries.len() {
-            tasks.push(&entries[start..]);
-        }
+        let tasks: Vec<&[RawEntry]> = entries
+            .chunk_by(|a, b| a.kind != FileKind::Dir && b.kind != FileKind::Dir)
+            .flat_map(|run| run.chunks(16))
+            .collect();
         let runs: Vec<Vec<WalkOut>> = tasks
             .par_iter()
             .with_max_len(1)
             .map(|run| {
-                let names: Vec<io::Result<CString>> = run
-                    .iter()
-                    .filter(|e| e.kind == FileKind::File)
-                    .map(|e| cstring(&e.name))
-                    .collect();
-                let valid: Vec<&CStr> = names.iter().flatten().map(|c| c.as_c_str()).collect();
-                let mut hashed = hash_many_at(fd.as_raw_fd(), &valid).into_iter();
-                let mut names = names.into_iter();
+                let mut hashed = hash_run(fd.as_raw_fd(), run, progress).into_iter();
                 run.iter()
                     .filter_map(|e| {
                         if e.kind != FileKind::File {
                             return visit(e);
                         }
-                        let h = match names.next().expect("a name per file") {
-                            Ok(_) => hashed.next().expect("a result per name"),
-                            Err(err) => Err(err),
-                        };
-                        if let Ok(Opened::Hashed(_, n)) = &h {
-                            progress.advance(*n, 1);
-                        }
                         let mut one = WalkOut::default();
+                        let h = hashed.next().expect("a result per file");
                         one.push_file(child_path(&path, &e.name), Some(h));
                         Some(one)
                     })
