@@ -417,7 +417,7 @@ impl SftpRemote {
         let items = files
             .iter()
             .enumerate()
-            .map(|(i, (p, hint))| (i, p.to_path_buf(), *hint));
+            .map(|(i, (p, hint))| (i, *p, *hint));
         // No overall timeout: each request is bounded by op_timeout inside `hash_one`.
         let mut out = self
             .rt
@@ -1586,13 +1586,13 @@ fn after_first(asked: usize, got: usize, hint: Option<u64>) -> AfterFirst {
     }
 }
 
-/// Reads and hashes the files `files` yields (id, path, size hint), up to the bulk window at
+/// Reads and hashes the files `files` yields (id, path, size hint; paths borrowed or owned), up to the bulk window at
 /// once; the result for id `i` is at index `i`. A small file read whole comes back unhashed
 /// and waits for others: they are hashed [`HASH_TOGETHER`] at a time, four messages side by
 /// side ([`crate::sha256_many`]).
-async fn hash_stream(
+async fn hash_stream<P: AsRef<Path>>(
     c: Ctx<'_>,
-    files: impl futures_util::Stream<Item = (usize, PathBuf, Option<u64>)>,
+    files: impl futures_util::Stream<Item = (usize, P, Option<u64>)>,
     progress: &dyn Progress,
 ) -> Vec<Option<Result<(Digest, u64)>>> {
     let big = Semaphore::new(BIG_CHUNKS_IN_FLIGHT);
@@ -1613,9 +1613,12 @@ async fn hash_stream(
     };
     let mut whole: Vec<(usize, Bytes)> = Vec::with_capacity(HASH_TOGETHER);
     let big = &big;
-    let mut reads = std::pin::pin!(files
-        .map(|(i, path, hint)| async move { (i, hash_one(c, &path, hint, big, progress).await) })
-        .buffer_unordered(window));
+    let mut reads =
+        std::pin::pin!(files
+            .map(|(i, path, hint)| async move {
+                (i, hash_one(c, path.as_ref(), hint, big, progress).await)
+            })
+            .buffer_unordered(window));
     while let Some((i, r)) = reads.next().await {
         match r {
             Ok(Read::Whole(b)) => {
