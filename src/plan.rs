@@ -184,6 +184,18 @@ fn written_digest(text: &str) -> Option<Digest> {
     Some(Digest::of(&compact(written.plan.get())))
 }
 
+/// Deserializes a `T`, with the path of every field `T` does not know: serde drops them
+/// silently, and a plan or receipt that had some is a later sealpush's or was edited.
+pub(crate) fn with_unknown_fields<'de, T, D>(de: D) -> Result<(T, Vec<String>), D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    let mut unknown = Vec::new();
+    let value = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))?;
+    Ok((value, unknown))
+}
+
 /// Whether `tool_version` (`sealpush X.Y.Z`, as [`crate::TOOL_VERSION`]) names a later version
 /// than this one. Each part counts by its leading digits (`1.0.0-rc1` is 1.0.0); a name that is
 /// not of that form is not taken for a later sealpush.
@@ -253,12 +265,9 @@ impl SealedPlan {
     pub fn from_json(text: &str) -> Result<SealedPlan, PlanError> {
         // Fields this version does not know are dropped when read, and what it re-encodes is
         // not what was sealed: noted, to tell a later sealpush's plan from an edited one.
-        let mut unknown = Vec::new();
-        let sealed: SealedPlan =
-            serde_ignored::deserialize(&mut serde_json::Deserializer::from_str(text), |path| {
-                unknown.push(path.to_string())
-            })
-            .map_err(|e| PlanError::Parse(e.to_string()))?;
+        let (sealed, unknown): (SealedPlan, _) =
+            with_unknown_fields(&mut serde_json::Deserializer::from_str(text))
+                .map_err(|e| PlanError::Parse(e.to_string()))?;
         if sealed.plan.format != PLAN_FORMAT {
             return Err(PlanError::Format {
                 found: sealed.plan.format,

@@ -151,9 +151,8 @@ impl Receipt {
     /// remove less than it should, silently): such a receipt is refused, as a later
     /// sealpush's when its `tool_version` says so, else as edited.
     pub fn from_json(text: &[u8]) -> Result<Receipt, ReceiptError> {
-        let mut unknown = Vec::new();
         let mut de = serde_json::Deserializer::from_slice(text);
-        let r: Receipt = serde_ignored::deserialize(&mut de, |path| unknown.push(path.to_string()))
+        let (r, unknown): (Receipt, _) = crate::plan::with_unknown_fields(&mut de)
             .and_then(|r| de.end().map(|()| r))
             .map_err(|e| ReceiptError::Parse(e.to_string()))?;
         if r.format != RECEIPT_FORMAT {
