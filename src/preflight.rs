@@ -1196,8 +1196,8 @@ impl TreeSource for RemoteSource<'_> {
 }
 
 /// The anchor's recipe digest (C locale) and manifest, reading every file once: one walk over
-/// the transport gives the listing, kinds, modes and symlink targets; one pipelined
-/// [`Remote::hash_files`] gives the digests. The digest then follows from the manifest when
+/// the transport gives the listing, kinds, modes and symlink targets, and the digests of the
+/// files it finds, read while it goes on ([`shape::walk_hashed`]). The digest then follows from the manifest when
 /// every path is plain ([`crate::manifest::recipe_from_entries`]); otherwise the recipe's
 /// emulation runs on the walk and digests (see [`RemoteSource`]).
 pub fn survey_anchor(
@@ -1216,9 +1216,9 @@ pub fn survey_anchor(
         path: anchor.to_path_buf(),
     })?;
 
-    // One walk (a level's directories listed concurrently) gives kinds, sizes, exec bits and
-    // symlink targets; each directory's listing is also kept, in readdir order, for the
-    // recipe's emulation.
+    // One walk (a level's directories listed concurrently) gives kinds, sizes, exec bits,
+    // symlink targets and digests; each directory's listing is also kept, in readdir order,
+    // for the recipe's emulation.
     let mut listings: HashMap<Vec<u8>, Listing> = HashMap::from([(Vec::new(), Vec::new())]);
     // The files are read as their directories are listed, so the total is not known up front.
     progress.start("hashing anchor", None, None);
