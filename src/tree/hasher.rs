@@ -52,7 +52,8 @@ pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
     }
 }
 
-/// Opens `path` relative to `dirfd` the way sha256sum would ([`open_at`]) and hashes it.
+/// Opens `path` relative to `dirfd` the way sha256sum would (following symlinks, a fifo
+/// reported rather than waited on, a directory giving EISDIR) and hashes it.
 pub fn hash_at(dirfd: RawFd, path: &CString) -> io::Result<Opened> {
     match open_at(dirfd, path)? {
         Open::File(file, size) => {
